@@ -1,0 +1,1 @@
+"""XAttention block-sparse prefill for xedge (see docs/DEVELOPING.md)."""
