@@ -1,1 +1,40 @@
-"""XAttention block-sparse prefill for xedge (see docs/DEVELOPING.md)."""
+"""XAttention block-sparse prefill for xedge.
+
+Public API (tensor shapes in each docstring): :class:`XAttentionConfig`, :func:`estimate_block_scores`,
+:func:`select_blocks`, :func:`block_sparse_attention`, :func:`xattention_prefill`. The torch-based
+functions are imported lazily so that ``attention_backend.config`` stays importable without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from attention_backend.config import XAttentionConfig
+
+if TYPE_CHECKING:
+    from attention_backend.estimate import estimate_block_scores
+    from attention_backend.prefill import xattention_prefill
+    from attention_backend.select import select_blocks
+    from attention_backend.sparse_attention import block_sparse_attention
+
+_LAZY = {
+    "estimate_block_scores": "attention_backend.estimate",
+    "select_blocks": "attention_backend.select",
+    "block_sparse_attention": "attention_backend.sparse_attention",
+    "xattention_prefill": "attention_backend.prefill",
+}
+
+__all__ = [
+    "XAttentionConfig",
+    "block_sparse_attention",
+    "estimate_block_scores",
+    "select_blocks",
+    "xattention_prefill",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'attention_backend' has no attribute {name!r}; public names: {__all__}")

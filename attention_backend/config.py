@@ -1,0 +1,170 @@
+"""XAttention configuration: one frozen, validated dataclass, plus the ``xedge serve`` flag mapping.
+
+This module imports nothing heavy (no torch) so the CLI and the server can use it freely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ADDITIONAL_CONFIG_KEY = "xattn"
+"""Key of our section in vLLM's ``--additional-config`` JSON: ``{"xattn": {...}}``."""
+
+ThresholdTable = tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class XAttentionConfig:
+    """How XAttention estimates, selects and runs block-sparse prefill attention.
+
+    Attributes:
+        block_size: B, tokens per block on both the query and the key side.
+        stride: S, antidiagonal stride of the estimate; must divide ``block_size``.
+        threshold: tau in [0, 1], the share of each row's *estimated* block mass to keep. A float
+            applies to every head; a table ``threshold[layer][head]`` (query heads) gives one per head.
+            tau = 1 keeps every causal block (dense attention).
+        min_sparse_len: in vLLM, prefill rows whose context has fewer tokens stay dense.
+        chunk_tokens: query tokens processed per step by the torch path (bounds peak memory;
+            rounded up to a multiple of ``block_size``).
+        enabled: False keeps every prefill dense (the vLLM backend then only delegates).
+    """
+
+    block_size: int = 128
+    stride: int = 8
+    threshold: float | ThresholdTable = 0.9
+    min_sparse_len: int = 8192
+    chunk_tokens: int = 4096
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "stride", "min_sparse_len", "chunk_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"XAttentionConfig.{name}: expected a positive int, got {value!r}")
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"XAttentionConfig.enabled: expected a bool, got {self.enabled!r}")
+        if self.block_size % self.stride:
+            raise ValueError(
+                f"XAttentionConfig.stride: expected a divisor of block_size={self.block_size}, "
+                f"got {self.stride}"
+            )
+        if isinstance(self.threshold, int | float) and not isinstance(self.threshold, bool):
+            _check_tau(float(self.threshold), "threshold")
+            object.__setattr__(self, "threshold", float(self.threshold))
+        elif isinstance(self.threshold, Sequence) and not isinstance(self.threshold, str):
+            table = _as_table(self.threshold)
+            object.__setattr__(self, "threshold", table)
+        else:
+            raise ValueError(
+                f"XAttentionConfig.threshold: expected a float in [0, 1] or a [layers][heads] table, "
+                f"got {type(self.threshold).__name__}"
+            )
+
+    @property
+    def has_table(self) -> bool:
+        return isinstance(self.threshold, tuple)
+
+    def thresholds(self, num_heads: int, layer: int | None = None) -> list[float]:
+        """Per-query-head tau for ``layer``: ``num_heads`` floats. ``layer`` is required with a table."""
+        if not isinstance(self.threshold, tuple):
+            return [self.threshold] * num_heads
+        if layer is None:
+            raise ValueError("XAttentionConfig.thresholds: a per-layer table needs a layer index, got None")
+        if not 0 <= layer < len(self.threshold):
+            raise ValueError(
+                f"XAttentionConfig.thresholds: layer expected in [0, {len(self.threshold)}), got {layer}"
+            )
+        row = self.threshold[layer]
+        if len(row) != num_heads:
+            raise ValueError(
+                f"XAttentionConfig.thresholds: layer {layer} of the table has {len(row)} heads, "
+                f"expected {num_heads} (query heads of the model)"
+            )
+        return list(row)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if isinstance(self.threshold, tuple):
+            data["threshold"] = [list(row) for row in self.threshold]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> XAttentionConfig:
+        """Build from a JSON-like mapping (vLLM ``additional_config["xattn"]``); unknown keys are errors.
+
+        ``threshold_table`` (a path to a JSON file written by ``xedge calibrate-xattn``) is accepted as
+        an alternative to an inline ``threshold``.
+        """
+        known = {f for f in cls.__dataclass_fields__}
+        data = dict(data)
+        table_path = data.pop("threshold_table", None)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"xattn config: unknown keys {unknown}; valid keys: {sorted(known | {'threshold_table'})}")
+        if table_path is not None:
+            if "threshold" in data:
+                raise ValueError("xattn config: give either 'threshold' or 'threshold_table', not both")
+            data["threshold"] = load_threshold_table(table_path)
+        return cls(**data)
+
+
+def _check_tau(value: float, where: str) -> None:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"XAttentionConfig.{where}: expected tau in [0, 1], got {value!r}")
+
+
+def _as_table(rows: Sequence[Any]) -> ThresholdTable:
+    if not rows:
+        raise ValueError("XAttentionConfig.threshold: expected a non-empty [layers][heads] table, got []")
+    table = []
+    for i, row in enumerate(rows):
+        if isinstance(row, str | bytes) or not isinstance(row, Sequence) or not row:
+            raise ValueError(f"XAttentionConfig.threshold[{i}]: expected a non-empty list of floats, got {row!r}")
+        values = tuple(float(x) for x in row)
+        for j, v in enumerate(values):
+            _check_tau(v, f"threshold[{i}][{j}]")
+        table.append(values)
+    return tuple(table)
+
+
+def load_threshold_table(path: str | Path) -> ThresholdTable:
+    """Read a calibration file (``{"threshold": [[...], ...], ...}`` or a bare list) as a table."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"xattn threshold table: expected an existing JSON file, got {str(path)!r}")
+    data = json.loads(path.read_text())
+    rows = data["threshold"] if isinstance(data, dict) else data
+    return _as_table(rows)
+
+
+def additional_config_from_flags(
+    *,
+    stride: int | None = None,
+    threshold: float | None = None,
+    min_len: int | None = None,
+    threshold_table: str | Path | None = None,
+) -> dict[str, Any]:
+    """Map ``xedge serve --xattn-*`` flags to vLLM's ``additional_config`` (``{"xattn": {...}}``).
+
+    Flags left as None keep the defaults of :class:`XAttentionConfig`. The result is validated here
+    (ValueError with expected vs got), so a bad flag fails before vLLM starts. A threshold table is
+    inlined, so the engine processes do not need to read the file.
+    """
+    section: dict[str, Any] = {}
+    if stride is not None:
+        section["stride"] = stride
+    if min_len is not None:
+        section["min_sparse_len"] = min_len
+    if threshold is not None and threshold_table is not None:
+        raise ValueError("--xattn-threshold and --xattn-threshold-table: expected at most one, got both")
+    if threshold is not None:
+        section["threshold"] = threshold
+    if threshold_table is not None:
+        section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
+    XAttentionConfig.from_dict(section)
+    return {ADDITIONAL_CONFIG_KEY: section}

@@ -1,0 +1,162 @@
+"""Fused XAttention estimation on the GPU: antidiagonal scores per (query block, key block).
+
+Reshaped row ``i`` of the queries is the ``S`` tokens ``q[i*S + S-1-t]`` (t = 0..S-1) and reshaped row
+``j`` of the keys is ``k[j*S + t]``, both in ABSOLUTE token positions of the sequence. The logit of
+``(i, j)`` is ``sum_t q[i*S+S-1-t] . k[j*S+t] / (sqrt(D) * S)``, causal in the reshaped space
+(``j <= i``); each query row is softmaxed in fp32 and the probabilities are summed per
+``(B/S) x (B/S)`` tile into one score per ``B x B`` block. Tokens outside the sequence (``>= k_len``) or
+before the queries of this call (``< q_offset``) are zero vectors; a query row with none of its ``S``
+tokens among the queries is left out of the sums.
+
+Two launches, and the ``(Lq/S) x (Lk/S)`` score matrix never reaches HBM:
+1. ``_xattn_lse_kernel``: per (head, tile of query rows) one pass over the causal key rows; for each
+   key tile it writes, per query row and key block, ``log2 sum 2^(logit*log2e)`` of that block
+   (``[Hq, rows, n_kb]`` fp32: Lk/B floats per row instead of Lk/S).
+2. ``_xattn_block_score_kernel``: per (head, query block) it turns those into the row's softmax mass
+   per key block and sums the block's rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from attention_backend.kernels.checks import block_grid, check_block_size, check_out, check_query
+from attention_backend.kernels.kv_view import PagedKV
+
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class EstimateTiles:
+    """Launch shape of the estimation GEMM: ``bm`` query rows x ``bn`` key rows (reshaped) per step."""
+
+    bm: int = 128
+    bn: int = 128
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+@triton.jit
+def _load_kv_rows(cache_ptr, bt_ptr, tok, k_len, page_size, s_page, s_tok, kvh_off, d):
+    """Rows ``tok`` ([N] absolute positions) of one KV head from the paged cache; zeros past k_len."""
+    ok = tok < k_len
+    page = tl.load(bt_ptr + tok // page_size, mask=ok, other=0)
+    row = page.to(tl.int64) * s_page + (tok % page_size).to(tl.int64) * s_tok + kvh_off
+    return tl.load(cache_ptr + row[:, None] + d[None, :], mask=ok[:, None], other=0.0)
+
+
+@triton.jit
+def _xattn_lse_kernel(
+    q_ptr, k_ptr, bt_ptr, lse_ptr,
+    k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2,
+    s_qt, s_qh, s_kp, s_kt, s_kh, s_lh, s_lr,
+    GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr,
+):
+    n_tiles = tl.cdiv(n_rows, BM)
+    tile = n_tiles - 1 - tl.program_id(0)  # longest rows first: better tail balance
+    h = tl.program_id(1)
+    kvh_off = (h // GROUP).to(tl.int64) * s_kh
+    d = tl.arange(0, D)
+    rows = row0 + tile * BM + tl.arange(0, BM)  # absolute reshaped query rows
+    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
+    q_base = q_ptr + h.to(tl.int64) * s_qh
+    j_end = row0 + tile * BM + BM  # causal: key rows j <= i < j_end
+    for j0 in range(0, j_end, BN):
+        cols = j0 + tl.arange(0, BN)
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for t in tl.static_range(S):
+            qtok = rows * S + (S - 1 - t)
+            qm = (qtok >= q_offset) & (qtok < k_len)
+            qt = tl.load(
+                q_base + (qtok - q_offset).to(tl.int64)[:, None] * s_qt + d[None, :],
+                mask=qm[:, None], other=0.0,
+            )
+            kt = _load_kv_rows(k_ptr, bt_ptr, cols * S + t, k_len, page_size, s_kp, s_kt, kvh_off, d)
+            acc = tl.dot(qt, tl.trans(kt), acc)
+        s = tl.where(cols[None, :] <= rows[:, None], acc * scale_log2, float("-inf"))
+        m = tl.max(s, 1)
+        m = tl.where(m == float("-inf"), 0.0, m)
+        p = tl.exp2(s - m[:, None])
+        blk = tl.sum(tl.reshape(p, (BM, BN // R, R)), 2)
+        lse = m[:, None] + tl.log2(blk)
+        kb = j0 // R + tl.arange(0, BN // R)
+        ptrs = lse_ptr + h.to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_lr + kb[None, :]
+        tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
+
+
+@triton.jit
+def _xattn_block_score_kernel(
+    lse_ptr, score_ptr,
+    k_len, q_offset, first_qb, n_kb,
+    s_lh, s_lr, s_sh, s_sq,
+    S: tl.constexpr, R: tl.constexpr, NKB: tl.constexpr,
+):
+    qb_local = tl.program_id(0)
+    h = tl.program_id(1)
+    qb = first_qb + qb_local
+    kb = tl.arange(0, NKB)
+    kb_ok = kb <= qb
+    total = tl.zeros((NKB,), dtype=tl.float32)
+    for r in range(R):
+        row = qb * R + r
+        if (row * S + S > q_offset) & (row * S < k_len):
+            ptrs = lse_ptr + h.to(tl.int64) * s_lh + (row - first_qb * R).to(tl.int64) * s_lr + kb
+            lse = tl.load(ptrs, mask=kb_ok, other=float("-inf"))
+            m = tl.max(lse, 0)
+            row_lse = m + tl.log2(tl.sum(tl.exp2(lse - m), 0))
+            total += tl.exp2(lse - row_lse)
+    tl.store(score_ptr + h.to(tl.int64) * s_sh + qb_local.to(tl.int64) * s_sq + kb, total, mask=kb < n_kb)
+
+
+def estimate_block_scores(
+    q: torch.Tensor,
+    kv: PagedKV,
+    *,
+    block_size: int,
+    stride: int,
+    q_offset: int = 0,
+    out: torch.Tensor | None = None,
+    tiles: EstimateTiles = EstimateTiles(),
+) -> torch.Tensor:
+    """Antidiagonal block scores of one sequence, on CUDA.
+
+    q: ``[Lq, Hq, D]`` fp16/bf16, the last ``Lq`` positions of the ``kv.k_len``-token context
+    (``q_offset = k_len - Lq``). Returns (or fills ``out``) ``[Hq, n_qb, n_kb]`` fp32, rows the absolute
+    query blocks ``q_offset // B .. ceil(k_len / B) - 1``, columns the key blocks; each row holds the
+    softmax mass of its reshaped query rows per key block (0 above the diagonal).
+    """
+    check_query(q, kv, q_offset)
+    check_block_size(block_size, stride)
+    k_len = kv.k_len
+    lq, hq, d = q.shape
+    first_qb, n_qb, n_kb = block_grid(k_len, q_offset, block_size)
+    check_out(out, (hq, n_qb, n_kb), torch.float32, q.device)
+    r = block_size // stride
+    n_rows = n_qb * r
+    lse = torch.empty((hq, n_rows, n_kb), dtype=torch.float32, device=q.device)
+    scale_log2 = LOG2E / (math.sqrt(d) * stride)
+    kc = kv.key_cache
+
+    if tiles.bm % r or tiles.bn % r:
+        raise ValueError(f"tile rows must be multiples of B/S={r}, got {tiles}")
+    _xattn_lse_kernel[(triton.cdiv(n_rows, tiles.bm), hq)](
+        q, kc, kv.block_table, lse,
+        k_len, q_offset, kv.page_size, first_qb * r, n_rows, n_kb, scale_log2,
+        q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), lse.stride(0), lse.stride(1),
+        GROUP=hq // kv.num_kv_heads, S=stride, R=r, D=d,
+        BM=tiles.bm, BN=tiles.bn, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    scores = out if out is not None else torch.empty((hq, n_qb, n_kb), dtype=torch.float32, device=q.device)
+    _xattn_block_score_kernel[(n_qb, hq)](
+        lse, scores,
+        k_len, q_offset, first_qb, n_kb,
+        lse.stride(0), lse.stride(1), scores.stride(0), scores.stride(1),
+        S=stride, R=r, NKB=triton.next_power_of_2(n_kb),
+    )
+    return scores

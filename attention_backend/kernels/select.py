@@ -1,0 +1,94 @@
+"""Block selection on the GPU, one program per (head, query block), no host synchronisation.
+
+Per row of block scores: the sink block (key block 0) and the diagonal block are always kept; the other
+causal blocks are added in descending score order while the kept mass before adding a block is below
+``tau * row mass`` (the official x-attention rule, ``cumsum_without_self < required``). ``tau >= 1``
+keeps every causal block. The kernel sorts the row in registers (``tl.sort``), finds the smallest score
+that is taken and keeps every non-forced causal block scoring at least that much (exact ties at the
+cut-off are all kept). Besides the bool mask it writes the kept key blocks in ascending order with
+their count, which is what the sparse attention kernel iterates over.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _xattn_select_kernel(
+    score_ptr, tau_ptr, mask_ptr, idx_ptr, cnt_ptr,
+    first_qb, n_kb,
+    s_sh, s_sq, s_mh, s_mq, s_ih, s_iq, s_ch,
+    NKB: tl.constexpr,
+):
+    qb_local = tl.program_id(0)
+    h = tl.program_id(1)
+    qb = first_qb + qb_local
+    kb = tl.arange(0, NKB)
+    causal = kb <= qb
+    s = tl.load(score_ptr + h.to(tl.int64) * s_sh + qb_local.to(tl.int64) * s_sq + kb, mask=causal, other=0.0)
+    tau = tl.load(tau_ptr + h)
+    forced = causal & ((kb == 0) | (kb == qb))
+    required = tau * tl.sum(s, 0)
+    kept = tl.sum(tl.where(forced, s, 0.0), 0)
+    other = tl.where(causal & ~forced, s, -1.0)  # scores are >= 0; -1 sorts the rest last
+    ranked = tl.sort(other, 0, descending=True)
+    mass = tl.maximum(ranked, 0.0)
+    before = tl.cumsum(mass, 0) - mass
+    take = (ranked >= 0.0) & (kept + before < required)
+    cutoff = tl.min(tl.where(take, ranked, float("inf")), 0)
+    sel = forced | (causal & (s >= cutoff)) | (causal & (tau >= 1.0))
+    tl.store(mask_ptr + h.to(tl.int64) * s_mh + qb_local.to(tl.int64) * s_mq + kb, sel, mask=kb < n_kb)
+    sel_i = sel.to(tl.int32)
+    pos = tl.cumsum(sel_i, 0) - sel_i
+    tl.store(idx_ptr + h.to(tl.int64) * s_ih + qb_local.to(tl.int64) * s_iq + pos, kb, mask=sel)
+    tl.store(cnt_ptr + h.to(tl.int64) * s_ch + qb_local, tl.sum(sel_i, 0))
+
+
+def thresholds_per_head(threshold: float | torch.Tensor, num_heads: int, device: torch.device) -> torch.Tensor:
+    """``tau`` as an fp32 ``[Hq]`` tensor on ``device``; scalar or per-head, each in [0, 1]."""
+    if isinstance(threshold, torch.Tensor):
+        tau = threshold.detach().to(device=device, dtype=torch.float32).reshape(-1)
+        if tau.numel() != num_heads:
+            raise ValueError(f"threshold must be a scalar or [Hq={num_heads}], got shape {tuple(threshold.shape)}")
+        return tau
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    return torch.full((num_heads,), float(threshold), dtype=torch.float32, device=device)
+
+
+def select_blocks_indexed(
+    scores: torch.Tensor, threshold: float | torch.Tensor, *, first_qb: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Select blocks from ``scores: [Hq, n_qb, n_kb]`` fp32 (row ``i`` = absolute query block
+    ``first_qb + i``). Returns ``mask [Hq, n_qb, n_kb]`` bool, ``idx [Hq, n_qb, n_kb]`` int32 (the kept key
+    blocks ascending, the rest of each row unspecified) and ``count [Hq, n_qb]`` int32."""
+    if scores.dim() != 3 or scores.dtype != torch.float32:
+        raise ValueError(f"scores must be [Hq, n_qb, n_kb] float32, got {tuple(scores.shape)} {scores.dtype}")
+    hq, n_qb, n_kb = scores.shape
+    if first_qb < 0 or first_qb + n_qb > n_kb:
+        raise ValueError(f"query blocks [{first_qb}, {first_qb + n_qb}) must lie inside the {n_kb} key blocks")
+    scores = scores.contiguous()
+    tau = thresholds_per_head(threshold, hq, scores.device)
+    mask = torch.empty((hq, n_qb, n_kb), dtype=torch.bool, device=scores.device)
+    idx = torch.empty((hq, n_qb, n_kb), dtype=torch.int32, device=scores.device)
+    count = torch.empty((hq, n_qb), dtype=torch.int32, device=scores.device)
+    _xattn_select_kernel[(n_qb, hq)](
+        scores, tau, mask, idx, count,
+        first_qb, n_kb,
+        scores.stride(0), scores.stride(1), mask.stride(0), mask.stride(1), idx.stride(0), idx.stride(1),
+        count.stride(0),
+        NKB=triton.next_power_of_2(n_kb),
+    )
+    return mask, idx, count
+
+
+def mask_to_index(block_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Any bool ``block_mask [Hq, n_qb, n_kb]`` as (ascending kept blocks, count), on the device, no sync."""
+    n_kb = block_mask.shape[-1]
+    ar = torch.arange(n_kb, device=block_mask.device, dtype=torch.int32)
+    keyed = torch.where(block_mask, ar, n_kb + ar)
+    idx = torch.sort(keyed, dim=-1).values.to(torch.int32)
+    return idx, block_mask.sum(-1, dtype=torch.int32)

@@ -1,0 +1,101 @@
+"""Block-sparse flash attention for prefill, reading K/V from the paged cache (one sequence per launch).
+
+One program per (absolute query block, query head): it walks the kept key blocks of its row (ascending,
+from ``select_blocks_indexed`` or ``mask_to_index``) with an fp32 online softmax; a key block that
+reaches past the first query of the block gets the causal token mask. GQA reads KV head
+``h // (Hq / Hkv)``: K/V are never repeated. A query row with no kept key is written as zeros.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from attention_backend.kernels.checks import block_grid, check_block_size, check_out, check_query
+from attention_backend.kernels.estimate import LOG2E, _load_kv_rows
+from attention_backend.kernels.kv_view import PagedKV
+
+
+@triton.jit
+def _block_sparse_attn_kernel(
+    q_ptr, k_ptr, v_ptr, bt_ptr, idx_ptr, cnt_ptr, o_ptr,
+    k_len, q_offset, page_size, first_qb, n_qb, scale_log2,
+    s_qt, s_qh, s_kp, s_kt, s_kh, s_vp, s_vt, s_vh, s_ot, s_oh, s_ih, s_iq, s_ch,
+    GROUP: tl.constexpr, B: tl.constexpr, D: tl.constexpr,
+):
+    qb_local = n_qb - 1 - tl.program_id(0)  # longest rows first
+    h = tl.program_id(1)
+    qb = first_qb + qb_local
+    d = tl.arange(0, D)
+    qpos = qb * B + tl.arange(0, B)
+    q_ok = (qpos >= q_offset) & (qpos < k_len)
+    q_rows = (qpos - q_offset).to(tl.int64)
+    q = tl.load(q_ptr + h.to(tl.int64) * s_qh + q_rows[:, None] * s_qt + d[None, :], mask=q_ok[:, None], other=0.0)
+    kvh = (h // GROUP).to(tl.int64)
+    m_i = tl.full((B,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((B,), dtype=tl.float32)
+    acc = tl.zeros((B, D), dtype=tl.float32)
+    row_idx = idx_ptr + h.to(tl.int64) * s_ih + qb_local.to(tl.int64) * s_iq
+    n = tl.load(cnt_ptr + h.to(tl.int64) * s_ch + qb_local)
+    for i in range(n):
+        kb = tl.load(row_idx + i)
+        kpos = kb * B + tl.arange(0, B)
+        k = _load_kv_rows(k_ptr, bt_ptr, kpos, k_len, page_size, s_kp, s_kt, kvh * s_kh, d)
+        s = tl.dot(q, tl.trans(k)) * scale_log2
+        if kb * B + B - 1 > qb * B:  # block reaches the diagonal: token-level causal mask
+            s = tl.where(kpos[None, :] <= qpos[:, None], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_use)
+        p = tl.exp2(s - m_use[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_kv_rows(v_ptr, bt_ptr, kpos, k_len, page_size, s_vp, s_vt, kvh * s_vh, d)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
+    o_ptrs = o_ptr + h.to(tl.int64) * s_oh + q_rows[:, None] * s_ot + d[None, :]
+    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=q_ok[:, None])
+
+
+def block_sparse_attention_indexed(
+    q: torch.Tensor,
+    kv: PagedKV,
+    idx: torch.Tensor,
+    count: torch.Tensor,
+    *,
+    block_size: int,
+    q_offset: int = 0,
+    scale: float | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention of ``q: [Lq, Hq, D]`` (positions ``q_offset..k_len-1``) over the key blocks listed in
+    ``idx: [Hq, n_qb, >=1]`` int32 (ascending, first ``count: [Hq, n_qb]`` entries valid), rows the
+    absolute query blocks ``q_offset // B ..``. Writes ``out: [Lq, Hq, D]`` (q's dtype) and returns it."""
+    check_query(q, kv, q_offset)
+    check_block_size(block_size)
+    lq, hq, d = q.shape
+    first_qb, n_qb, _ = block_grid(kv.k_len, q_offset, block_size)
+    if idx.dim() != 3 or tuple(idx.shape[:2]) != (hq, n_qb) or idx.dtype != torch.int32:
+        raise ValueError(f"idx must be [{hq}, {n_qb}, n] int32, got {tuple(idx.shape)} {idx.dtype}")
+    if tuple(count.shape) != (hq, n_qb) or count.dtype != torch.int32:
+        raise ValueError(f"count must be [{hq}, {n_qb}] int32, got {tuple(count.shape)} {count.dtype}")
+    check_out(out, (lq, hq, d), q.dtype, q.device)
+    if out is None:
+        out = torch.empty_like(q)
+    if out.stride(2) != 1:
+        raise ValueError(f"out last dim must be contiguous, got strides {out.stride()}")
+    scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d))
+    kc, vc = kv.key_cache, kv.value_cache
+    _block_sparse_attn_kernel[(n_qb, hq)](
+        q, kc, vc, kv.block_table, idx, count, out,
+        kv.k_len, q_offset, kv.page_size, first_qb, n_qb, scale_log2,
+        q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
+        vc.stride(0), vc.stride(1), vc.stride(2), out.stride(0), out.stride(1),
+        idx.stride(0), idx.stride(1), count.stride(0),
+        GROUP=hq // kv.num_kv_heads, B=block_size, D=d,
+        num_warps=8 if block_size * d >= 128 * 128 else 4, num_stages=3,
+    )
+    return out

@@ -1,0 +1,57 @@
+"""XAttention prefill: estimate, select, attend (the torch path behind the public API)."""
+
+from __future__ import annotations
+
+import torch
+
+from attention_backend._checks import check_qkv, query_blocks, resolve_q_offset
+from attention_backend.config import XAttentionConfig
+from attention_backend.estimate import estimate_block_scores
+from attention_backend.select import select_blocks
+from attention_backend.sparse_attention import block_sparse_attention
+
+
+def xattention_prefill(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    config: XAttentionConfig,
+    *,
+    q_offset: int | None = None,
+    layer: int | None = None,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block-sparse causal prefill attention with antidiagonal block selection.
+
+    Args:
+        q: [Lq, Hq, D], the queries at absolute positions ``q_offset .. q_offset + Lq - 1``.
+        k, v: [Lk, Hkv, D], the context at positions ``0 .. Lk - 1`` (Hq a multiple of Hkv).
+        config: block size, stride, tau (a float, or a [layers][Hq] table, then ``layer`` is needed).
+        q_offset: None (default) = ``Lk - Lq``: the queries are the last Lq tokens of the context;
+            a chunk of a chunked prefill passes the full context so far as k, v and its queries as q.
+        layer: row of the threshold table. scale: softmax scale, default ``D ** -0.5``.
+
+    Returns:
+        (out [Lq, Hq, D] in q's dtype, block_mask [Hq, nqb, ceil(Lk / B)] bool), where row i of the
+        mask is absolute query block ``q_offset // B + i`` (nqb = ceil(Lq / B) when ``q_offset % B == 0``).
+        Chunking is exact when chunks start at multiples of B; a query block split across chunks is
+        estimated from the queries each chunk holds.
+    """
+    if not isinstance(config, XAttentionConfig):
+        raise ValueError(f"config: expected an XAttentionConfig, got {type(config).__name__}")
+    lq, lk, hq, _, _ = check_qkv(q, k, v)
+    q_offset = resolve_q_offset(q_offset, lq, lk)
+    tau = config.thresholds(hq, layer)
+    scores = estimate_block_scores(
+        q,
+        k,
+        block_size=config.block_size,
+        stride=config.stride,
+        q_offset=q_offset,
+        scale=scale,
+        chunk_tokens=config.chunk_tokens,
+    )
+    first_qb, _ = query_blocks(q_offset, lq, config.block_size)
+    mask = select_blocks(scores, tau, q_block_offset=first_qb)
+    out = block_sparse_attention(q, k, v, mask, block_size=config.block_size, q_offset=q_offset, scale=scale)
+    return out, mask
