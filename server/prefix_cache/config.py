@@ -1,0 +1,35 @@
+"""Typed, frozen settings shared by the eviction policies (each default written once, here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Knobs of the policies; every policy reads only the fields it needs.
+
+    pin_share: the largest share of the cache that pinned blocks may hold (0 disables pinning).
+    reuse_window: how many recent reuse gaps per category the ``workload`` policy fits lambda on.
+    initial_life_s: the ``workload`` look-ahead window before any eviction measured one.
+    life_smoothing: EWMA weight of each measured eviction age in the ``workload`` look-ahead window.
+    s3fifo_small_share: share of the cache given to S3-FIFO's probationary queue.
+    """
+
+    pin_share: float = 0.25
+    reuse_window: int = 2000
+    initial_life_s: float = 60.0
+    life_smoothing: float = 0.01
+    s3fifo_small_share: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.pin_share <= 1.0:
+            raise ValueError(f"pin_share must be in [0, 1], got {self.pin_share}")
+        if self.reuse_window < 1:
+            raise ValueError(f"reuse_window must be >= 1, got {self.reuse_window}")
+        if self.initial_life_s <= 0:
+            raise ValueError(f"initial_life_s must be > 0, got {self.initial_life_s}")
+        if not 0.0 < self.life_smoothing <= 1.0:
+            raise ValueError(f"life_smoothing must be in (0, 1], got {self.life_smoothing}")
+        if not 0.0 < self.s3fifo_small_share < 1.0:
+            raise ValueError(f"s3fifo_small_share must be in (0, 1), got {self.s3fifo_small_share}")
