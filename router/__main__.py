@@ -1,0 +1,24 @@
+"""``python -m router [--vllm-urls URL[,URL...]] [--port N] ...``: run the router with uvicorn.
+
+Every setting of :class:`router.settings.RouterSettings` is a flag (kebab-case) and an environment
+variable (``XEDGE_ROUTER_<NAME>``); flags win.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from router.app import create_app
+from router.settings import RouterSettings
+
+
+def main() -> None:
+    settings = RouterSettings(_cli_parse_args=True, _cli_kebab_case=True, _cli_prog_name="python -m router")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Typed FastAPI dependencies: the service the lifespan built, and the caller's tenant.
+
+The tenant comes from the ``X-Xedge-Tenant`` header (default ``default``). A deployment with API keys
+replaces it: ``app.dependency_overrides[get_tenant] = resolve_tenant_from_key``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from client_edge.protocol import TENANT_HEADER
+from router.errors import RouterError
+from router.service import EdgeService
+
+
+def get_service(request: Request) -> EdgeService:
+    return request.app.state.service
+
+
+def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> str:
+    if tenant is None:
+        return "default"
+    if not (0 < len(tenant) <= 64) or not all(c.isalnum() or c in "-_." for c in tenant):
+        raise RouterError("invalid_request", f"{TENANT_HEADER} must be 1-64 characters of [A-Za-z0-9._-]")
+    return tenant
+
+
+ServiceDep = Annotated[EdgeService, Depends(get_service)]
+TenantDep = Annotated[str, Depends(get_tenant)]

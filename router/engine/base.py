@@ -1,0 +1,100 @@
+"""The engine-client contract the router is written against (vLLM over HTTP in production, a fake in tests)."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+class EngineError(Exception):
+    """The engine answered, but with an error. ``status`` is its HTTP status (0 when not HTTP)."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class EngineUnavailableError(EngineError):
+    """The engine could not be reached (connection refused, timeout)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a replica serves. ``root`` is the model directory vLLM loaded (used to find the tokenizer)."""
+
+    name: str
+    root: str
+    max_model_len: int
+
+
+@dataclass(frozen=True)
+class GenerateCall:
+    """One completion on a token-id prompt.
+
+    ``top_n``: alternatives per generated token (0 = only the token's own logprob).
+    ``prompt_logprobs``: if set, logprobs of every prompt token plus that many alternatives. vLLM then
+    does not read its prefix cache for the request (it must compute every prompt position).
+    ``cache_salt``: isolates prefix-cache entries (one salt per tenant).
+    """
+
+    prompt_ids: tuple[int, ...]
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    top_n: int = 0
+    prompt_logprobs: int | None = None
+    cache_salt: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineToken:
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineUsage:
+    """vLLM's own usage numbers for one call. ``cached_tokens`` are prompt tokens served by the prefix cache."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+
+    @property
+    def computed_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """``prompt_logprobs[i]`` maps token id -> logprob at prompt position i (None for position 0)."""
+
+    tokens: tuple[EngineToken, ...]
+    finish_reason: str
+    usage: EngineUsage
+    prompt_logprobs: tuple[dict[int, float] | None, ...] | None = field(default=None)
+
+
+class EngineClient(abc.ABC):
+    """Contract of one engine replica.
+
+    - ``model_info()`` describes the served model; it is called once per replica at startup.
+    - ``generate(call)`` runs one completion on ``call.prompt_ids`` and returns the generated tokens with
+      their logprobs and the engine's usage (prompt tokens, of which cached, completion tokens). A prompt
+      whose prefix the engine has seen before must be served from its prefix cache: the router relies on
+      it to send the whole committed prefix on every call.
+    - Failures raise :class:`EngineUnavailableError` (not reachable) or :class:`EngineError` (answered
+      with an error); nothing else escapes.
+    - ``aclose()`` releases connections.
+    """
+
+    @abc.abstractmethod
+    async def model_info(self) -> ModelInfo: ...
+
+    @abc.abstractmethod
+    async def generate(self, call: GenerateCall) -> GenerateResult: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, default is nothing to release
+        """Release resources (default: none)."""

@@ -1,0 +1,84 @@
+"""Typed API errors of the router and their HTTP rendering (``{"detail": ErrorInfo}``)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from client_edge.protocol import ErrorCode, ErrorInfo, SessionState
+
+log = logging.getLogger("router")
+
+_STATUS: dict[str, int] = {
+    "invalid_request": 422,
+    "unsupported_protocol_version": 400,
+    "unknown_session": 404,
+    "base_mismatch": 409,
+    "idempotency_conflict": 409,
+    "mode_mismatch": 400,
+    "fingerprint_mismatch": 400,
+    "token_out_of_vocab": 400,
+    "context_overflow": 400,
+    "out_of_range": 400,
+    "unsupported": 400,
+    "body_too_large": 413,
+    "unauthorized": 401,
+    "rate_limited": 429,
+    "engine_unavailable": 503,
+    "engine_error": 502,
+    "internal": 500,
+}
+
+
+class RouterError(Exception):
+    """An error with a protocol ``code``; the HTTP status follows from the code."""
+
+    def __init__(self, code: ErrorCode, message: str, *, state: SessionState | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.state = state
+
+    @property
+    def status(self) -> int:
+        return _STATUS[self.code]
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(code=self.code, message=self.message, state=self.state)
+
+
+def error_response(status: int, info: ErrorInfo) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"detail": info.model_dump(mode="json", exclude_none=True)},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render RouterError, validation errors, HTTP errors and unexpected errors in the protocol's shape."""
+
+    @app.exception_handler(RouterError)
+    async def _router_error(_: Request, exc: RouterError) -> JSONResponse:
+        return error_response(exc.status, exc.info())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where or 'body'}: {err.get('msg')}")
+        return error_response(422, ErrorInfo(code="invalid_request", message="; ".join(parts)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Framework-level errors (unknown path, wrong method): not a protocol condition of its own.
+        return error_response(exc.status_code, ErrorInfo(code="invalid_request", message=str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, ErrorInfo(code="internal", message="internal error (logged by the router)"))

@@ -1,0 +1,444 @@
+"""The edge-session operations (create, get, delete, escalate, verify, sync, truncate), HTTP-free.
+
+Every mutating operation runs under the session's lock in the same order: replay a recorded reply to a
+retried ``request_id``; check the base (409 with the cloud's state); validate the delta; build the new
+committed content; call the engine; only then swap the new content in and record the reply. An error at
+any step leaves the session exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import random
+from collections.abc import Sequence
+
+from client_edge.protocol import (
+    PROTOCOL_VERSION,
+    CloudInfo,
+    CloudToken,
+    CreateSessionRequest,
+    EscalateRequest,
+    PrefixRef,
+    SessionResponse,
+    SyncRequest,
+    TokenLogprob,
+    TruncateRequest,
+    Usage,
+    VerifyRequest,
+    VerifyResponse,
+)
+from client_edge.protocol import EscalateResponse as EscalateReply
+from router.engine.base import (
+    EngineClient,
+    EngineError,
+    EngineToken,
+    EngineUnavailableError,
+    GenerateCall,
+    GenerateResult,
+    ModelInfo,
+)
+from router.errors import RouterError
+from router.replicas import HashRing
+from router.sessions.content import Content, TextContent, TokenContent
+from router.sessions.store import Session, SessionStore, body_digest
+from router.settings import RouterSettings
+from router.speculative import greedy_accept, rejection_accept
+from router.tokenizer import CloudTokenizer
+
+
+def _usage(results: Sequence[GenerateResult]) -> Usage:
+    return Usage(
+        prompt_tokens=sum(r.usage.prompt_tokens for r in results),
+        cached_tokens=sum(r.usage.cached_tokens for r in results),
+        computed_tokens=sum(r.usage.computed_tokens for r in results),
+        completion_tokens=sum(r.usage.completion_tokens for r in results),
+        engine_calls=len(results),
+    )
+
+
+def _common_prefix(a: Sequence[object], b: Sequence[object]) -> int:
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+class EdgeService:
+    def __init__(
+        self,
+        settings: RouterSettings,
+        engines: Sequence[EngineClient],
+        tokenizer: CloudTokenizer,
+        model: ModelInfo,
+    ) -> None:
+        self.settings = settings
+        self.engines = list(engines)
+        self.tok = tokenizer
+        self.model = model
+        self.ring = HashRing(settings.vllm_urls)
+        if len(self.engines) != len(settings.vllm_urls):
+            raise ValueError(f"{len(self.engines)} engines for {len(settings.vllm_urls)} vllm_urls")
+        self.fingerprint = tokenizer.fingerprint
+        self.store = SessionStore(
+            max_sessions=settings.max_sessions, ttl_s=settings.session_ttl_s, records=settings.idempotency_records
+        )
+        self._create_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def info(self) -> CloudInfo:
+        s = self.settings
+        return CloudInfo(
+            protocol_version=PROTOCOL_VERSION,
+            model=self.model.name,
+            tokenizer_fingerprint=self.fingerprint,
+            vocab_size=self.tok.vocab_size,
+            max_model_len=self.model.max_model_len,
+            max_k=s.max_k,
+            max_top_n=s.max_top_n,
+            max_draft=s.max_draft,
+            max_body_bytes=s.max_body_bytes,
+            replicas=len(self.engines),
+        )
+
+    def _salt(self, tenant: str) -> str | None:
+        if not self.settings.tenant_cache_salt:
+            return None
+        return hmac.new(self.settings.cache_salt_secret.encode(), tenant.encode(), hashlib.sha256).hexdigest()
+
+    def _check_ids(self, ids: Sequence[int], what: str) -> None:
+        bad = next((t for t in ids if t >= self.tok.vocab_size), None)
+        if bad is not None:
+            raise RouterError(
+                "token_out_of_vocab", f"{what} holds token id {bad}; the cloud vocabulary has ids 0..{self.tok.vocab_size - 1}"
+            )
+
+    def _check_room(self, prompt_len: int, extra: int, what: str) -> None:
+        limit = self.model.max_model_len
+        if prompt_len + extra > limit:
+            raise RouterError(
+                "context_overflow",
+                f"{what}: {prompt_len} committed tokens + {extra} more exceed the model context of {limit} tokens",
+            )
+
+    @staticmethod
+    def _check_base(session: Session, base: PrefixRef) -> None:
+        if base.length != session.content.length or base.hash != session.content.hash:
+            raise RouterError(
+                "base_mismatch",
+                f"base (length {base.length}) does not match the committed prefix (length "
+                f"{session.content.length}); resync from the returned state",
+                state=session.state(),
+            )
+
+    def _delta(self, session: Session, new_token_ids: Sequence[int], new_text: str) -> Content:
+        content = session.content
+        if session.mode == "token":
+            if new_text:
+                raise RouterError("mode_mismatch", "session is in token mode: send new_token_ids, not new_text")
+            self._check_ids(new_token_ids, "new_token_ids")
+            assert isinstance(content, TokenContent)
+            return content.append(new_token_ids)
+        if new_token_ids:
+            raise RouterError("mode_mismatch", "session is in text mode: send new_text, not new_token_ids")
+        assert isinstance(content, TextContent)
+        return content.append(new_text, self.tok) if new_text else content
+
+    async def _generate(
+        self,
+        session: Session,
+        prompt: Sequence[int],
+        max_tokens: int,
+        *,
+        greedy: bool = False,
+        top_n: int = 0,
+        prompt_logprobs: int | None = None,
+    ) -> GenerateResult:
+        if not prompt:
+            raise RouterError("invalid_request", "the committed prefix is empty: the cloud has nothing to continue")
+        s = session.sampling
+        call = GenerateCall(
+            prompt_ids=tuple(prompt),
+            max_tokens=max_tokens,
+            temperature=0.0 if greedy else s.temperature,
+            top_p=1.0 if greedy else s.top_p,
+            seed=s.seed,
+            top_n=top_n,
+            prompt_logprobs=prompt_logprobs,
+            cache_salt=self._salt(session.tenant),
+        )
+        try:
+            return await self.engines[session.replica].generate(call)
+        except EngineUnavailableError as exc:
+            raise RouterError("engine_unavailable", str(exc)) from exc
+        except EngineError as exc:
+            raise RouterError("engine_error", str(exc)) from exc
+
+    def _cloud_tokens(self, context: Sequence[int], tokens: Sequence[EngineToken]) -> list[CloudToken]:
+        texts = self.tok.token_texts(context, [t.token_id for t in tokens])
+        return [
+            CloudToken(
+                token_id=t.token_id,
+                text=text,
+                logprob=t.logprob,
+                top_logprobs=[TokenLogprob(token_id=i, text=self.tok.decode([i]), logprob=lp) for i, lp in t.top],
+            )
+            for t, text in zip(tokens, texts, strict=True)
+        ]
+
+    async def _locked(self, session: Session, request_id: str, digest: str, op):  # type: ignore[no-untyped-def]
+        async with session.lock:
+            replay = session.replay(request_id, digest)
+            if replay is not None:
+                return replay
+            content, reply = await op()
+            session.content = content
+            session.record(request_id, digest, reply, self.settings.idempotency_records)
+            return reply
+
+    # -- operations ----------------------------------------------------------------------------------
+
+    async def create(self, req: CreateSessionRequest, tenant: str) -> SessionResponse:
+        if req.protocol_version != PROTOCOL_VERSION:
+            raise RouterError(
+                "unsupported_protocol_version",
+                f"protocol_version {req.protocol_version} is not supported; this router speaks {PROTOCOL_VERSION}",
+            )
+        digest = body_digest(req)
+        key = (tenant, req.request_id)
+        lock = self._create_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                replay = self.store.create_replay(tenant, req.request_id, digest)
+                if replay is not None:
+                    assert isinstance(replay, SessionResponse)
+                    return replay
+                reply = await self._create(req, tenant)
+                self.store.create_record(tenant, req.request_id, digest, reply)
+                return reply
+        finally:
+            if not lock.locked():
+                self._create_locks.pop(key, None)
+
+    async def _create(self, req: CreateSessionRequest, tenant: str) -> SessionResponse:
+        content: Content
+        if req.mode == "token":
+            if req.tokenizer_fingerprint != self.fingerprint:
+                raise RouterError(
+                    "fingerprint_mismatch",
+                    f"tokenizer fingerprint {req.tokenizer_fingerprint!r} differs from the cloud's "
+                    f"{self.fingerprint!r}: use mode 'text' for a different tokenizer",
+                )
+            self._check_ids(req.prompt_token_ids, "prompt_token_ids")
+            content = TokenContent.of(req.prompt_token_ids)
+        else:
+            content = TextContent.start(self.tok, self.settings.text_holdback_tokens).append(req.prompt_text, self.tok)
+        prompt = content.prompt_ids(self.tok)
+        self._check_room(len(prompt), 1 if req.prefill else 0, "prompt")
+        session_id = self.store.new_id()
+        session = Session(
+            id=session_id,
+            tenant=tenant,
+            mode=req.mode,
+            sampling=req.sampling,
+            replica=self.ring.pick(session_id),
+            content=content,
+            max_model_len=self.model.max_model_len,
+        )
+        usage = None
+        if req.prefill:
+            usage = _usage([await self._generate(session, prompt, 1, greedy=True)])
+        self.store.add(session)
+        return SessionResponse(state=session.state(), usage=usage)
+
+    def get(self, session_id: str, tenant: str, *, include_content: bool) -> SessionResponse:
+        return SessionResponse(state=self.store.get(session_id, tenant).state(include_content=include_content))
+
+    async def delete(self, session_id: str, tenant: str) -> None:
+        session = self.store.get(session_id, tenant)
+        async with session.lock:
+            self.store.remove(session_id, tenant)
+
+    async def sync(self, session_id: str, req: SyncRequest, tenant: str) -> SessionResponse:
+        session = self.store.get(session_id, tenant)
+
+        async def op() -> tuple[Content, SessionResponse]:
+            self._check_base(session, req.base)
+            content = self._delta(session, req.new_token_ids, req.new_text)
+            prompt = content.prompt_ids(self.tok)
+            self._check_room(len(prompt), 1 if req.prefill else 0, "sync")
+            usage = _usage([await self._generate(session, prompt, 1, greedy=True)]) if req.prefill else None
+            return content, SessionResponse(state=session.state().model_copy(update=_committed(content)), usage=usage)
+
+        return await self._locked(session, req.request_id, body_digest(req), op)
+
+    async def truncate(self, session_id: str, req: TruncateRequest, tenant: str) -> SessionResponse:
+        session = self.store.get(session_id, tenant)
+
+        async def op() -> tuple[Content, SessionResponse]:
+            current = session.content
+            if req.length > current.length:
+                raise RouterError(
+                    "out_of_range", f"cannot truncate to {req.length}: the session holds {current.length} units"
+                )
+            content = current.truncate(req.length)  # type: ignore[attr-defined]
+            return content, SessionResponse(state=session.state().model_copy(update=_committed(content)))
+
+        return await self._locked(session, req.request_id, body_digest(req), op)
+
+    async def escalate(self, session_id: str, req: EscalateRequest, tenant: str) -> EscalateReply:
+        session = self.store.get(session_id, tenant)
+        if req.k > self.settings.max_k or req.top_n > self.settings.max_top_n:
+            raise RouterError(
+                "out_of_range",
+                f"k={req.k}, top_n={req.top_n}: this router allows k <= {self.settings.max_k}, "
+                f"top_n <= {self.settings.max_top_n}",
+            )
+
+        async def op() -> tuple[Content, EscalateReply]:
+            self._check_base(session, req.base)
+            content = self._delta(session, req.new_token_ids, req.new_text)
+            if session.mode == "token":
+                if req.proposal_text:
+                    raise RouterError("mode_mismatch", "session is in token mode: send proposal_token_ids")
+                self._check_ids(req.proposal_token_ids, "proposal_token_ids")
+            elif req.proposal_token_ids:
+                raise RouterError("mode_mismatch", "session is in text mode: send proposal_text")
+            prompt = content.prompt_ids(self.tok)
+            self._check_room(len(prompt), req.k, "escalate")
+            result = await self._generate(session, prompt, req.k, top_n=req.top_n)
+            tokens = self._cloud_tokens(prompt, result.tokens)
+            text = "".join(t.text for t in tokens)
+            if session.mode == "token":
+                proposal: Sequence[object] = req.proposal_token_ids
+                agreed_prefix = _common_prefix(req.proposal_token_ids, [t.token_id for t in tokens])
+            else:
+                proposal = req.proposal_text
+                agreed_prefix = _common_prefix(req.proposal_text, text)
+            reply = EscalateReply(
+                state=session.state().model_copy(update=_committed(content)),
+                tokens=tokens,
+                text=text,
+                agreed=(agreed_prefix == len(proposal)) if proposal else None,
+                agreed_prefix=agreed_prefix,
+                finish_reason="stop" if result.finish_reason == "stop" else "length",
+                usage=_usage([result]),
+            )
+            return content, reply
+
+        return await self._locked(session, req.request_id, body_digest(req), op)
+
+    async def verify(self, session_id: str, req: VerifyRequest, tenant: str) -> VerifyResponse:
+        session = self.store.get(session_id, tenant)
+        if len(req.draft_token_ids) > self.settings.max_draft or req.top_n > self.settings.max_top_n:
+            raise RouterError(
+                "out_of_range",
+                f"draft of {len(req.draft_token_ids)} tokens, top_n={req.top_n}: this router allows drafts of "
+                f"at most {self.settings.max_draft} tokens and top_n <= {self.settings.max_top_n}",
+            )
+
+        async def op() -> tuple[Content, VerifyResponse]:
+            self._check_base(session, req.base)
+            content = self._delta(session, req.new_token_ids, req.new_text)
+            prompt = content.prompt_ids(self.tok)
+            if session.mode == "token":
+                if req.draft_text:
+                    raise RouterError("mode_mismatch", "session is in token mode: send draft_token_ids")
+                self._check_ids(req.draft_token_ids, "draft_token_ids")
+                if session.sampling.greedy:
+                    body = await self._verify_greedy(session, prompt, req)
+                else:
+                    body = await self._verify_rejection(session, prompt, req)
+            else:
+                if req.draft_token_ids:
+                    raise RouterError("mode_mismatch", "session is in text mode: send draft_text")
+                body = await self._verify_text(session, prompt, req)
+            return content, VerifyResponse(state=session.state().model_copy(update=_committed(content)), **body)
+
+        return await self._locked(session, req.request_id, body_digest(req), op)
+
+    async def _verify_greedy(self, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
+        n = len(req.draft_token_ids)
+        self._check_room(len(prompt), n, "verify")
+        max_tokens = min(n + 1, self.model.max_model_len - len(prompt))
+        result = await self._generate(session, prompt, max_tokens, greedy=True, top_n=req.top_n)
+        acc = greedy_accept(req.draft_token_ids, [t.token_id for t in result.tokens])
+        accepted_ids = list(req.draft_token_ids[: acc.accepted])
+        correction = None
+        if acc.correction is not None:
+            correction = self._cloud_tokens(prompt + accepted_ids, [result.tokens[acc.accepted]])[0]
+        return {
+            "accepted": acc.accepted,
+            "correction": correction,
+            "accepted_text": self.tok.decode(accepted_ids),
+            "method": "greedy",
+            "usage": _usage([result]),
+        }
+
+    async def _verify_rejection(self, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
+        s = session.sampling
+        if req.draft_logprobs is None:
+            raise RouterError("invalid_request", "a sampling session's verify needs draft_logprobs (log q of each draft token)")
+        if s.temperature != 1.0 or s.top_p != 1.0:
+            raise RouterError(
+                "unsupported",
+                f"sampling verify needs temperature 1.0 and top_p 1.0 (got {s.temperature}, {s.top_p}): vLLM returns "
+                "unscaled logprobs, so the rejection rule is only exact there; use greedy or per-token escalation",
+            )
+        draft = list(req.draft_token_ids)
+        self._check_room(len(prompt), len(draft) + 1, "verify")
+        result = await self._generate(
+            session, prompt + draft, 1, top_n=req.top_n, prompt_logprobs=max(1, self.settings.max_top_n)
+        )
+        assert result.prompt_logprobs is not None
+        rows = [result.prompt_logprobs[len(prompt) + i] or {} for i in range(len(draft))]
+        rng = random.Random(f"{s.seed}:{session.id}:{req.request_id}")
+        acc = rejection_accept(draft, req.draft_logprobs, rows, rng)
+        context = prompt + draft[: acc.accepted]
+        if acc.correction is None:
+            correction = self._cloud_tokens(context, [result.tokens[0]])[0]
+        else:
+            row = rows[acc.accepted]
+            correction = self._cloud_tokens(context, [EngineToken(acc.correction, row[acc.correction])])[0]
+        return {
+            "accepted": acc.accepted,
+            "correction": correction,
+            "accepted_text": self.tok.decode(draft[: acc.accepted]),
+            "method": "rejection",
+            "usage": _usage([result]),
+        }
+
+    async def _verify_text(self, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
+        if not session.sampling.greedy:
+            raise RouterError("unsupported", "text-mode verify is greedy only; use escalate in a sampling text session")
+        n = len(self.tok.encode(req.draft_text))
+        if n > self.settings.max_draft:
+            raise RouterError(
+                "out_of_range", f"draft_text is {n} cloud tokens; this router verifies at most {self.settings.max_draft}"
+            )
+        self._check_room(len(prompt), n, "verify")
+        max_tokens = min(n + 1, self.model.max_model_len - len(prompt))
+        result = await self._generate(session, prompt, max_tokens, greedy=True, top_n=req.top_n)
+        tokens = self._cloud_tokens(prompt, result.tokens)
+        cloud_text = "".join(t.text for t in tokens)
+        accepted = _common_prefix(req.draft_text, cloud_text)
+        correction = None
+        end = 0
+        for t in tokens:  # the cloud token that covers the first character after the accepted text
+            end += len(t.text)
+            if end > accepted:
+                correction = t.model_copy(update={"text": cloud_text[accepted:end]})
+                break
+        return {
+            "accepted": accepted,
+            "correction": correction,
+            "accepted_text": req.draft_text[:accepted],
+            "method": "greedy",
+            "usage": _usage([result]),
+        }
+
+
+def _committed(content: Content) -> dict:
+    return {"committed": content.ref(), "checkpoints": content.checkpoints(), "cloud_tokens": content.cloud_tokens}

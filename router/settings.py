@@ -1,0 +1,52 @@
+"""Router settings: environment variables ``XEDGE_ROUTER_*`` or ``python -m router --flag ...``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from client_edge.protocol import MAX_DRAFT, MAX_K, MAX_TOP_N
+
+
+class RouterSettings(BaseSettings):
+    """Every knob of the router, each default written once here.
+
+    ``vllm_urls``: base URLs of the vLLM replicas (all serving the same model); env var as JSON list or
+    comma-separated. ``tokenizer_dir``: where the cloud tokenizer lives; unset = the model directory vLLM
+    reports as ``root`` in ``/v1/models`` (works when router and vLLM share a filesystem).
+    ``tenant_cache_salt``: salt vLLM's prefix cache per tenant (no cross-tenant hits or timing).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="XEDGE_ROUTER_", frozen=True, extra="forbid")
+
+    vllm_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["http://127.0.0.1:8000"], min_length=1)
+    served_model: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    tokenizer_dir: Path | None = None
+    engine_timeout_s: float = Field(120.0, gt=0)
+    startup_timeout_s: float = Field(60.0, ge=0)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_k: int = Field(64, ge=1, le=MAX_K)
+    max_top_n: int = Field(MAX_TOP_N, ge=0, le=MAX_TOP_N)
+    max_draft: int = Field(16, ge=1, le=MAX_DRAFT)
+    max_sessions: int = Field(10_000, ge=1)
+    session_ttl_s: float = Field(3600.0, gt=0)
+    idempotency_records: int = Field(32, ge=1, description="replies kept per session for retried request ids")
+    tenant_cache_salt: bool = True
+    cache_salt_secret: str = Field("xedge-dev-salt", min_length=8)
+    text_holdback_tokens: int = Field(2, ge=1, description="text mode: trailing cloud tokens kept re-tokenisable")
+    log_level: str = "info"
+
+    @field_validator("vllm_urls", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
