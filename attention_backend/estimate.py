@@ -57,10 +57,7 @@ def estimate_block_scores(
     nkb = -(-lk // block_size)
     q_end = q_offset + lq
 
-    # Reshaped keys [Hkv, nkb * B/S, S*D]: column c concatenates k[cS], ..., k[cS+S-1] (zero padded).
-    k_pad = k.new_zeros(nkb * block_size, hkv, d, dtype=torch.float32)
-    k_pad[:lk] = k.float()
-    k_resh = k_pad.view(nkb * rows_per_block, stride, hkv, d).permute(2, 0, 1, 3).reshape(hkv, -1, stride * d)
+    k_resh = reshape_keys(k, stride, nkb * block_size)
 
     scores = torch.zeros(hq, nqb, nkb, dtype=torch.float32, device=q.device)
     blocks_per_chunk = max(1, -(-chunk_tokens // block_size))
@@ -69,12 +66,7 @@ def estimate_block_scores(
         abs0, abs1 = first_qb + c0, first_qb + c1
         tok0, tok1 = abs0 * block_size, abs1 * block_size
         n_rows = (tok1 - tok0) // stride
-        # Queries of these blocks, zero where the position is outside [q_offset, q_end).
-        q_pad = q.new_zeros(tok1 - tok0, hq, d, dtype=torch.float32)
-        lo, hi = max(tok0, q_offset), min(tok1, q_end)
-        q_pad[lo - tok0 : hi - tok0] = q[lo - q_offset : hi - q_offset].float()
-        # Row r concatenates q[rS+S-1], ..., q[rS]: the antidiagonal pairing with the key columns.
-        q_resh = q_pad.view(n_rows, stride, hq, d).flip(1).permute(2, 0, 1, 3).reshape(hq, n_rows, stride * d)
+        q_resh = reshape_queries(q, stride, q_offset, tok0, tok1)
         n_cols = abs1 * rows_per_block  # causal: no column beyond the last row of this chunk
         logits = torch.bmm(
             q_resh.view(hkv, group * n_rows, stride * d),
@@ -91,3 +83,27 @@ def estimate_block_scores(
         block = probs.view(hq, c1 - c0, rows_per_block, abs1, rows_per_block).sum(dim=(2, 4))
         scores[:, c0:c1, :abs1] = block  # abs1 <= nkb because the queries end by Lk
     return scores
+
+
+def reshape_keys(k: torch.Tensor, stride: int, padded_len: int) -> torch.Tensor:
+    """k: [Lk, Hkv, D] -> [Hkv, padded_len / S, S*D] fp32; column c concatenates k[cS], ..., k[cS+S-1]
+    (positions >= Lk are zero)."""
+    lk, hkv, d = k.shape
+    k_pad = k.new_zeros(padded_len, hkv, d, dtype=torch.float32)
+    k_pad[:lk] = k.float()
+    return k_pad.view(padded_len // stride, stride, hkv, d).permute(2, 0, 1, 3).reshape(hkv, -1, stride * d)
+
+
+def reshape_queries(q: torch.Tensor, stride: int, q_offset: int, tok0: int, tok1: int) -> torch.Tensor:
+    """Queries of absolute positions [tok0, tok1) (multiples of S) -> [Hq, (tok1-tok0)/S, S*D] fp32.
+
+    Row r concatenates q[rS+S-1], ..., q[rS] (reversed: the antidiagonal pairing with the key columns);
+    positions outside ``[q_offset, q_offset + Lq)`` are zero.
+    """
+    lq, hq, d = q.shape
+    q_pad = q.new_zeros(tok1 - tok0, hq, d, dtype=torch.float32)
+    lo, hi = max(tok0, q_offset), min(tok1, q_offset + lq)
+    if hi > lo:
+        q_pad[lo - tok0 : hi - tok0] = q[lo - q_offset : hi - q_offset].float()
+    n_rows = (tok1 - tok0) // stride
+    return q_pad.view(n_rows, stride, hq, d).flip(1).permute(2, 0, 1, 3).reshape(hq, n_rows, stride * d)

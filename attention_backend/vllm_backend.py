@@ -14,9 +14,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+from vllm.config import get_current_vllm_config
+from vllm.model_executor.models.utils import extract_layer_index
 from vllm.platforms import current_platform
+from vllm.v1.attention.backend import AttentionType
 from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend, CPUAttentionBackendImpl
 
+from attention_backend.batch_plan import BatchPlan, RowPath, plan_batch
+from attention_backend.config import ADDITIONAL_CONFIG_KEY, XAttentionConfig
+from attention_backend.prefill import xattention_prefill
+from attention_backend.stats import XAttentionStats
 from attention_backend.status import write_marker
 
 try:  # vLLM >= 0.11 keeps the registry under v1/
@@ -30,6 +38,53 @@ except ImportError:  # pragma: no cover - older layout
 logger = logging.getLogger(__name__)
 
 CPU_BACKEND_PATH = f"{__name__}.XAttentionCPUBackend"
+
+STATS = XAttentionStats()
+"""This process's counters; also written to ``$XEDGE_STATUS_DIR/attention.stats.<pid>.json``."""
+
+_warned: set[str] = set()
+_last_plan: tuple[Any, BatchPlan] | None = None  # (metadata object, its plan): plan once per step
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message, *args)
+
+
+def _config_from_vllm() -> XAttentionConfig:
+    extra = get_current_vllm_config().additional_config or {}
+    section = extra.get(ADDITIONAL_CONFIG_KEY) if isinstance(extra, dict) else None
+    return XAttentionConfig.from_dict(section or {})
+
+
+def _plan(attn_metadata: Any, min_sparse_len: int) -> BatchPlan:
+    """Plan once per engine step: every layer of a step shares one metadata object."""
+    global _last_plan
+    if _last_plan is not None and _last_plan[0] is attn_metadata:
+        return _last_plan[1]
+    n = attn_metadata.num_actual_tokens
+    qsl = [min(int(x), n) for x in attn_metadata.query_start_loc.tolist()]
+    plan = plan_batch(qsl, [int(x) for x in attn_metadata.seq_lens.tolist()], min_sparse_len)
+    _last_plan = (attn_metadata, plan)
+    STATS.sparse_prefills += len(plan.of(RowPath.SPARSE))
+    STATS.sparse_tokens += sum(r.end - r.start for r in plan.of(RowPath.SPARSE))
+    STATS.dense_short_prefills += len(plan.of(RowPath.DENSE_SHORT))
+    fallback = plan.of(RowPath.FALLBACK_CACHED)
+    STATS.fallback_cached_prefills += len(fallback)
+    if fallback:
+        r = fallback[0]
+        _warn_once(
+            "fallback",
+            "xattn: a long prefill (%d new tokens) attends to %d cached tokens; vLLM's CPU KV cache is "
+            "packed per instruction set and is not read back, so such prefills run DENSE (counted in "
+            "attention.stats fallback_cached_prefills; logged once)",
+            r.end - r.start,
+            r.seq_len - (r.end - r.start),
+        )
+    if plan.has_sparse or fallback:
+        write_marker("attention", "stats", STATS.as_dict())
+    return plan
 
 
 def register() -> None:
@@ -50,10 +105,30 @@ def register() -> None:
 
 
 class XAttentionCPUBackendImpl(CPUAttentionBackendImpl):
-    """vLLM's CPU attention impl with XAttention for long prefills (dense decode via ``super()``)."""
+    """vLLM's CPU attention impl with XAttention for long prefills.
+
+    Decodes, short prefills and prefills that attend to cached context run through vLLM's own kernel
+    (``super().forward``); a prefill whose context has at least ``min_sparse_len`` tokens, all of them
+    in this forward's key/value, runs :func:`xattention_prefill`. Layers with features XAttention does
+    not model (sliding window, ALiBi, soft-cap, sinks, non-decoder attention) always stay dense.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.xattn = _config_from_vllm()
+        unsupported = {
+            "attn_type": self.attn_type != AttentionType.DECODER,
+            "sliding_window": self.sliding_window != -1,
+            "alibi": self.alibi_slopes is not None,
+            "softcap": bool(self.logits_soft_cap),
+            "sinks": self.sinks is not None,
+            "kv_sharing": self.kv_sharing_target_layer_name is not None,
+        }
+        self.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
+        self.sparse_enabled = self.xattn.enabled and not self.dense_reasons
+        if self.xattn.enabled and self.dense_reasons:
+            _warn_once("unsupported", "xattn: layers with %s stay dense", self.dense_reasons)
+        self._layer_index: int | None = None
         write_marker(
             "attention",
             "impl",
@@ -62,8 +137,64 @@ class XAttentionCPUBackendImpl(CPUAttentionBackendImpl):
                 "num_heads": self.num_heads,
                 "num_kv_heads": self.num_kv_heads,
                 "head_size": self.head_size,
+                "sparse_enabled": self.sparse_enabled,
+                "dense_reasons": self.dense_reasons,
+                "xattn": self.xattn.to_dict(),
             },
         )
+
+    def forward(
+        self,
+        layer: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_metadata: Any,
+        output: torch.Tensor,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        if (
+            not self.sparse_enabled
+            or attn_metadata is None
+            or key is None
+            or not attn_metadata.causal
+            or attn_metadata.max_query_len < 2
+            or attn_metadata.max_seq_len < self.xattn.min_sparse_len
+        ):
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+        plan = _plan(attn_metadata, self.xattn.min_sparse_len)
+        if not plan.has_sparse:
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+        if not plan.all_sparse:
+            # The dense kernel runs on the whole batch; the sparse rows are then overwritten below.
+            _warn_once(
+                "mixed",
+                "xattn: batch mixes sparse prefills with other rows; vLLM's dense kernel also computes "
+                "the sparse rows (extra work, same result) before XAttention overwrites them",
+            )
+            super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+        out = output.view(output.shape[0], self.num_heads, self.head_size)
+        layer_index = self._layer(layer)
+        for req in plan.of(RowPath.SPARSE):
+            rows = slice(req.start, req.end)
+            result, mask = xattention_prefill(
+                query[rows], key[rows], value[rows], self.xattn, layer=layer_index, scale=self.scale
+            )
+            out[rows] = result.to(out.dtype)
+            n_blocks = mask.shape[1]
+            STATS.kept_blocks += int(mask.sum())
+            STATS.causal_blocks += self.num_heads * n_blocks * (n_blocks + 1) // 2
+        write_marker("attention", "stats", STATS.as_dict())
+        return output
+
+    def _layer(self, layer: Any) -> int | None:
+        if not self.xattn.has_table:
+            return None
+        if self._layer_index is None:
+            self._layer_index = extract_layer_index(layer.layer_name)
+        return self._layer_index
 
 
 class XAttentionCPUBackend(CPUAttentionBackend):

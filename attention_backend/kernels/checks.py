@@ -62,8 +62,11 @@ def check_query(q: torch.Tensor, kv: PagedKV, q_offset: int) -> None:
 def check_block_size(block_size: int, stride: int | None = None) -> None:
     if block_size not in KERNEL_BLOCK_SIZES:
         raise ValueError(f"kernel block_size must be one of {KERNEL_BLOCK_SIZES}, got {block_size}")
-    if stride is not None and (stride < 1 or block_size % stride != 0 or block_size // stride < 4):
-        raise ValueError(f"stride must divide block_size={block_size} into >= 4 rows, got stride={stride}")
+    rows = block_size // stride if stride else 0
+    if stride is not None and (stride < 1 or block_size % stride or rows < 4 or rows & (rows - 1)):
+        raise ValueError(
+            f"kernel stride must split block_size={block_size} into a power of two >= 4 of rows, got {stride}"
+        )
 
 
 def block_grid(k_len: int, q_offset: int, block_size: int) -> tuple[int, int, int]:

@@ -2,8 +2,8 @@
 
 Reshaped row ``i`` of the queries is the ``S`` tokens ``q[i*S + S-1-t]`` (t = 0..S-1) and reshaped row
 ``j`` of the keys is ``k[j*S + t]``, both in ABSOLUTE token positions of the sequence. The logit of
-``(i, j)`` is ``sum_t q[i*S+S-1-t] . k[j*S+t] / (sqrt(D) * S)``, causal in the reshaped space
-(``j <= i``); each query row is softmaxed in fp32 and the probabilities are summed per
+``(i, j)`` is ``sum_t q[i*S+S-1-t] . k[j*S+t] * scale / S`` (scale defaults to ``D ** -0.5``),
+causal in the reshaped space (``j <= i``); each query row is softmaxed in fp32 and the probabilities are summed per
 ``(B/S) x (B/S)`` tile into one score per ``B x B`` block. Tokens outside the sequence (``>= k_len``) or
 before the queries of this call (``< q_offset``) are zero vectors; a query row with none of its ``S``
 tokens among the queries is left out of the sums.
@@ -121,6 +121,7 @@ def estimate_block_scores(
     block_size: int,
     stride: int,
     q_offset: int = 0,
+    scale: float | None = None,
     out: torch.Tensor | None = None,
     tiles: EstimateTiles = EstimateTiles(),
 ) -> torch.Tensor:
@@ -129,7 +130,8 @@ def estimate_block_scores(
     q: ``[Lq, Hq, D]`` fp16/bf16, the last ``Lq`` positions of the ``kv.k_len``-token context
     (``q_offset = k_len - Lq``). Returns (or fills ``out``) ``[Hq, n_qb, n_kb]`` fp32, rows the absolute
     query blocks ``q_offset // B .. ceil(k_len / B) - 1``, columns the key blocks; each row holds the
-    softmax mass of its reshaped query rows per key block (0 above the diagonal).
+    softmax mass of its reshaped query rows per key block (0 above the diagonal). Matches
+    ``reference.ref_estimate_block_scores``.
     """
     check_query(q, kv, q_offset)
     check_block_size(block_size, stride)
@@ -140,7 +142,7 @@ def estimate_block_scores(
     r = block_size // stride
     n_rows = n_qb * r
     lse = torch.empty((hq, n_rows, n_kb), dtype=torch.float32, device=q.device)
-    scale_log2 = LOG2E / (math.sqrt(d) * stride)
+    scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d)) / stride
     kc = kv.key_cache
 
     if tiles.bm % r or tiles.bn % r:

@@ -33,13 +33,14 @@ def _xattn_select_kernel(
     forced = causal & ((kb == 0) | (kb == qb))
     required = tau * tl.sum(s, 0)
     kept = tl.sum(tl.where(forced, s, 0.0), 0)
-    other = tl.where(causal & ~forced, s, -1.0)  # scores are >= 0; -1 sorts the rest last
+    other = tl.where(forced, -1.0, tl.where(causal, s, -1.0))  # scores are >= 0; -1 sorts the rest last
     ranked = tl.sort(other, 0, descending=True)
     mass = tl.maximum(ranked, 0.0)
     before = tl.cumsum(mass, 0) - mass
     take = (ranked >= 0.0) & (kept + before < required)
     cutoff = tl.min(tl.where(take, ranked, float("inf")), 0)
-    sel = forced | (causal & (s >= cutoff)) | (causal & (tau >= 1.0))
+    cutoff = tl.where(tau >= 1.0, -1.0, cutoff)
+    sel = forced | (causal & (s >= cutoff))
     tl.store(mask_ptr + h.to(tl.int64) * s_mh + qb_local.to(tl.int64) * s_mq + kb, sel, mask=kb < n_kb)
     sel_i = sel.to(tl.int32)
     pos = tl.cumsum(sel_i, 0) - sel_i

@@ -1,0 +1,36 @@
+"""Triton kernels of XAttention for CUDA (H100/H200 class GPUs); imported only when CUDA is used.
+
+The function API the rest of ``attention_backend`` calls (shapes in each docstring):
+
+- ``estimate_block_scores(q, kv, *, block_size, stride, q_offset=0, out=None) -> [Hq, n_qb, n_kb] fp32``
+- ``select_blocks_indexed(scores, threshold, *, first_qb) -> (mask, idx, count)``
+- ``block_sparse_attention_indexed(q, kv, idx, count, *, block_size, q_offset=0, scale=None, out=None)``
+  with ``mask_to_index(block_mask) -> (idx, count)`` for an arbitrary bool block mask
+- ``xattention_prefill(q, kv, *, block_size, stride, threshold, q_offset=0, scale=None, out=None)
+  -> (out, block_mask)``
+- ``paged_prefill(query, key_cache, value_cache, block_table, seqs, *, block_size, stride, threshold,
+  scale, out)``: the prefill rows of a vLLM batch, K/V read from the paged cache (vLLM adapter entry).
+
+``kv`` is a ``PagedKV`` (``PagedKV.from_contiguous(k, v)`` for ``k, v: [Lk, Hkv, D]``). Query rows of
+score/mask tensors are ABSOLUTE query blocks ``q_offset // B .. ceil(k_len / B) - 1``. Inputs are fp16 or
+bf16 CUDA tensors (CPU tensors only under ``TRITON_INTERPRET=1``); bad input raises ValueError before any
+launch. Nothing here synchronises with the host.
+"""
+
+from attention_backend.kernels.estimate import EstimateTiles, estimate_block_scores
+from attention_backend.kernels.kv_view import PagedKV
+from attention_backend.kernels.prefill import PrefillSeq, paged_prefill, xattention_prefill
+from attention_backend.kernels.select import mask_to_index, select_blocks_indexed
+from attention_backend.kernels.sparse_attention import block_sparse_attention_indexed
+
+__all__ = [
+    "EstimateTiles",
+    "PagedKV",
+    "PrefillSeq",
+    "block_sparse_attention_indexed",
+    "estimate_block_scores",
+    "mask_to_index",
+    "paged_prefill",
+    "select_blocks_indexed",
+    "xattention_prefill",
+]

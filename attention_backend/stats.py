@@ -1,0 +1,27 @@
+"""Counters of the XAttention vLLM path, per process (the worker), exported as a status marker."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class XAttentionStats:
+    """Counts since the process started. Requests are counted once per engine step (not per layer);
+    blocks are summed over layers and heads of the sparse prefills."""
+
+    sparse_prefills: int = 0
+    dense_short_prefills: int = 0
+    fallback_cached_prefills: int = 0
+    sparse_tokens: int = 0
+    kept_blocks: int = 0
+    causal_blocks: int = 0
+
+    @property
+    def density(self) -> float | None:
+        """Kept share of causal blocks over all sparse prefills so far (None before the first)."""
+        return self.kept_blocks / self.causal_blocks if self.causal_blocks else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "density": self.density}
