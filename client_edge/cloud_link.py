@@ -1,0 +1,200 @@
+"""``CloudLink``: one edge answer's session on the cloud, kept in step with what the edge committed.
+
+The link sees the committed prefix as *units*: token ids in token mode, text in text mode (both are
+sliceable sequences with a length). It remembers how many units the cloud holds (``synced``) and sends
+only ``units[synced:]`` with each request, based on ``units[:synced]``. It repairs drift by itself:
+
+- 409 ``base_mismatch``: the cloud holds something else (say a request timed out on the edge but was
+  committed on the cloud). If the cloud's prefix is a prefix of the edge's, adopt its length; otherwise
+  truncate the cloud to the longest checkpoint the edge shares (or to 0) and resend from there.
+- 404 ``unknown_session`` (cloud restarted, session expired): open a new session holding everything.
+
+Anything else propagates as the typed error; the session decides to keep its own tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from client_edge._base_client import RequestOptions, new_request_id
+from client_edge.client import EdgeClient
+from client_edge.errors import ConflictError, NotFoundError
+from client_edge.protocol import (
+    CreateSessionRequest,
+    EscalateRequest,
+    EscalateResponse,
+    PrefixRef,
+    SamplingSettings,
+    SessionMode,
+    SessionState,
+    SyncRequest,
+    TruncateRequest,
+    Usage,
+    VerifyRequest,
+    VerifyResponse,
+    text_prefix_hash,
+    token_prefix_hash,
+)
+from client_edge.result import CloudUsage
+
+Units = Sequence[int] | str
+T = TypeVar("T")
+
+
+class CloudLink:
+    def __init__(
+        self,
+        client: EdgeClient,
+        mode: SessionMode,
+        tokenizer_fingerprint: str,
+        sampling: SamplingSettings,
+        options: RequestOptions,
+    ) -> None:
+        self.client = client
+        self.mode = mode
+        self.fingerprint = tokenizer_fingerprint
+        self.sampling = sampling
+        self.options = options
+        self.session_id: str | None = None
+        self.synced = 0
+        self.resyncs = 0
+        self.usage = CloudUsage()
+        self._prompt_len = 0
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _hash(self, units: Units) -> str:
+        if self.mode == "text":
+            return text_prefix_hash(str(units))
+        return token_prefix_hash(list(units))  # type: ignore[arg-type]
+
+    def _base(self, units: Units) -> PrefixRef:
+        return PrefixRef(length=self.synced, hash=self._hash(units[: self.synced]))
+
+    def _delta(self, units: Units) -> dict[str, object]:
+        new = units[self.synced :]
+        return {"new_text": str(new)} if self.mode == "text" else {"new_token_ids": list(new)}
+
+    def _add_usage(self, usage: Usage | None) -> None:
+        if usage is None:
+            return
+        u = self.usage
+        u.requests += 1
+        u.prompt_tokens += usage.prompt_tokens
+        u.cached_tokens += usage.cached_tokens
+        u.computed_tokens += usage.computed_tokens
+        u.completion_tokens += usage.completion_tokens
+        u.engine_calls += usage.engine_calls
+
+    def _adopt(self, state: SessionState, units: Units) -> None:
+        """After a success the cloud holds exactly ``units``; check it says so."""
+        if state.committed.length != len(units) or state.committed.hash != self._hash(units):
+            raise RuntimeError(
+                f"cloud committed {state.committed.length} units after a request for {len(units)}: "
+                "router and edge disagree on the protocol"
+            )
+        self.synced = len(units)
+
+    # --- session lifetime ------------------------------------------------------------------------
+    def open(self, units: Units, prefill: bool = True) -> None:
+        body = CreateSessionRequest(
+            request_id=new_request_id(),
+            mode=self.mode,
+            tokenizer_fingerprint=self.fingerprint,
+            sampling=self.sampling,
+            prefill=prefill,
+            **({"prompt_text": str(units)} if self.mode == "text" else {"prompt_token_ids": list(units)}),
+        )
+        resp = self.client.create_session(body, self.options)
+        self._add_usage(resp.usage)
+        self.session_id = resp.state.session_id
+        self.synced = resp.state.committed.length
+
+    def close(self) -> None:
+        if self.session_id is not None:
+            self.client.delete_session(self.session_id, self.options)
+            self.session_id = None
+
+    # --- requests --------------------------------------------------------------------------------
+    def escalate(self, units: Units, k: int, proposal: Units, top_n: int = 0) -> EscalateResponse:
+        def call(sid: str) -> EscalateResponse:
+            prop = (
+                {"proposal_text": str(proposal)}
+                if self.mode == "text"
+                else {"proposal_token_ids": list(proposal)}
+            )
+            body = EscalateRequest(
+                request_id=new_request_id(),
+                base=self._base(units),
+                k=k,
+                top_n=top_n,
+                **self._delta(units),
+                **prop,  # type: ignore[arg-type]
+            )
+            return self.client.escalate(sid, body, self.options)
+
+        resp = self._with_repair(units, call)
+        self._add_usage(resp.usage)
+        self._adopt(resp.state, units)
+        return resp
+
+    def verify(self, units: Units, draft: Units) -> VerifyResponse:
+        def call(sid: str) -> VerifyResponse:
+            d = {"draft_text": str(draft)} if self.mode == "text" else {"draft_token_ids": list(draft)}
+            body = VerifyRequest(
+                request_id=new_request_id(), base=self._base(units), **self._delta(units), **d
+            )  # type: ignore[arg-type]
+            return self.client.verify(sid, body, self.options)
+
+        resp = self._with_repair(units, call)
+        self._add_usage(resp.usage)
+        self._adopt(resp.state, units)
+        return resp
+
+    def sync(self, units: Units, prefill: bool = True) -> None:
+        if self.session_id is not None and self.synced == len(units):
+            return
+
+        def call(sid: str) -> object:
+            body = SyncRequest(
+                request_id=new_request_id(), base=self._base(units), prefill=prefill, **self._delta(units)
+            )  # type: ignore[arg-type]
+            return self.client.sync(sid, body, self.options)
+
+        resp = self._with_repair(units, call)
+        self._add_usage(getattr(resp, "usage", None))
+        self._adopt(resp.state, units)  # type: ignore[attr-defined]
+
+    def _with_repair(self, units: Units, call: Callable[[str], T]) -> T:
+        if self.session_id is None:
+            self.open(units)
+        for attempt in range(3):
+            try:
+                return call(self.session_id)  # type: ignore[arg-type]
+            except ConflictError as exc:
+                if attempt == 2 or exc.code != "base_mismatch" or exc.info is None or exc.info.state is None:
+                    raise
+                self.resyncs += 1
+                self._reconcile(exc.info.state, units)
+            except NotFoundError:
+                if attempt == 2:
+                    raise
+                self.resyncs += 1
+                self.session_id = None
+                self.open(units)
+        raise AssertionError("unreachable")
+
+    def _reconcile(self, state: SessionState, units: Units) -> None:
+        """Make ``synced`` the length of the longest prefix the cloud and the edge share."""
+        c = state.committed
+        if c.length <= len(units) and self._hash(units[: c.length]) == c.hash:
+            self.synced = c.length
+            return
+        keep = 0
+        for cp in reversed(state.checkpoints):
+            if cp.length <= len(units) and self._hash(units[: cp.length]) == cp.hash:
+                keep = cp.length
+                break
+        body = TruncateRequest(request_id=new_request_id(), length=keep)
+        resp = self.client.truncate(state.session_id, body, self.options)
+        self.synced = resp.state.committed.length

@@ -1,0 +1,158 @@
+"""ModelRunner on Hugging Face transformers, CPU, with a DynamicCache (torch imported here only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from client_edge.protocol import FINGERPRINT_PROBE_TEXT, fingerprint_probe_ids
+from client_edge.protocol import tokenizer_fingerprint as protocol_fingerprint
+from client_edge.runner.base import ModelRunner, StepOutput, TeacherForced
+
+
+@dataclass(frozen=True)
+class TransformersRunnerConfig:
+    """``model_dir``: an HF directory (config, weights, tokenizer). ``keep_layers``: indices of decoder
+    layers to keep (None = all); dropping layers makes the degraded same-tokenizer edge model.
+    ``num_threads``: torch intra-op threads (None = torch's default)."""
+
+    model_dir: Path
+    keep_layers: tuple[int, ...] | None = None
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if not Path(self.model_dir).is_dir():
+            raise FileNotFoundError(f"model_dir {self.model_dir} is not a directory")
+        if self.keep_layers is not None and len(self.keep_layers) == 0:
+            raise ValueError("keep_layers must name at least one layer (or be None for all)")
+
+
+def tokenizer_fingerprint(tokenizer: object) -> str:
+    """The protocol's fingerprint of an HF tokenizer (equal = the same ids for any text)."""
+    vocab_size = len(tokenizer)  # type: ignore[arg-type]
+    probe = tokenizer.encode(FINGERPRINT_PROBE_TEXT, add_special_tokens=False)  # type: ignore[attr-defined]
+    decoded = tokenizer.decode(fingerprint_probe_ids(vocab_size))  # type: ignore[attr-defined]
+    return protocol_fingerprint(vocab_size, probe, decoded)
+
+
+class TransformersRunner(ModelRunner):
+    """Greedy-friendly runner: one sequence, KV cache cropped on ``truncate``."""
+
+    def __init__(self, config: TransformersRunnerConfig) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        self._torch = torch
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(str(config.model_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(config.model_dir), dtype=torch.float32)
+        if config.keep_layers is not None:
+            _keep_layers(model, config.keep_layers)
+        self.model = model.eval()
+        self._fingerprint = tokenizer_fingerprint(self.tokenizer)
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.append(self.tokenizer.eos_token_id)
+        self._eos = frozenset(int(e) for e in eos_ids if e is not None)
+        self._cache: object | None = None
+        self._length = 0
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        return self._eos
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        return self._fingerprint
+
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def apply_chat_template(self, user_text: str) -> list[int]:
+        if getattr(self.tokenizer, "chat_template", None):
+            ids = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True
+            )
+            if isinstance(ids, dict):  # newer transformers return a BatchEncoding
+                ids = ids["input_ids"]
+            return [int(i) for i in ids]
+        return self.encode(user_text, add_special_tokens=True)
+
+    def prefill(self, ids: list[int]) -> StepOutput:
+        from transformers import DynamicCache
+
+        self._cache = DynamicCache()
+        self._length = 0
+        return self.append(ids)
+
+    def append(self, ids: list[int]) -> StepOutput:
+        if not ids:
+            raise ValueError("append needs at least one token id")
+        if self._cache is None:
+            raise RuntimeError("append before prefill: call prefill(prompt_ids) first")
+        torch = self._torch
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=input_ids,
+                past_key_values=self._cache,
+                use_cache=True,
+                output_hidden_states=True,
+            )
+        self._cache = out.past_key_values
+        self._length += len(ids)
+        return StepOutput(
+            logits=out.logits[0, -1].float().numpy().copy(),
+            hidden=out.hidden_states[-1][0, -1].float().numpy().copy(),
+        )
+
+    def truncate(self, length: int) -> None:
+        if not 0 < length <= self._length:
+            raise ValueError(f"truncate length must be in [1, {self._length}], got {length}")
+        if length < self._length:
+            self._cache.crop(length)  # type: ignore[union-attr]
+            self._length = length
+
+    def teacher_forced(self, ids: list[int]) -> TeacherForced:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([ids], dtype=torch.long), output_hidden_states=True)
+        self._cache, self._length = None, 0
+        return TeacherForced(
+            logits=out.logits[0].float().numpy(),
+            hidden=out.hidden_states[-1][0].float().numpy(),
+        )
+
+
+def _keep_layers(model: object, keep: tuple[int, ...]) -> None:
+    import torch
+
+    layers = model.model.layers  # type: ignore[attr-defined]
+    bad = [i for i in keep if not 0 <= i < len(layers)]
+    if bad:
+        raise ValueError(f"keep_layers {bad} out of range: the model has {len(layers)} layers")
+    kept = torch.nn.ModuleList([layers[i] for i in keep])
+    for new_idx, layer in enumerate(kept):
+        layer.self_attn.layer_idx = new_idx  # the KV cache is indexed by position in the list
+    model.model.layers = kept  # type: ignore[attr-defined]
+    model.config.num_hidden_layers = len(kept)  # type: ignore[attr-defined]
+    if getattr(model.config, "layer_types", None) is not None:  # type: ignore[attr-defined]
+        model.config.layer_types = [model.config.layer_types[i] for i in keep]  # type: ignore[attr-defined]

@@ -1,0 +1,249 @@
+"""``EdgeSession``: the edge's generation loop (per-token escalation or speculative verify).
+
+Invariants the loop keeps:
+- the runner has consumed exactly ``prompt + generated`` (drafts are rolled back before commit), and
+  ``step`` is its output at the last committed token;
+- a committed token is never taken back and the answer always runs to EOS or ``max_new_tokens``: when a
+  cloud call fails or misses its deadline the edge keeps its own token(s), marks them UNVERIFIED, and
+  the next successful call (or the final sync) sends them to the cloud;
+- after a failure the edge does not call the cloud for the next ``failure_cooldown`` rounds, so a dead
+  cloud costs at most one deadline per cooldown window.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from client_edge._base_client import RequestOptions
+from client_edge.bridge import Bridge, make_bridge
+from client_edge.client import EdgeClient
+from client_edge.cloud_link import CloudLink
+from client_edge.errors import APIError
+from client_edge.gates.base import Gate
+from client_edge.protocol import SamplingSettings, SessionMode
+from client_edge.result import CloudUsage, GenerationResult, TokenSource
+from client_edge.runner.base import ModelRunner, StepOutput
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """``strategy``: ``escalate`` (ask the cloud for ``escalate_k`` tokens where the gate fires) or
+    ``speculative`` (draft ``draft_len`` tokens, verify them in one round trip). ``mode``: ``token``
+    when edge and cloud share a tokenizer, else ``text``. ``cloud_deadline_s`` bounds each cloud call,
+    retries included."""
+
+    strategy: Literal["escalate", "speculative"] = "escalate"
+    mode: SessionMode = "token"
+    max_new_tokens: int = 256
+    escalate_k: int = 1
+    draft_len: int = 4
+    cloud_deadline_s: float = 5.0
+    max_retries: int = 1
+    failure_cooldown: int = 16
+    sync_at_end: bool = True
+    prefill_prompt: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 1 <= self.escalate_k <= 256:
+            raise ValueError(f"escalate_k must be in [1, 256], got {self.escalate_k}")
+        if not 1 <= self.draft_len <= 64:
+            raise ValueError(f"draft_len must be in [1, 64], got {self.draft_len}")
+        if self.failure_cooldown < 0:
+            raise ValueError(f"failure_cooldown must be >= 0, got {self.failure_cooldown}")
+
+
+class EdgeSession:
+    """Generates one answer at a time with ``runner``; asks the cloud through ``client`` (None = never)."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        gate: Gate,
+        client: EdgeClient | None,
+        config: SessionConfig = SessionConfig(),
+    ) -> None:
+        self.runner = runner
+        self.gate = gate
+        self.client = client
+        self.config = config
+
+    def generate(self, prompt_ids: list[int], cloud_prompt_text: str | None = None) -> GenerationResult:
+        """Answer ``prompt_ids`` (edge token ids, chat template applied). In text mode the cloud's prompt
+        is ``cloud_prompt_text`` (default: the decoded edge prompt)."""
+        if not prompt_ids:
+            raise ValueError("prompt_ids must not be empty")
+        run = _Run(self, prompt_ids, cloud_prompt_text)
+        return run.execute()
+
+
+class _Run:
+    """State of one ``generate`` call."""
+
+    def __init__(self, s: EdgeSession, prompt_ids: list[int], cloud_prompt_text: str | None) -> None:
+        self.s, self.cfg, self.runner = s, s.config, s.runner
+        self.bridge: Bridge = make_bridge(self.cfg.mode, s.runner, prompt_ids, cloud_prompt_text)
+        self.gen: list[int] = []
+        self.sources: list[TokenSource] = []
+        self.times: list[float] = []
+        self.escalated = self.failures = 0
+        self.cooldown = 0
+        self.link: CloudLink | None = None
+        if s.client is not None:
+            opts = RequestOptions(deadline_s=self.cfg.cloud_deadline_s, max_retries=self.cfg.max_retries)
+            self.link = CloudLink(
+                s.client, self.cfg.mode, s.runner.tokenizer_fingerprint, SamplingSettings(), opts
+            )
+        self.traffic0 = s.client.stats.snapshot() if s.client is not None else None
+        self.step: StepOutput = self.runner.prefill(prompt_ids)
+        self.prompt_len = len(prompt_ids)
+        self.done: Literal["eos", "length"] | None = None
+
+    # --- bookkeeping -----------------------------------------------------------------------------
+    @property
+    def left(self) -> int:
+        return self.cfg.max_new_tokens - len(self.gen)
+
+    def _commit(self, ids: list[int], sources: list[TokenSource], elapsed: float) -> None:
+        """Append ``ids`` (already consumed by the runner, except a final EOS) to the answer."""
+        ids, sources = ids[: self.left], sources[: self.left]
+        for tok, src in zip(ids, sources, strict=True):
+            self.gen.append(tok)
+            self.sources.append(src)
+            self.times.append(elapsed / max(1, len(ids)))
+            if tok in self.runner.eos_token_ids:
+                self.done = "eos"
+                break
+        if self.done is None and self.left <= 0:
+            self.done = "length"
+
+    def _feed(self, ids: list[int]) -> None:
+        """Let the runner consume committed ids that it has not seen (no EOS: the answer ends there)."""
+        ids = [t for t in ids if t not in self.runner.eos_token_ids]
+        if ids and self.done is None:
+            self.step = self.runner.append(ids)
+
+    def _cloud_ok(self) -> bool:
+        if self.link is None:
+            return False
+        if self.cooldown > 0:
+            self.cooldown -= 1
+            return False
+        return True
+
+    def _failed(self) -> None:
+        self.failures += 1
+        self.cooldown = self.cfg.failure_cooldown
+
+    # --- strategies ------------------------------------------------------------------------------
+    def execute(self) -> GenerationResult:
+        self.s.gate.reset()
+        if self.link is not None and self.cfg.prefill_prompt:
+            try:
+                self.link.open(self.bridge.units(self.gen), prefill=True)
+            except APIError:
+                self._failed()
+        while self.done is None:
+            if self.cfg.strategy == "speculative":
+                self._speculative_round()
+            else:
+                self._escalation_round()
+        return self._finish()
+
+    def _escalation_round(self) -> None:
+        t0 = time.perf_counter()
+        local = self.step.greedy_token
+        if not self.s.gate.decide(self.step):
+            self._commit([local], [TokenSource.LOCAL], time.perf_counter() - t0)
+            self._feed(self.gen[-1:])
+            return
+        self.escalated += 1
+        if self._cloud_ok():
+            assert self.link is not None
+            try:
+                resp = self.link.escalate(
+                    self.bridge.units(self.gen),
+                    min(self.cfg.escalate_k, self.left),
+                    self.bridge.proposal([local], self.gen),
+                )
+                ids = self.bridge.cloud_ids(resp.tokens, resp.text, self.gen)
+                if ids:
+                    n0 = len(self.gen)
+                    self._commit(ids, [TokenSource.CLOUD] * len(ids), time.perf_counter() - t0)
+                    self._feed(self.gen[n0:])
+                    return
+                # the cloud produced nothing (context full): keep the local token, it was not verified
+            except APIError:
+                self._failed()
+        self._commit([local], [TokenSource.UNVERIFIED], time.perf_counter() - t0)
+        self._feed(self.gen[-1:])
+
+    def _speculative_round(self) -> None:
+        t0 = time.perf_counter()
+        base = self.runner.length
+        draft: list[int] = []
+        steps: list[StepOutput] = []  # steps[i]: the runner's output after consuming draft[i]
+        step = self.step
+        for _ in range(min(self.cfg.draft_len, self.left)):
+            draft.append(step.greedy_token)
+            if draft[-1] in self.runner.eos_token_ids:
+                break
+            step = self.runner.append(draft[-1:])
+            steps.append(step)
+        self.escalated += len(draft)
+        if self._cloud_ok():
+            assert self.link is not None
+            try:
+                resp = self.link.verify(self.bridge.units(self.gen), self.bridge.proposal(draft, self.gen))
+            except APIError:
+                self._failed()
+            else:
+                accepted, extra = self.bridge.verified_ids(draft, resp, self.gen)
+                if accepted == 0 and not extra:  # no correction: the cloud's context is full
+                    self.runner.truncate(base)
+                    self.done = "length"
+                    return
+                if self.runner.length > base + accepted:
+                    self.runner.truncate(base + accepted)
+                self.step = steps[accepted - 1] if 0 < accepted <= len(steps) else self.step
+                n0 = len(self.gen)
+                srcs = [TokenSource.VERIFIED] * accepted + [TokenSource.CLOUD] * len(extra)
+                self._commit(draft[:accepted] + extra, srcs, time.perf_counter() - t0)
+                self._feed(self.gen[n0 + accepted :])
+                return
+        # the cloud failed or was skipped: the drafts stand, unverified; the runner already holds them
+        if steps:
+            self.step = steps[-1]
+        self._commit(draft, [TokenSource.UNVERIFIED] * len(draft), time.perf_counter() - t0)
+
+    def _finish(self) -> GenerationResult:
+        unsynced = 0
+        if self.link is not None:
+            units = self.bridge.units(self.gen)
+            if self.cfg.sync_at_end and self.cooldown == 0:
+                try:
+                    self.link.sync(units, prefill=False)
+                except APIError:
+                    self.failures += 1
+            unsynced = len(units) - self.link.synced if self.link.session_id is not None else len(units)
+        traffic = (
+            self.s.client.stats.since(self.traffic0) if self.s.client is not None and self.traffic0 else None
+        )
+        return GenerationResult(
+            token_ids=self.gen,
+            text=self.runner.decode(self.gen),
+            sources=self.sources,
+            finish_reason=self.done or "length",
+            escalated_positions=self.escalated,
+            cloud_failures=self.failures,
+            resyncs=self.link.resyncs if self.link is not None else 0,
+            unsynced_units=unsynced,
+            usage=self.link.usage if self.link is not None else CloudUsage(),
+            round_trips=traffic.round_trips if traffic else 0,
+            bytes_sent=traffic.bytes_sent if traffic else 0,
+            bytes_received=traffic.bytes_received if traffic else 0,
+            token_times_s=self.times,
+        )
