@@ -91,7 +91,7 @@ class TransformersRunner(ModelRunner):
             ids = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True
             )
-            if isinstance(ids, dict):  # newer transformers return a BatchEncoding
+            if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
                 ids = ids["input_ids"]
             return [int(i) for i in ids]
         return self.encode(user_text, add_special_tokens=True)
@@ -128,7 +128,7 @@ class TransformersRunner(ModelRunner):
         if not 0 < length <= self._length:
             raise ValueError(f"truncate length must be in [1, {self._length}], got {length}")
         if length < self._length:
-            self._cache.crop(length)  # type: ignore[union-attr]
+            self._cache.crop(length - self._length)  # type: ignore[union-attr]  # negative: drop that many
             self._length = length
 
     def teacher_forced(self, ids: list[int]) -> TeacherForced:
