@@ -1,0 +1,179 @@
+"""In-process fakes for router tests: a tiny tokenizer and an engine with a block prefix cache.
+
+The fake engine is a deterministic toy language model (next-token logits are a hash of the last two
+tokens) that keeps a prefix cache of full ``block_size`` blocks keyed by (salt, prefix), reporting
+usage the way vLLM does: cached prompt tokens are whole cached blocks, and at least one prompt token is
+always computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+
+from router.engine.base import (
+    EngineClient,
+    EngineError,
+    EngineToken,
+    EngineUsage,
+    GenerateCall,
+    GenerateResult,
+    ModelInfo,
+)
+from router.tokenizer import CloudTokenizer
+
+BOS, EOS, UNK = 0, 1, 2
+PIECES = ["<s>", "</s>", "<unk>", *"abcdefghijklmnopqrstuvwxyz .,!?'", "th", "the", " the", "he", "in", "ing", "an", "and", " and"]
+
+
+class FakeTokenizer(CloudTokenizer):
+    """Greedy longest-match tokenizer over PIECES (so "th" + "e" tokenised apart differs from "the")."""
+
+    def __init__(self, pieces: Sequence[str] = PIECES, start_ids: Sequence[int] = (BOS,)) -> None:
+        self.pieces = list(pieces)
+        self.vocab_size = len(self.pieces)
+        self.start_ids = list(start_ids)
+        self.eos_token_ids = frozenset([EOS])
+        self._by_text = {p: i for i, p in enumerate(self.pieces) if not p.startswith("<")}
+        self._longest = max(len(p) for p in self._by_text)
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        ids, offs, i = [], [], 0
+        while i < len(text):
+            for n in range(min(self._longest, len(text) - i), 0, -1):
+                tid = self._by_text.get(text[i : i + n])
+                if tid is not None:
+                    ids.append(tid)
+                    offs.append((i, i + n))
+                    i += n
+                    break
+            else:
+                ids.append(UNK)
+                offs.append((i, i + 1))
+                i += 1
+        return ids, offs
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_with_offsets(text)[0]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.pieces[i] for i in ids)
+
+
+def _logprobs(context: Sequence[int], vocab: int) -> list[float]:
+    key = ",".join(map(str, context[-2:])).encode()
+    raw = hashlib.shake_128(key).digest(vocab)
+    logits = [raw[i] / 32.0 for i in range(vocab)]
+    logits[BOS] = -50.0
+    logits[EOS] -= 6.0  # long toy answers
+    top = max(logits)
+    z = math.log(sum(math.exp(x - top) for x in logits)) + top
+    return [x - z for x in logits]
+
+
+class FakeEngine(EngineClient):
+    """Toy LM with vLLM-like usage numbers. ``fail_with`` makes the next calls raise that error."""
+
+    def __init__(self, vocab: int, *, max_model_len: int = 512, block_size: int = 16) -> None:
+        self.vocab = vocab
+        self.block_size = block_size
+        self.max_model_len = max_model_len
+        self.blocks: set[tuple[str | None, tuple[int, ...]]] = set()
+        self.calls: list[GenerateCall] = []
+        self.fail_with: EngineError | None = None
+
+    async def model_info(self) -> ModelInfo:
+        return ModelInfo(name="fake-lm", root="/nonexistent", max_model_len=self.max_model_len)
+
+    def greedy(self, prompt: Sequence[int], n: int) -> list[int]:
+        out, ctx = [], list(prompt)
+        for _ in range(n):
+            lp = _logprobs(ctx, self.vocab)
+            tok = max(range(self.vocab), key=lp.__getitem__)
+            out.append(tok)
+            ctx.append(tok)
+            if tok == EOS:
+                break
+        return out
+
+    def logprobs(self, context: Sequence[int]) -> list[float]:
+        return _logprobs(context, self.vocab)
+
+    def _cached(self, salt: str | None, prompt: Sequence[int]) -> int:
+        b, n = self.block_size, 0
+        while n + b <= len(prompt) - 1 and (salt, tuple(prompt[: n + b])) in self.blocks:
+            n += b
+        return n
+
+    def _store(self, salt: str | None, seq: Sequence[int]) -> None:
+        for end in range(self.block_size, len(seq) + 1, self.block_size):
+            self.blocks.add((salt, tuple(seq[:end])))
+
+    async def generate(self, call: GenerateCall) -> GenerateResult:
+        self.calls.append(call)
+        if self.fail_with is not None:
+            raise self.fail_with
+        prompt = list(call.prompt_ids)
+        if not prompt or max(prompt) >= self.vocab:
+            raise EngineError("bad prompt", status=400)
+        cached = 0 if call.prompt_logprobs is not None else self._cached(call.cache_salt, prompt)
+        rng = random.Random(call.seed if call.seed is not None else 1234)
+        ctx, tokens = list(prompt), []
+        finish = "length"
+        for _ in range(call.max_tokens):
+            lp = _logprobs(ctx, self.vocab)
+            if call.temperature == 0.0:
+                tok = max(range(self.vocab), key=lp.__getitem__)
+            else:
+                tok = rng.choices(range(self.vocab), weights=[math.exp(x) for x in lp])[0]
+            ranked = sorted(range(self.vocab), key=lambda i, lp=lp: -lp[i])[: call.top_n]
+            tokens.append(EngineToken(tok, lp[tok], tuple((i, lp[i]) for i in ranked)))
+            ctx.append(tok)
+            if tok == EOS:
+                finish = "stop"
+                break
+        prompt_lps = None
+        if call.prompt_logprobs is not None:
+            rows: list[dict[int, float] | None] = [None]
+            for pos in range(1, len(prompt)):
+                lp = _logprobs(prompt[:pos], self.vocab)
+                ranked = sorted(range(self.vocab), key=lambda i, lp=lp: -lp[i])[: call.prompt_logprobs]
+                rows.append({i: lp[i] for i in [*ranked, prompt[pos]]})
+            prompt_lps = tuple(rows)
+        # Like vLLM, KV exists for every token fed to the model: the prompt and all but the last sampled token.
+        self._store(call.cache_salt, ctx[:-1])
+        return GenerateResult(
+            tokens=tuple(tokens),
+            finish_reason=finish,
+            usage=EngineUsage(prompt_tokens=len(prompt), cached_tokens=cached, completion_tokens=len(tokens)),
+            prompt_logprobs=prompt_lps,
+        )
+
+
+def make_app(**overrides: object):  # noqa: ANN201 - returns (FastAPI, FakeEngine, FakeTokenizer)
+    """A router app on the fake engine and tokenizer; ``overrides`` go to RouterSettings."""
+    from router.app import create_app
+    from router.settings import RouterSettings
+
+    tok = FakeTokenizer()
+    engine = FakeEngine(tok.vocab_size, max_model_len=int(overrides.pop("max_model_len", 512)))  # type: ignore[call-overload]
+    settings = RouterSettings(vllm_urls=["http://fake:1"], startup_timeout_s=0, **overrides)  # type: ignore[arg-type]
+    return create_app(settings, engines=[engine], tokenizer=tok), engine, tok
+
+
+def base_of(ids: Sequence[int]) -> dict:
+    from client_edge.protocol import token_prefix_hash
+
+    return {"length": len(ids), "hash": token_prefix_hash(ids)}
+
+
+def text_base_of(text: str) -> dict:
+    from client_edge.protocol import text_prefix_hash
+
+    return {"length": len(text), "hash": text_prefix_hash(text)}
+
+
+def fingerprint(tok: CloudTokenizer) -> str:
+    return tok.fingerprint
