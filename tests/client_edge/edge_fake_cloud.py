@@ -34,9 +34,12 @@ from client_edge.protocol import (
     text_prefix_hash,
     token_prefix_hash,
 )
-from tests.client_edge.fake_runner import CHARS, VOCAB, cloud_next
+from client_edge.retry import RetryPolicy
+from tests.client_edge.edge_fake_runner import CHARS, VOCAB, cloud_next
 
 MAX_MODEL_LEN = 4096
+# Retries in tests back off for microseconds: the policy itself is tested in test_edge_retry.py.
+FAST_RETRY = RetryPolicy(max_retries=2, initial_delay_s=1e-4, max_delay_s=1e-3)
 
 
 def cloud_next_char(text: str) -> str:

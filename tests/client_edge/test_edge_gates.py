@@ -142,3 +142,33 @@ def test_mlp_gate_rejects_wrong_hidden_size_and_missing_file(tmp_path: Path) -> 
         gate.score(_step([0.0], [1.0, 2.0]))
     with pytest.raises(FileNotFoundError, match="train-router"):
         MLPRouterGate(0.5, path=tmp_path / "absent")
+
+
+def test_router_training_learns_the_fake_models_uncertainty(tmp_path: Path) -> None:
+    """The fake edge is wrong exactly where its hidden[0] is +5: a trained router must find that."""
+    pytest.importorskip("torch")
+    from client_edge.gates.mlp_train import TrainConfig, auc, collect_examples, train_mlp
+    from tests.client_edge.edge_fake_runner import FakeRunner, cloud_greedy
+
+    runner = FakeRunner()
+    pairs = [([i % 39, (i * 7) % 39, 3], cloud_greedy([i % 39, (i * 7) % 39, 3], 30)) for i in range(40)]
+    ex = collect_examples(runner, pairs)
+    assert ex.features.shape == (40 * 30, 8)
+    assert 0.1 < ex.labels.mean() < 0.3  # every fifth position is wrong
+    router = train_mlp(
+        ex,
+        TrainConfig(hidden_sizes=(16,), epochs=40),
+        tokenizer_fingerprint="fp",
+        edge_model="fake",
+        keep_layers=None,
+    )
+    assert router.metadata.val_auc > 0.95 and router.metadata.val_accuracy > 0.9
+    router.save(tmp_path / "r")
+    gate = MLPRouterGate(router.metadata.thresholds_by_rate["0.2"], path=tmp_path / "r")
+    unsure, sure = (
+        runner.prefill([1, 2, 3, 4, 5]),
+        runner.prefill([1, 2, 3, 4]),
+    )  # the edge errs at length % 5 == 0
+    assert gate.decide(unsure) and not gate.decide(sure)
+    assert auc(np.array([0.1, 0.9, 0.8, 0.2]), np.array([0, 1, 1, 0])) == 1.0
+    assert auc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5

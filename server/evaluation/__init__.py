@@ -1,0 +1,1 @@
+"""Evaluations on real data (read from the shared data folder at run time, never copied)."""

@@ -1,0 +1,120 @@
+"""The two routing tasks: GSM8K and CommonsenseQA dev sets, their prompts and exact-match scoring.
+
+Prompts are the ones of the router training data (CITER's formats), so a router trained there sees the
+same kind of text at evaluation. Scoring: GSM8K compares the number in the last ``\\boxed{}`` (else the
+last number) with the reference's boxed answer; CommonsenseQA compares the last label in parentheses
+(else the choice text after "the answer is") with the answer key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from client_edge.errors import UnknownNameError
+
+GSM8K_PROMPT = (
+    "Solve the following math problem step by step. Ensure all reasoning is shown clearly in LaTeX format, "
+    "and you should enclose your answer with \\boxed{{}}.\nQuestion: {question}\nSolution: "
+)
+CSQA_PROMPT = (
+    "Question: {question}\nChoices:\n{choices}\n\nPlease format your response in the following way:\n"
+    "[Explanation]. Therefore, the answer is answer (label).\n"
+    "Ensure the final sentence includes the answer followed by the label in parentheses.\n\nAnswer and Reasoning:"
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    task: str
+    prompt: str
+    gold: str
+    choices: tuple[tuple[str, str], ...] = ()  # (label, text) for multiple choice
+
+
+def _number(s: str) -> str | None:
+    s = s.replace(",", "").replace("$", "").strip()
+    m = re.findall(r"-?\d+(?:\.\d+)?", s)
+    if not m:
+        return None
+    v = float(m[-1])
+    return str(int(v)) if v == int(v) else str(v)
+
+
+def _last_boxed(text: str) -> str | None:
+    found = re.findall(r"\\boxed\{([^{}]*)\}", text)
+    return found[-1] if found else None
+
+
+def score_gsm8k(output: str, item: Item) -> bool:
+    boxed = _last_boxed(output)
+    got = _number(boxed) if boxed is not None else _number(output)
+    return got is not None and got == _number(item.gold)
+
+
+def score_csqa(output: str, item: Item) -> bool:
+    labels = re.findall(r"\(([A-Ea-e])\)", output)
+    if labels:
+        return labels[-1].upper() == item.gold
+    m = re.findall(r"the answer is ([^.\n(]+)", output, flags=re.IGNORECASE)
+    if m:
+        said = m[-1].strip().lower()
+        return any(said == text.lower() and label == item.gold for label, text in item.choices)
+    return False
+
+
+def load_gsm8k(path: Path) -> list[Item]:
+    items = []
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        boxed = _last_boxed(d["solution"])
+        if boxed is None:
+            raise ValueError(f"{path}: a GSM8K solution without \\boxed{{}}: {d['solution'][-80:]!r}")
+        items.append(Item("gsm8k", GSM8K_PROMPT.format(question=d["problem"]), boxed))
+    return items
+
+
+def load_csqa(path: Path) -> list[Item]:
+    items = []
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        choices = tuple(zip(d["choices"]["label"], d["choices"]["text"], strict=True))
+        listing = "\n".join(f"{label}. {text}" for label, text in choices)
+        items.append(
+            Item("csqa", CSQA_PROMPT.format(question=d["question"], choices=listing), d["answerKey"], choices)
+        )
+    return items
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    dev_file: str
+    train_file: str
+    load: Callable[[Path], list[Item]]
+    score: Callable[[str, Item], bool]
+
+
+TASKS: dict[str, Task] = {
+    "gsm8k": Task(
+        "gsm8k", "eval/gsm8k_dev.jsonl", "router_train/gsm8k_train_cot.jsonl", load_gsm8k, score_gsm8k
+    ),
+    "csqa": Task("csqa", "eval/csqa_dev.jsonl", "router_train/csqa_train_cot.jsonl", load_csqa, score_csqa),
+}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise UnknownNameError("task", name, list(TASKS))
+    return TASKS[name]
+
+
+def load_train_pairs(data_root: Path, task: str) -> list[tuple[str, str]]:
+    """(prompt, reference chain of thought) pairs of a task's router training file."""
+    path = data_root / get_task(task).train_file
+    if not path.is_file():
+        raise FileNotFoundError(f"router training data {path} not found")
+    return [(d["prompt"], d["cot"]) for d in map(json.loads, path.read_text().splitlines())]
