@@ -50,6 +50,10 @@ def estimate_block_scores(
     scale = default_scale(d, scale)
     if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
         raise ValueError(f"chunk_tokens: expected a positive int, got {chunk_tokens!r}")
+    if q.is_cuda:  # the Triton kernels (attention_backend/kernels); never this torch path
+        from attention_backend.kernels.dispatch import cuda_estimate_block_scores
+
+        return cuda_estimate_block_scores(q, k, block_size=block_size, stride=stride, q_offset=q_offset, scale=scale)
 
     group = hq // hkv
     rows_per_block = block_size // stride

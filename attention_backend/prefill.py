@@ -42,6 +42,13 @@ def xattention_prefill(
     lq, lk, hq, _, _ = check_qkv(q, k, v)
     q_offset = resolve_q_offset(q_offset, lq, lk)
     tau = config.thresholds(hq, layer)
+    if q.is_cuda:  # the Triton kernels (attention_backend/kernels); never the torch path
+        from attention_backend.kernels.dispatch import cuda_xattention_prefill
+
+        return cuda_xattention_prefill(
+            q, k, v, block_size=config.block_size, stride=config.stride, threshold=tau,
+            q_offset=q_offset, scale=scale,
+        )
     scores = estimate_block_scores(
         q,
         k,

@@ -40,6 +40,10 @@ def select_blocks(
             f"scores: expected nkb >= q_block_offset + nqb = {q_block_offset + nqb} (causal), got nkb={nkb}"
         )
     tau = _thresholds(threshold, hq, scores.device)
+    if scores.is_cuda:  # the Triton kernel (attention_backend/kernels); never this torch path
+        from attention_backend.kernels.dispatch import cuda_select_blocks
+
+        return cuda_select_blocks(scores, tau, q_block_offset=q_block_offset)
 
     dev = scores.device
     diag = torch.arange(q_block_offset, q_block_offset + nqb, device=dev)

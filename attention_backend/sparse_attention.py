@@ -57,6 +57,12 @@ def block_sparse_attention(
             f"out: expected shape {tuple(q.shape)}, dtype {q.dtype}, device {q.device}; "
             f"got {tuple(out.shape)}, {out.dtype}, {out.device}"
         )
+    if q.is_cuda:  # the Triton kernel (attention_backend/kernels); never this torch path
+        from attention_backend.kernels.dispatch import cuda_block_sparse_attention
+
+        return cuda_block_sparse_attention(
+            q, k, v, block_mask, block_size=block_size, q_offset=q_offset, scale=scale, out=out
+        )
 
     group = hq // hkv
     kv_head = torch.arange(hq, device=q.device) // group
