@@ -1,0 +1,1 @@
+"""Edge session state: store and per-session content."""

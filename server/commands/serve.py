@@ -1,0 +1,84 @@
+"""`xedge serve`: vLLM with our plugins + the router, on loopback by default, until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from server.launch.process import LaunchError
+from server.model_store import ModelNotFoundError
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def serve(
+    model: Annotated[str | None, typer.Option(help="Local HF model directory (default: packaged SmolLM2-135M-Instruct).")] = None,
+    host: Annotated[str, typer.Option(help="Address the router listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Router port (edge + OpenAI-compatible API).")] = 8000,
+    vllm_port: Annotated[int, typer.Option(help="vLLM's own port on 127.0.0.1 (0: pick a free one).")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    prefix_cache_policy: Annotated[str, typer.Option(help="KV-cache eviction policy (see `xedge bench prefix-cache`).")] = "lru",
+    kv_cache_gib: Annotated[float, typer.Option(help="KV cache size on CPU, GiB.")] = 1.0,
+    max_model_len: Annotated[int | None, typer.Option(help="vLLM max model length.")] = None,
+    xattn_stride: Annotated[int | None, typer.Option(help="XAttention antidiagonal stride (8 or 16).")] = None,
+    xattn_threshold: Annotated[float | None, typer.Option(help="XAttention threshold tau in [0, 1].")] = None,
+    xattn_min_len: Annotated[int | None, typer.Option(help="Prompts at least this long take the sparse prefill.")] = None,
+    xattn_threshold_table: Annotated[Path | None, typer.Option(help="Per-(layer, head) tau table from `xedge calibrate-xattn`.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where logs and plugin status go (default: a temp dir).")] = None,
+) -> None:
+    """Start vLLM (CPU build here, CUDA on a GPU machine) with xedge's plugins, and the router in front."""
+    from attention_backend.config import ADDITIONAL_CONFIG_KEY, additional_config_from_flags
+    from server.launch.stack import Stack
+    from server.settings import StackSettings
+
+    try:
+        xattn = additional_config_from_flags(
+            stride=xattn_stride, threshold=xattn_threshold, min_len=xattn_min_len, threshold_table=xattn_threshold_table
+        )[ADDITIONAL_CONFIG_KEY]
+        settings = StackSettings(
+            model=model, host=host, port=port, vllm_port=vllm_port, device=device,
+            prefix_cache_policy=prefix_cache_policy, kv_cache_gib=kv_cache_gib, max_model_len=max_model_len,
+            xattn=xattn, run_dir=run_dir,
+        )  # fmt: skip
+    except ValueError as exc:
+        typer.echo(f"xedge serve: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    stack = Stack(settings)
+    try:
+        stack.start()
+    except (LaunchError, ModelNotFoundError) as exc:
+        typer.echo(f"xedge serve: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    try:
+        typer.echo(f"[xedge] vLLM (internal): {stack.vllm_url}   logs: {stack.run_dir}")
+        typer.echo(f"[xedge] router: {stack.router_url}  (edge API /v1/sessions, docs {stack.router_url}/docs)")
+        typer.echo(f"[xedge] ready: serving {stack.served_model_name} at {stack.router_url}")
+        sys.stdout.flush()
+        while not stop.wait(1.0):
+            for proc in (stack.vllm, stack.router):
+                if proc is not None and proc.poll() is not None:
+                    typer.echo(f"xedge serve: {proc.name} exited with code {proc.poll()} (log: {proc.log_path})", err=True)
+                    stop.set()
+    finally:
+        stack.stop()
+        typer.echo("[xedge] stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

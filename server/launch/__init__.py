@@ -1,0 +1,1 @@
+"""Start, supervise and stop the processes of one xedge stack (vLLM + router)."""

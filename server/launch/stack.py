@@ -1,0 +1,138 @@
+"""Start and stop one xedge stack: vLLM (with our plugins) and the router in front of it, on loopback.
+
+Used by `xedge serve`, `xedge demo` and the end-to-end tests, so the tests run what users run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from server.launch import plugin_status
+from server.launch.ports import ensure_port_free, free_port
+from server.launch.process import LaunchError, ManagedProcess
+from server.launch.vllm_cmd import resolve_device, vllm_argv, vllm_env
+from server.model_store import resolve_model_dir
+from server.settings import StackSettings
+
+
+@dataclass
+class Stack:
+    """Context manager: `with Stack(settings) as stack: stack.router_url ...`; stops every child on exit."""
+
+    settings: StackSettings
+    log: object = field(default=None)  # callable(str) for progress lines; None = stderr
+    vllm: ManagedProcess | None = None
+    router: ManagedProcess | None = None
+    run_dir: Path = field(init=False)
+    model_dir: Path = field(init=False)
+    device: str = field(init=False)
+    vllm_port: int = field(init=False)
+    router_port: int = field(init=False)
+    _own_run_dir: bool = field(init=False, default=False)
+
+    def _say(self, line: str) -> None:
+        if callable(self.log):
+            self.log(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    @property
+    def status_dir(self) -> Path:
+        return self.run_dir / "status"
+
+    @property
+    def vllm_url(self) -> str:
+        return f"http://127.0.0.1:{self.vllm_port}"
+
+    @property
+    def router_url(self) -> str:
+        return f"http://{self.settings.host}:{self.router_port}"
+
+    @property
+    def served_model_name(self) -> str:
+        return self.settings.served_model_name or self.model_dir.name
+
+    def start(self) -> Stack:
+        s = self.settings
+        self.model_dir = resolve_model_dir(s.model)
+        self.router_port = s.port or free_port(s.host)
+        if s.router:
+            ensure_port_free(s.host, self.router_port, "the router")
+        self.vllm_port = s.vllm_port or free_port()
+        ensure_port_free("127.0.0.1", self.vllm_port, "vLLM")
+        self.device = resolve_device(s.device)
+        if s.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="xedge-run-"))
+            self._own_run_dir = True
+        else:
+            self.run_dir = s.run_dir
+        shutil.rmtree(self.status_dir, ignore_errors=True)
+        self.status_dir.mkdir(parents=True)
+        try:
+            self._start_vllm()
+            if s.router:
+                self._start_router()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_vllm(self) -> None:
+        s = self.settings
+        self._say(f"[xedge] starting vLLM ({self.device}) with {self.model_dir} on {self.vllm_url} ...")
+        self.vllm = ManagedProcess(
+            name="vLLM",
+            argv=vllm_argv(s, self.model_dir, self.vllm_port, self.device),
+            env=vllm_env(s, self.status_dir, self.device),
+            log_path=self.run_dir / "vllm.log",
+            # Not the repo root: `python -m` puts the cwd first on sys.path (RUNBOOK).
+            cwd=self.run_dir,
+        )
+        t0 = time.monotonic()
+        self.vllm.start()
+        self.vllm.wait_http_ok(f"{self.vllm_url}/health", s.startup_timeout_s)
+        missing = plugin_status.missing_events(self.status_dir)
+        if missing:
+            raise LaunchError(
+                f"xedge plugins are not active in vLLM's engine (missing: {', '.join(missing)}); "
+                f"see {self.vllm.log_path} for 'Failed to load plugin'"
+            )
+        self._say(f"[xedge] vLLM ready in {time.monotonic() - t0:.0f} s; plugins active: attention, prefix_cache")
+
+    def _start_router(self) -> None:
+        s = self.settings
+        self.router = ManagedProcess(
+            name="router",
+            argv=[sys.executable, "-m", "router"],
+            env={
+                "XEDGE_ROUTER_VLLM_URLS": self.vllm_url,
+                "XEDGE_ROUTER_HOST": s.host,
+                "XEDGE_ROUTER_PORT": str(self.router_port),
+                "XEDGE_ROUTER_SERVED_MODEL": self.served_model_name,
+                "XEDGE_ROUTER_TOKENIZER_DIR": str(self.model_dir),
+            },
+            log_path=self.run_dir / "router.log",
+            cwd=self.run_dir,
+        )
+        self.router.start()
+        self.router.wait_http_ok(f"{self.router_url}/health", 120.0)
+
+    def stop(self) -> None:
+        for proc in (self.router, self.vllm):
+            if proc is not None:
+                proc.stop()
+        self.router = self.vllm = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

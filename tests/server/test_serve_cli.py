@@ -1,0 +1,55 @@
+"""`xedge serve` refuses bad input with one clear line, a non-zero exit and no child process left."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+XEDGE = [sys.executable, "-m", "server"]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*XEDGE, *args], capture_output=True, text=True, timeout=120)
+
+
+def _children_left(pid_marker: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if pid_marker in " ".join(p.info["cmdline"] or [])]
+
+
+def test_missing_model_dir_exits_with_one_line(tmp_path):
+    res = _run(["serve", "--model", "/no/such/dir", "--port", "0", "--run-dir", str(tmp_path)])
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == ["xedge serve: model directory '/no/such/dir' does not exist (expected a local HF model dir)"]
+    assert not _children_left(str(tmp_path))
+
+
+def test_busy_port_exits_with_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = _run(["serve", "--port", str(port), "--run-dir", str(tmp_path)])
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"xedge serve: port 127.0.0.1:{port} for the router is busy")
+    assert not _children_left(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--xattn-threshold", "1.5"], "threshold"),
+        (["--xattn-stride", "7"], "stride"),
+    ],
+)
+def test_bad_xattn_flags_are_refused_before_start(tmp_path, args, needle):
+    res = _run(["serve", "--port", "0", "--run-dir", str(tmp_path), *args])
+    assert res.returncode == 2
+    assert needle in res.stderr
+    assert not _children_left(str(tmp_path))
