@@ -43,6 +43,7 @@ class GenerationResult:
     positions sent for verification). ``cloud_failures``: calls that failed (error or deadline).
     ``unsynced_units``: committed units the cloud did not hold when the answer ended (0 after a good
     final sync). ``token_times_s``: per generated token, the wall time of its round / tokens in it.
+    ``cloud_session_id``: the session the answer lives in on the cloud (None if none was opened).
     """
 
     token_ids: list[int]
@@ -58,6 +59,7 @@ class GenerationResult:
     bytes_sent: int = 0
     bytes_received: int = 0
     token_times_s: list[float] = field(default_factory=list)
+    cloud_session_id: str | None = None
 
     def count(self, source: TokenSource) -> int:
         return sum(1 for s in self.sources if s is source)

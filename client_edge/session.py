@@ -246,4 +246,5 @@ class _Run:
             bytes_sent=traffic.bytes_sent if traffic else 0,
             bytes_received=traffic.bytes_received if traffic else 0,
             token_times_s=self.times,
+            cloud_session_id=self.link.session_id if self.link is not None else None,
         )
