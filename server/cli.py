@@ -14,6 +14,8 @@ import typer
 COMMANDS: tuple[str, ...] = (
     "serve",
     "demo",
+    "bench_prefix_cache",
+    "train_router",
 )
 
 app = typer.Typer(
