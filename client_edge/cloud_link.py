@@ -15,12 +15,13 @@ Anything else propagates as the typed error; the session decides to keep its own
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from client_edge._base_client import RequestOptions, new_request_id
+from client_edge._base_client import RequestOptions, TrafficStats, new_request_id
 from client_edge.client import EdgeClient
 from client_edge.errors import ConflictError, NotFoundError
 from client_edge.protocol import (
+    CloudToken,
     CreateSessionRequest,
     EscalateRequest,
     EscalateResponse,
@@ -42,6 +43,32 @@ Units = Sequence[int] | str
 T = TypeVar("T")
 
 
+class CloudAnswer(Protocol):
+    """What the generation loop reads from an escalation answer."""
+
+    tokens: list[CloudToken]
+    text: str
+
+
+class Link(Protocol):
+    """What the generation loop needs from its cloud: ``CloudLink`` is the stateful protocol; an
+    evaluation can plug in another (the stateless re-prefill baseline) through ``EdgeSession``."""
+
+    session_id: str | None
+    synced: int
+    resyncs: int
+    usage: CloudUsage
+
+    def open(self, units: Units, prefill: bool = True) -> None: ...
+    def escalate(self, units: Units, k: int, proposal: Units, top_n: int = 0) -> CloudAnswer: ...
+    def verify(self, units: Units, draft: Units) -> VerifyResponse: ...
+    def sync(self, units: Units, prefill: bool = True) -> None: ...
+    def traffic(self) -> TrafficStats: ...
+
+
+LinkFactory = Callable[[SessionMode, str, RequestOptions], Link]
+
+
 class CloudLink:
     def __init__(
         self,
@@ -61,6 +88,9 @@ class CloudLink:
         self.resyncs = 0
         self.usage = CloudUsage()
         self._prompt_len = 0
+
+    def traffic(self) -> TrafficStats:
+        return self.client.stats.snapshot()
 
     # --- helpers ---------------------------------------------------------------------------------
     def _hash(self, units: Units) -> str:

@@ -19,7 +19,7 @@ from typing import Literal
 from client_edge._base_client import RequestOptions
 from client_edge.bridge import Bridge, make_bridge
 from client_edge.client import EdgeClient
-from client_edge.cloud_link import CloudLink
+from client_edge.cloud_link import CloudLink, Link, LinkFactory
 from client_edge.errors import APIError
 from client_edge.gates.base import Gate
 from client_edge.protocol import SamplingSettings, SessionMode
@@ -65,11 +65,16 @@ class EdgeSession:
         gate: Gate,
         client: EdgeClient | None,
         config: SessionConfig = SessionConfig(),
+        link_factory: LinkFactory | None = None,
     ) -> None:
+        """``link_factory`` replaces the stateful ``CloudLink`` over ``client`` (give one or neither)."""
+        if client is not None and link_factory is not None:
+            raise ValueError("give client= or link_factory=, not both")
         self.runner = runner
         self.gate = gate
         self.client = client
         self.config = config
+        self.link_factory = link_factory
 
     def generate(self, prompt_ids: list[int], cloud_prompt_text: str | None = None) -> GenerationResult:
         """Answer ``prompt_ids`` (edge token ids, chat template applied). In text mode the cloud's prompt
@@ -91,13 +96,14 @@ class _Run:
         self.times: list[float] = []
         self.escalated = self.failures = 0
         self.cooldown = 0
-        self.link: CloudLink | None = None
-        if s.client is not None:
-            opts = RequestOptions(deadline_s=self.cfg.cloud_deadline_s, max_retries=self.cfg.max_retries)
-            self.link = CloudLink(
-                s.client, self.cfg.mode, s.runner.tokenizer_fingerprint, SamplingSettings(), opts
-            )
-        self.traffic0 = s.client.stats.snapshot() if s.client is not None else None
+        self.link: Link | None = None
+        opts = RequestOptions(deadline_s=self.cfg.cloud_deadline_s, max_retries=self.cfg.max_retries)
+        fingerprint = s.runner.tokenizer_fingerprint
+        if s.link_factory is not None:
+            self.link = s.link_factory(self.cfg.mode, fingerprint, opts)
+        elif s.client is not None:
+            self.link = CloudLink(s.client, self.cfg.mode, fingerprint, SamplingSettings(), opts)
+        self.traffic0 = self.link.traffic() if self.link is not None else None
         self.step: StepOutput = self.runner.prefill(prompt_ids)
         self.prompt_len = len(prompt_ids)
         self.done: Literal["eos", "length"] | None = None
@@ -229,9 +235,7 @@ class _Run:
                 except APIError:
                     self.failures += 1
             unsynced = len(units) - self.link.synced if self.link.session_id is not None else len(units)
-        traffic = (
-            self.s.client.stats.since(self.traffic0) if self.s.client is not None and self.traffic0 else None
-        )
+        traffic = self.link.traffic().since(self.traffic0) if self.link is not None and self.traffic0 else None
         return GenerationResult(
             token_ids=self.gen,
             text=self.runner.decode(self.gen),

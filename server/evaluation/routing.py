@@ -1,0 +1,235 @@
+"""`xedge eval routing`: task accuracy vs fraction of tokens escalated, for each gate at calibrated rates,
+against small-only, cloud-only and random escalation at the same rates; cloud cost per escalation
+(stateful deltas vs a measured stateless re-prefill); round trips, bytes and per-token time under
+emulated network delay. One ``PairSpec`` (edge model, cloud model, session mode) per run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from client_edge.client import EdgeClient
+from client_edge.gates import create_gate
+from client_edge.gates.base import Gate
+from client_edge.gates.calibrate import calibrate
+from client_edge.gates.random_gate import RandomGate
+from client_edge.protocol import SessionMode
+from client_edge.result import GenerationResult
+from client_edge.retry import RetryPolicy
+from client_edge.runner.transformers_runner import TransformersRunner
+from client_edge.session import EdgeSession, SessionConfig
+from server.evaluation.delay import DelayTransport
+from server.evaluation.recorder import ScoreRecorder
+from server.evaluation.stateless import StatelessLink
+from server.evaluation.tasks import Item, get_task
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """Which models play edge and cloud; ``mode`` is ``token`` only when they share a tokenizer."""
+
+    name: str
+    description: str
+    mode: SessionMode
+    edge_model_dir: Path
+    edge_keep_layers: tuple[int, ...] | None
+    cloud_model_dir: Path
+
+
+@dataclass(frozen=True)
+class RoutingEvalConfig:
+    tasks: tuple[str, ...] = ("csqa", "gsm8k")
+    n_per_task: int = 4
+    max_new_tokens: int = 64
+    rates: tuple[float, ...] = (0.1, 0.3)
+    gates: tuple[str, ...] = ("top1", "entropy", "rolling_entropy", "mlp")
+    router_path: Path | None = None
+    delays_ms: tuple[float, ...] = (0.0, 20.0, 100.0)
+    delay_items: int = 2
+    draft_len: int = 4
+    stateless: bool = True
+    speculative: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_per_task < 1 or self.max_new_tokens < 1 or self.delay_items < 0:
+            raise ValueError("n_per_task and max_new_tokens must be >= 1, delay_items >= 0")
+        if not all(0.0 < r < 1.0 for r in self.rates):
+            raise ValueError(f"rates must lie in (0, 1), got {self.rates}")
+
+
+@dataclass
+class RunSummary:
+    """One configuration over the evaluation items (all numbers per the items it ran on)."""
+
+    label: str
+    gate: str
+    strategy: str
+    link: str  # none | stateful | stateless
+    target_rate: float | None
+    threshold: float | None
+    delay_ms: float
+    items: int
+    accuracy: float
+    escalation_rate: float
+    tokens: int
+    cloud_tokens: int
+    unverified: int
+    requests: int
+    round_trips_per_answer: float
+    bytes_per_answer: float
+    prompt_tokens_per_request: float
+    computed_tokens_per_request: float
+    cached_tokens_per_request: float
+    token_time_p50_ms: float
+    token_time_p95_ms: float
+    per_item_correct: list[bool] = field(default_factory=list)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def summarise(label: str, gate: str, strategy: str, link: str, target: float | None, threshold: float | None,
+              delay_ms: float, items: list[Item], results: list[GenerationResult]) -> RunSummary:  # fmt: skip
+    correct = [get_task(it.task).score(r.text, it) for it, r in zip(items, results, strict=True)]
+    tokens = sum(len(r.token_ids) for r in results)
+    req = sum(r.usage.requests for r in results)
+    times = [t * 1000 for r in results for t in r.token_times_s]
+    per_req = (lambda total: total / req) if req else (lambda total: 0.0)
+    return RunSummary(
+        label=label, gate=gate, strategy=strategy, link=link, target_rate=target, threshold=threshold,
+        delay_ms=delay_ms, items=len(items), accuracy=sum(correct) / len(items),
+        escalation_rate=sum(r.escalated_positions for r in results) / max(1, tokens), tokens=tokens,
+        cloud_tokens=sum(r.n_cloud for r in results), unverified=sum(r.n_unverified for r in results),
+        requests=req, round_trips_per_answer=sum(r.round_trips for r in results) / len(items),
+        bytes_per_answer=sum(r.bytes_sent + r.bytes_received for r in results) / len(items),
+        prompt_tokens_per_request=per_req(sum(r.usage.prompt_tokens for r in results)),
+        computed_tokens_per_request=per_req(sum(r.usage.computed_tokens for r in results)),
+        cached_tokens_per_request=per_req(sum(r.usage.cached_tokens for r in results)),
+        token_time_p50_ms=_pct(times, 0.5), token_time_p95_ms=_pct(times, 0.95), per_item_correct=correct,
+    )  # fmt: skip
+
+
+class RoutingEval:
+    """Runs every configuration of one pair against a running cloud (router + vLLM)."""
+
+    def __init__(self, pair: PairSpec, cfg: RoutingEvalConfig, runner: TransformersRunner, router_url: str,
+                 vllm_url: str, served_model: str, items: list[Item], log: Callable[[str], None]) -> None:  # fmt: skip
+        self.pair, self.cfg, self.runner, self.items, self.log = pair, cfg, runner, items, log
+        self.router_url, self.vllm_url, self.served_model = router_url, vllm_url, served_model
+        self.prompts = [runner.apply_chat_template(it.prompt) for it in items]
+        # text mode: the cloud reads the task prompt as plain text (a different model family, its own framing)
+        self.cloud_texts = [it.prompt for it in items]
+        self.summaries: list[RunSummary] = []
+        self.skipped: dict[str, str] = {}
+
+    def _client(self, delay_ms: float) -> EdgeClient:
+        transport = DelayTransport(delay_ms) if delay_ms else None
+        return EdgeClient(self.router_url, retry=RetryPolicy(max_retries=1), timeout=httpx.Timeout(60.0, connect=5.0),
+                          http_client=httpx.Client(transport=transport))  # fmt: skip
+
+    def _run(self, label: str, gate: Gate, *, strategy: str = "escalate", link: str = "stateful",
+             target: float | None = None, delay_ms: float = 0.0, n: int | None = None,
+             mode: SessionMode | None = None) -> RunSummary:  # fmt: skip
+        items, prompts = self.items[:n], self.prompts[:n]
+        mode = mode or self.pair.mode
+        cfg = SessionConfig(strategy=strategy, mode=mode, max_new_tokens=self.cfg.max_new_tokens,  # type: ignore[arg-type]
+                            draft_len=self.cfg.draft_len, cloud_deadline_s=60.0)  # fmt: skip
+        client = self._client(delay_ms) if link == "stateful" else None
+        factory = None
+        if link == "stateless":
+            transport = DelayTransport(delay_ms) if delay_ms else None
+            factory = StatelessLink.factory(self.vllm_url, self.served_model, transport)
+        session = EdgeSession(self.runner, gate, client, cfg, link_factory=factory)
+        results = []
+        t0 = time.perf_counter()
+        for i, prompt in enumerate(prompts):
+            cloud_text = self._cloud_prompt(i, prompt, mode)
+            results.append(session.generate(prompt, cloud_prompt_text=cloud_text))
+        s = summarise(label, gate.name, strategy, link, target, getattr(gate, "threshold", None), delay_ms, items, results)
+        self.log(f"  {label:<34} acc={s.accuracy:.2f} esc={s.escalation_rate:.3f} req={s.requests} "
+                 f"computed/req={s.computed_tokens_per_request:.1f} p50={s.token_time_p50_ms:.0f}ms "
+                 f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
+        self.summaries.append(s)
+        return s
+
+    def _cloud_prompt(self, i: int, prompt: list[int], mode: SessionMode) -> str | None:
+        if mode == "token":
+            return None
+        if self.pair.mode == "token":  # stateless baseline on a same-tokenizer pair: the exact chat text
+            return str(self.runner.tokenizer.decode(prompt, skip_special_tokens=False))
+        return self.cloud_texts[i]
+
+    def run(self) -> list[RunSummary]:
+        cfg = self.cfg
+        gates: dict[str, Gate] = {}
+        for name in cfg.gates:
+            if name == "mlp":
+                if cfg.router_path is None:
+                    self.skipped["mlp"] = "no --router given (train one with `xedge train-router`)"
+                    continue
+                gates[name] = create_gate("mlp", path=cfg.router_path)
+            else:
+                gates[name] = create_gate(name)
+        recorder = ScoreRecorder(gates)
+        self._run("small-only", recorder, link="none")
+        self._run("cloud-only", RandomGate.at_rate(1.0))
+        for rate in cfg.rates:
+            for name, gate in gates.items():
+                cal = calibrate(gate, recorder.answers[name], rate)
+                self._run(f"{name}@{rate:g}", gate.with_threshold(cal.threshold), target=rate)
+            self._run(f"random@{rate:g}", RandomGate.at_rate(rate, seed=cfg.seed), target=rate)
+        first = next(iter(gates))
+        first_gate = gates[first].with_threshold(calibrate(gates[first], recorder.answers[first], cfg.rates[-1]).threshold)
+        if cfg.stateless:
+            self._run(f"stateless {first}@{cfg.rates[-1]:g}", first_gate, link="stateless", target=cfg.rates[-1],
+                      mode="text")  # fmt: skip
+        if cfg.speculative:
+            self._run(f"speculative draft={cfg.draft_len}", RandomGate.at_rate(1.0), strategy="speculative")
+        n = min(cfg.delay_items, len(self.items))
+        low = cfg.rates[0]
+        for delay in cfg.delays_ms if n else ():
+            gate = gates[first].with_threshold(calibrate(gates[first], recorder.answers[first], low).threshold)
+            self._run(f"delay {delay:g}ms {first}@{low:g}", gate, target=low, delay_ms=delay, n=n)
+            if cfg.speculative:
+                self._run(f"delay {delay:g}ms speculative", RandomGate.at_rate(1.0), strategy="speculative",
+                          delay_ms=delay, n=n)  # fmt: skip
+        return self.summaries
+
+
+def load_items(data_root: Path, tasks: tuple[str, ...], n_per_task: int) -> list[Item]:
+    """The first ``n_per_task`` items of each task's dev set (a fixed, reproducible subset)."""
+    items: list[Item] = []
+    for name in tasks:
+        task = get_task(name)
+        path = data_root / task.dev_file
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluation data {path} not found")
+        items.extend(task.load(path)[:n_per_task])
+    return items
+
+
+def to_json(pair: PairSpec, cfg: RoutingEvalConfig, summaries: list[RunSummary], skipped: dict[str, str],
+            extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    return {
+        "pair": {**asdict(pair), "edge_model_dir": str(pair.edge_model_dir), "cloud_model_dir": str(pair.cloud_model_dir)},
+        "config": {**asdict(cfg), "router_path": str(cfg.router_path) if cfg.router_path else None},
+        "skipped": skipped,
+        "runs": [asdict(s) for s in summaries],
+        **extra,
+    }
+
+
+def mean(xs: list[float]) -> float:
+    return statistics.fmean(xs) if xs else float("nan")
