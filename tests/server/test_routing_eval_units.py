@@ -1,0 +1,130 @@
+"""Pieces of `xedge eval routing` and `xedge train-router` that need no model: scoring, layer specs,
+the score recorder, the stateless link's accounting, the delay transport, summaries and ratios."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from client_edge._base_client import RequestOptions
+from client_edge.gates.confidence import EntropyGate, Top1ProbGate
+from client_edge.result import GenerationResult, TokenSource
+from client_edge.runner.base import StepOutput
+from server.commands.train_router import parse_layers
+from server.evaluation.delay import DelayTransport
+from server.evaluation.recorder import ScoreRecorder
+from server.evaluation.routing import summarise
+from server.evaluation.routing_report import ratios, table
+from server.evaluation.stateless import StatelessLink
+from server.evaluation.tasks import CSQA_PROMPT, GSM8K_PROMPT, Item, score_csqa, score_gsm8k
+
+CSQA = Item("csqa", "q", "C", (("A", "dog"), ("B", "cat"), ("C", "sharing information")))
+GSM = Item("gsm8k", "q", "1,234")
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("so \\boxed{1234}.", True), ("\\boxed{1234.0}", True), ("\\boxed{12} then \\boxed{1234}", True),
+     ("The answer is 1234", True), ("\\boxed{1233}", False), ("no number", False)],
+)  # fmt: skip
+def test_gsm8k_scoring(text: str, ok: bool) -> None:
+    assert score_gsm8k(text, GSM) is ok
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("Therefore, the answer is sharing information (c).", True), ("the answer is dog (A). No, (C)", True),
+     ("Therefore, the answer is sharing information.", True), ("the answer is cat (b).", False), ("dunno", False)],
+)  # fmt: skip
+def test_csqa_scoring(text: str, ok: bool) -> None:
+    assert score_csqa(text, CSQA) is ok
+
+
+def test_prompts_match_the_router_training_format() -> None:
+    root = Path(__file__).resolve().parents[3] / "shared" / "data" / "router_train"
+    if not root.is_dir():
+        pytest.skip(f"shared data not found at {root}")
+    d = json.loads((root / "csqa_train_cot.jsonl").open().readline())
+    listing = "\n".join(f"{a}. {b}" for a, b in zip(d["choices"]["label"], d["choices"]["text"], strict=True))
+    assert CSQA_PROMPT.format(question=d["question"], choices=listing) == d["prompt"]
+    g = json.loads((root / "gsm8k_train_cot.jsonl").open().readline())
+    question = g["prompt"].split("Question: ", 1)[1].removesuffix("\nSolution: ")
+    assert GSM8K_PROMPT.format(question=question) == g["prompt"]
+
+
+def test_parse_layers() -> None:
+    assert parse_layers("0-2,5,7-8") == (0, 1, 2, 5, 7, 8)
+    assert parse_layers(None) is None and parse_layers("") is None
+    for bad in ("a-b", "5-2"):
+        with pytest.raises(ValueError):
+            parse_layers(bad)
+
+
+def test_score_recorder_records_every_gate_per_answer_and_never_escalates() -> None:
+    rec = ScoreRecorder({"top1": Top1ProbGate(), "entropy": EntropyGate()})
+    step = StepOutput(np.zeros(4, np.float32), np.zeros(2, np.float32))
+    for n in (3, 2):
+        rec.reset()
+        assert not any(rec.decide(step) for _ in range(n))
+    assert [len(a) for a in rec.answers["top1"]] == [3, 2]
+    assert rec.answers["entropy"][0][0] == pytest.approx(np.log(4))
+
+
+def test_stateless_link_accounts_vllm_usage_and_bytes() -> None:
+    seen: list[dict] = []
+
+    def vllm(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"text": " x"}], "usage": {
+            "prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 8}}})  # fmt: skip
+
+    link = StatelessLink.factory("http://vllm", "m", httpx.MockTransport(vllm))(
+        "text", "fp", RequestOptions()
+    )
+    ans = link.escalate("hello world", 1, " x")
+    assert ans.text == " x" and seen[0]["prompt"] == "hello world" and seen[0]["max_tokens"] == 1
+    assert (link.usage.prompt_tokens, link.usage.cached_tokens, link.usage.computed_tokens) == (10, 8, 2)
+    t = link.traffic()
+    assert t.round_trips == 1 and t.bytes_sent > len("hello world") and t.bytes_received > 0
+    with pytest.raises(ValueError, match="text"):
+        StatelessLink.factory("http://vllm", "m")("token", "fp", RequestOptions())
+    with pytest.raises(NotImplementedError):
+        link.verify("a", "b")
+
+
+def test_delay_transport_adds_the_round_trip_time() -> None:
+    client = httpx.Client(transport=DelayTransport(30, httpx.MockTransport(lambda r: httpx.Response(200))))
+    t0 = time.perf_counter()
+    client.get("http://x/")
+    assert time.perf_counter() - t0 >= 0.03
+
+
+def _result(text: str, n: int, escalated: int, computed: int, requests: int) -> GenerationResult:
+    r = GenerationResult(list(range(n)), text, [TokenSource.LOCAL] * n, "length", escalated_positions=escalated,
+                         round_trips=requests, bytes_sent=100 * requests, token_times_s=[0.01] * n)  # fmt: skip
+    r.usage.requests, r.usage.computed_tokens, r.usage.prompt_tokens = requests, computed, 10 * computed
+    return r
+
+
+def test_summaries_and_ratios() -> None:
+    items = [CSQA, GSM]
+    good = [_result("the answer is x (C)", 10, 2, 4, 2), _result("\\boxed{1234}", 10, 2, 4, 2)]
+    bad = [_result("(A)", 10, 2, 4, 2), _result("\\boxed{1}", 10, 2, 4, 2)]
+    s_gate = summarise("entropy@0.2", "entropy", "escalate", "stateful", 0.2, 1.0, 0.0, items, good)
+    s_rand = summarise("random@0.2", "random", "escalate", "stateful", 0.2, 0.8, 0.0, items, bad)
+    s_cloud = summarise("cloud-only", "random", "escalate", "stateful", None, 0.0, 0.0, items, good)
+    s_less = summarise("stateless entropy@0.2", "entropy", "escalate", "stateless", 0.2, 1.0, 0.0, items,
+                       [_result("", 10, 2, 40, 2), _result("", 10, 2, 40, 2)])  # fmt: skip
+    assert s_gate.accuracy == 1.0 and s_rand.accuracy == 0.0 and s_gate.escalation_rate == pytest.approx(0.2)
+    assert s_gate.computed_tokens_per_request == 2.0 and s_gate.token_time_p50_ms == pytest.approx(10.0)
+    r = ratios([s_gate, s_rand, s_cloud, s_less])
+    assert r["entropy@0.2"]["accuracy_minus_random_same_rate"] == 1.0
+    assert r["stateless entropy@0.2"]["stateless_over_stateful_computed_tokens_per_request"] == pytest.approx(
+        10.0
+    )
+    assert "entropy@0.2" in table([s_gate])
