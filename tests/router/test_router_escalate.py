@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from router_fakes import BOS, base_of, make_app
 
 from client_edge.protocol import EscalateResponse, Paths
+from tests.router.router_fakes import BOS, base_of, make_app
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from router_fakes import BOS, base_of, make_app
 
 from client_edge.protocol import CHECKPOINT_INTERVAL, Paths, token_prefix_hash
 from router.engine.base import EngineUnavailableError
+from tests.router.router_fakes import BOS, base_of, make_app
 
 PROMPT = [BOS, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 

@@ -9,10 +9,10 @@ from collections import Counter
 
 import pytest
 from fastapi.testclient import TestClient
-from router_fakes import BOS, base_of, make_app
 
 from client_edge.protocol import Paths, VerifyResponse
 from router.speculative import greedy_accept, rejection_accept
+from tests.router.router_fakes import BOS, base_of, make_app
 
 
 @pytest.fixture
