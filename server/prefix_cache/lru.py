@@ -17,7 +17,9 @@ class LRUPolicy(EvictionPolicy):
         self._free: OrderedDict[int, None] = OrderedDict()
         self._known: set[int] = set()
 
-    def on_cached(self, block: int, offset: int, meta: RequestMeta, now: float) -> None:
+    def on_cached(
+        self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
+    ) -> None:
         self._known.add(block)
         self.stats.blocks_cached += 1
 

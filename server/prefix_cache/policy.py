@@ -4,8 +4,10 @@ A policy sees cached KV blocks by integer id (vLLM's ``KVCacheBlock.block_id``, 
 key) and decides which *free* cached block is evicted next. The block pool (vLLM's or the simulator's)
 owns the blocks; the policy owns only the order. Events, all O(1) or O(log n) per block:
 
-- ``on_cached(block, offset, meta, now)``: the block's content became reusable (it holds prefix block
-  ``offset`` of a request with metadata ``meta``). The block is in use (not evictable).
+- ``on_cached(block, offset, meta, now, content)``: the block's content became reusable (it holds
+  prefix block ``offset`` of a request with metadata ``meta``). The block is in use (not evictable).
+  ``content`` is a stable hash of what the block holds, when the pool knows one (policies that keep a
+  history of evicted content, like S3-FIFO's ghost queue, use it).
 - ``on_hit(block, meta, now)``: a request with ``meta`` reuses the cached block. If it was free it is
   no longer evictable.
 - ``on_freed(block, meta, now)``: the last request using the block (with ``meta``) released it; it
@@ -46,7 +48,9 @@ class EvictionPolicy(ABC):
         self.stats = PolicyStats(policy=self.name)
 
     @abstractmethod
-    def on_cached(self, block: int, offset: int, meta: RequestMeta, now: float) -> None: ...
+    def on_cached(
+        self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
+    ) -> None: ...
 
     @abstractmethod
     def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None: ...

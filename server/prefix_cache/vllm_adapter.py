@@ -173,7 +173,7 @@ def _patch_block_pool(pool_cls: type) -> None:  # noqa: C901 - one closure per p
             for offset in range(start, end):
                 block = blocks[offset]
                 if not block.is_null and block.block_hash is not None and not policy.knows(block.block_id):
-                    policy.on_cached(block.block_id, offset, meta, now)
+                    policy.on_cached(block.block_id, offset, meta, now, hash(block.block_hash))
 
         return wrapper
 
