@@ -1,10 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from xattn_helpers import assert_close, assert_mask_equal, causal_block_mask, qkv
 
 from attention_backend import XAttentionConfig, block_sparse_attention, xattention_prefill
 from attention_backend.reference import ref_block_sparse_attention, ref_dense_attention
+from tests.attention_backend.xattn_helpers import assert_close, assert_mask_equal, causal_block_mask, qkv
 
 
 def _sdpa_causal(q, k, v):

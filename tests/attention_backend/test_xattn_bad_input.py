@@ -1,6 +1,5 @@
 import pytest
 import torch
-from xattn_helpers import qkv
 
 from attention_backend import (
     XAttentionConfig,
@@ -10,6 +9,7 @@ from attention_backend import (
     xattention_prefill,
 )
 from attention_backend.config import additional_config_from_flags
+from tests.attention_backend.xattn_helpers import qkv
 
 
 @pytest.mark.parametrize(

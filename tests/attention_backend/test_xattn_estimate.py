@@ -1,10 +1,10 @@
 import pytest
 import torch
-from xattn_helpers import assert_close, qkv
 
 from attention_backend import estimate_block_scores
 from attention_backend.estimate import reshape_keys, reshape_queries
 from attention_backend.reference import ref_antidiagonal_logits, ref_estimate_block_scores
+from tests.attention_backend.xattn_helpers import assert_close, qkv
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from xattn_helpers import assert_mask_equal, causal_block_mask
 
 from attention_backend import select_blocks
 from attention_backend.reference import ref_select_blocks
+from tests.attention_backend.xattn_helpers import assert_mask_equal, causal_block_mask
 
 
 def _scores(hq, nqb, nkb, first, seed=0):
