@@ -1,0 +1,44 @@
+"""Operations: ``GET /ready`` (every vLLM replica answers ``/health``) and ``GET /metrics`` (Prometheus).
+
+``/health`` (liveness of the router process) lives in ``router.api.info``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from router.proxy import OpenAIProxy
+
+router = APIRouter(tags=["operations"])
+_READY_TIMEOUT_S = 2.0
+
+
+async def _replica_ok(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/health", timeout=_READY_TIMEOUT_S)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """200 when every replica is healthy, else 503 naming the ones that are not."""
+    proxy: OpenAIProxy = request.app.state.openai_proxy
+    oks = await asyncio.gather(*(_replica_ok(c) for c in proxy.clients))
+    replicas = [{"url": str(c.base_url), "healthy": ok} for c, ok in zip(proxy.clients, oks, strict=True)]
+    if all(oks):
+        return JSONResponse({"status": "ready", "replicas": replicas})
+    down = ", ".join(r["url"] for r in replicas if not r["healthy"])
+    detail = {"code": "engine_unavailable", "message": f"vLLM replica(s) not healthy: {down}"}
+    return JSONResponse({"detail": detail, "replicas": replicas}, status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: router counters, escalation latency, cloud tokens, sessions, prefix cache."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

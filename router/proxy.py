@@ -1,0 +1,153 @@
+"""Forwarding of OpenAI-compatible calls to the pinned vLLM replica (plain JSON and SSE streams).
+
+Per request: the JSON body must be an object; the tenant's ``cache_salt`` is set (a client-chosen salt
+is refused, since it could target another tenant's cache); the replica is picked by consistent hashing of
+``tenant`` and the body's ``user`` field, so one conversation keeps one replica's prefix cache. vLLM's
+reply (status, body, SSE events) goes back unchanged; vLLM's ``usage`` is counted in the metrics
+(for streams only when the client asked for it with ``stream_options.include_usage``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import Response
+from fastapi.responses import StreamingResponse
+
+from router.errors import RouterError
+from router.metrics import RouterMetrics
+from router.replicas import HashRing
+from router.settings import RouterSettings
+from router.tenancy import tenant_cache_salt
+
+log = logging.getLogger("router.proxy")
+_JSON = {"content-type": "application/json"}
+
+
+class SSEUsageScanner:
+    """Watches an SSE byte stream and keeps the last ``usage`` object seen in a ``data:`` event."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:") and b'"usage"' in line:
+                try:
+                    event = json.loads(line[5:])
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and isinstance(event.get("usage"), dict):
+                    self.usage = event["usage"]
+
+
+class OpenAIProxy:
+    """Owns one HTTP client per replica (same order as ``settings.vllm_urls``) and forwards calls."""
+
+    def __init__(self, settings: RouterSettings, metrics: RouterMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.ring = HashRing(settings.vllm_urls)
+        timeout = httpx.Timeout(settings.engine_timeout_s, connect=5.0)
+        self.clients = [httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout) for url in settings.vllm_urls]
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+    def pick(self, tenant: str, user: object = None) -> httpx.AsyncClient:
+        return self.clients[self.ring.pick(f"{tenant}\x00{user or ''}")]
+
+    async def get(self, path: str, tenant: str) -> Response:
+        client = self.pick(tenant)
+        try:
+            upstream = await client.get(path)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(client, path, exc) from exc
+        return Response(upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type"))
+
+    def prepare(self, raw: bytes, tenant: str) -> dict[str, Any]:
+        """Parse and check the client's body, and set the tenant's cache salt."""
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise RouterError("invalid_request", f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise RouterError("invalid_request", f"the request body must be a JSON object, got {type(body).__name__}")
+        if self.settings.tenant_cache_salt:
+            if "cache_salt" in body:
+                raise RouterError(
+                    "invalid_request", "cache_salt is set by the router for each tenant; remove it from the request"
+                )
+            body["cache_salt"] = tenant_cache_salt(self.settings.cache_salt_secret, tenant)
+        return body
+
+    async def post(self, path: str, raw: bytes, tenant: str) -> Response:
+        body = self.prepare(raw, tenant)
+        client = self.pick(tenant, body.get("user"))
+        content = json.dumps(body).encode()
+        if body.get("stream") is True:
+            return await self._stream(client, path, content)
+        try:
+            upstream = await client.post(path, content=content, headers=_JSON)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(client, path, exc) from exc
+        if upstream.status_code == 200:
+            usage = _json_field(upstream.content, "usage")
+            if isinstance(usage, dict):
+                self.metrics.record_usage("openai", usage)
+        return Response(upstream.content, upstream.status_code, media_type=upstream.headers.get("content-type"))
+
+    async def _stream(self, client: httpx.AsyncClient, path: str, content: bytes) -> Response:
+        request = client.build_request("POST", path, content=content, headers=_JSON)
+        try:
+            upstream = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(client, path, exc) from exc
+        if upstream.status_code != 200:
+            try:
+                data = await upstream.aread()
+            finally:
+                await upstream.aclose()
+            return Response(data, upstream.status_code, media_type=upstream.headers.get("content-type"))
+
+        async def relay() -> AsyncIterator[bytes]:
+            scanner = SSEUsageScanner()
+            try:
+                async for chunk in upstream.aiter_bytes():
+                    scanner.feed(chunk)
+                    yield chunk
+            except httpx.HTTPError as exc:
+                # Headers are sent: report the break in-band, as OpenAI streams do (the client raises).
+                log.warning("stream from %s broke: %r", client.base_url, exc)
+                self.metrics.errors.labels("engine_stream_broken").inc()
+                error = {"message": f"the vLLM replica's stream broke: {exc!r}", "type": "engine_unavailable", "code": 503}
+                yield f"data: {json.dumps({'error': error})}\n\n".encode()
+            finally:
+                await upstream.aclose()
+                if scanner.usage is not None:
+                    self.metrics.record_usage("openai", scanner.usage)
+
+        return StreamingResponse(
+            relay(), status_code=200, media_type=upstream.headers.get("content-type", "text/event-stream"),
+            headers={"cache-control": "no-cache"},
+        )  # fmt: skip
+
+    @staticmethod
+    def _unavailable(client: httpx.AsyncClient, path: str, exc: Exception) -> RouterError:
+        return RouterError("engine_unavailable", f"vLLM replica {client.base_url} unreachable on {path}: {exc!r}")
+
+
+def _json_field(content: bytes, name: str) -> object:
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    return data.get(name) if isinstance(data, dict) else None
