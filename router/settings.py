@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from client_edge.protocol import MAX_DRAFT, MAX_K, MAX_TOP_N
+from router.auth import check_api_keys, parse_api_keys
 
 
 class RouterSettings(BaseSettings):
@@ -41,6 +42,26 @@ class RouterSettings(BaseSettings):
     cache_salt_secret: str = Field("xedge-dev-salt", min_length=8)
     text_holdback_tokens: int = Field(2, ge=1, description="text mode: trailing cloud tokens kept re-tokenisable")
     log_level: str = "info"
+    # Deployment surface (router.operations): API keys, rate limits, prefix-cache stats for /metrics.
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="API key -> tenant; env/flag 'tenant:key,tenant:key'; empty = no auth"
+    )
+    rate_limit_rps: float = Field(0.0, ge=0, description="requests/s per API key (0 = unlimited)")
+    rate_limit_burst: int = Field(20, ge=1, description="requests an API key may burst above its rate")
+    status_dir: Path | None = Field(None, description="the vLLM replicas' XEDGE_STATUS_DIR (prefix-cache stats)")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("{") else parse_api_keys(value)
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        check_api_keys(value)
+        return value
 
     @field_validator("vllm_urls", mode="before")
     @classmethod
