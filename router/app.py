@@ -109,7 +109,8 @@ def create_app(
     install_error_handlers(app)
     for module in (info, sessions, escalate, verify, sync):
         app.include_router(module.router)
+    # Extensions' middleware wraps the body limit, so their metrics also see 413s.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     for ext in extensions:
         ext.install(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
