@@ -11,13 +11,15 @@ import logging
 import uvicorn
 
 from router.app import create_app
+from router.operations import default_extensions
 from router.settings import RouterSettings
 
 
 def main() -> None:
     settings = RouterSettings(_cli_parse_args=True, _cli_kebab_case=True, _cli_prog_name="python -m router")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    app = create_app(settings, extensions=default_extensions(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 if __name__ == "__main__":
