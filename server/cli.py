@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "bench_prefix_cache",
     "train_router",
     "eval_routing",
+    "calibrate_xattn",
 )
 
 app = typer.Typer(
