@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "bench_prefix_cache",
     "train_router",
     "eval_routing",
+    "up",
     "calibrate_xattn",
 )
 
