@@ -4,7 +4,7 @@ The prefix-cache plugin in each replica's EngineCore rewrites ``prefix_cache.sta
 ``$XEDGE_STATUS_DIR`` about once a second (docs/DEVELOPING.md, "Plugin status markers"). The router is
 given the status directory (``XEDGE_ROUTER_STATUS_DIR``; one sub-directory per replica in compose, the
 directory itself for a single local replica) and turns every marker into metrics at scrape time,
-labelled by replica (the sub-directory, ``.`` for the top level), engine pid and policy.
+labelled by replica (the first sub-directory level, ``.`` for the top level), engine pid and policy.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def read_stats(status_dir: Path) -> list[tuple[str, str, dict[str, Any]]]:
             continue  # replaced atomically by the writer; a vanished file is simply skipped this scrape
         if not isinstance(data, dict) or not isinstance(data.get("detail"), dict):
             continue
-        replica = path.parent.relative_to(status_dir).as_posix()
+        parts = path.parent.relative_to(status_dir).parts
+        replica = parts[0] if parts else "."  # compose: <status_dir>/<service>/status/
         found.append((replica, str(data.get("pid", "")), data["detail"]))
     return found
 

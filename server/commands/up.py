@@ -1,0 +1,73 @@
+"""`xedge up --config deploy/compose.yml [--profile cpu]`: the compose topology as processes on loopback.
+
+Reads the compose file and its ``.env`` the way ``docker compose`` does, then starts every ``cloud``
+service of the chosen profiles as vLLM with our plugins and the ``router`` service in front, with the
+same settings the containers get (see ``server.deploy.launcher``). Runs until Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def up(
+    config: Annotated[Path, typer.Option(help="The compose file.")] = Path("deploy/compose.yml"),
+    profile: Annotated[list[str] | None, typer.Option(help="Compose profile(s) to enable, e.g. cpu or gpu.")] = None,
+    env_file: Annotated[Path | None, typer.Option(help="Variables file (default: .env next to the compose file).")] = None,
+    port: Annotated[int | None, typer.Option(help="Router port on 127.0.0.1 (default: the published one; 0: free).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Logs, plugin status and named volumes (default: a temp dir).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print what would start, start nothing.")] = False,
+) -> None:
+    """Start the compose file's services (vLLM replicas + router) as local processes on loopback."""
+    import tempfile
+
+    from server.deploy.compose_file import ComposeError, load_topology
+    from server.deploy.interpolate import InterpolationError
+    from server.deploy.launcher import ComposeStack
+    from server.launch.process import LaunchError
+    from server.model_store import ModelNotFoundError
+
+    try:
+        topology = load_topology(config, profile or (), env_file=env_file)
+        root = run_dir or (Path("<temp dir>") if dry_run else Path(tempfile.mkdtemp(prefix="xedge-up-")))
+        stack = ComposeStack(topology, root, router_port=port)
+        if dry_run:
+            for line in stack.plan():
+                typer.echo(line)
+            return
+    except (ComposeError, InterpolationError, ValueError) as exc:
+        typer.echo(f"xedge up: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stack.start()
+    except (LaunchError, ModelNotFoundError, ComposeError, ValueError) as exc:
+        typer.echo(f"xedge up: {exc}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        for name, url in stack.urls.items():
+            typer.echo(f"[xedge up] {name} (vLLM): {url}")
+        typer.echo(f"[xedge up] ready: router at {stack.router_url}  (OpenAI API {stack.router_url}/v1, logs {root})")
+        sys.stdout.flush()
+        while not stop.wait(1.0):
+            procs = [s.vllm for s in stack.clouds.values()] + [stack.router]
+            for proc in procs:
+                if proc is not None and proc.poll() is not None:
+                    typer.echo(f"xedge up: {proc.name} exited with code {proc.poll()} (log: {proc.log_path})", err=True)
+                    stop.set()
+    finally:
+        stack.stop()
+        typer.echo("[xedge up] stopped")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)

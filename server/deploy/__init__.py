@@ -1,0 +1,1 @@
+"""Deployment: the compose file's process-level twin (`xedge up`) and the container entry points."""
