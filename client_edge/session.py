@@ -113,13 +113,12 @@ class _Run:
     def left(self) -> int:
         return self.cfg.max_new_tokens - len(self.gen)
 
-    def _commit(self, ids: list[int], sources: list[TokenSource], elapsed: float) -> None:
+    def _commit(self, ids: list[int], sources: list[TokenSource]) -> None:
         """Append ``ids`` (already consumed by the runner, except a final EOS) to the answer."""
         ids, sources = ids[: self.left], sources[: self.left]
         for tok, src in zip(ids, sources, strict=True):
             self.gen.append(tok)
             self.sources.append(src)
-            self.times.append(elapsed / max(1, len(ids)))
             if tok in self.runner.eos_token_ids:
                 self.done = "eos"
                 break
@@ -153,17 +152,21 @@ class _Run:
             except APIError:
                 self._failed()
         while self.done is None:
+            t0, n0 = time.perf_counter(), len(self.gen)
             if self.cfg.strategy == "speculative":
                 self._speculative_round()
             else:
                 self._escalation_round()
+            # a round's wall time (cloud call and the edge's forward over what it committed) per token
+            n = len(self.gen) - n0
+            if n:
+                self.times.extend([(time.perf_counter() - t0) / n] * n)
         return self._finish()
 
     def _escalation_round(self) -> None:
-        t0 = time.perf_counter()
         local = self.step.greedy_token
         if not self.s.gate.decide(self.step):
-            self._commit([local], [TokenSource.LOCAL], time.perf_counter() - t0)
+            self._commit([local], [TokenSource.LOCAL])
             self._feed(self.gen[-1:])
             return
         self.escalated += 1
@@ -178,17 +181,23 @@ class _Run:
                 ids = self.bridge.cloud_ids(resp.tokens, resp.text, self.gen)
                 if ids:
                     n0 = len(self.gen)
-                    self._commit(ids, [TokenSource.CLOUD] * len(ids), time.perf_counter() - t0)
+                    self._commit(ids, [TokenSource.CLOUD] * len(ids))
                     self._feed(self.gen[n0:])
                     return
                 # the cloud produced nothing (context full): keep the local token, it was not verified
             except APIError:
                 self._failed()
-        self._commit([local], [TokenSource.UNVERIFIED], time.perf_counter() - t0)
+        self._commit([local], [TokenSource.UNVERIFIED])
         self._feed(self.gen[-1:])
 
     def _speculative_round(self) -> None:
-        t0 = time.perf_counter()
+        n0 = len(self.gen)
+        try:
+            self._speculate()
+        finally:  # every token a round commits was sent for verification (or was meant to be)
+            self.escalated += len(self.gen) - n0
+
+    def _speculate(self) -> None:
         base = self.runner.length
         draft: list[int] = []
         steps: list[StepOutput] = []  # steps[i]: the runner's output after consuming draft[i]
@@ -199,7 +208,6 @@ class _Run:
                 break
             step = self.runner.append(draft[-1:])
             steps.append(step)
-        self.escalated += len(draft)
         if self._cloud_ok():
             assert self.link is not None
             try:
@@ -217,13 +225,13 @@ class _Run:
                 self.step = steps[accepted - 1] if 0 < accepted <= len(steps) else self.step
                 n0 = len(self.gen)
                 srcs = [TokenSource.VERIFIED] * accepted + [TokenSource.CLOUD] * len(extra)
-                self._commit(draft[:accepted] + extra, srcs, time.perf_counter() - t0)
+                self._commit(draft[:accepted] + extra, srcs)
                 self._feed(self.gen[n0 + accepted :])
                 return
         # the cloud failed or was skipped: the drafts stand, unverified; the runner already holds them
         if steps:
             self.step = steps[-1]
-        self._commit(draft, [TokenSource.UNVERIFIED] * len(draft), time.perf_counter() - t0)
+        self._commit(draft, [TokenSource.UNVERIFIED] * len(draft))
 
     def _finish(self) -> GenerationResult:
         unsynced = 0
@@ -235,7 +243,9 @@ class _Run:
                 except APIError:
                     self.failures += 1
             unsynced = len(units) - self.link.synced if self.link.session_id is not None else len(units)
-        traffic = self.link.traffic().since(self.traffic0) if self.link is not None and self.traffic0 else None
+        traffic = (
+            self.link.traffic().since(self.traffic0) if self.link is not None and self.traffic0 else None
+        )
         return GenerationResult(
             token_ids=self.gen,
             text=self.runner.decode(self.gen),

@@ -20,18 +20,28 @@ DEFAULT_KEEP = "0-9,14-29"  # drops 4 middle layers of 30
 
 
 def routing(
-    pair: Annotated[str, typer.Option(help="same (SmolLM2 degraded edge / SmolLM2 cloud) or cross (SmolLM2 / Gemma-3-270M).")] = "same",
+    pair: Annotated[
+        str,
+        typer.Option(help="same (SmolLM2 degraded edge / SmolLM2 cloud) or cross (SmolLM2 / Gemma-3-270M)."),
+    ] = "same",
     n_per_task: Annotated[int, typer.Option(min=1, help="First N items of each dev set.")] = 4,
     tasks: Annotated[str, typer.Option(help="Comma-separated: csqa, gsm8k.")] = "csqa,gsm8k",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
     rates: Annotated[str, typer.Option(help="Target escalation rates, comma-separated.")] = "0.1,0.3",
     gates: Annotated[str, typer.Option(help="Gates to evaluate.")] = "top1,entropy,rolling_entropy,mlp",
-    router: Annotated[Path | None, typer.Option(help="Trained MLP router stem (from `xedge train-router`) for the mlp gate.")] = None,
-    edge_keep_layers: Annotated[str | None, typer.Option(help="same pair: edge's kept layers (default 0-9,14-29).")] = None,
+    router: Annotated[
+        Path | None,
+        typer.Option(help="Trained MLP router stem (from `xedge train-router`) for the mlp gate."),
+    ] = None,
+    edge_keep_layers: Annotated[
+        str | None, typer.Option(help="same pair: edge's kept layers (default 0-9,14-29).")
+    ] = None,
     delays_ms: Annotated[str, typer.Option(help="Emulated round-trip delays, ms.")] = "0,20,100",
     delay_items: Annotated[int, typer.Option(min=0, help="Items per delay setting.")] = 2,
     threads: Annotated[int, typer.Option(min=1, help="torch threads of the edge model.")] = 1,
-    out_dir: Annotated[Path, typer.Option(help="Where routing_eval_<pair>.json/.png go.")] = Path("bench/results"),
+    out_dir: Annotated[Path, typer.Option(help="Where routing_eval_<pair>.json/.png go.")] = Path(
+        "bench/results"
+    ),
 ) -> None:
     """Accuracy vs escalation for each gate, baselines, stateful vs stateless cloud cost, delays."""
     from client_edge.runner.transformers_runner import TransformersRunner, TransformersRunnerConfig
@@ -71,13 +81,18 @@ def routing(
         raise typer.Exit(2) from None
 
     t0 = time.perf_counter()
-    runner = TransformersRunner(TransformersRunnerConfig(spec.edge_model_dir, keep_layers=spec.edge_keep_layers, num_threads=threads))
+    runner = TransformersRunner(
+        TransformersRunnerConfig(spec.edge_model_dir, keep_layers=spec.edge_keep_layers, num_threads=threads)
+    )
     with tempfile.TemporaryDirectory(prefix="xedge-eval-routing-") as run_dir:
+        # block size 32 (the CPU minimum): a delta escalation recomputes at most 31 tokens of partial block
         settings = StackSettings(model=str(spec.cloud_model_dir), port=0, vllm_port=0, device="cpu", kv_cache_gib=0.5,
-                                 run_dir=Path(run_dir))  # fmt: skip
+                                 block_size=32, run_dir=Path(run_dir))  # fmt: skip
         say(f"[eval routing] pair {spec.name}: starting the cloud ({spec.cloud_model_dir.name}) ...")
         with Stack(settings, log=say) as stack:
-            ev = RoutingEval(spec, cfg, runner, stack.router_url, stack.vllm_url, stack.served_model_name, items, say)
+            ev = RoutingEval(
+                spec, cfg, runner, stack.router_url, stack.vllm_url, stack.served_model_name, items, say
+            )
             summaries = ev.run()
     elapsed = time.perf_counter() - t0
     print(f"pair: {spec.name}: {spec.description}\n{len(items)} items ({', '.join(cfg.tasks)}), "

@@ -30,6 +30,8 @@ from server.evaluation.recorder import ScoreRecorder
 from server.evaluation.stateless import StatelessLink
 from server.evaluation.tasks import Item, get_task
 
+MAX_CLOUD_K = 64  # the router's default max_k
+
 
 @dataclass(frozen=True)
 class PairSpec:
@@ -141,11 +143,11 @@ class RoutingEval:
 
     def _run(self, label: str, gate: Gate, *, strategy: str = "escalate", link: str = "stateful",
              target: float | None = None, delay_ms: float = 0.0, n: int | None = None,
-             mode: SessionMode | None = None) -> RunSummary:  # fmt: skip
+             mode: SessionMode | None = None, escalate_k: int = 1) -> RunSummary:  # fmt: skip
         items, prompts = self.items[:n], self.prompts[:n]
         mode = mode or self.pair.mode
         cfg = SessionConfig(strategy=strategy, mode=mode, max_new_tokens=self.cfg.max_new_tokens,  # type: ignore[arg-type]
-                            draft_len=self.cfg.draft_len, cloud_deadline_s=60.0)  # fmt: skip
+                            draft_len=self.cfg.draft_len, cloud_deadline_s=60.0, escalate_k=escalate_k)  # fmt: skip
         client = self._client(delay_ms) if link == "stateful" else None
         factory = None
         if link == "stateless":
@@ -157,7 +159,17 @@ class RoutingEval:
         for i, prompt in enumerate(prompts):
             cloud_text = self._cloud_prompt(i, prompt, mode)
             results.append(session.generate(prompt, cloud_prompt_text=cloud_text))
-        s = summarise(label, gate.name, strategy, link, target, getattr(gate, "threshold", None), delay_ms, items, results)
+        s = summarise(
+            label,
+            gate.name,
+            strategy,
+            link,
+            target,
+            getattr(gate, "threshold", None),
+            delay_ms,
+            items,
+            results,
+        )
         self.log(f"  {label:<34} acc={s.accuracy:.2f} esc={s.escalation_rate:.3f} req={s.requests} "
                  f"computed/req={s.computed_tokens_per_request:.1f} p50={s.token_time_p50_ms:.0f}ms "
                  f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
@@ -184,14 +196,18 @@ class RoutingEval:
                 gates[name] = create_gate(name)
         recorder = ScoreRecorder(gates)
         self._run("small-only", recorder, link="none")
-        self._run("cloud-only", RandomGate.at_rate(1.0))
+        # cloud-only: the cloud writes the whole answer (greedy, so the same tokens as escalating every
+        # position, in one request per MAX_CLOUD_K tokens instead of one per token)
+        self._run("cloud-only", RandomGate.at_rate(1.0), escalate_k=min(MAX_CLOUD_K, cfg.max_new_tokens))
         for rate in cfg.rates:
             for name, gate in gates.items():
                 cal = calibrate(gate, recorder.answers[name], rate)
                 self._run(f"{name}@{rate:g}", gate.with_threshold(cal.threshold), target=rate)
             self._run(f"random@{rate:g}", RandomGate.at_rate(rate, seed=cfg.seed), target=rate)
         first = next(iter(gates))
-        first_gate = gates[first].with_threshold(calibrate(gates[first], recorder.answers[first], cfg.rates[-1]).threshold)
+        first_gate = gates[first].with_threshold(
+            calibrate(gates[first], recorder.answers[first], cfg.rates[-1]).threshold
+        )
         if cfg.stateless:
             self._run(f"stateless {first}@{cfg.rates[-1]:g}", first_gate, link="stateless", target=cfg.rates[-1],
                       mode="text")  # fmt: skip
@@ -200,7 +216,9 @@ class RoutingEval:
         n = min(cfg.delay_items, len(self.items))
         low = cfg.rates[0]
         for delay in cfg.delays_ms if n else ():
-            gate = gates[first].with_threshold(calibrate(gates[first], recorder.answers[first], low).threshold)
+            gate = gates[first].with_threshold(
+                calibrate(gates[first], recorder.answers[first], low).threshold
+            )
             self._run(f"delay {delay:g}ms {first}@{low:g}", gate, target=low, delay_ms=delay, n=n)
             if cfg.speculative:
                 self._run(f"delay {delay:g}ms speculative", RandomGate.at_rate(1.0), strategy="speculative",
@@ -223,7 +241,11 @@ def load_items(data_root: Path, tasks: tuple[str, ...], n_per_task: int) -> list
 def to_json(pair: PairSpec, cfg: RoutingEvalConfig, summaries: list[RunSummary], skipped: dict[str, str],
             extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     return {
-        "pair": {**asdict(pair), "edge_model_dir": str(pair.edge_model_dir), "cloud_model_dir": str(pair.cloud_model_dir)},
+        "pair": {
+            **asdict(pair),
+            "edge_model_dir": str(pair.edge_model_dir),
+            "cloud_model_dir": str(pair.cloud_model_dir),
+        },
         "config": {**asdict(cfg), "router_path": str(cfg.router_path) if cfg.router_path else None},
         "skipped": skipped,
         "runs": [asdict(s) for s in summaries],

@@ -40,7 +40,9 @@ def ratios(summaries: list[RunSummary]) -> dict[str, Any]:
         rnd = by.get(f"random@{s.target_rate:g}")
         out[s.label] = {
             "accuracy_minus_random_same_rate": None if rnd is None else s.accuracy - rnd.accuracy,
-            "accuracy_over_cloud_only": None if not cloud or not cloud.accuracy else s.accuracy / cloud.accuracy,
+            "accuracy_over_cloud_only": None
+            if not cloud or not cloud.accuracy
+            else s.accuracy / cloud.accuracy,
         }
     for s in summaries:
         if s.link == "stateless":
@@ -51,7 +53,8 @@ def ratios(summaries: list[RunSummary]) -> dict[str, Any]:
                     / max(twin.prompt_tokens_per_request, 1e-9),
                     "stateless_over_stateful_computed_tokens_per_request": s.computed_tokens_per_request
                     / max(twin.computed_tokens_per_request, 1e-9),
-                    "stateless_over_stateful_bytes_per_answer": s.bytes_per_answer / max(twin.bytes_per_answer, 1e-9),
+                    "stateless_over_stateful_bytes_per_answer": s.bytes_per_answer
+                    / max(twin.bytes_per_answer, 1e-9),
                 }
         if s.strategy == "speculative" and not s.delay_ms and cloud is not None and cloud.requests:
             out[s.label] = {
@@ -72,8 +75,16 @@ def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
     main = [s for s in summaries if s.link != "stateless" and not s.delay_ms and s.strategy == "escalate"]
     gates = sorted({s.gate for s in main if s.target_rate is not None})
     for g in gates:
-        pts = sorted((s.escalation_rate, s.accuracy) for s in main if s.gate == g and s.target_rate is not None)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=g, linestyle="--" if g == "random" else "-")
+        pts = sorted(
+            (s.escalation_rate, s.accuracy) for s in main if s.gate == g and s.target_rate is not None
+        )
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker="o",
+            label=g,
+            linestyle="--" if g == "random" else "-",
+        )
     by = _by_label(summaries)
     for label, marker in (("small-only", "s"), ("cloud-only", "^")):
         if label in by:
@@ -90,7 +101,9 @@ def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def write(doc: dict[str, Any], summaries: list[RunSummary], out_json: Path, out_png: Path, title: str) -> None:
+def write(
+    doc: dict[str, Any], summaries: list[RunSummary], out_json: Path, out_png: Path, title: str
+) -> None:
     doc["ratios"] = ratios(summaries)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(doc, indent=1))

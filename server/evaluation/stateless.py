@@ -29,7 +29,9 @@ class StatelessAnswer:
 class StatelessLink:
     """A ``Link`` with no cloud session: ``escalate`` re-sends everything, ``sync`` sends nothing."""
 
-    def __init__(self, vllm_url: str, model: str, options: RequestOptions, transport: httpx.BaseTransport | None) -> None:
+    def __init__(
+        self, vllm_url: str, model: str, options: RequestOptions, transport: httpx.BaseTransport | None
+    ) -> None:
         timeout = options.deadline_s if options.deadline_s is not None else 30.0
         self._http = httpx.Client(base_url=vllm_url, timeout=timeout, transport=transport)
         self.model = model
@@ -43,7 +45,9 @@ class StatelessLink:
     def factory(cls, vllm_url: str, model: str, transport: httpx.BaseTransport | None = None):  # noqa: ANN206
         def make(mode: SessionMode, fingerprint: str, options: RequestOptions) -> StatelessLink:
             if mode != "text":
-                raise ValueError("the stateless baseline re-sends text: run it with SessionConfig(mode='text')")
+                raise ValueError(
+                    "the stateless baseline re-sends text: run it with SessionConfig(mode='text')"
+                )
             return cls(vllm_url, model, options, transport)
 
         return make
@@ -62,10 +66,18 @@ class StatelessLink:
 
     def escalate(self, units: str, k: int, proposal: str, top_n: int = 0) -> StatelessAnswer:  # type: ignore[override]
         body = json.dumps(
-            {"model": self.model, "prompt": str(units), "max_tokens": k, "temperature": 0.0, "skip_special_tokens": False}
+            {
+                "model": self.model,
+                "prompt": str(units),
+                "max_tokens": k,
+                "temperature": 0.0,
+                "skip_special_tokens": False,
+            }
         ).encode()
         try:
-            resp = self._http.post("/v1/completions", content=body, headers={"Content-Type": "application/json"})
+            resp = self._http.post(
+                "/v1/completions", content=body, headers={"Content-Type": "application/json"}
+            )
         except httpx.TimeoutException as exc:
             raise APITimeoutError(str(exc)) from exc
         except httpx.TransportError as exc:
@@ -74,7 +86,9 @@ class StatelessLink:
         self._traffic.bytes_sent += len(body)
         self._traffic.bytes_received += len(resp.content)
         if not resp.is_success:
-            raise APIStatusError(f"vLLM answered {resp.status_code}: {resp.text[:200]}", response=resp, body=resp.text)
+            raise APIStatusError(
+                f"vLLM answered {resp.status_code}: {resp.text[:200]}", response=resp, body=resp.text
+            )
         data = resp.json()
         usage = data.get("usage") or {}
         details = usage.get("prompt_tokens_details") or {}
