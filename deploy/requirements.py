@@ -7,6 +7,7 @@ sources, so a code change does not reinstall dependencies. Standard library only
 from __future__ import annotations
 
 import sys
+
 import tomllib
 
 

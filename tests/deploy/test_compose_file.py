@@ -1,0 +1,155 @@
+"""deploy/compose.yml without a Docker engine: the real `docker compose config` (schema, interpolation,
+profiles), cross-references (healthchecks, depends_on conditions, vLLM URLs, every ${VAR} documented in
+.env.example), the Dockerfiles' layer order, and `xedge up`'s loader agreeing with compose."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from server.deploy.compose_file import load_topology
+from server.deploy.interpolate import InterpolationError, parse_env_file, variables
+from tests.deploy.compose_helpers import (
+    COMPOSE,
+    DEPLOY,
+    ENV_EXAMPLE,
+    PROFILES,
+    SECRETS,
+    compose_config,
+    compose_model,
+)
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.26.0"
+RAW = COMPOSE.read_text()
+
+
+def _required() -> set[str]:
+    return set(re.findall(r"\$\{([A-Z0-9_]+):\?", RAW))
+
+
+def _example() -> tuple[dict[str, str], dict[str, str]]:
+    """(set values, commented-out optional values) of .env.example."""
+    set_values = parse_env_file(ENV_EXAMPLE)
+    optional = dict(re.findall(r"^# ([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), flags=re.M))
+    return set_values, optional
+
+
+@pytest.mark.parametrize("profiles", PROFILES, ids=lambda p: "profiles=" + "+".join(p))
+def test_docker_compose_accepts_every_profile(profiles: tuple[str, ...]) -> None:
+    model = compose_model(profiles)
+    roles = {n: s.get("labels", {}).get("xedge.role") for n, s in model["services"].items()}
+    assert sorted(roles.values()).count("router") == 1 and "cloud" in roles.values(), roles
+
+
+def test_required_values_fail_loudly_in_compose_and_xedge_up() -> None:
+    assert _required() == {"XEDGE_API_KEYS", "XEDGE_CACHE_SALT_SECRET", "XEDGE_MODELS_DIR", "XEDGE_MODEL"}
+    example, _ = _example()
+    assert example["XEDGE_API_KEYS"] == "" and example["XEDGE_CACHE_SALT_SECRET"] == ""  # secrets never shipped
+    for name in sorted(_required()):
+        env = {**SECRETS, **{k: v for k, v in example.items() if v}, name: ""}
+        done = compose_config(("cpu",), env)
+        assert done.returncode != 0 and f"required variable {name} is missing a value" in done.stderr, done.stderr
+        with pytest.raises(InterpolationError, match=f"required variable {name} is missing a value"):
+            load_topology(COMPOSE, ("cpu",), env_file=ENV_EXAMPLE, environ=env)
+
+
+def test_every_variable_is_documented_in_env_example_with_its_default() -> None:
+    used = variables(RAW)
+    example, optional = _example()
+    assert used == set(example) | set(optional), (used ^ (set(example) | set(optional)))
+    defaults = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", RAW))
+    for name, value in optional.items():
+        assert defaults.get(name) == value, f".env.example says {name}={value}, compose.yml defaults to {defaults.get(name)}"
+
+
+@pytest.mark.parametrize("profiles", PROFILES, ids=lambda p: "profiles=" + "+".join(p))
+def test_healthchecks_and_depends_on(profiles: tuple[str, ...]) -> None:
+    services = compose_model(profiles)["services"]
+    clouds = {n for n, s in services.items() if s["labels"]["xedge.role"] == "cloud"}
+    (router,) = (n for n, s in services.items() if s["labels"]["xedge.role"] == "router")
+    for name, svc in services.items():
+        test = svc["healthcheck"]["test"]
+        assert test[0] == "CMD", (name, test)
+        probe = " ".join(test)
+        assert ("server.deploy.healthcheck" in probe) if name in clouds else ("/ready" in probe), (name, probe)
+    needs = {d for d, c in services[router]["depends_on"].items() if c.get("required", True)}
+    assert needs and needs <= clouds
+    for dep, cond in services[router]["depends_on"].items():
+        assert cond["condition"] == "service_healthy", (dep, cond)
+    urls = services[router]["environment"]["XEDGE_ROUTER_VLLM_URLS"].split(",")
+    hosts = {re.match(r"http://([^:/]+):8000$", u).group(1) for u in urls}  # type: ignore[union-attr]
+    assert hosts <= clouds and hosts <= set(services[router]["depends_on"])
+    # Every replica writes its plugin markers into its own sub-directory of the volume the router reads.
+    status = {services[c]["environment"]["XEDGE_STATUS_DIR"] for c in clouds}
+    assert len(status) == len(clouds) and all(s == f"/run/xedge/{c}/status" for c, s in
+                                              ((c, services[c]["environment"]["XEDGE_STATUS_DIR"]) for c in clouds))  # fmt: skip
+    assert services[router]["environment"]["XEDGE_ROUTER_STATUS_DIR"] == "/run/xedge"
+
+
+def test_gpu_replicas_reserve_distinct_gpus_and_mount_models_and_hf_cache() -> None:
+    services = compose_model(("gpu", "scale"))["services"]
+    seen = []
+    for name in ("cloud", "cloud-1"):
+        svc = services[name]
+        (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
+        seen += device["device_ids"]
+        targets = {v["target"]: v for v in svc["volumes"]}
+        assert targets["/models"]["type"] == "bind" and targets["/models"]["read_only"] is True
+        assert targets["/root/.cache/huggingface"]["type"] == "volume"
+        assert svc["build"]["args"]["VLLM_IMAGE"] == VLLM_IMAGE
+    assert len(set(seen)) == 2
+
+
+def _instructions(dockerfile: Path) -> list[str]:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cloud", "Dockerfile.cpu", "Dockerfile.router"])
+def test_dockerfiles_install_dependencies_in_their_own_cached_layer(name: str) -> None:
+    lines = _instructions(DEPLOY / name)
+    copy_deps = next(i for i, ln in enumerate(lines) if ln.startswith("COPY pyproject.toml"))
+    install = next(i for i, ln in enumerate(lines) if ln.startswith("RUN") and "requirements.py" in ln)
+    first_source = next(i for i, ln in enumerate(lines) if re.match(r"COPY (router|server|client_edge|attention_backend)\b", ln))
+    assert copy_deps < install < first_source, lines
+    assert (DEPLOY / f"{name}.dockerignore").read_text().splitlines()[2:4] == ["*", "!pyproject.toml"]
+
+
+def test_cloud_image_is_the_official_vllm_image() -> None:
+    lines = _instructions(DEPLOY / "Dockerfile.cloud")
+    assert lines[0] == f"ARG VLLM_IMAGE={VLLM_IMAGE}" and lines[1] == "FROM ${VLLM_IMAGE}"
+    assert any("pip install --no-deps ." in ln for ln in lines)  # never reinstalls vLLM / torch
+
+
+def test_router_image_is_slim_without_torch() -> None:
+    lines = _instructions(DEPLOY / "Dockerfile.router")
+    assert re.fullmatch(r"FROM python:3\.\d+-slim", lines[0])
+    assert not any(re.match(r"COPY (server|attention_backend)\b", ln) for ln in lines)
+    reqs = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"), str(DEPLOY.parent / "pyproject.toml"), "router"],
+                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert not [r for r in reqs if re.match(r"(torch|vllm|triton)\b", r)], reqs
+    # The router package imports without torch or vLLM.
+    code = "import sys; sys.modules.update(torch=None, vllm=None); import router.__main__, router.operations"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=DEPLOY.parent)
+
+
+@pytest.mark.parametrize("profiles", PROFILES, ids=lambda p: "profiles=" + "+".join(p))
+def test_xedge_up_reads_the_file_as_compose_does(profiles: tuple[str, ...]) -> None:
+    env = dict(SECRETS)
+    if "scale" in profiles:
+        env["XEDGE_CLOUD_URLS"] = "http://cloud:8000,http://cloud-1:8000"
+    done = compose_config(profiles, env)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    topo = load_topology(COMPOSE, profiles, env_file=ENV_EXAMPLE, environ=env)
+    ours = {s.name: dict(s.environment) for s in (*topo.clouds, topo.router)}
+    theirs = {n: s["environment"] for n, s in services.items()}
+    assert ours == theirs
+    assert [c.name for c in topo.clouds] == [n for n, s in services.items() if s["labels"]["xedge.role"] == "cloud"]
+    assert len(topo.router.environment["XEDGE_ROUTER_VLLM_URLS"].split(",")) == len(topo.clouds)

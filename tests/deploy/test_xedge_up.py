@@ -1,0 +1,114 @@
+"""`xedge up`'s pieces without vLLM: Compose interpolation, the loopback rewrite of the router's settings,
+the cloud container's command (same vLLM flags as `xedge serve`), its healthcheck, and the dry run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from server.cli import _load_commands, app
+from server.deploy.cloud_entry import cloud_command
+from server.deploy.compose_file import ComposeError, load_topology
+from server.deploy.healthcheck import check
+from server.deploy.interpolate import InterpolationError, interpolate, parse_env_file
+from server.deploy.launcher import ComposeStack
+from tests.deploy.compose_helpers import COMPOSE, ENV_EXAMPLE, SECRETS
+from tests.deploy.fake_vllm import make_fake_vllm
+from tests.deploy.loopback import serve
+
+
+def test_interpolation_follows_compose() -> None:
+    env = {"A": "a", "E": ""}
+    assert interpolate("${A}-$A-$$A-${B:-${A}x}-${E:-d}-${E-d}-${A:+alt}-${B+alt}", env) == "a-a-$A-ax-d--alt-"
+    with pytest.raises(InterpolationError, match="svc: required variable B is missing a value: give B"):
+        interpolate("${B:?give B}", env, "svc")
+    with pytest.raises(InterpolationError, match="required variable E"):
+        interpolate("${E:?}", env)
+    assert interpolate("${E?}", env) == ""
+    for bad in ("${A", "${1}", "$-", "${A%x}"):
+        with pytest.raises(InterpolationError):
+            interpolate(bad, env)
+
+
+def test_env_file_parsing(tmp_path: Path) -> None:
+    f = tmp_path / ".env"
+    f.write_text("# c\nexport A=1\nB='x y'\nC=\"q\" \nD=v # note\nE=\n")
+    assert parse_env_file(f) == {"A": "1", "B": "x y", "C": "q", "D": "v", "E": ""}
+    f.write_text("not a line\n")
+    with pytest.raises(InterpolationError, match=":1: expected KEY=VALUE"):
+        parse_env_file(f)
+
+
+def test_process_environment_wins_over_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "vars"
+    env_file.write_text(ENV_EXAMPLE.read_text() + "XEDGE_RATE_LIMIT_RPS=3\nXEDGE_API_KEYS=a:sk-file-000000000000000\n")
+    topo = load_topology(COMPOSE, ("cpu",), env_file=env_file, environ=SECRETS)
+    env = topo.router.environment
+    assert env["XEDGE_ROUTER_RATE_LIMIT_RPS"] == "3" and env["XEDGE_ROUTER_API_KEYS"] == SECRETS["XEDGE_API_KEYS"]
+
+
+def test_router_settings_are_rewritten_to_loopback(tmp_path: Path) -> None:
+    topo = load_topology(COMPOSE, ("cpu",), env_file=ENV_EXAMPLE, environ=SECRETS)
+    up = ComposeStack(topo, tmp_path, router_port=0)
+    up.urls = {"cloud-cpu": "http://127.0.0.1:4321"}
+    env = up.router_env()
+    assert env["XEDGE_ROUTER_VLLM_URLS"] == "http://127.0.0.1:4321"
+    assert env["XEDGE_ROUTER_HOST"] == "127.0.0.1" and int(env["XEDGE_ROUTER_PORT"]) > 0
+    assert env["XEDGE_ROUTER_STATUS_DIR"] == str(tmp_path / "volumes" / "xedge-status")
+    # The cloud's plugin markers land where the router reads them (same named volume).
+    cloud = up.cloud_settings(topo.clouds[0])
+    assert cloud.run_dir == tmp_path / "volumes" / "xedge-status" / "cloud-cpu"
+    assert (cloud.device, cloud.kv_cache_gib, cloud.max_model_len, cloud.router) == ("cpu", 2.0, 8192, False)
+    up.urls = {}
+    with pytest.raises(ComposeError, match="'cloud-cpu', not an active cloud service"):
+        up.router_env()
+
+
+def test_gpu_model_path_maps_through_the_bind_mount(tmp_path: Path) -> None:
+    env = {**SECRETS, "XEDGE_MODELS_DIR": str(tmp_path / "models"), "XEDGE_MODEL": "M"}
+    topo = load_topology(COMPOSE, ("gpu",), env_file=ENV_EXAMPLE, environ=env)
+    settings = ComposeStack(topo, tmp_path / "run").cloud_settings(topo.clouds[0])
+    assert settings.model == str(tmp_path / "models" / "M") and settings.device == "cuda"
+    assert settings.served_model_name == "M" and settings.max_model_len == 32768
+
+
+def test_cloud_container_runs_vllm_with_our_plugins(tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    environ = {"XEDGE_MODEL": str(model), "XEDGE_DEVICE": "cpu", "XEDGE_STATUS_DIR": str(tmp_path / "st"),
+               "XEDGE_VLLM_ARGS": json.dumps(["--seed", "1"]), "XEDGE_MAX_MODEL_LEN": "512"}  # fmt: skip
+    argv, env, status = cloud_command(environ)
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    flags = dict(zip(argv[3::1], argv[4::1], strict=False))
+    assert flags["--host"] == "0.0.0.0" and flags["--port"] == "8000" and flags["--max-model-len"] == "512"
+    assert "--enable-prompt-tokens-details" in argv and "--enable-prefix-caching" in argv and argv[-2:] == ["--seed", "1"]
+    assert env["VLLM_PLUGINS"] == "xedge_attention,xedge_prefix_cache" and env["XEDGE_STATUS_DIR"] == str(status)
+    with pytest.raises(SystemExit, match="XEDGE_STATUS_DIR"):
+        cloud_command({"XEDGE_DEVICE": "cpu"})
+
+
+def test_cloud_healthcheck_needs_health_and_plugin_markers(tmp_path: Path) -> None:
+    with serve(make_fake_vllm()) as url:
+        port = int(url.rsplit(":", 1)[1])
+        assert "missing markers: attention.impl, prefix_cache.block_pool" in (check(port, tmp_path) or "")
+        for plugin, event in (("attention", "impl"), ("prefix_cache", "block_pool")):
+            marker = {"plugin": plugin, "event": event, "pid": 1, "ppid": 0, "detail": {}}
+            (tmp_path / f"{plugin}.{event}.1.json").write_text(json.dumps(marker))
+        assert check(port, tmp_path) is None
+    assert "unreachable" in (check(port, tmp_path) or "")
+
+
+def test_xedge_up_dry_run_and_missing_values() -> None:
+    _load_commands()
+    runner = CliRunner()
+    args = ["up", "--config", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "--profile", "cpu", "--dry-run"]
+    done = runner.invoke(app, args, env=SECRETS)
+    assert done.exit_code == 0, done.output
+    assert "cloud  cloud-cpu: vLLM model=(packaged SmolLM2-135M-Instruct) device=cpu" in done.output
+    assert "router router-cpu" in done.output and SECRETS["XEDGE_CACHE_SALT_SECRET"] not in done.output
+    done = runner.invoke(app, args, env={"XEDGE_API_KEYS": "", "XEDGE_CACHE_SALT_SECRET": ""})
+    assert done.exit_code == 2 and "required variable XEDGE_API_KEYS" in done.output
