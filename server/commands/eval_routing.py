@@ -8,6 +8,7 @@ Pairs (each result says which one it comes from):
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -80,6 +81,7 @@ def routing(
         typer.echo(f"xedge eval routing: {exc}", err=True)
         raise typer.Exit(2) from None
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     runner = TransformersRunner(
         TransformersRunnerConfig(spec.edge_model_dir, keep_layers=spec.edge_keep_layers, num_threads=threads)
@@ -93,7 +95,12 @@ def routing(
             ev = RoutingEval(
                 spec, cfg, runner, stack.router_url, stack.vllm_url, stack.served_model_name, items, say
             )
+            partial = out_dir / f"routing_eval_{pair}.partial.json"
+            ev.on_summary = lambda runs: partial.write_text(
+                json.dumps(to_json(spec, cfg, runs, ev.skipped, {"partial": True}), indent=1)
+            )
             summaries = ev.run()
+            partial.unlink(missing_ok=True)
     elapsed = time.perf_counter() - t0
     print(f"pair: {spec.name}: {spec.description}\n{len(items)} items ({', '.join(cfg.tasks)}), "
           f"max {cfg.max_new_tokens} new tokens, {elapsed:.0f}s\n{table(summaries)}")  # fmt: skip

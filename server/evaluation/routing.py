@@ -135,6 +135,7 @@ class RoutingEval:
         self.cloud_texts = [it.prompt for it in items]
         self.summaries: list[RunSummary] = []
         self.skipped: dict[str, str] = {}
+        self.on_summary: Callable[[list[RunSummary]], None] | None = None  # e.g. write partial results
 
     def _client(self, delay_ms: float) -> EdgeClient:
         transport = DelayTransport(delay_ms) if delay_ms else None
@@ -174,6 +175,8 @@ class RoutingEval:
                  f"computed/req={s.computed_tokens_per_request:.1f} p50={s.token_time_p50_ms:.0f}ms "
                  f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
         self.summaries.append(s)
+        if self.on_summary is not None:
+            self.on_summary(self.summaries)
         return s
 
     def _cloud_prompt(self, i: int, prompt: list[int], mode: SessionMode) -> str | None:
