@@ -9,7 +9,9 @@ labelled by replica (the first sub-directory level, ``.`` for the top level), en
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,10 @@ _PREFIX = "xedge_prefix_cache_"
 def read_stats(status_dir: Path) -> list[tuple[str, str, dict[str, Any]]]:
     """``(replica, pid, detail)`` of every readable ``prefix_cache.stats.*.json`` under ``status_dir``."""
     found = []
-    for path in sorted(status_dir.rglob("prefix_cache.stats.*.json")):
+    paths = []
+    for root, _, files in os.walk(status_dir, followlinks=True):  # links: a replica's dir may be mounted in
+        paths += [Path(root) / f for f in files if fnmatch.fnmatch(f, "prefix_cache.stats.*.json")]
+    for path in sorted(paths):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):

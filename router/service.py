@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import random
 from collections.abc import Sequence
 
 from client_edge.protocol import (
@@ -25,11 +24,11 @@ from client_edge.protocol import (
     SyncRequest,
     TokenLogprob,
     TruncateRequest,
-    Usage,
     VerifyRequest,
     VerifyResponse,
 )
 from client_edge.protocol import EscalateResponse as EscalateReply
+from router import verification
 from router.engine.base import (
     EngineClient,
     EngineError,
@@ -44,25 +43,9 @@ from router.replicas import HashRing
 from router.sessions.content import Content, TextContent, TokenContent
 from router.sessions.store import Session, SessionStore, body_digest
 from router.settings import RouterSettings
-from router.speculative import greedy_accept, rejection_accept
+from router.speculative import common_prefix
 from router.tokenizer import CloudTokenizer
-
-
-def _usage(results: Sequence[GenerateResult]) -> Usage:
-    return Usage(
-        prompt_tokens=sum(r.usage.prompt_tokens for r in results),
-        cached_tokens=sum(r.usage.cached_tokens for r in results),
-        computed_tokens=sum(r.usage.computed_tokens for r in results),
-        completion_tokens=sum(r.usage.completion_tokens for r in results),
-        engine_calls=len(results),
-    )
-
-
-def _common_prefix(a: Sequence[object], b: Sequence[object]) -> int:
-    n = 0
-    while n < len(a) and n < len(b) and a[n] == b[n]:
-        n += 1
-    return n
+from router.usage import usage_of
 
 
 class EdgeService:
@@ -115,7 +98,7 @@ class EdgeService:
                 "token_out_of_vocab", f"{what} holds token id {bad}; the cloud vocabulary has ids 0..{self.tok.vocab_size - 1}"
             )
 
-    def _check_room(self, prompt_len: int, extra: int, what: str) -> None:
+    def check_room(self, prompt_len: int, extra: int, what: str) -> None:
         limit = self.model.max_model_len
         if prompt_len + extra > limit:
             raise RouterError(
@@ -146,7 +129,7 @@ class EdgeService:
         assert isinstance(content, TextContent)
         return content.append(new_text, self.tok) if new_text else content
 
-    async def _generate(
+    async def generate(
         self,
         session: Session,
         prompt: Sequence[int],
@@ -176,7 +159,7 @@ class EdgeService:
         except EngineError as exc:
             raise RouterError("engine_error", str(exc)) from exc
 
-    def _cloud_tokens(self, context: Sequence[int], tokens: Sequence[EngineToken]) -> list[CloudToken]:
+    def cloud_tokens(self, context: Sequence[int], tokens: Sequence[EngineToken]) -> list[CloudToken]:
         texts = self.tok.token_texts(context, [t.token_id for t in tokens])
         return [
             CloudToken(
@@ -236,7 +219,7 @@ class EdgeService:
         else:
             content = TextContent.start(self.tok, self.settings.text_holdback_tokens).append(req.prompt_text, self.tok)
         prompt = content.prompt_ids(self.tok)
-        self._check_room(len(prompt), 1 if req.prefill else 0, "prompt")
+        self.check_room(len(prompt), 1 if req.prefill else 0, "prompt")
         session_id = self.store.new_id()
         session = Session(
             id=session_id,
@@ -249,7 +232,7 @@ class EdgeService:
         )
         usage = None
         if req.prefill:
-            usage = _usage([await self._generate(session, prompt, 1, greedy=True)])
+            usage = usage_of([await self.generate(session, prompt, 1, greedy=True)])
         self.store.add(session)
         return SessionResponse(state=session.state(), usage=usage)
 
@@ -268,8 +251,8 @@ class EdgeService:
             self._check_base(session, req.base)
             content = self._delta(session, req.new_token_ids, req.new_text)
             prompt = content.prompt_ids(self.tok)
-            self._check_room(len(prompt), 1 if req.prefill else 0, "sync")
-            usage = _usage([await self._generate(session, prompt, 1, greedy=True)]) if req.prefill else None
+            self.check_room(len(prompt), 1 if req.prefill else 0, "sync")
+            usage = usage_of([await self.generate(session, prompt, 1, greedy=True)]) if req.prefill else None
             return content, SessionResponse(state=session.state().model_copy(update=_committed(content)), usage=usage)
 
         return await self._locked(session, req.request_id, body_digest(req), op)
@@ -307,16 +290,16 @@ class EdgeService:
             elif req.proposal_token_ids:
                 raise RouterError("mode_mismatch", "session is in text mode: send proposal_text")
             prompt = content.prompt_ids(self.tok)
-            self._check_room(len(prompt), req.k, "escalate")
-            result = await self._generate(session, prompt, req.k, top_n=req.top_n)
-            tokens = self._cloud_tokens(prompt, result.tokens)
+            self.check_room(len(prompt), req.k, "escalate")
+            result = await self.generate(session, prompt, req.k, top_n=req.top_n)
+            tokens = self.cloud_tokens(prompt, result.tokens)
             text = "".join(t.text for t in tokens)
             if session.mode == "token":
                 proposal: Sequence[object] = req.proposal_token_ids
-                agreed_prefix = _common_prefix(req.proposal_token_ids, [t.token_id for t in tokens])
+                agreed_prefix = common_prefix(req.proposal_token_ids, [t.token_id for t in tokens])
             else:
                 proposal = req.proposal_text
-                agreed_prefix = _common_prefix(req.proposal_text, text)
+                agreed_prefix = common_prefix(req.proposal_text, text)
             reply = EscalateReply(
                 state=session.state().model_copy(update=_committed(content)),
                 tokens=tokens,
@@ -324,7 +307,7 @@ class EdgeService:
                 agreed=(agreed_prefix == len(proposal)) if proposal else None,
                 agreed_prefix=agreed_prefix,
                 finish_reason="stop" if result.finish_reason == "stop" else "length",
-                usage=_usage([result]),
+                usage=usage_of([result]),
             )
             return content, reply
 
@@ -348,96 +331,16 @@ class EdgeService:
                     raise RouterError("mode_mismatch", "session is in token mode: send draft_token_ids")
                 self._check_ids(req.draft_token_ids, "draft_token_ids")
                 if session.sampling.greedy:
-                    body = await self._verify_greedy(session, prompt, req)
+                    body = await verification.greedy(self, session, prompt, req)
                 else:
-                    body = await self._verify_rejection(session, prompt, req)
+                    body = await verification.rejection(self, session, prompt, req)
             else:
                 if req.draft_token_ids:
                     raise RouterError("mode_mismatch", "session is in text mode: send draft_text")
-                body = await self._verify_text(session, prompt, req)
+                body = await verification.text(self, session, prompt, req)
             return content, VerifyResponse(state=session.state().model_copy(update=_committed(content)), **body)
 
         return await self._locked(session, req.request_id, body_digest(req), op)
-
-    async def _verify_greedy(self, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
-        n = len(req.draft_token_ids)
-        self._check_room(len(prompt), n, "verify")
-        max_tokens = min(n + 1, self.model.max_model_len - len(prompt))
-        result = await self._generate(session, prompt, max_tokens, greedy=True, top_n=req.top_n)
-        acc = greedy_accept(req.draft_token_ids, [t.token_id for t in result.tokens])
-        accepted_ids = list(req.draft_token_ids[: acc.accepted])
-        correction = None
-        if acc.correction is not None:
-            correction = self._cloud_tokens(prompt + accepted_ids, [result.tokens[acc.accepted]])[0]
-        return {
-            "accepted": acc.accepted,
-            "correction": correction,
-            "accepted_text": self.tok.decode(accepted_ids),
-            "method": "greedy",
-            "usage": _usage([result]),
-        }
-
-    async def _verify_rejection(self, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
-        s = session.sampling
-        if req.draft_logprobs is None:
-            raise RouterError("invalid_request", "a sampling session's verify needs draft_logprobs (log q of each draft token)")
-        if s.temperature != 1.0 or s.top_p != 1.0:
-            raise RouterError(
-                "unsupported",
-                f"sampling verify needs temperature 1.0 and top_p 1.0 (got {s.temperature}, {s.top_p}): vLLM returns "
-                "unscaled logprobs, so the rejection rule is only exact there; use greedy or per-token escalation",
-            )
-        draft = list(req.draft_token_ids)
-        self._check_room(len(prompt), len(draft) + 1, "verify")
-        result = await self._generate(
-            session, prompt + draft, 1, top_n=req.top_n, prompt_logprobs=max(1, self.settings.max_top_n)
-        )
-        assert result.prompt_logprobs is not None
-        rows = [result.prompt_logprobs[len(prompt) + i] or {} for i in range(len(draft))]
-        rng = random.Random(f"{s.seed}:{session.id}:{req.request_id}")
-        acc = rejection_accept(draft, req.draft_logprobs, rows, rng)
-        context = prompt + draft[: acc.accepted]
-        if acc.correction is None:
-            correction = self._cloud_tokens(context, [result.tokens[0]])[0]
-        else:
-            row = rows[acc.accepted]
-            correction = self._cloud_tokens(context, [EngineToken(acc.correction, row[acc.correction])])[0]
-        return {
-            "accepted": acc.accepted,
-            "correction": correction,
-            "accepted_text": self.tok.decode(draft[: acc.accepted]),
-            "method": "rejection",
-            "usage": _usage([result]),
-        }
-
-    async def _verify_text(self, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
-        if not session.sampling.greedy:
-            raise RouterError("unsupported", "text-mode verify is greedy only; use escalate in a sampling text session")
-        n = len(self.tok.encode(req.draft_text))
-        if n > self.settings.max_draft:
-            raise RouterError(
-                "out_of_range", f"draft_text is {n} cloud tokens; this router verifies at most {self.settings.max_draft}"
-            )
-        self._check_room(len(prompt), n, "verify")
-        max_tokens = min(n + 1, self.model.max_model_len - len(prompt))
-        result = await self._generate(session, prompt, max_tokens, greedy=True, top_n=req.top_n)
-        tokens = self._cloud_tokens(prompt, result.tokens)
-        cloud_text = "".join(t.text for t in tokens)
-        accepted = _common_prefix(req.draft_text, cloud_text)
-        correction = None
-        end = 0
-        for t in tokens:  # the cloud token that covers the first character after the accepted text
-            end += len(t.text)
-            if end > accepted:
-                correction = t.model_copy(update={"text": cloud_text[accepted:end]})
-                break
-        return {
-            "accepted": accepted,
-            "correction": correction,
-            "accepted_text": req.draft_text[:accepted],
-            "method": "greedy",
-            "usage": _usage([result]),
-        }
 
 
 def _committed(content: Content) -> dict:

@@ -29,11 +29,17 @@ class Acceptance:
     correction: int | None
 
 
+def common_prefix(a: Sequence[object], b: Sequence[object]) -> int:
+    """Length of the longest common prefix of two sequences (token ids or characters)."""
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def greedy_accept(draft: Sequence[int], cloud: Sequence[int]) -> Acceptance:
     """``cloud``: the cloud's greedy tokens from the same position (at least len(draft) + 1 unless it stopped)."""
-    n = 0
-    while n < len(draft) and n < len(cloud) and draft[n] == cloud[n]:
-        n += 1
+    n = common_prefix(draft, cloud)
     return Acceptance(accepted=n, correction=cloud[n] if n < len(cloud) else None)
 
 

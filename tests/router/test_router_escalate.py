@@ -94,3 +94,27 @@ def test_per_tenant_cache_salt(env):
             "request_id": "c", "tokenizer_fingerprint": tok.fingerprint, "prompt_token_ids": prompt, "prefill": True})
     salts = [c.cache_salt for c in engine.calls]
     assert len(salts) == 2 and salts[0] and salts[1] and salts[0] != salts[1]
+
+
+def test_sessions_are_pinned_to_replicas():
+    from router.app import create_app
+    from router.settings import RouterSettings
+    from tests.router.router_fakes import FakeEngine, FakeTokenizer
+
+    tok = FakeTokenizer()
+    engines = [FakeEngine(tok.vocab_size) for _ in range(3)]
+    settings = RouterSettings(vllm_urls=["http://r0:1", "http://r1:1", "http://r2:1"], startup_timeout_s=0)
+    with TestClient(create_app(settings, engines=engines, tokenizer=tok)) as client:
+        pinned = {}
+        for i in range(30):
+            prompt = [BOS, 5 + i % 20, 6]
+            r = client.post(Paths.SESSIONS, json={"request_id": f"c{i}", "tokenizer_fingerprint": tok.fingerprint,
+                                                  "prompt_token_ids": prompt})
+            st = r.json()["state"]
+            pinned[st["session_id"]] = (st["replica"], prompt)
+        assert len({rep for rep, _ in pinned.values()}) == 3  # sessions spread over the replicas
+        for sid, (rep, prompt) in pinned.items():
+            before = [len(e.calls) for e in engines]
+            r = client.post(Paths.ESCALATE.format(session_id=sid), json={"request_id": "e", "base": base_of(prompt)})
+            assert r.status_code == 200
+            assert [len(e.calls) - b for e, b in zip(engines, before, strict=True)] == [int(i == rep) for i in range(3)]

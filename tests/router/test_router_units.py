@@ -61,3 +61,8 @@ def test_fingerprint_depends_on_every_input():
     assert len({base, tokenizer_fingerprint(101, [1, 2, 3], "abc"), tokenizer_fingerprint(100, [1, 2, 4], "abc"),
                 tokenizer_fingerprint(100, [1, 2, 3], "abd")}) == 4
     assert "\n" in FINGERPRINT_PROBE_TEXT
+
+
+def test_settings_from_cli_flags():
+    s = RouterSettings(_cli_parse_args=["--vllm-urls", "http://a:1,http://b:2", "--port", "9001"], _cli_kebab_case=True)
+    assert s.vllm_urls == ["http://a:1", "http://b:2"] and s.port == 9001

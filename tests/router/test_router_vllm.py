@@ -174,3 +174,22 @@ def test_text_mode_bridges_tokenizers(router, hf_tok, block_size):  # noqa: ANN0
     # at most one partial block were computed.
     assert reply.usage.cached_tokens > 0
     assert reply.usage.computed_tokens <= len(hf_tok.encode(prompt[-40:] + "The planets")) + block_size
+
+
+def test_sampling_verify_scores_draft_with_vllm_prompt_logprobs(stack, router, hf_tok):  # noqa: ANN001
+    fp = CloudInfo.model_validate(router.get(Paths.INFO).json()).tokenizer_fingerprint
+    prompt = hf_tok.encode(PROMPT_TEXT)
+    want = _vllm_greedy(stack, prompt, 3)
+    r = router.post(Paths.SESSIONS, json={"request_id": uuid.uuid4().hex, "tokenizer_fingerprint": fp,
+                                          "prompt_token_ids": prompt, "sampling": {"temperature": 1.0, "seed": 5}})
+    sid = r.json()["state"]["session_id"]
+    # A point-mass drafter (log q = 0) proposing the greedy tokens and then a token the model never
+    # wants (id 0, "<|endoftext|>" mid-sentence): accepted with prob p each, so the junk gets rejected.
+    draft = [*want, 0]
+    r = router.post(Paths.VERIFY.format(session_id=sid), json={
+        "request_id": "v", "base": _bases(prompt), "draft_token_ids": draft, "draft_logprobs": [0.0] * 4})
+    assert r.status_code == 200, r.text
+    reply = VerifyResponse.model_validate(r.json())
+    assert reply.method == "rejection" and reply.accepted < 4
+    assert reply.correction is not None and reply.correction.token_id != draft[reply.accepted]
+    assert reply.usage.prompt_tokens == len(prompt) + len(draft)
