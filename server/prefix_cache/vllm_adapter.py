@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -316,19 +317,26 @@ def _patch_manager(manager_cls: type) -> None:
 
 
 def _start_stats_writer(hook: _PoolHook) -> None:
+    """Rewrite the ``prefix_cache.stats`` marker every interval while the pool lives (and at exit)."""
     if not os.environ.get(STATUS_DIR_ENV):
         return
     interval = float(os.environ.get(STATS_INTERVAL_ENV, "1.0"))
     if interval <= 0:
         raise ValueError(f"{STATS_INTERVAL_ENV} must be > 0, got {interval}")
+    ref = weakref.ref(hook)
 
-    def write() -> None:
-        write_marker("prefix_cache", "stats", hook.snapshot())
+    def write() -> bool:
+        live = ref()
+        if live is None:
+            return False
+        write_marker("prefix_cache", "stats", live.snapshot())
+        return True
 
     def loop() -> None:
         while True:
             time.sleep(interval)
-            write()
+            if not write():
+                return
 
     write()
     atexit.register(write)
