@@ -39,6 +39,7 @@ from router.engine.base import (
     ModelInfo,
 )
 from router.errors import RouterError
+from router.observer import ServiceObserver, observed
 from router.replicas import HashRing
 from router.sessions.content import Content, TextContent, TokenContent
 from router.sessions.store import Session, SessionStore, body_digest
@@ -67,7 +68,8 @@ class EdgeService:
         self.store = SessionStore(
             max_sessions=settings.max_sessions, ttl_s=settings.session_ttl_s, records=settings.idempotency_records
         )
-        self._create_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._create_locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+        self.observers: list[ServiceObserver] = []
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -183,6 +185,7 @@ class EdgeService:
 
     # -- operations ----------------------------------------------------------------------------------
 
+    @observed("create")
     async def create(self, req: CreateSessionRequest, tenant: str) -> SessionResponse:
         if req.protocol_version != PROTOCOL_VERSION:
             raise RouterError(
@@ -191,9 +194,11 @@ class EdgeService:
             )
         digest = body_digest(req)
         key = (tenant, req.request_id)
-        lock = self._create_locks.setdefault(key, asyncio.Lock())
+        # One lock per (tenant, request_id) in flight, so concurrent retries of a create wait for the first.
+        entry = self._create_locks.setdefault(key, (asyncio.Lock(), [0]))
+        entry[1][0] += 1
         try:
-            async with lock:
+            async with entry[0]:
                 replay = self.store.create_replay(tenant, req.request_id, digest)
                 if replay is not None:
                     assert isinstance(replay, SessionResponse)
@@ -202,8 +207,9 @@ class EdgeService:
                 self.store.create_record(tenant, req.request_id, digest, reply)
                 return reply
         finally:
-            if not lock.locked():
-                self._create_locks.pop(key, None)
+            entry[1][0] -= 1
+            if entry[1][0] == 0:
+                del self._create_locks[key]
 
     async def _create(self, req: CreateSessionRequest, tenant: str) -> SessionResponse:
         content: Content
@@ -239,11 +245,13 @@ class EdgeService:
     def get(self, session_id: str, tenant: str, *, include_content: bool) -> SessionResponse:
         return SessionResponse(state=self.store.get(session_id, tenant).state(include_content=include_content))
 
+    @observed("delete")
     async def delete(self, session_id: str, tenant: str) -> None:
         session = self.store.get(session_id, tenant)
         async with session.lock:
             self.store.remove(session_id, tenant)
 
+    @observed("sync")
     async def sync(self, session_id: str, req: SyncRequest, tenant: str) -> SessionResponse:
         session = self.store.get(session_id, tenant)
 
@@ -257,6 +265,7 @@ class EdgeService:
 
         return await self._locked(session, req.request_id, body_digest(req), op)
 
+    @observed("truncate")
     async def truncate(self, session_id: str, req: TruncateRequest, tenant: str) -> SessionResponse:
         session = self.store.get(session_id, tenant)
 
@@ -271,6 +280,7 @@ class EdgeService:
 
         return await self._locked(session, req.request_id, body_digest(req), op)
 
+    @observed("escalate")
     async def escalate(self, session_id: str, req: EscalateRequest, tenant: str) -> EscalateReply:
         session = self.store.get(session_id, tenant)
         if req.k > self.settings.max_k or req.top_n > self.settings.max_top_n:
@@ -313,6 +323,7 @@ class EdgeService:
 
         return await self._locked(session, req.request_id, body_digest(req), op)
 
+    @observed("verify")
     async def verify(self, session_id: str, req: VerifyRequest, tenant: str) -> VerifyResponse:
         session = self.store.get(session_id, tenant)
         if len(req.draft_token_ids) > self.settings.max_draft or req.top_n > self.settings.max_top_n:

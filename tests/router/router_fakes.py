@@ -8,6 +8,7 @@ always computed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import random
@@ -113,6 +114,7 @@ class FakeEngine(EngineClient):
 
     async def generate(self, call: GenerateCall) -> GenerateResult:
         self.calls.append(call)
+        await asyncio.sleep(0)  # a real engine call yields to the event loop; let concurrent requests interleave
         if self.fail_with is not None:
             raise self.fail_with
         prompt = list(call.prompt_ids)

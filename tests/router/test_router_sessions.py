@@ -163,3 +163,70 @@ def test_base_mismatch_returns_cloud_state(env):
     detail = r.json()["detail"]
     assert detail["code"] == "base_mismatch"
     assert detail["state"]["committed"] == base_of(PROMPT)
+
+
+def test_observers_see_every_operation_and_its_error_code(env):
+    from router.observer import ServiceObserver
+
+    client, engine, tok = env
+    seen = []
+
+    class Recorder(ServiceObserver):
+        def on_operation(self, op, tenant, seconds, usage, error):
+            seen.append((op, tenant, usage is not None, error))
+
+    client.app.state.service.observers.append(Recorder())
+    sid = create(client, tok, prefill=True).json()["state"]["session_id"]
+    client.post(Paths.ESCALATE.format(session_id=sid), json={"request_id": "e", "base": base_of(PROMPT)})
+    client.post(Paths.ESCALATE.format(session_id=sid), json={"request_id": "f", "base": base_of([5])})
+    client.delete(Paths.SESSION.format(session_id=sid))
+    assert seen == [
+        ("create", "default", True, None),
+        ("escalate", "default", True, None),
+        ("escalate", "default", False, "base_mismatch"),
+        ("delete", "default", False, None),
+    ]
+
+
+def test_concurrent_creates_with_one_request_id_make_one_session():
+    import asyncio
+
+    import httpx
+
+    app, _, tok = make_app()
+
+    async def run() -> set[str]:
+        body = {"request_id": "dup", "tokenizer_fingerprint": tok.fingerprint, "prompt_token_ids": PROMPT,
+                "prefill": True}
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                replies = await asyncio.gather(*(client.post(Paths.SESSIONS, json=body) for _ in range(5)))
+        assert all(r.status_code == 201 for r in replies)
+        assert len(app.state.service.store) == 1
+        return {r.json()["state"]["session_id"] for r in replies}
+
+    assert len(asyncio.run(run())) == 1
+
+
+def test_concurrent_escalations_on_one_base_commit_once():
+    import asyncio
+
+    import httpx
+
+    app, _, tok = make_app()
+
+    async def run() -> list[int]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                r = await client.post(Paths.SESSIONS, json={"request_id": "c", "tokenizer_fingerprint": tok.fingerprint,
+                                                            "prompt_token_ids": PROMPT})
+                url = Paths.ESCALATE.format(session_id=r.json()["state"]["session_id"])
+                replies = await asyncio.gather(*(
+                    client.post(url, json={"request_id": f"e{i}", "base": base_of(PROMPT), "new_token_ids": [5 + i]})
+                    for i in range(4)
+                ))
+        return sorted(r.status_code for r in replies)
+
+    assert asyncio.run(run()) == [200, 409, 409, 409]
