@@ -275,7 +275,11 @@ class EdgeService:
                 raise RouterError(
                     "out_of_range", f"cannot truncate to {req.length}: the session holds {current.length} units"
                 )
-            content = current.truncate(req.length)  # type: ignore[attr-defined]
+            if isinstance(current, TextContent):
+                content: Content = current.truncate(req.length, self.tok)
+            else:
+                assert isinstance(current, TokenContent)
+                content = current.truncate(req.length)
             return content, SessionResponse(state=session.state().model_copy(update=_committed(content)))
 
         return await self._locked(session, req.request_id, body_digest(req), op)

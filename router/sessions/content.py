@@ -99,10 +99,11 @@ class TextContent(Content):
     ids: tuple[int, ...]
     ends: tuple[int, ...]
     holdback: int
+    n_start: int  # leading special tokens (BOS) that cover no text
 
     @classmethod
     def start(cls, tok: CloudTokenizer, holdback: int) -> TextContent:
-        return cls("", tuple(tok.start_ids), tuple(0 for _ in tok.start_ids), holdback)
+        return cls("", tuple(tok.start_ids), tuple(0 for _ in tok.start_ids), holdback, len(tok.start_ids))
 
     @property
     def length(self) -> int:
@@ -144,10 +145,17 @@ class TextContent(Content):
         while keep > 0 and tok.decode(ctx + ids[:keep]) != ctx_text + tail[: offsets[keep - 1][1]]:
             keep -= 1
         new_ends = tuple(base + offsets[i][1] for i in range(keep))
-        return TextContent(self.text + piece, self.ids + tuple(ids[:keep]), self.ends + new_ends, self.holdback)
+        return TextContent(
+            self.text + piece, self.ids + tuple(ids[:keep]), self.ends + new_ends, self.holdback, self.n_start
+        )
 
-    def truncate(self, length: int) -> TextContent:
+    def truncate(self, length: int, tok: CloudTokenizer) -> TextContent:
         n = len(self.ends)
         while n > 0 and self.ends[n - 1] > length:
             n -= 1
-        return TextContent(self.text[:length], self.ids[:n], self.ends[:n], self.holdback)
+        # Offsets can under-report a token's extent (trimmed whitespace): keep only a prefix whose
+        # decoding is exactly the text it claims to cover; the rest becomes re-tokenisable tail again.
+        n = max(n, self.n_start)
+        while n > self.n_start and tok.decode(self.ids[self.n_start : n]) != self.text[: self.ends[n - 1]]:
+            n -= 1
+        return TextContent(self.text[:length], self.ids[:n], self.ends[:n], self.holdback, self.n_start)

@@ -28,7 +28,7 @@ def test_frozen_tokens_never_change_and_tail_retokenises():
     assert c2.ids[: len(frozen)] == frozen
     assert c2.prompt_ids(tok) == [BOS, *tok.encode("an apple, the end")]
     assert tok.decode(c2.prompt_ids(tok)[1:]) == c2.text
-    t = c2.truncate(5)
+    t = c2.truncate(5, tok)
     assert t.text == "an ap" and tok.decode(t.prompt_ids(tok)[1:]) == "an ap"
     assert all(e <= 5 for e in t.ends)
 
