@@ -149,7 +149,7 @@ class EdgeService:
             max_tokens=max_tokens,
             temperature=0.0 if greedy else s.temperature,
             top_p=1.0 if greedy else s.top_p,
-            seed=s.seed,
+            seed=None if s.seed is None else _call_seed(s.seed, len(prompt)),
             top_n=top_n,
             prompt_logprobs=prompt_logprobs,
             cache_salt=self._salt(session.tenant),
@@ -175,6 +175,8 @@ class EdgeService:
 
     async def _locked(self, session: Session, request_id: str, digest: str, op):  # type: ignore[no-untyped-def]
         async with session.lock:
+            if not self.store.holds(session):  # deleted or expired while this request waited for the lock
+                raise RouterError("unknown_session", f"session {session.id!r} was deleted or expired")
             replay = session.replay(request_id, digest)
             if replay is not None:
                 return replay
@@ -356,6 +358,13 @@ class EdgeService:
             return content, VerifyResponse(state=session.state().model_copy(update=_committed(content)), **body)
 
         return await self._locked(session, req.request_id, body_digest(req), op)
+
+
+def _call_seed(seed: int, position: int) -> int:
+    """Per-call engine seed: reproducible for a session seed and position, but not the same random
+    stream on every call (which would correlate the samples of successive escalations)."""
+    digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 def _committed(content: Content) -> dict:

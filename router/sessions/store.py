@@ -108,6 +108,9 @@ class SessionStore:
         session.last_used = time.monotonic()
         return session
 
+    def holds(self, session: Session) -> bool:
+        return self._sessions.get(session.id) is session
+
     def remove(self, session_id: str, tenant: str) -> Session:
         session = self.get(session_id, tenant)
         del self._sessions[session_id]
