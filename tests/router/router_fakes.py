@@ -91,7 +91,7 @@ class FakeEngine(EngineClient):
     def greedy(self, prompt: Sequence[int], n: int) -> list[int]:
         out, ctx = [], list(prompt)
         for _ in range(n):
-            lp = _logprobs(ctx, self.vocab)
+            lp = self.logprobs(ctx)
             tok = max(range(self.vocab), key=lp.__getitem__)
             out.append(tok)
             ctx.append(tok)
@@ -100,6 +100,7 @@ class FakeEngine(EngineClient):
         return out
 
     def logprobs(self, context: Sequence[int]) -> list[float]:
+        """Next-token log-distribution after ``context`` (override for another toy model)."""
         return _logprobs(context, self.vocab)
 
     def _cached(self, salt: str | None, prompt: Sequence[int]) -> int:
@@ -125,7 +126,7 @@ class FakeEngine(EngineClient):
         ctx, tokens = list(prompt), []
         finish = "length"
         for _ in range(call.max_tokens):
-            lp = _logprobs(ctx, self.vocab)
+            lp = self.logprobs(ctx)
             if call.temperature == 0.0:
                 tok = max(range(self.vocab), key=lp.__getitem__)
             else:
@@ -140,7 +141,7 @@ class FakeEngine(EngineClient):
         if call.prompt_logprobs is not None:
             rows: list[dict[int, float] | None] = [None]
             for pos in range(1, len(prompt)):
-                lp = _logprobs(prompt[:pos], self.vocab)
+                lp = self.logprobs(prompt[:pos])
                 ranked = sorted(range(self.vocab), key=lambda i, lp=lp: -lp[i])[: call.prompt_logprobs]
                 rows.append({i: lp[i] for i in [*ranked, prompt[pos]]})
             prompt_lps = tuple(rows)

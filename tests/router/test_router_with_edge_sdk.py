@@ -1,0 +1,80 @@
+"""The edge SDK (``client_edge.EdgeSession`` + ``EdgeClient``) against this router in process, the cloud
+model being the SDK tests' toy cloud model: both sides of the protocol agree, in both strategies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from fastapi.testclient import TestClient
+
+from client_edge.client import EdgeClient
+from client_edge.gates.random_gate import RandomGate
+from client_edge.retry import RetryPolicy
+from client_edge.session import EdgeSession, SessionConfig
+from router.app import create_app
+from router.settings import RouterSettings
+from router.tokenizer import CloudTokenizer
+from tests.client_edge.edge_fake_runner import BIGRAMS, EOS, VOCAB, FakeRunner, V, cloud_greedy, cloud_next
+from tests.router.router_fakes import FakeEngine
+
+PROMPT = [3, 1, 4, 1, 5, 9, 2]
+N = 40
+
+
+class ToyTokenizer(CloudTokenizer):
+    """The SDK toy model's tokenizer, seen from the cloud (same ids, so the same fingerprint)."""
+
+    def __init__(self) -> None:
+        self._runner = FakeRunner()
+        self.vocab_size = V
+        self.start_ids = []
+        self.eos_token_ids = frozenset({EOS})
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        ids = self._runner.encode(text)
+        offsets, at = [], 0
+        for i in ids:
+            width = 2 if VOCAB[i] in BIGRAMS else 1
+            offsets.append((at, at + width))
+            at += width
+        return ids, offsets
+
+    def encode(self, text: str) -> list[int]:
+        return self._runner.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._runner.decode(list(ids))
+
+
+class ToyCloudEngine(FakeEngine):
+    """Greedy next token = the SDK tests' ``cloud_next``; usage from the fake block cache."""
+
+    def logprobs(self, context: Sequence[int]) -> list[float]:
+        want = cloud_next(list(context))
+        return [0.0 if i == want else -30.0 for i in range(self.vocab)]
+
+
+@pytest.fixture
+def sdk():
+    tok = ToyTokenizer()
+    engine = ToyCloudEngine(V, block_size=4)
+    app = create_app(RouterSettings(vllm_urls=["http://toy:1"], startup_timeout_s=0), engines=[engine], tokenizer=tok)
+    with TestClient(app) as http:
+        client = EdgeClient("http://testserver", http_client=http, retry=RetryPolicy(max_retries=0))
+        yield client, engine, http
+
+
+@pytest.mark.parametrize(("strategy", "gate_rate"), [("escalate", 1.0), ("escalate", 0.3), ("speculative", 1.0)])
+def test_sdk_sessions_through_router_reproduce_cloud_greedy(sdk, strategy, gate_rate):
+    client, engine, http = sdk
+    cfg = SessionConfig(strategy=strategy, max_new_tokens=N)
+    res = EdgeSession(FakeRunner(), RandomGate.at_rate(gate_rate, seed=0), client, cfg).generate(PROMPT)
+    if gate_rate == 1.0:
+        assert res.token_ids == cloud_greedy(PROMPT, N)
+    assert res.unsynced_units == 0 and res.round_trips > 0
+    # Every engine call after the prefill found the committed prefix in the cache (block size 4).
+    assert all(c.prompt_logprobs is None for c in engine.calls)
+    assert res.usage.computed_tokens <= len(PROMPT) + N + 4 * res.round_trips
+    sessions = http.app.state.service.store
+    assert len(sessions) <= 1
