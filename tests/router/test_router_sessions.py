@@ -230,3 +230,13 @@ def test_concurrent_escalations_on_one_base_commit_once():
         return sorted(r.status_code for r in replies)
 
     assert asyncio.run(run()) == [200, 409, 409, 409]
+
+
+def test_openapi_documents_every_edge_route_and_error_body(env):
+    client, _, _ = env
+    spec = client.get("/openapi.json").json()
+    for path in (Paths.INFO, Paths.SESSIONS, Paths.SESSION, Paths.ESCALATE, Paths.VERIFY, Paths.SYNC, Paths.TRUNCATE):
+        assert path in spec["paths"], path
+    escalate = spec["paths"][Paths.ESCALATE]["post"]
+    assert {"200", "400", "404", "409", "413", "503"} <= set(escalate["responses"])
+    assert escalate["responses"]["409"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")

@@ -78,3 +78,32 @@ def test_sdk_sessions_through_router_reproduce_cloud_greedy(sdk, strategy, gate_
     assert res.usage.computed_tokens <= len(PROMPT) + N + 4 * res.round_trips
     sessions = http.app.state.service.store
     assert len(sessions) <= 1
+
+
+class CharCloudTokenizer(ToyTokenizer):
+    """A different cloud tokenizer (one token per character, no bigrams), for text-bridged sessions."""
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        ids = [VOCAB.index(c) if c in VOCAB else 0 for c in text]
+        return ids, [(i, i + 1) for i in range(len(text))]
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_with_offsets(text)[0]
+
+
+@pytest.mark.parametrize("strategy", ["escalate", "speculative"])
+def test_sdk_text_mode_through_router(strategy):
+    tok = CharCloudTokenizer()
+    engine = ToyCloudEngine(V, block_size=4)
+    app = create_app(RouterSettings(vllm_urls=["http://toy:1"], startup_timeout_s=0), engines=[engine], tokenizer=tok)
+    with TestClient(app) as http:
+        client = EdgeClient("http://testserver", http_client=http, retry=RetryPolicy(max_retries=0))
+        cfg = SessionConfig(strategy=strategy, mode="text", max_new_tokens=N)
+        runner = FakeRunner()
+        res = EdgeSession(runner, RandomGate.at_rate(0.5, seed=1), client, cfg).generate(PROMPT)
+        assert res.unsynced_units == 0 and res.round_trips > 0
+        (session,) = http.app.state.service.store._sessions.values()
+        # The cloud holds, as text, exactly the edge's prompt and answer; its own ids decode to it.
+        assert session.content.text == runner.decode(PROMPT) + res.text
+        assert tok.decode(session.content.prompt_ids(tok)) == session.content.text
+        assert session.content.cloud_tokens >= len(session.content.text) - 2  # all but the holdback frozen
