@@ -263,7 +263,7 @@ class EdgeService:
             prompt = content.prompt_ids(self.tok)
             self.check_room(len(prompt), 1 if req.prefill else 0, "sync")
             usage = usage_of([await self.generate(session, prompt, 1, greedy=True)]) if req.prefill else None
-            return content, SessionResponse(state=session.state().model_copy(update=_committed(content)), usage=usage)
+            return content, SessionResponse(state=session.state(content), usage=usage)
 
         return await self._locked(session, req.request_id, body_digest(req), op)
 
@@ -282,7 +282,7 @@ class EdgeService:
             else:
                 assert isinstance(current, TokenContent)
                 content = current.truncate(req.length)
-            return content, SessionResponse(state=session.state().model_copy(update=_committed(content)))
+            return content, SessionResponse(state=session.state(content))
 
         return await self._locked(session, req.request_id, body_digest(req), op)
 
@@ -317,7 +317,7 @@ class EdgeService:
                 proposal = req.proposal_text
                 agreed_prefix = common_prefix(req.proposal_text, text)
             reply = EscalateReply(
-                state=session.state().model_copy(update=_committed(content)),
+                state=session.state(content),
                 tokens=tokens,
                 text=text,
                 agreed=(agreed_prefix == len(proposal)) if proposal else None,
@@ -355,7 +355,7 @@ class EdgeService:
                 if req.draft_token_ids:
                     raise RouterError("mode_mismatch", "session is in text mode: send draft_text")
                 body = await verification.text(self, session, prompt, req)
-            return content, VerifyResponse(state=session.state().model_copy(update=_committed(content)), **body)
+            return content, VerifyResponse(state=session.state(content), **body)
 
         return await self._locked(session, req.request_id, body_digest(req), op)
 
@@ -365,7 +365,3 @@ def _call_seed(seed: int, position: int) -> int:
     stream on every call (which would correlate the samples of successive escalations)."""
     digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
-
-
-def _committed(content: Content) -> dict:
-    return {"committed": content.ref(), "checkpoints": content.checkpoints(), "cloud_tokens": content.cloud_tokens}

@@ -38,8 +38,9 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     replies: OrderedDict[str, tuple[str, BaseModel]] = field(default_factory=OrderedDict)
 
-    def state(self, *, include_content: bool = False) -> SessionState:
-        c = self.content
+    def state(self, content: Content | None = None, *, include_content: bool = False) -> SessionState:
+        """The session's state, or what it will be once ``content`` is committed."""
+        c = content if content is not None else self.content
         return SessionState(
             session_id=self.id,
             mode=self.mode,
