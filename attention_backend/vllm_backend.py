@@ -11,10 +11,13 @@ Differences between the supported vLLM versions (0.26 - 0.33) are handled here a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import torch
+from vllm import _custom_ops as ops
+from vllm import envs
 from vllm.config import get_current_vllm_config
 from vllm.model_executor.models.utils import extract_layer_index
 from vllm.platforms import current_platform
@@ -56,6 +59,52 @@ def _config_from_vllm() -> XAttentionConfig:
     extra = get_current_vllm_config().additional_config or {}
     section = extra.get(ADDITIONAL_CONFIG_KEY) if isinstance(extra, dict) else None
     return XAttentionConfig.from_dict(section or {})
+
+
+_last_subset: tuple[Any, torch.Tensor, Any] | None = None  # (metadata, rows, sub-metadata) per step
+
+
+def _dense_subset(
+    attn_metadata: Any, plan: BatchPlan, impl: CPUAttentionBackendImpl, layer: Any, dtype: torch.dtype
+) -> tuple[torch.Tensor, Any]:
+    """Token rows and a CPUAttentionMetadata for the requests of ``plan`` that are not SPARSE, so
+    vLLM's kernel skips the sparse rows (built once per step; vLLM 0.32 metadata layout)."""
+    global _last_subset
+    if _last_subset is not None and _last_subset[0] is attn_metadata:
+        return _last_subset[1], _last_subset[2]
+    reqs = [r for r in plan.requests if r.path is not RowPath.SPARSE]
+    idx = torch.tensor([r.index for r in reqs], dtype=torch.long)
+    rows = torch.cat([torch.arange(r.start, r.end) for r in reqs])
+    lens = [r.end - r.start for r in reqs]
+    qsl = torch.zeros(len(reqs) + 1, dtype=attn_metadata.query_start_loc.dtype)
+    qsl[1:] = torch.cumsum(torch.tensor(lens), 0)
+    seq_lens = attn_metadata.seq_lens[idx]
+    sub = dataclasses.replace(
+        attn_metadata,
+        num_actual_tokens=int(rows.numel()),
+        max_query_len=max(lens),
+        query_start_loc=qsl,
+        max_seq_len=int(seq_lens.max()),
+        seq_lens=seq_lens,
+        block_table=attn_metadata.block_table[idx],
+        slot_mapping=attn_metadata.slot_mapping[rows],
+        scheduler_metadata=ops.cpu_attn_get_scheduler_metadata(
+            num_reqs=len(reqs),
+            num_heads=impl.num_heads,
+            num_kv_heads=impl.num_kv_heads,
+            head_dim=impl.head_size,
+            seq_lens=seq_lens,
+            dtype=dtype,
+            query_start_loc=qsl,
+            causal=True,
+            sliding_window_size=-1,
+            isa=layer.isa,
+            enable_kv_split=envs.VLLM_CPU_ATTN_SPLIT_KV,
+            kv_cache_dtype=impl.kv_cache_dtype,
+        ),
+    )
+    _last_subset = (attn_metadata, rows, sub)
+    return rows, sub
 
 
 def _plan(attn_metadata: Any, min_sparse_len: int) -> BatchPlan:
@@ -167,15 +216,9 @@ class XAttentionCPUBackendImpl(CPUAttentionBackendImpl):
         plan = _plan(attn_metadata, self.xattn.min_sparse_len)
         if not plan.has_sparse:
             return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
-        if not plan.all_sparse:
-            # The dense kernel runs on the whole batch; the sparse rows are then overwritten below.
-            _warn_once(
-                "mixed",
-                "xattn: batch mixes sparse prefills with other rows; vLLM's dense kernel also computes "
-                "the sparse rows (extra work, same result) before XAttention overwrites them",
-            )
-            super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
         out = output.view(output.shape[0], self.num_heads, self.head_size)
+        if not plan.all_sparse:
+            self._dense_rows(layer, query, key, value, kv_cache, attn_metadata, plan, out, *args, **kwargs)
         layer_index = self._layer(layer)
         for req in plan.of(RowPath.SPARSE):
             rows = slice(req.start, req.end)
@@ -188,6 +231,25 @@ class XAttentionCPUBackendImpl(CPUAttentionBackendImpl):
             STATS.causal_blocks += self.num_heads * n_blocks * (n_blocks + 1) // 2
         write_marker("attention", "stats", STATS.as_dict())
         return output
+
+    def _dense_rows(
+        self,
+        layer: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_metadata: Any,
+        plan: BatchPlan,
+        out: torch.Tensor,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        """Run vLLM's kernel on the batch's non-sparse requests only (gathered), writing their rows."""
+        rows, sub = _dense_subset(attn_metadata, plan, self, layer, query.dtype)
+        sub_out = torch.empty((rows.numel(), self.num_heads, self.head_size), dtype=out.dtype, device=out.device)
+        super().forward(layer, query[rows], key[rows], value[rows], kv_cache, sub, sub_out, *args, **kwargs)
+        out[rows] = sub_out
 
     def _layer(self, layer: Any) -> int | None:
         if not self.xattn.has_table:

@@ -40,7 +40,7 @@ def test_per_head_tau_reaches_recall_at_lower_density_than_uniform(planted):
     tau = calibrate_layer([(q, k)], block_size=B, stride=S, target=TARGET)
     mask = select_blocks(scores, tau)
     recall = _recall(mass, mask)
-    assert bool((recall >= TARGET).all()), dict(zip(KINDS, recall.tolist()))
+    assert bool((recall >= TARGET).all()), dict(zip(KINDS, recall.tolist(), strict=False))
     uniform = select_blocks(scores, _uniform_tau(scores, mass))
     assert bool((_recall(mass, uniform) >= TARGET).all())
     density, density_uniform = mask.sum() / (CAUSAL * len(KINDS)), uniform.sum() / (CAUSAL * len(KINDS))

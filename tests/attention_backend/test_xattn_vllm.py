@@ -85,7 +85,9 @@ def runs(model_dir: Path, texts: list[str], tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("xattn-vllm")
     medium = texts[0][:2500]
     long = texts[1][:9000]
-    forced = [[*SHORT, medium]]
+    # "Once" is a one-token prompt: that request takes vLLM's own kernel, so the first step mixes
+    # three sparse prefills with a dense row (the adapter runs vLLM's kernel on that row alone).
+    forced = [[*SHORT, medium, "Once"]]
     return {
         "dense": _run(tmp, "dense", _spec(model_dir, {"enabled": False}, forced)),
         "forced": _run(tmp, "forced", _spec(model_dir, {"min_sparse_len": 2, "threshold": 1.0}, forced)),
@@ -107,6 +109,7 @@ def test_forced_sparse_tau_one_matches_dense_backend(runs):
     forced, stats = runs["forced"]
     assert dense_stats == {}, "the disabled config must not take the sparse path"
     assert stats["sparse_prefills"] == 3 and stats["dense_short_prefills"] == 0, stats
+    assert forced["prompt_lens"][0][3] == 1
     assert stats["fallback_cached_prefills"] == 0, stats
     assert stats["density"] == 1.0, stats
     assert max(forced["prompt_lens"][0]) > 256, "the medium prompt must span several 128-token blocks"
