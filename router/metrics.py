@@ -106,6 +106,11 @@ def error_code(status: int, body: bytes) -> str:
     return f"http_{status}"
 
 
+def _keep(scope: Scope, status: int) -> bool:
+    """Only error bodies (for the code) and edge replies (for usage) are read; streams pass untouched."""
+    return status >= 400 or getattr(scope.get("route"), "path", None) in _USAGE_ROUTES
+
+
 class MetricsMiddleware:
     """Counts every HTTP request by route template and status; for error replies the error code; for the
     edge routes, escalation latency and the ``usage`` in the JSON reply. Passes every message on unchanged."""
@@ -126,7 +131,7 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            elif message["type"] == "http.response.body" and len(body) < _MAX_PARSED_BODY:
+            elif message["type"] == "http.response.body" and len(body) < _MAX_PARSED_BODY and _keep(scope, status):
                 body.extend(message.get("body", b""))
             await send(message)
 

@@ -77,3 +77,17 @@ def test_error_code_labels() -> None:
     assert error_code(400, b'{"error": {"type": "BadRequestError"}}') == "upstream_BadRequestError"
     assert error_code(400, b'{"object": "error", "type": "BadRequestError"}') == "upstream_BadRequestError"
     assert error_code(502, b"<html>") == "http_502"
+
+
+def test_edge_sessions_and_openai_calls_share_one_salt_per_tenant() -> None:
+    """The edge service and the OpenAI proxy must salt a tenant identically (its cache serves both APIs)."""
+    from fastapi.testclient import TestClient
+
+    from router.tenancy import tenant_cache_salt
+    from tests.router.router_fakes import make_app
+
+    app, _, _ = make_app(cache_salt_secret="shared-secret-1")
+    with TestClient(app):
+        service = app.state.service
+        assert service._salt("acme") == tenant_cache_salt("shared-secret-1", "acme")
+        assert service._salt("acme") != service._salt("globex")
