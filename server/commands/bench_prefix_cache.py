@@ -18,7 +18,10 @@ def prefix_cache(
         str, typer.Option(help="Comma list of cache sizes in tokens (k/M suffix ok).")
     ] = DEFAULT_CAPACITIES,
     policy: Annotated[
-        str, typer.Option(help="Comma list of policies, or 'all' (lru, workload, s3fifo, belady).")
+        str,
+        typer.Option(
+            help="Comma list of policies, or 'all' (lru, workload, workload-paper, s3fifo, belady)."
+        ),
     ] = "all",
     trace_format: Annotated[
         str | None, typer.Option("--format", help="mooncake or bailian (default: detect).")

@@ -13,6 +13,8 @@ class PolicyConfig:
     reuse_window: how many recent reuse gaps per category the ``workload`` policy fits lambda on.
     initial_life_s: the ``workload`` look-ahead window before any eviction measured one.
     life_smoothing: EWMA weight of each measured eviction age in the ``workload`` look-ahead window.
+    ghost_factor / ghost_max_entries: how much evicted content ``workload`` remembers to observe reuses
+        the cache missed (a multiple of the cache size, capped); too short a memory hides long reuse gaps.
     s3fifo_small_share: share of the cache given to S3-FIFO's probationary queue.
     """
 
@@ -20,6 +22,8 @@ class PolicyConfig:
     reuse_window: int = 2000
     initial_life_s: float = 60.0
     life_smoothing: float = 0.01
+    ghost_factor: int = 64
+    ghost_max_entries: int = 1 << 20
     s3fifo_small_share: float = 0.1
 
     def __post_init__(self) -> None:
@@ -31,5 +35,9 @@ class PolicyConfig:
             raise ValueError(f"initial_life_s must be > 0, got {self.initial_life_s}")
         if not 0.0 < self.life_smoothing <= 1.0:
             raise ValueError(f"life_smoothing must be in (0, 1], got {self.life_smoothing}")
+        if self.ghost_factor < 0 or self.ghost_max_entries < 0:
+            raise ValueError(
+                f"ghost_factor and ghost_max_entries must be >= 0, got {self.ghost_factor}, {self.ghost_max_entries}"
+            )
         if not 0.0 < self.s3fifo_small_share < 1.0:
             raise ValueError(f"s3fifo_small_share must be in (0, 1), got {self.s3fifo_small_share}")

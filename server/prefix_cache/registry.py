@@ -11,6 +11,7 @@ from server.prefix_cache.policy import EvictionPolicy
 POLICIES: dict[str, str] = {
     "lru": "server.prefix_cache.lru:LRUPolicy",
     "workload": "server.prefix_cache.workload:WorkloadPolicy",
+    "workload-paper": "server.prefix_cache.workload:WorkloadPaperPolicy",
     "s3fifo": "server.prefix_cache.s3fifo:S3FIFOPolicy",
 }
 ORACLE_POLICIES: dict[str, str] = {

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Literal
+
+ReuseModel = Literal["paper", "conditional"]
 
 
 class ReuseFit:
@@ -52,7 +55,18 @@ class ReuseFit:
         starts = len(self._events) - self._reuses
         return min(1.0, (self._reuses + 1) / (starts + 2))
 
-    def probability(self, idle_s: float, life_s: float) -> float:
-        """reuse_rate * exp(-lam * idle) * (1 - exp(-lam * life)): reuse in the next ``life`` seconds."""
+    def probability(self, idle_s: float, life_s: float, model: ReuseModel) -> float:
+        """Chance that a block idle for ``idle_s`` is reused within the next ``life_s`` seconds.
+
+        ``paper``: exp(-lam * idle) * (1 - exp(-lam * life)), the formula of the ATC'25 paper.
+        ``conditional``: the same horizon term for a block that is reused at all with probability
+        ``reuse_rate`` and has not been by now: x / (x + 1 - reuse_rate) * (1 - exp(-lam * life)) with
+        x = reuse_rate * exp(-lam * idle). Both fall with idle time, so LRU order within a category holds.
+        """
         lam = self.lam
-        return self.reuse_rate * math.exp(-lam * idle_s) * (1.0 - math.exp(-lam * life_s))
+        horizon = -math.expm1(-lam * life_s)
+        decay = math.exp(-lam * idle_s)
+        if model == "paper":
+            return decay * horizon
+        x = self.reuse_rate * decay
+        return x / (x + 1.0 - self.reuse_rate) * horizon if self.reuse_rate < 1.0 else horizon

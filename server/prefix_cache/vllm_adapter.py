@@ -32,6 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from attention_backend.status import STATUS_DIR_ENV, write_marker
@@ -66,6 +67,14 @@ def installed_policy(block_pool: Any) -> EvictionPolicy | None:
     """The policy object installed in a BlockPool (None: prefix caching off or not patched)."""
     hook = getattr(block_pool, "_xedge", None)
     return hook.policy if hook is not None else None
+
+
+def flush_stats(block_pool: Any) -> Path | None:
+    """Write the pool's ``prefix_cache.stats`` marker now (the writer thread does it every interval)."""
+    hook = getattr(block_pool, "_xedge", None)
+    if hook is None:
+        return None
+    return write_marker("prefix_cache", "stats", hook.snapshot())
 
 
 class _PoolHook:

@@ -1,13 +1,18 @@
 """``workload``: the workload-aware policy of "KVCache Cache in the Wild" (Wang et al., USENIX ATC'25).
 
 A free block's priority is (reuse probability, -offset in its prompt); the lowest is evicted first. The
-reuse probability of a block of request category w, idle for t seconds, is
-``exp(-lambda_w t) * (1 - exp(-lambda_w * life))``: lambda_w is fitted online per category from the
-category's recent reuse gaps, counting reuses of content the cache had evicted (ghost entries keyed
-by the block's content hash), and the probability is weighted by the category's observed share of idle
-periods that end in a reuse (``ReuseFit``; the paper's categories differ in that share as much as in
-their gaps). ``life`` is the look-ahead window, measured as a moving average of the idle time of evicted blocks (how
-long a block can still wait in this cache).
+reuse probability of a block of request category w, idle for t seconds, comes from an exponential
+reuse model fitted online per category (``ReuseFit``): lambda_w from the category's recent reuse gaps,
+counting reuses of content the cache had already evicted (ghost entries keyed by the block's content
+hash; without them only gaps short enough to survive in the cache are seen), and the share of idle
+periods that end in a reuse. ``life`` is the look-ahead window, a moving average of the idle time of
+evicted blocks (how long a block can still wait in this cache).
+
+Two probability models (``reuse_model``): ``workload-paper`` uses the paper's
+``exp(-lambda_w t) * (1 - exp(-lambda_w * life))``; ``workload`` (the default) conditions it on the
+block not having been reused yet and weights it by the category's reuse share (see
+``ReuseFit.probability``); on the Mooncake trace that is what separates categories whose reuse share
+differs more than their gaps (bench/results/prefix_cache_notes.md).
 
 Within one category the probability falls with idle time, so one LRU queue per category holds the
 order and an eviction compares only the queue heads: O(categories) per victim. vLLM frees a request's
@@ -26,10 +31,7 @@ from collections import OrderedDict
 from server.prefix_cache.pinning import PinSet
 from server.prefix_cache.policy import EvictionPolicy
 from server.prefix_cache.request_meta import DEFAULT_CATEGORY, RequestMeta
-from server.prefix_cache.reuse_fit import ReuseFit
-
-# Evicted content remembered for the reuse fit, as a multiple of the cache size.
-GHOST_FACTOR = 8
+from server.prefix_cache.reuse_fit import ReuseFit, ReuseModel
 
 
 class _Block:
@@ -45,6 +47,7 @@ class _Block:
 
 class WorkloadPolicy(EvictionPolicy):
     name = "workload"
+    reuse_model: ReuseModel = "conditional"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -54,7 +57,7 @@ class WorkloadPolicy(EvictionPolicy):
         self._pinned_free: OrderedDict[int, None] = OrderedDict()
         self._pins = PinSet(int(self.config.pin_share * self.capacity_blocks))
         self._ghosts: OrderedDict[int, tuple[str, float]] = OrderedDict()  # content -> (category, last use)
-        self._ghost_size = GHOST_FACTOR * self.capacity_blocks
+        self._ghost_size = min(self.config.ghost_factor * self.capacity_blocks, self.config.ghost_max_entries)
         self._num_free = 0
         self.life_s = self.config.initial_life_s
 
@@ -110,13 +113,13 @@ class WorkloadPolicy(EvictionPolicy):
         self._check_evict_request(n)
         self._release_expired_pins(now)
         victims = []
-        params = self._log_params()  # the fits move little within one call: freeze them
+        params = self._params()  # the fits move little within one call: freeze them
         for _ in range(n):
             block = self._pick(now, params)
             info = self._blocks.pop(block)
             self._unlink(block, info)
             self.life_s += self.config.life_smoothing * (max(now - info.last, 1e-3) - self.life_s)
-            if info.content is not None:
+            if info.content is not None and self._ghost_size:
                 self._ghosts[info.content] = (info.category, info.last)
                 if len(self._ghosts) > self._ghost_size:
                     self._ghosts.popitem(last=False)
@@ -133,7 +136,7 @@ class WorkloadPolicy(EvictionPolicy):
         return self._num_free
 
     def reuse_probability(self, category: str, idle_s: float) -> float:
-        return self._fit(category).probability(idle_s, self.life_s)
+        return self._fit(category).probability(idle_s, self.life_s, self.reuse_model)
 
     def check_integrity(self) -> None:
         queued = sum(len(q) for q in self._queues.values()) + len(self._pinned_free)
@@ -147,10 +150,10 @@ class WorkloadPolicy(EvictionPolicy):
         assert len(self._pins) <= self._pins.max_blocks, "workload: pin budget exceeded"
 
     # -- internals ----------------------------------------------------------------------------------------
-    def _pick(self, now: float, params: dict[str, tuple[float, float]]) -> int:
+    def _pick(self, now: float, params: dict[str, tuple[float, float, float]]) -> int:
         """The free block with the lowest (reuse probability, -offset): only queue heads compete.
-        ``params`` holds per category (log of the idle-independent factor, lambda), so the comparison
-        runs on log probabilities without calling exp."""
+        ``params`` holds per category (reuse share, lambda, horizon term), frozen for one evict call."""
+        paper = self.reuse_model == "paper"
         best_key: tuple[float, int] | None = None
         best_block = -1
         for category, queue in self._queues.items():
@@ -158,8 +161,14 @@ class WorkloadPolicy(EvictionPolicy):
                 continue
             block = next(iter(queue))
             info = self._blocks[block]
-            log_coef, lam = params[category]
-            key = (log_coef - lam * (now - info.last), -info.offset)
+            rate, lam, horizon = params[category]
+            decay = math.exp(-lam * (now - info.last))
+            if paper:
+                p = decay * horizon
+            else:
+                x = rate * decay
+                p = x / (x + 1.0 - rate) * horizon if rate < 1.0 else horizon
+            key = (p, -info.offset)
             if best_key is None or key < best_key:
                 best_key, best_block = key, block
         if best_key is not None:
@@ -167,13 +176,12 @@ class WorkloadPolicy(EvictionPolicy):
         self.stats.pinned_evictions += 1
         return next(iter(self._pinned_free))
 
-    def _log_params(self) -> dict[str, tuple[float, float]]:
+    def _params(self) -> dict[str, tuple[float, float, float]]:
         params = {}
         for category in self._queues:
             fit = self._fit(category)
             lam = fit.lam
-            coef = fit.reuse_rate * -math.expm1(-lam * self.life_s)
-            params[category] = (math.log(coef) if coef > 0 else -math.inf, lam)
+            params[category] = (fit.reuse_rate, lam, -math.expm1(-lam * self.life_s))
         return params
 
     def _unlink(self, block: int, info: _Block) -> None:
@@ -212,3 +220,10 @@ class WorkloadPolicy(EvictionPolicy):
                 queue = self._queue(info.category)
                 queue[block] = None
                 queue.move_to_end(block, last=False)
+
+
+class WorkloadPaperPolicy(WorkloadPolicy):
+    """``workload-paper``: the same policy with the paper's probability formula, unconditioned."""
+
+    name = "workload-paper"
+    reuse_model: ReuseModel = "paper"

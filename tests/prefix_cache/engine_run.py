@@ -1,12 +1,12 @@
 """Run a scripted request sequence through a real offline ``vllm.LLM`` and print the result as JSON.
 
-    python tests/prefix_cache/engine_run.py SCENARIO MODEL_DIR STATUS_DIR
+    python tests/prefix_cache/engine_run.py SCENARIO[,SCENARIO...] MODEL_DIR STATUS_DIR
 
 The caller picks the policy (``XEDGE_PREFIX_CACHE_POLICY``) and whether our plugin loads at all
 (``VLLM_PLUGINS``: stock vLLM when it does not name ``xedge_prefix_cache``). The engine runs in this
 process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), with a 40-block cache of 32-token blocks, so a few
-hundred tokens already force evictions. Output: ``{"cached": [num_cached_tokens per request],
-"policy": <installed policy name or null>}``.
+hundred tokens already force evictions. Output, one line: ``XEDGE_RESULT {"cached": {scenario:
+[num_cached_tokens per request]}, "policy": <installed policy name or null>}``.
 
 Scenarios (token ids are fixed, so block contents are exact):
 - ``order``: conversations that grow turn by turn, interleaved with one-off prompts; under pressure the
@@ -59,7 +59,7 @@ SCENARIOS = {"order": order_scenario, "pin": pin_scenario}
 
 
 def main() -> None:
-    scenario, model_dir, status_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+    scenarios, model_dir, status_dir = sys.argv[1].split(","), sys.argv[2], sys.argv[3]
     os.environ["XEDGE_STATUS_DIR"] = status_dir
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
@@ -76,18 +76,21 @@ def main() -> None:
         max_num_seqs=4,
         seed=0,
     )
-    cached = []
-    for tokens, extra in SCENARIOS[scenario]():
-        params = SamplingParams(max_tokens=1, temperature=0.0, extra_args=extra)
-        (out,) = llm.generate([TokensPrompt(prompt_token_ids=tokens)], params, use_tqdm=False)
-        cached.append(out.num_cached_tokens)
+    cached: dict[str, list[int]] = {}
+    for scenario in scenarios:
+        cached[scenario] = []
+        for tokens, extra in SCENARIOS[scenario]():
+            params = SamplingParams(max_tokens=1, temperature=0.0, extra_args=extra)
+            (out,) = llm.generate([TokensPrompt(prompt_token_ids=tokens)], params, use_tqdm=False)
+            cached[scenario].append(out.num_cached_tokens)
     policy = None
     try:
-        from server.prefix_cache.vllm_adapter import installed_policy
+        from server.prefix_cache.vllm_adapter import flush_stats, installed_policy
 
         pool = llm.llm_engine.engine_core.engine_core.scheduler.kv_cache_manager.block_pool
         installed = installed_policy(pool)
         if installed is not None:
+            flush_stats(pool)
             installed.check_integrity()
             policy = installed.name
     except AttributeError as exc:  # a vLLM layout we do not know: say so instead of guessing
