@@ -21,7 +21,7 @@ class LRUPolicy(EvictionPolicy):
         self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
     ) -> None:
         self._known.add(block)
-        self.stats.blocks_cached += 1
+        self.stats.blocks_inserted += 1
 
     def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None:
         self._free.pop(block, None)
@@ -47,6 +47,9 @@ class LRUPolicy(EvictionPolicy):
 
     def knows(self, block: int) -> bool:
         return block in self._known
+
+    def num_cached(self) -> int:
+        return len(self._known)
 
     def __len__(self) -> int:
         return len(self._free)

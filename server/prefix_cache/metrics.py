@@ -27,7 +27,7 @@ _BLOCK_COUNTERS = (
     ("evictions", "Cached blocks the policy evicted"),
     ("pinned_evictions", "Evictions of pinned blocks (no unpinned candidate was left)"),
     ("block_hits", "Cached blocks reused by a request"),
-    ("blocks_cached", "Blocks that became reusable cache entries"),
+    ("blocks_inserted", "Blocks that became reusable cache entries"),
     ("pins_refused", "Pin requests refused by the pin budget"),
     ("invalid_meta", "Requests whose xedge metadata was malformed (defaults used)"),
 )

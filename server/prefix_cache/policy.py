@@ -69,6 +69,10 @@ class EvictionPolicy(ABC):
         """True when the block is cached as far as the policy knows (free or in use)."""
 
     @abstractmethod
+    def num_cached(self) -> int:
+        """Blocks cached as far as the policy knows, free or in use."""
+
+    @abstractmethod
     def __len__(self) -> int: ...
 
     @abstractmethod

@@ -45,7 +45,7 @@ class S3FIFOPolicy(EvictionPolicy):
     ) -> None:
         seen = content is not None and self._ghost.pop(content, 0) is None
         self._blocks[block] = _Block(main=seen, content=content)
-        self.stats.blocks_cached += 1
+        self.stats.blocks_inserted += 1
 
     def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None:
         info = self._blocks.get(block)
@@ -78,6 +78,9 @@ class S3FIFOPolicy(EvictionPolicy):
 
     def knows(self, block: int) -> bool:
         return block in self._blocks
+
+    def num_cached(self) -> int:
+        return len(self._blocks)
 
     def __len__(self) -> int:
         return len(self._small) + len(self._main)

@@ -21,7 +21,7 @@ class PolicyStats:
     evictions: int = 0
     pinned_evictions: int = 0
     block_hits: int = 0
-    blocks_cached: int = 0
+    blocks_inserted: int = 0
     pins_refused: int = 0
     invalid_meta: int = 0
     categories: dict[str, CategoryStats] = field(default_factory=dict)
@@ -40,7 +40,7 @@ class PolicyStats:
             "evictions": self.evictions,
             "pinned_evictions": self.pinned_evictions,
             "block_hits": self.block_hits,
-            "blocks_cached": self.blocks_cached,
+            "blocks_inserted": self.blocks_inserted,
             "pins_refused": self.pins_refused,
             "invalid_meta": self.invalid_meta,
             "categories": {

@@ -105,6 +105,7 @@ class _PoolHook:
         return {
             **self.policy.stats.snapshot(),
             "candidates": len(self.policy),
+            "blocks_cached": self.policy.num_cached(),
             "num_blocks": self.pool.num_gpu_blocks - 1,
             "block_tokens": self.pool.hash_block_size,
         }

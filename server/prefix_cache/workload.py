@@ -66,7 +66,7 @@ class WorkloadPolicy(EvictionPolicy):
         self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
     ) -> None:
         self._blocks[block] = _Block(meta.category, offset, now, content)
-        self.stats.blocks_cached += 1
+        self.stats.blocks_inserted += 1
         ghost = self._ghosts.pop(content, None) if content is not None else None
         if ghost is not None:  # evicted content needed again: a reuse the cache missed
             self._fit(ghost[0]).add_reuse(now - ghost[1])
@@ -131,6 +131,9 @@ class WorkloadPolicy(EvictionPolicy):
     # -- queries ------------------------------------------------------------------------------------------
     def knows(self, block: int) -> bool:
         return block in self._blocks
+
+    def num_cached(self) -> int:
+        return len(self._blocks)
 
     def __len__(self) -> int:
         return self._num_free

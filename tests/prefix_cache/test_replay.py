@@ -104,3 +104,21 @@ def test_lru_on_mooncake_matches_an_independent_replay() -> None:
     ):
         ratio = replay(trace, create_policy("lru", tokens // 512, 512)).token_hit_ratio
         assert ratio == pytest.approx(expected, abs=0.0015), tokens
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MOONCAKE.exists(), reason=f"real trace not found at {MOONCAKE}")
+def test_full_mooncake_grid_runs_in_under_two_minutes() -> None:
+    """Issue 4, item 3: all policies incl. belady x 6 capacities on the 12,031-request trace < 2 min."""
+    import time
+
+    from server.prefix_cache.sim.grid import ALL_POLICIES, parse_capacities, run_grid
+    from server.prefix_cache.sim.trace import read_trace
+
+    start = time.perf_counter()
+    grid = run_grid(
+        read_trace(MOONCAKE), MOONCAKE.name, parse_capacities("1M,2M,3M,5M,10M,50M"), ALL_POLICIES, jobs=2
+    )
+    assert time.perf_counter() - start < 120
+    for c in grid.capacities_tokens:
+        assert grid.get("belady", c).token_hit_ratio <= grid.infinite.token_hit_ratio + 1e-9

@@ -46,7 +46,7 @@ class BeladyPolicy(EvictionPolicy):
         self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
     ) -> None:
         self._offset[block] = offset
-        self.stats.blocks_cached += 1
+        self.stats.blocks_inserted += 1
 
     def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None:
         self._free.pop(block, None)
@@ -79,6 +79,9 @@ class BeladyPolicy(EvictionPolicy):
 
     def knows(self, block: int) -> bool:
         return block in self._offset
+
+    def num_cached(self) -> int:
+        return len(self._offset)
 
     def __len__(self) -> int:
         return len(self._free)
