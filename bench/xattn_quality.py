@@ -9,7 +9,8 @@ measures, over all layers and heads:
   rel_err      ||out - dense|| / ||dense|| of the attention output, mean over layers (worst layer too)
 Baselines in the same run: dense attention (density 1, the reference), and a streaming mask (sink block +
 the most recent blocks) with exactly as many blocks per (head, row) as XAttention kept, so recall and error
-compare at equal density (``*_vs_stream`` ratios). The calibrated table is fitted on a different prompt.
+compare at equal density (``*_vs_stream`` ratios); an oracle with the same block counts chosen by the true
+attention mass gives the recall upper bound. The calibrated table is fitted on a different prompt.
 
     .venv/bin/python bench/xattn_quality.py --tokens 4096 --out bench/results/xattn_quality
 """
@@ -43,10 +44,23 @@ def streaming_mask(kept: torch.Tensor) -> torch.Tensor:
     return recent | (col == 0)[None, None, :]
 
 
+def oracle_mask(kept: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+    """Upper bound: per (head, row), the same number of causal blocks as ``kept``, chosen by TRUE mass
+    (``mass`` [Hq, L, nkb] summed over the row's tokens)."""
+    hq, nqb, nkb = kept.shape
+    n_tok = mass.shape[1]
+    padded = torch.nn.functional.pad(mass, (0, 0, 0, nqb * BLOCK - n_tok))
+    block_mass = padded.view(hq, nqb, BLOCK, nkb).sum(2)
+    causal = torch.arange(nkb)[None, :] <= torch.arange(nqb)[:, None]
+    ranked = block_mass.masked_fill(~causal, -1.0).argsort(-1, descending=True)
+    take = torch.arange(nkb)[None, None, :] < kept.sum(-1, keepdim=True)
+    return torch.zeros_like(kept).scatter_(-1, ranked, take)
+
+
 def evaluate(layers: list[CapturedLayer], stride: int, taus: list[torch.Tensor], truth: list[dict]) -> dict[str, Any]:
     """One configuration over all layers: ``taus[l]`` is [Hq] for layer l."""
     kept = causal = 0
-    recalls, stream_recalls, errs, stream_errs = [], [], [], []
+    recalls, stream_recalls, oracle_recalls, errs, stream_errs = [], [], [], [], []
     t_sparse = 0.0
     for lay, tau, ref in zip(layers, taus, truth, strict=False):
         t0 = time.perf_counter()
@@ -61,6 +75,8 @@ def evaluate(layers: list[CapturedLayer], stride: int, taus: list[torch.Tensor],
         causal += mask.shape[0] * nqb * (nqb + 1) // 2
         recalls.append(token_recall(ref["mass"], mask, block_size=BLOCK, q_offset=0).flatten())
         stream_recalls.append(token_recall(ref["mass"], stream, block_size=BLOCK, q_offset=0).flatten())
+        oracle = oracle_mask(mask, ref["mass"])
+        oracle_recalls.append(token_recall(ref["mass"], oracle, block_size=BLOCK, q_offset=0).flatten())
         dense = ref["dense"]
         errs.append(float((out - dense).norm() / dense.norm()))
         stream_errs.append(float((out_stream - dense).norm() / dense.norm()))
@@ -74,6 +90,7 @@ def evaluate(layers: list[CapturedLayer], stride: int, taus: list[torch.Tensor],
         "rel_err_max": max(errs),
         "stream_recall_mean": float(srec.mean()),
         "stream_rel_err_mean": sum(stream_errs) / len(stream_errs),
+        "oracle_recall_mean": float(torch.cat(oracle_recalls).mean()),
         "recall_vs_stream": float(rec.mean() / srec.mean()),
         "rel_err_vs_stream": (sum(errs) / len(errs)) / max(sum(stream_errs) / len(stream_errs), 1e-12),
         "sparse_seconds": t_sparse,
@@ -135,6 +152,7 @@ def main() -> None:
         "baselines": {
             "dense": {"density": 1.0, "recall_mean": 1.0, "rel_err_mean": 0.0, "seconds": t_dense},
             "streaming": "sink + most recent blocks, same block count per (head, row) as XAttention",
+            "oracle": "top blocks by TRUE attention mass, same block count per (head, row): recall upper bound",
         },
         "rows": rows,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -150,11 +168,11 @@ def main() -> None:
 def _print_row(r: dict[str, Any]) -> None:
     tau = r["tau"] if isinstance(r["tau"], str) else f"{r['tau']:.2f}"
     if not _print_row.header:  # type: ignore[attr-defined]
-        print(f"{'S':>3} {'tau':>16} {'density':>8} {'recall':>7} {'p01':>6} {'min':>6} {'rel_err':>8} {'stream_rec':>10} {'rec/strm':>8} {'err/strm':>8}")
+        print(f"{'S':>3} {'tau':>16} {'density':>8} {'recall':>7} {'p01':>6} {'min':>6} {'rel_err':>8} {'stream_rec':>10} {'oracle_rec':>10} {'rec/strm':>8} {'err/strm':>8}")
         _print_row.header = True  # type: ignore[attr-defined]
     print(
         f"{r['stride']:>3} {tau:>16} {r['density']:8.3f} {r['recall_mean']:7.4f} {r['recall_p01']:6.3f} "
-        f"{r['recall_min']:6.3f} {r['rel_err_mean']:8.4f} {r['stream_recall_mean']:10.4f} "
+        f"{r['recall_min']:6.3f} {r['rel_err_mean']:8.4f} {r['stream_recall_mean']:10.4f} {r['oracle_recall_mean']:10.4f} "
         f"{r['recall_vs_stream']:8.3f} {r['rel_err_vs_stream']:8.3f}"
     )
 
@@ -178,6 +196,7 @@ def _plot(rows: list[dict[str, Any]], path: Path, n_tok: int) -> None:
         ax.plot([r["density"] for r in sweep], [r["stream_recall_mean"] for r in sweep], "x--", color=color, alpha=0.6, label=f"streaming, same density (S={stride} rows)")
         for r in sweep:
             ax.annotate(f"{r['tau']:g}", (r["density"], r["recall_mean"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
+        ax.plot([r["density"] for r in sweep], [r["oracle_recall_mean"] for r in sweep], "^:", color=color, alpha=0.6, label=f"oracle (true top blocks), same density (S={stride} rows)")
         ax.plot([r["density"] for r in cal], [r["recall_mean"] for r in cal], "*", ms=14, color=color, label=f"calibrated per head, S={stride}")
     ax.plot([1.0], [1.0], "ks", label="dense")
     ax.set_xlabel("density (kept causal blocks)")
