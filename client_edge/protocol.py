@@ -346,7 +346,9 @@ class VerifyRequest(_Delta):
 class VerifyResponse(_Response):
     """``accepted``: leading draft units accepted (tokens; code points in text mode). ``correction``:
     the cloud's token at the first rejected position, or the bonus token after a fully accepted draft
-    (None only when the context is full). ``method``: ``greedy`` or ``rejection`` (sampling)."""
+    (None only when the context is full or the cloud ended the sequence inside the draft). In text mode
+    ``correction.text`` is the part of that cloud token after the accepted text. ``method``: ``greedy``
+    or ``rejection`` (sampling)."""
 
     state: SessionState
     accepted: int
