@@ -67,7 +67,13 @@ class HFTokenizer(CloudTokenizer):
 
     @classmethod
     def load(cls, directory: Path) -> HFTokenizer:
-        from transformers import AutoTokenizer  # heavy import kept out of module import time
+        try:
+            from transformers import AutoTokenizer  # heavy import kept out of module import time
+        except ImportError as exc:
+            raise ImportError(
+                "the router loads the cloud tokenizer with transformers (torch is not needed): "
+                "pip install 'transformers>=4.50,<5.20'"
+            ) from exc
 
         if not (directory / "tokenizer_config.json").exists() and not (directory / "tokenizer.json").exists():
             raise FileNotFoundError(f"no tokenizer files in {directory} (set tokenizer_dir in the router settings)")
