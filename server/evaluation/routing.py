@@ -21,7 +21,7 @@ from client_edge.gates.base import Gate
 from client_edge.gates.calibrate import calibrate
 from client_edge.gates.random_gate import RandomGate
 from client_edge.protocol import SessionMode
-from client_edge.result import GenerationResult
+from client_edge.result import GenerationResult, TokenSource
 from client_edge.retry import RetryPolicy
 from client_edge.runner.transformers_runner import TransformersRunner
 from client_edge.session import EdgeSession, SessionConfig
@@ -93,6 +93,7 @@ class RunSummary:
     token_time_p50_ms: float
     token_time_p95_ms: float
     per_item_correct: list[bool] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -100,6 +101,12 @@ def _pct(values: list[float], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def _escalated(r: GenerationResult) -> int:
+    """Positions the cloud was asked about: gate firings, or every token the cloud wrote or checked (an
+    escalation with k > 1 covers k positions)."""
+    return max(r.escalated_positions, r.n_cloud + r.count(TokenSource.VERIFIED))
 
 
 def summarise(label: str, gate: str, strategy: str, link: str, target: float | None, threshold: float | None,
@@ -112,7 +119,7 @@ def summarise(label: str, gate: str, strategy: str, link: str, target: float | N
     return RunSummary(
         label=label, gate=gate, strategy=strategy, link=link, target_rate=target, threshold=threshold,
         delay_ms=delay_ms, items=len(items), accuracy=sum(correct) / len(items),
-        escalation_rate=sum(r.escalated_positions for r in results) / max(1, tokens), tokens=tokens,
+        escalation_rate=sum(_escalated(r) for r in results) / max(1, tokens), tokens=tokens,
         cloud_tokens=sum(r.n_cloud for r in results), unverified=sum(r.n_unverified for r in results),
         requests=req, round_trips_per_answer=sum(r.round_trips for r in results) / len(items),
         bytes_per_answer=sum(r.bytes_sent + r.bytes_received for r in results) / len(items),
@@ -120,6 +127,7 @@ def summarise(label: str, gate: str, strategy: str, link: str, target: float | N
         computed_tokens_per_request=per_req(sum(r.usage.computed_tokens for r in results)),
         cached_tokens_per_request=per_req(sum(r.usage.cached_tokens for r in results)),
         token_time_p50_ms=_pct(times, 0.5), token_time_p95_ms=_pct(times, 0.95), per_item_correct=correct,
+        texts=[r.text for r in results],
     )  # fmt: skip
 
 

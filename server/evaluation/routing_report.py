@@ -88,7 +88,7 @@ def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
     by = _by_label(summaries)
     for label, marker in (("small-only", "s"), ("cloud-only", "^")):
         if label in by:
-            ax.scatter([by[label].escalation_rate if label == "cloud-only" else 0.0], [by[label].accuracy],
+            ax.scatter([by[label].escalation_rate], [by[label].accuracy],
                        marker=marker, s=80, label=label, zorder=3)  # fmt: skip
     ax.set_xlabel("fraction of tokens escalated (measured)")
     ax.set_ylabel("exact-match accuracy")

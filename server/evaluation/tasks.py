@@ -3,7 +3,7 @@
 Prompts are the ones of the router training data (CITER's formats), so a router trained there sees the
 same kind of text at evaluation. Scoring: GSM8K compares the number in the last ``\\boxed{}`` (else the
 last number) with the reference's boxed answer; CommonsenseQA compares the last label in parentheses
-(else the choice text after "the answer is") with the answer key.
+(else what follows the last "the answer is": a bare label, or a choice's exact text) with the answer key.
 """
 
 from __future__ import annotations
@@ -59,10 +59,12 @@ def score_csqa(output: str, item: Item) -> bool:
     labels = re.findall(r"\(([A-Ea-e])\)", output)
     if labels:
         return labels[-1].upper() == item.gold
-    m = re.findall(r"the answer is ([^.\n(]+)", output, flags=re.IGNORECASE)
+    m = re.findall(r"the answer is:?\s*([^.\n(]+)", output, flags=re.IGNORECASE)
     if m:
-        said = m[-1].strip().lower()
-        return any(said == text.lower() and label == item.gold for label, text in item.choices)
+        said = m[-1].strip().strip(":").strip()
+        if re.fullmatch(r"[A-Ea-e]", said):  # "the answer is C." names the label itself
+            return said.upper() == item.gold
+        return any(said.lower() == text.lower() and label == item.gold for label, text in item.choices)
     return False
 
 

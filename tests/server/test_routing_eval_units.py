@@ -39,7 +39,8 @@ def test_gsm8k_scoring(text: str, ok: bool) -> None:
 @pytest.mark.parametrize(
     ("text", "ok"),
     [("Therefore, the answer is sharing information (c).", True), ("the answer is dog (A). No, (C)", True),
-     ("Therefore, the answer is sharing information.", True), ("the answer is cat (b).", False), ("dunno", False)],
+     ("Therefore, the answer is sharing information.", True), ("the answer is cat (b).", False), ("dunno", False),
+     ("The answer is C.", True), ("The answer is A.", False), ("the answer is: c", True)],
 )  # fmt: skip
 def test_csqa_scoring(text: str, ok: bool) -> None:
     assert score_csqa(text, CSQA) is ok
