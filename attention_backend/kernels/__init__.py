@@ -21,9 +21,10 @@ from attention_backend.kernels.estimate import EstimateTiles, estimate_block_sco
 from attention_backend.kernels.kv_view import PagedKV
 from attention_backend.kernels.prefill import PrefillSeq, paged_prefill, xattention_prefill
 from attention_backend.kernels.select import mask_to_index, select_blocks_indexed
-from attention_backend.kernels.sparse_attention import block_sparse_attention_indexed
+from attention_backend.kernels.sparse_attention import AttnTiles, block_sparse_attention_indexed
 
 __all__ = [
+    "AttnTiles",
     "EstimateTiles",
     "PagedKV",
     "PrefillSeq",

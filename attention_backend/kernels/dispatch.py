@@ -61,7 +61,7 @@ def cuda_block_sparse_attention(
     """``q: [Lq, Hq, D]``, ``k, v: [Lk, Hkv, D]``, ``block_mask: [Hq, nqb, ceil(Lk / B)]`` -> out (Triton)."""
     k_end = q_offset + q.shape[0]
     kv = _visible_kv(k, v, k_end)
-    idx, count = mask_to_index(block_mask[..., : -(-k_end // block_size)])
+    idx, count = mask_to_index(block_mask[..., : -(-k_end // block_size)], first_qb=q_offset // block_size)
     return block_sparse_attention_indexed(
         q, kv, idx, count, block_size=block_size, q_offset=q_offset, scale=scale, out=out
     )

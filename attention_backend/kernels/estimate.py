@@ -35,9 +35,9 @@ LOG2E = 1.4426950408889634
 class EstimateTiles:
     """Launch shape of the estimation GEMM: ``bm`` query rows x ``bn`` key rows (reshaped) per step."""
 
-    bm: int = 128
+    bm: int = 64  # fastest of 5 shapes at 32K tokens on an H200 (bench/results/xattn_speed.json sweep)
     bn: int = 128
-    num_warps: int = 8
+    num_warps: int = 4
     num_stages: int = 3
 
 
@@ -70,7 +70,9 @@ def _xattn_lse_kernel(
     for j0 in range(0, j_end, BN):
         cols = j0 + tl.arange(0, BN)
         acc = tl.zeros((BM, BN), dtype=tl.float32)
-        for t in tl.static_range(S):
+        # A runtime loop over the S antidiagonal offsets (the GEMM's K dimension, D at a time): unrolled,
+        # Triton hoists the j-invariant query tiles out of the key loop into S * BM * D of shared memory.
+        for t in range(S):
             qtok = rows * S + (S - 1 - t)
             qm = (qtok >= q_offset) & (qtok < k_len)
             qt = tl.load(

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from attention_backend.kernels.checks import check_out
-from attention_backend.kernels.estimate import estimate_block_scores
+from attention_backend.kernels.estimate import EstimateTiles, estimate_block_scores
 from attention_backend.kernels.kv_view import PagedKV
 from attention_backend.kernels.select import select_blocks_indexed
-from attention_backend.kernels.sparse_attention import block_sparse_attention_indexed
+from attention_backend.kernels.sparse_attention import AttnTiles, block_sparse_attention_indexed
 
 
 def xattention_prefill(
@@ -28,16 +28,20 @@ def xattention_prefill(
     q_offset: int = 0,
     scale: float | None = None,
     out: torch.Tensor | None = None,
+    est_tiles: EstimateTiles = EstimateTiles(),
+    attn_tiles: AttnTiles = AttnTiles(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One sequence: ``q: [Lq, Hq, D]`` (positions ``q_offset..k_len-1``) against ``kv``.
 
     Returns ``(out [Lq, Hq, D], block_mask [Hq, n_qb, n_kb] bool)``; mask rows are the absolute query
     blocks ``q_offset // B .. ceil(k_len / B) - 1``. ``threshold``: scalar or ``[Hq]`` in [0, 1].
     """
-    scores = estimate_block_scores(q, kv, block_size=block_size, stride=stride, q_offset=q_offset)
+    scores = estimate_block_scores(
+        q, kv, block_size=block_size, stride=stride, q_offset=q_offset, scale=scale, tiles=est_tiles
+    )
     mask, idx, count = select_blocks_indexed(scores, threshold, first_qb=q_offset // block_size)
     out = block_sparse_attention_indexed(
-        q, kv, idx, count, block_size=block_size, q_offset=q_offset, scale=scale, out=out
+        q, kv, idx, count, block_size=block_size, q_offset=q_offset, scale=scale, out=out, tiles=attn_tiles
     )
     return out, mask
 

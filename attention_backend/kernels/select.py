@@ -4,8 +4,8 @@ Per row of block scores: the sink block (key block 0) and the diagonal block are
 causal blocks are added in descending score order while the kept mass before adding a block is below
 ``tau * row mass`` (the official x-attention rule, ``cumsum_without_self < required``). ``tau >= 1``
 keeps every causal block. The kernel sorts the row in registers (``tl.sort``), finds the smallest score
-that is taken and keeps every non-forced causal block scoring at least that much (exact ties at the
-cut-off are all kept). Besides the bool mask it writes the kept key blocks in ascending order with
+that is taken and keeps every non-forced causal block scoring more, plus as many of the blocks tied at
+that score as the sorted order took, lowest key block first (the reference's stable sort). Besides the bool mask it writes the kept key blocks in ascending order with
 their count, which is what the sparse attention kernel iterates over.
 """
 
@@ -39,8 +39,12 @@ def _xattn_select_kernel(
     before = tl.cumsum(mass, 0) - mass
     take = (ranked >= 0.0) & (kept + before < required)
     cutoff = tl.min(tl.where(take, ranked, float("inf")), 0)
-    cutoff = tl.where(tau >= 1.0, -1.0, cutoff)
-    sel = forced | (causal & (s >= cutoff))
+    # Blocks tied at the cut-off: the reference's stable sort takes the lowest key blocks first.
+    n_tied_taken = tl.sum((take & (ranked == cutoff)).to(tl.int32), 0)
+    tied = (other == cutoff).to(tl.int32)
+    tie_rank = tl.cumsum(tied, 0) - tied
+    sel = forced | (causal & (other > cutoff)) | ((tied > 0) & (tie_rank < n_tied_taken))
+    sel = tl.where(tau >= 1.0, causal, sel)
     tl.store(mask_ptr + h.to(tl.int64) * s_mh + qb_local.to(tl.int64) * s_mq + kb, sel, mask=kb < n_kb)
     sel_i = sel.to(tl.int32)
     pos = tl.cumsum(sel_i, 0) - sel_i
@@ -86,10 +90,14 @@ def select_blocks_indexed(
     return mask, idx, count
 
 
-def mask_to_index(block_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Any bool ``block_mask [Hq, n_qb, n_kb]`` as (ascending kept blocks, count), on the device, no sync."""
-    n_kb = block_mask.shape[-1]
+def mask_to_index(block_mask: torch.Tensor, first_qb: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Any bool ``block_mask [Hq, n_qb, n_kb]`` (row ``i`` = absolute query block ``first_qb + i``) as
+    (ascending kept causal blocks, count), on the device, no sync. Blocks above the diagonal hold no
+    visible key and are dropped."""
+    n_qb, n_kb = block_mask.shape[-2:]
     ar = torch.arange(n_kb, device=block_mask.device, dtype=torch.int32)
+    diag = torch.arange(first_qb, first_qb + n_qb, device=block_mask.device, dtype=torch.int32)
+    block_mask = block_mask & (ar[None, :] <= diag[:, None])
     keyed = torch.where(block_mask, ar, n_kb + ar)
     idx = torch.sort(keyed, dim=-1).values.to(torch.int32)
     return idx, block_mask.sum(-1, dtype=torch.int32)

@@ -9,6 +9,7 @@ reaches past the first query of the block gets the causal token mask. GQA reads 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -17,6 +18,36 @@ import triton.language as tl
 from attention_backend.kernels.checks import block_grid, check_block_size, check_out, check_query
 from attention_backend.kernels.estimate import LOG2E, _load_kv_rows
 from attention_backend.kernels.kv_view import PagedKV
+
+
+@dataclass(frozen=True)
+class AttnTiles:
+    """Launch shape of the sparse attention kernel (its tile is one B x B block)."""
+
+    num_warps: int = 8
+    num_stages: int = 3
+
+
+@triton.jit
+def _attend_block(
+    q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+    s_kp, s_kt, k_head, s_vp, s_vt, v_head, d, scale_log2,
+    B: tl.constexpr, CAUSAL: tl.constexpr,
+):
+    """One key block of the online softmax; ``CAUSAL`` adds the token mask (the diagonal block)."""
+    kpos = kb * B + tl.arange(0, B)
+    k = _load_kv_rows(k_ptr, bt_ptr, kpos, k_len, page_size, s_kp, s_kt, k_head, d)
+    s = tl.dot(q, tl.trans(k)) * scale_log2
+    if CAUSAL:
+        s = tl.where(kpos[None, :] <= qpos[:, None], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_use)
+    p = tl.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = _load_kv_rows(v_ptr, bt_ptr, kpos, k_len, page_size, s_vp, s_vt, v_head, d)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
 
 
 @triton.jit
@@ -40,21 +71,21 @@ def _block_sparse_attn_kernel(
     acc = tl.zeros((B, D), dtype=tl.float32)
     row_idx = idx_ptr + h.to(tl.int64) * s_ih + qb_local.to(tl.int64) * s_iq
     n = tl.load(cnt_ptr + h.to(tl.int64) * s_ch + qb_local)
-    for i in range(n):
+    # Kept blocks are causal and ascending: all but possibly the last (the diagonal) need no token mask.
+    last = tl.load(row_idx + tl.maximum(n - 1, 0))
+    n_full = tl.where(n > 0, n - (last >= qb).to(tl.int32), 0)
+    for i in range(n_full):
         kb = tl.load(row_idx + i)
-        kpos = kb * B + tl.arange(0, B)
-        k = _load_kv_rows(k_ptr, bt_ptr, kpos, k_len, page_size, s_kp, s_kt, kvh * s_kh, d)
-        s = tl.dot(q, tl.trans(k)) * scale_log2
-        if kb * B + B - 1 > qb * B:  # block reaches the diagonal: token-level causal mask
-            s = tl.where(kpos[None, :] <= qpos[:, None], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_use)
-        p = tl.exp2(s - m_use[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_kv_rows(v_ptr, bt_ptr, kpos, k_len, page_size, s_vp, s_vt, kvh * s_vh, d)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _attend_block(
+            q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+            s_kp, s_kt, kvh * s_kh, s_vp, s_vt, kvh * s_vh, d, scale_log2, B, False,
+        )
+    for i in range(n_full, n):
+        kb = tl.load(row_idx + i)
+        m_i, l_i, acc = _attend_block(
+            q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+            s_kp, s_kt, kvh * s_kh, s_vp, s_vt, kvh * s_vh, d, scale_log2, B, True,
+        )
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     o_ptrs = o_ptr + h.to(tl.int64) * s_oh + q_rows[:, None] * s_ot + d[None, :]
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=q_ok[:, None])
@@ -70,9 +101,11 @@ def block_sparse_attention_indexed(
     q_offset: int = 0,
     scale: float | None = None,
     out: torch.Tensor | None = None,
+    tiles: AttnTiles = AttnTiles(),
 ) -> torch.Tensor:
     """Attention of ``q: [Lq, Hq, D]`` (positions ``q_offset..k_len-1``) over the key blocks listed in
-    ``idx: [Hq, n_qb, >=1]`` int32 (ascending, first ``count: [Hq, n_qb]`` entries valid), rows the
+    ``idx: [Hq, n_qb, >=1]`` int32 (ascending, causal: none above the diagonal; first ``count: [Hq, n_qb]``
+    entries valid), rows the
     absolute query blocks ``q_offset // B ..``. Writes ``out: [Lq, Hq, D]`` (q's dtype) and returns it."""
     check_query(q, kv, q_offset)
     check_block_size(block_size)
@@ -96,6 +129,6 @@ def block_sparse_attention_indexed(
         vc.stride(0), vc.stride(1), vc.stride(2), out.stride(0), out.stride(1),
         idx.stride(0), idx.stride(1), count.stride(0),
         GROUP=hq // kv.num_kv_heads, B=block_size, D=d,
-        num_warps=8 if block_size * d >= 128 * 128 else 4, num_stages=3,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out

@@ -161,6 +161,19 @@ def test_select_matches_reference(tau):
             assert torch.equal(idx[h, i, : len(kept)].cpu(), kept), f"index list of row ({h}, {i})"
 
 
+def test_select_ties_follow_the_reference_order():
+    """Equal scores (uniform attention, e.g. dummy weights): as many tied blocks as the reference's stable
+    sort takes, lowest key blocks first, not every tied block."""
+    hq, nkb = 2, 24
+    scores = causal_block_mask(hq, nkb, nkb).float() * 0.25
+    scores[:, :, 0] = 0.5
+    for tau in (0.3, 0.7, 0.9):
+        mask, _, count = select_blocks_indexed(scores.to(DEV), tau, first_qb=0)
+        want = ref_select_blocks(scores, tau)
+        assert_mask_equal(mask.cpu(), want, f"tied selection tau={tau}")
+        assert int(count.sum()) < int(causal_block_mask(hq, nkb, nkb).sum()), "ties kept every block"
+
+
 def test_select_per_head_thresholds():
     gen = torch.Generator().manual_seed(7)
     hq, nkb = 4, 20
@@ -186,7 +199,7 @@ def test_all_blocks_equals_dense_sdpa(lk, off, hq, hkv, block, stride, dtype):
     d = 64 if DEV == "cpu" else 128
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=3 * lk + off)
     first, nqb, nkb = _first_qb_nqb(lk, off, block)
-    idx, count = mask_to_index(causal_block_mask(hq, nqb, nkb, first).to(DEV))
+    idx, count = mask_to_index(causal_block_mask(hq, nqb, nkb, first).to(DEV), first_qb=first)
     out = torch.full_like(q, float("nan"))
     block_sparse_attention_indexed(
         q, PagedKV.from_contiguous(k, v), idx, count, block_size=block, q_offset=off, out=out
@@ -205,7 +218,7 @@ def test_random_block_mask_paged_matches_reference(lk, off, hq, hkv, block, stri
     gen = torch.Generator().manual_seed(lk + page)
     mask = (torch.rand(hq, nqb, nkb, generator=gen) < 0.4) & causal_block_mask(hq, nqb, nkb, first)
     mask[:, torch.arange(nqb), torch.arange(first, first + nqb)] = True
-    idx, count = mask_to_index(mask.to(DEV))
+    idx, count = mask_to_index(mask.to(DEV), first_qb=first)
     out = torch.full_like(q, float("nan"))
     block_sparse_attention_indexed(q, _paged(k, v, page, seed=lk), idx, count, block_size=block, q_offset=off, out=out)
     assert bool(torch.isfinite(out).all()), "output not fully written"
