@@ -40,6 +40,8 @@ def routing(
     delays_ms: Annotated[str, typer.Option(help="Emulated round-trip delays, ms.")] = "0,20,100",
     delay_items: Annotated[int, typer.Option(min=0, help="Items per delay setting.")] = 2,
     threads: Annotated[int, typer.Option(min=1, help="torch threads of the edge model.")] = 1,
+    stateless: Annotated[bool, typer.Option(help="Also run the stateless re-prefill baseline.")] = True,
+    speculative: Annotated[bool, typer.Option(help="Also run speculative mode.")] = True,
     out_dir: Annotated[Path, typer.Option(help="Where routing_eval_<pair>.json/.png go.")] = Path(
         "bench/results"
     ),
@@ -66,6 +68,7 @@ def routing(
             max_new_tokens=max_new_tokens, rates=tuple(float(r) for r in rates.split(",")),
             gates=tuple(g.strip() for g in gates.split(",") if g.strip()), router_path=router,
             delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()), delay_items=delay_items,
+            stateless=stateless, speculative=speculative,
         )  # fmt: skip
         items = load_items(data_root(), cfg.tasks, cfg.n_per_task)
         smol = ensure_default_model()
