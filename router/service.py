@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 from collections.abc import Sequence
 
 from client_edge.protocol import (
@@ -45,6 +44,7 @@ from router.sessions.content import Content, TextContent, TokenContent
 from router.sessions.store import Session, SessionStore, body_digest
 from router.settings import RouterSettings
 from router.speculative import common_prefix
+from router.tenancy import tenant_cache_salt
 from router.tokenizer import CloudTokenizer
 from router.usage import usage_of
 
@@ -91,7 +91,7 @@ class EdgeService:
     def _salt(self, tenant: str) -> str | None:
         if not self.settings.tenant_cache_salt:
             return None
-        return hmac.new(self.settings.cache_salt_secret.encode(), tenant.encode(), hashlib.sha256).hexdigest()
+        return tenant_cache_salt(self.settings.cache_salt_secret, tenant)
 
     def _check_ids(self, ids: Sequence[int], what: str) -> None:
         bad = next((t for t in ids if t >= self.tok.vocab_size), None)
