@@ -3,8 +3,10 @@
 ``register()`` is the ``vllm.general_plugins`` entry point ``xedge_attention``. vLLM calls it in every
 process it starts (API server, EngineCore, worker). On CPU it replaces vLLM's ``CPU_ATTN`` backend with
 ``XAttentionCPUBackend``, a subclass that keeps the name ``CPU_ATTN`` (a new name would need its own
-enum entry) and whose impl delegates to vLLM's own CPU kernels. On CUDA the Triton kernels of
-``attention_backend.kernels`` are not wired yet, so ``register()`` raises NotImplementedError there.
+enum entry) and whose impl delegates to vLLM's own CPU kernels. On CUDA it replaces ``FLASH_ATTN``
+(FlashAttention 3 on Hopper) with ``XAttentionCudaBackend``: long prefills (chunks and prefix hits
+included: K/V are read from the paged cache) run the Triton kernels of ``attention_backend.kernels``
+through ``paged_prefill``; decodes and short prefills run vLLM's FlashAttention.
 
 Differences between the supported vLLM versions (0.26 - 0.33) are handled here and nowhere else.
 """
@@ -23,6 +25,11 @@ from vllm.model_executor.models.utils import extract_layer_index
 from vllm.platforms import current_platform
 from vllm.v1.attention.backend import AttentionType
 from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend, CPUAttentionBackendImpl
+from vllm.v1.attention.backends.flash_attn import (
+    FlashAttentionBackend,
+    FlashAttentionImpl,
+    FlashAttentionMetadataBuilder,
+)
 
 from attention_backend.batch_plan import BatchPlan, RowPath, plan_batch
 from attention_backend.config import ADDITIONAL_CONFIG_KEY, XAttentionConfig
@@ -41,6 +48,7 @@ except ImportError:  # pragma: no cover - older layout
 logger = logging.getLogger(__name__)
 
 CPU_BACKEND_PATH = f"{__name__}.XAttentionCPUBackend"
+CUDA_BACKEND_PATH = f"{__name__}.XAttentionCudaBackend"
 
 STATS = XAttentionStats()
 """This process's counters; also written to ``$XEDGE_STATUS_DIR/attention.stats.<pid>.json``."""
@@ -143,11 +151,9 @@ def register() -> None:
         write_marker("attention", "registered", {"backend": "CPU_ATTN", "class_path": CPU_BACKEND_PATH})
         return
     if current_platform.is_cuda():
-        raise NotImplementedError(
-            "xedge XAttention on CUDA is not wired yet: the Triton kernels (attention_backend/kernels) "
-            "and their vLLM backend registration are missing; run on CPU or disable the plugin with "
-            "VLLM_PLUGINS excluding 'xedge_attention'"
-        )
+        register_backend(AttentionBackendEnum.FLASH_ATTN, CUDA_BACKEND_PATH)
+        write_marker("attention", "registered", {"backend": "FLASH_ATTN", "class_path": CUDA_BACKEND_PATH})
+        return
     raise NotImplementedError(
         f"xedge XAttention supports the CPU and CUDA platforms only, got {current_platform.device_name!r}"
     )
@@ -265,3 +271,141 @@ class XAttentionCPUBackend(CPUAttentionBackend):
     @staticmethod
     def get_impl_cls() -> type[XAttentionCPUBackendImpl]:
         return XAttentionCPUBackendImpl
+
+
+# ---- CUDA: vLLM's FLASH_ATTN with XAttention prefill on the Triton kernels (tested with vLLM 0.26) ----
+
+_cuda_kept_blocks: list[torch.Tensor] = []  # per sparse row and layer, summed on the GPU: no sync
+_cuda_last_step: Any = None
+
+
+def cuda_kept_blocks() -> int:
+    """Kept blocks of all CUDA sparse prefills so far (synchronises; for benchmarks and tests)."""
+    return int(sum(int(t) for t in _cuda_kept_blocks))
+
+
+class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
+    """Adds the batch layout on the host (``xattn_layout = (query_start_loc, seq_lens)`` lists) once per
+    step, from vLLM's CPU copies, so the attention forward never waits for the GPU. ``seq_lens`` comes
+    from ``seq_lens_cpu_upper_bound`` where vLLM has it (exact for prefill rows, the only ones used)."""
+
+    def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
+        meta = super().build(common_prefix_len, common_attn_metadata, fast_build)
+        n = common_attn_metadata.num_reqs
+        bound = getattr(common_attn_metadata, "seq_lens_cpu_upper_bound", None)
+        seq_lens = bound if bound is not None else common_attn_metadata.seq_lens_cpu
+        meta.xattn_layout = (common_attn_metadata.query_start_loc_cpu[: n + 1].tolist(), seq_lens[:n].tolist())
+        return meta
+
+
+class XAttentionCudaImpl(FlashAttentionImpl):
+    """FlashAttention impl; prefill rows (>= 2 new tokens) whose context has at least ``min_sparse_len``
+    tokens run XAttention, reading K/V from the paged cache (chunked prefill and prefix-cache hits
+    included). In a step that mixes them with other rows FlashAttention first runs the whole batch and
+    the sparse rows are overwritten (correct; the dense work on those rows is not yet saved)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from attention_backend.kernels import PrefillSeq, paged_prefill  # Triton: CUDA hosts only
+
+        self._prefill_seq, self._paged_prefill = PrefillSeq, paged_prefill
+        self.xattn = _config_from_vllm()
+        unsupported = {
+            "attn_type": self.attn_type != AttentionType.DECODER,
+            "sliding_window": self.sliding_window not in (None, (-1, -1)),
+            "alibi": self.alibi_slopes is not None,
+            "softcap": bool(self.logits_soft_cap),
+            "sinks": getattr(self, "sinks", None) is not None,
+            "kv_cache_dtype": self.kv_cache_dtype != "auto",
+        }
+        self.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
+        self.sparse_enabled = self.xattn.enabled and not self.dense_reasons
+        if self.xattn.enabled and self.dense_reasons:
+            _warn_once("unsupported", "xattn: layers with %s stay dense", self.dense_reasons)
+        self._tau: torch.Tensor | None = None
+        write_marker(
+            "attention",
+            "impl",
+            {"class": type(self).__name__, "num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads,
+             "head_size": self.head_size, "sparse_enabled": self.sparse_enabled,
+             "dense_reasons": self.dense_reasons, "xattn": self.xattn.to_dict()},
+        )
+
+    def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
+        if self._tau is None:
+            index = extract_layer_index(layer.layer_name) if self.xattn.has_table else None
+            taus = self.xattn.thresholds(self.num_heads, index)
+            self._tau = torch.tensor(taus, dtype=torch.float32, device=device)
+        return self._tau
+
+    def forward(
+        self,
+        layer: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_metadata: Any,
+        output: torch.Tensor,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        layout = getattr(attn_metadata, "xattn_layout", None)
+        if (
+            not self.sparse_enabled
+            or layout is None
+            or attn_metadata.use_cascade
+            or attn_metadata.max_query_len < 2
+            or attn_metadata.max_seq_len < self.xattn.min_sparse_len
+        ):
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+        qsl, seq_lens = layout
+        seqs = [
+            self._prefill_seq(row=i, q_start=qsl[i], q_len=qsl[i + 1] - qsl[i], k_len=seq_lens[i])
+            for i in range(len(seq_lens))
+            if qsl[i + 1] - qsl[i] >= 2 and seq_lens[i] >= self.xattn.min_sparse_len
+        ]
+        if not seqs:
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+        if len(seqs) < len(seq_lens):
+            super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+        # vLLM 0.26 FLASH_ATTN cache: [pages, Hkv, page, 2D] -> K and V views [pages, page, Hkv, D].
+        key_cache, value_cache = kv_cache.transpose(1, 2).split(self.head_size, dim=-1)
+        masks = self._paged_prefill(
+            query.view(query.shape[0], self.num_heads, self.head_size),
+            key_cache,
+            value_cache,
+            attn_metadata.block_table,
+            seqs,
+            block_size=self.xattn.block_size,
+            stride=self.xattn.stride,
+            threshold=self._threshold(layer, query.device),
+            scale=self.scale,
+            out=output.view(output.shape[0], self.num_heads, self.head_size),
+        )
+        global _cuda_last_step
+        new_step = _cuda_last_step is not attn_metadata  # every layer of a step shares one metadata object
+        _cuda_last_step = attn_metadata
+        for s, mask in zip(seqs, masks, strict=True):
+            _cuda_kept_blocks.append(mask.sum())
+            first, n_kb = (s.k_len - s.q_len) // self.xattn.block_size, mask.shape[-1]
+            STATS.causal_blocks += self.num_heads * sum(qb + 1 for qb in range(first, n_kb))
+            if new_step:
+                STATS.sparse_prefills += 1
+                STATS.sparse_tokens += s.q_len
+        if new_step:
+            counts = {"kept_blocks": None, "density": None, "kept_blocks_on_gpu": "cuda_kept_blocks()"}
+            write_marker("attention", "stats", {**STATS.as_dict(), **counts})
+        return output
+
+
+class XAttentionCudaBackend(FlashAttentionBackend):
+    """vLLM's FLASH_ATTN backend with our builder and impl; ``get_name()`` stays ``FLASH_ATTN``."""
+
+    @staticmethod
+    def get_impl_cls() -> type[XAttentionCudaImpl]:
+        return XAttentionCudaImpl
+
+    @staticmethod
+    def get_builder_cls() -> type[XAttentionCudaMetadataBuilder]:
+        return XAttentionCudaMetadataBuilder
