@@ -7,7 +7,9 @@ and a greedy-output equality check (tau = 1) on a small random model. One backen
 
 The model of ``ttft`` is Llama-3.1-8B-shaped with ``load_format="dummy"`` (random weights, no files).
 The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that ``xattn`` can register
-the backend here and read its block counters afterwards.
+the backend (``attention_backend.vllm_backend.register``, the plugin entry point) here and read its block
+counters afterwards. The committed H200 results were produced by the same CUDA backend code while it
+lived in ``bench/vllm_xattn_cuda.py`` (commit 223f05d), before it moved into the adapter.
 """
 
 from __future__ import annotations
@@ -36,10 +38,9 @@ def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], **kw
     from vllm import LLM
 
     if backend == "xattn":
-        sys.path.insert(0, str(Path(__file__).parent))
-        import vllm_xattn_cuda
+        from attention_backend import vllm_backend
 
-        vllm_xattn_cuda.register()
+        vllm_backend.register()
         kw["attention_backend"] = "FLASH_ATTN"  # resolved to our override
         kw["additional_config"] = {"xattn": xattn}
     else:
@@ -48,12 +49,12 @@ def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], **kw
 
 
 def xattn_stats() -> dict[str, Any]:
-    mod = sys.modules.get("vllm_xattn_cuda")
+    mod = sys.modules.get("attention_backend.vllm_backend")
     if mod is None:
         return {}
-    s = dict(mod.STATS)
-    kept = float(s.pop("kept")) if s["kept"] is not None else 0.0
-    s["kept_blocks"], s["density"] = kept, kept / s["causal"] if s["causal"] else None
+    s = mod.STATS.as_dict()
+    s["kept_blocks"] = mod.cuda_kept_blocks()
+    s["density"] = s["kept_blocks"] / s["causal_blocks"] if s["causal_blocks"] else None
     return s
 
 
