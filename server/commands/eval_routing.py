@@ -70,6 +70,8 @@ def routing(
             delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()), delay_items=delay_items,
             stateless=stateless, speculative=speculative,
         )  # fmt: skip
+        if "mlp" in cfg.gates and router is not None and not router.with_suffix(".npz").is_file():
+            raise FileNotFoundError(f"router {router}.npz not found (train one with `xedge train-router`)")
         items = load_items(data_root(), cfg.tasks, cfg.n_per_task)
         smol = ensure_default_model()
         if pair == "same":
