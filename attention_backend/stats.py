@@ -8,8 +8,12 @@ from typing import Any
 
 @dataclass
 class XAttentionStats:
-    """Counts since the process started. Requests are counted once per engine step (not per layer);
-    blocks are summed over layers and heads of the sparse prefills."""
+    """Counts since the process started, of the layers XAttention may serve (plain causal decoder
+    attention). Requests are counted once per engine step (not per layer), by the path they took, in
+    the steps the adapter plans: those with a prefill and some context of at least ``min_sparse_len``
+    tokens (other steps go straight to vLLM's kernel, uncounted). So ``dense_short_prefills`` counts only
+    short prefills that shared such a step. Blocks are summed over layers and heads of sparse prefills.
+    """
 
     sparse_prefills: int = 0
     dense_short_prefills: int = 0
