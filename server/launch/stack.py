@@ -116,6 +116,7 @@ class Stack:
                 "XEDGE_ROUTER_PORT": str(self.router_port),
                 "XEDGE_ROUTER_SERVED_MODEL": self.served_model_name,
                 "XEDGE_ROUTER_TOKENIZER_DIR": str(self.model_dir),
+                "XEDGE_ROUTER_STATUS_DIR": str(self.status_dir),
             },
             log_path=self.run_dir / "router.log",
             cwd=self.run_dir,

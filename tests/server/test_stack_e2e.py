@@ -4,6 +4,7 @@ cache, and both plugins were active in vLLM's engine processes."""
 
 from __future__ import annotations
 
+import httpx
 import openai
 import psutil
 import pytest
@@ -46,7 +47,8 @@ def test_second_escalation_is_served_from_prefix_cache(xedge_stack):
         return_dict=False,
     )
     assert len(prompt) > 128  # more than one vLLM CPU block (128 tokens), so a cached prefix is possible
-    with EdgeClient(xedge_stack.router_url) as client:
+    # Generous timeout: CI machines have 2 cores shared by vLLM, the router and the test.
+    with EdgeClient(xedge_stack.router_url, timeout=httpx.Timeout(120.0, connect=5.0)) as client:
         created = client.create_session(
             CreateSessionRequest(
                 request_id=new_request_id(),
