@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -12,14 +10,6 @@ import typer
 
 from server.launch.process import LaunchError
 from server.model_store import ModelNotFoundError
-
-
-def _stop_on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def serve(
@@ -40,6 +30,7 @@ def serve(
     """Start vLLM (CPU build here, CUDA on a GPU machine) with xedge's plugins, and the router in front."""
     from attention_backend.config import ADDITIONAL_CONFIG_KEY, additional_config_from_flags
     from server.launch.stack import Stack
+    from server.launch.supervise import interrupt_on_sigterm, wait_until_stopped
     from server.settings import StackSettings
 
     try:
@@ -55,9 +46,8 @@ def serve(
         typer.echo(f"xedge serve: {exc}", err=True)
         raise typer.Exit(2) from None
 
-    stop = threading.Event()
-    _stop_on_signals(stop)
     stack = Stack(settings)
+    interrupt_on_sigterm()
     try:
         stack.start()
     except (LaunchError, ModelNotFoundError) as exc:
@@ -70,11 +60,7 @@ def serve(
         typer.echo(f"[xedge] router: {stack.router_url}  (edge API /v1/sessions, docs {stack.router_url}/docs)")
         typer.echo(f"[xedge] ready: serving {stack.served_model_name} at {stack.router_url}")
         sys.stdout.flush()
-        while not stop.wait(1.0):
-            for proc in (stack.vllm, stack.router):
-                if proc is not None and proc.poll() is not None:
-                    typer.echo(f"xedge serve: {proc.name} exited with code {proc.poll()} (log: {proc.log_path})", err=True)
-                    stop.set()
+        wait_until_stopped(lambda: (stack.vllm, stack.router), lambda m: typer.echo(m, err=True), "xedge serve")
     finally:
         stack.stop()
         typer.echo("[xedge] stopped")

@@ -7,9 +7,7 @@ same settings the containers get (see ``server.deploy.launcher``). Runs until Ct
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +29,7 @@ def up(
     from server.deploy.interpolate import InterpolationError
     from server.deploy.launcher import ComposeStack
     from server.launch.process import LaunchError
+    from server.launch.supervise import interrupt_on_sigterm, wait_until_stopped
     from server.model_store import ModelNotFoundError
 
     try:
@@ -45,25 +44,24 @@ def up(
         typer.echo(f"xedge up: {exc}", err=True)
         raise typer.Exit(2) from None
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    interrupt_on_sigterm()
     try:
         stack.start()
     except (LaunchError, ModelNotFoundError, ComposeError, ValueError) as exc:
         typer.echo(f"xedge up: {exc}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     try:
         for name, url in stack.urls.items():
             typer.echo(f"[xedge up] {name} (vLLM): {url}")
         typer.echo(f"[xedge up] ready: router at {stack.router_url}  (OpenAI API {stack.router_url}/v1, logs {root})")
         sys.stdout.flush()
-        while not stop.wait(1.0):
-            procs = [s.vllm for s in stack.clouds.values()] + [stack.router]
-            for proc in procs:
-                if proc is not None and proc.poll() is not None:
-                    typer.echo(f"xedge up: {proc.name} exited with code {proc.poll()} (log: {proc.log_path})", err=True)
-                    stop.set()
+        wait_until_stopped(
+            lambda: [s.vllm for s in stack.clouds.values()] + [stack.router],
+            lambda m: typer.echo(m, err=True),
+            "xedge up",
+        )
     finally:
         stack.stop()
         typer.echo("[xedge up] stopped")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -53,3 +55,29 @@ def test_bad_xattn_flags_are_refused_before_start(tmp_path, args, needle):
     assert res.returncode == 2
     assert needle in res.stderr
     assert not _children_left(str(tmp_path))
+
+
+def test_sigterm_stops_every_child_process(tmp_path):
+    """SIGTERM while vLLM is starting: `xedge serve` exits and leaves none of its descendants behind."""
+    proc = subprocess.Popen(
+        [*XEDGE, "serve", "--port", "0", "--run-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        descendants: list[psutil.Process] = []
+        # Wait until vLLM's API server has loaded our plugins (a marker in the status dir): children exist.
+        while time.monotonic() < deadline and not list((tmp_path / "status").glob("prefix_cache.registered.*")):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.5)
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert descendants, "vLLM was not started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        gone, alive = psutil.wait_procs(descendants, timeout=30)
+        assert not alive, f"left behind: {[p.pid for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

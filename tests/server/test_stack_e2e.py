@@ -19,7 +19,8 @@ pytestmark = pytest.mark.vllm
 
 
 def test_openai_client_completion_and_streamed_chat(xedge_stack):
-    client = openai.OpenAI(base_url=f"{xedge_stack.vllm_url}/v1", api_key="unused", timeout=120)
+    # Through the router (the public front), which proxies to the pinned vLLM replica.
+    client = openai.OpenAI(base_url=f"{xedge_stack.router_url}/v1", api_key="unused", timeout=120)
     model = xedge_stack.served_model_name
     done = client.completions.create(model=model, prompt="The capital of France is", max_tokens=8, temperature=0)
     assert done.choices[0].text.strip(), done
