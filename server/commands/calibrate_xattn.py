@@ -29,6 +29,7 @@ def calibrate_xattn(
             raise ValueError(f"--target: expected a share in (0, 1], got {target}")
         if prompts < 1 or tokens < block_size:
             raise ValueError(f"--prompts >= 1 and --tokens >= --block-size expected, got {prompts}, {tokens}")
+        model_dir = resolve_model_dir(model)  # before reading any text: a bad --model fails first
         if text_file:
             missing = [str(p) for p in text_file if not p.is_file()]
             if missing:
@@ -36,7 +37,6 @@ def calibrate_xattn(
             texts = [p.read_text() for p in text_file]
         else:
             texts = long_texts(prompts, tokens * 6)  # ~4 characters per token: surely enough
-        model_dir = resolve_model_dir(model)
         result = calibrate_model(
             model_dir, texts, max_tokens=tokens, block_size=block_size, stride=stride, target=target,
             log=lambda line: typer.echo(line, err=True),
