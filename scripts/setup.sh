@@ -13,7 +13,7 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
 fi
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 # pip warns once per local index folder it cannot use; those lines are noise here.
-exec 2> >(grep -v "^WARNING: Location 'file:" >&2)
+exec 2> >(grep --line-buffered -v "^WARNING: Location 'file:" >&2)
 pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-warn-script-location
      -c scripts/constraints-cpu.txt)
 echo "[setup] torch (CPU wheel) ..." >&2
