@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,3 +36,12 @@ class StackSettings(BaseSettings):
     run_dir: Path | None = None
     startup_timeout_s: float = Field(600.0, gt=0)
     router: bool = True
+
+    @field_validator("prefix_cache_policy")
+    @classmethod
+    def _known_policy(cls, name: str) -> str:
+        # Fail here, in one line, rather than as a plugin error inside vLLM's engine process.
+        from server.prefix_cache.registry import policy_class
+
+        policy_class(name)
+        return name

@@ -7,9 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from server.launch.process import LaunchError
 from server.model_store import ModelNotFoundError
+
+
+def one_line(exc: ValidationError) -> str:
+    """A settings validation error as one line naming the flag: `--prefix-cache-policy: unknown ...`."""
+    parts = []
+    for err in exc.errors():
+        flag = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
+        parts.append(f"{flag}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 def serve(
@@ -42,6 +52,9 @@ def serve(
             prefix_cache_policy=prefix_cache_policy, kv_cache_gib=kv_cache_gib, max_model_len=max_model_len,
             xattn=xattn, run_dir=run_dir,
         )  # fmt: skip
+    except ValidationError as exc:
+        typer.echo(f"xedge serve: {one_line(exc)}", err=True)
+        raise typer.Exit(2) from None
     except ValueError as exc:
         typer.echo(f"xedge serve: {exc}", err=True)
         raise typer.Exit(2) from None
