@@ -48,6 +48,9 @@ from router.tenancy import tenant_cache_salt
 from router.tokenizer import CloudTokenizer
 from router.usage import usage_of
 
+# The eviction-policy category of every engine call made for an edge session (sent to vLLM as vllm_xargs).
+EDGE_SESSION_CATEGORY = "edge-session"
+
 
 class EdgeService:
     def __init__(
@@ -153,6 +156,9 @@ class EdgeService:
             top_n=top_n,
             prompt_logprobs=prompt_logprobs,
             cache_salt=self._salt(session.tenant),
+            # Every call of an edge session re-reads the session's whole prefix: tell the eviction policy
+            # which reuse class it belongs to (server/prefix_cache/request_meta.py).
+            request_meta=(("xedge_tenant", session.tenant), ("xedge_category", EDGE_SESSION_CATEGORY)),
         )
         try:
             return await self.engines[session.replica].generate(call)

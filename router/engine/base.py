@@ -35,6 +35,8 @@ class GenerateCall:
     ``prompt_logprobs``: if set, logprobs of every prompt token plus that many alternatives. vLLM then
     does not read its prefix cache for the request (it must compute every prompt position).
     ``cache_salt``: isolates prefix-cache entries (one salt per tenant).
+    ``request_meta``: flat key/value pairs for vLLM's ``vllm_xargs`` (``SamplingParams.extra_args``), read
+    by the prefix-cache eviction policy in the engine (``xedge_tenant``, ``xedge_category``, ...).
     """
 
     prompt_ids: tuple[int, ...]
@@ -45,6 +47,7 @@ class GenerateCall:
     top_n: int = 0
     prompt_logprobs: int | None = None
     cache_salt: str | None = None
+    request_meta: tuple[tuple[str, str | int | float], ...] = ()
 
 
 @dataclass(frozen=True)

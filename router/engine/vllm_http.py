@@ -87,6 +87,8 @@ class VLLMHttpEngine(EngineClient):
             body["prompt_logprobs"] = call.prompt_logprobs
         if call.cache_salt is not None:
             body["cache_salt"] = call.cache_salt
+        if call.request_meta:
+            body["vllm_xargs"] = dict(call.request_meta)
         data = await self._post("/v1/completions", body)
         return self._parse(data, call)
 

@@ -4,6 +4,8 @@ cache, and both plugins were active in vLLM's engine processes."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import psutil
@@ -79,6 +81,16 @@ def test_second_escalation_is_served_from_prefix_cache(xedge_stack):
         new_tokens = second.prompt_tokens - first.prompt_tokens
         assert second.computed_tokens <= new_tokens + 128, (first, second)
         assert second.computed_tokens == second.prompt_tokens - second.cached_tokens
+
+    # The router tags its engine calls (vllm_xargs) so the eviction policy in EngineCore sees the
+    # session's category; the policy's stats marker is refreshed about once a second.
+    deadline = time.monotonic() + 20
+    categories: dict = {}
+    while time.monotonic() < deadline and "edge-session" not in categories:
+        stats = plugin_status.summary(xedge_stack.status_dir).get("prefix_cache", {}).get("stats", {})
+        categories = stats.get("categories", {})
+        time.sleep(0.5)
+    assert categories.get("edge-session", {}).get("requests", 0) >= 2, categories
 
 
 def test_both_plugins_active_in_vllm_engine_processes(xedge_stack):
