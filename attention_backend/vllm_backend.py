@@ -144,6 +144,28 @@ def _plan(attn_metadata: Any, min_sparse_len: int) -> BatchPlan:
     return plan
 
 
+def _init_xattn(impl: Any, unsupported: dict[str, bool]) -> None:
+    """Shared set-up of both impls: config, the features that force a layer dense, the impl marker."""
+    impl.xattn = _config_from_vllm()
+    impl.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
+    impl.sparse_enabled = impl.xattn.enabled and not impl.dense_reasons
+    if impl.xattn.enabled and impl.dense_reasons:
+        _warn_once("unsupported", "xattn: layers with %s stay dense", impl.dense_reasons)
+    write_marker(
+        "attention",
+        "impl",
+        {
+            "class": type(impl).__name__,
+            "num_heads": impl.num_heads,
+            "num_kv_heads": impl.num_kv_heads,
+            "head_size": impl.head_size,
+            "sparse_enabled": impl.sparse_enabled,
+            "dense_reasons": impl.dense_reasons,
+            "xattn": impl.xattn.to_dict(),
+        },
+    )
+
+
 def register() -> None:
     """vLLM general-plugin entry point: put our attention backend in vLLM's path (idempotent)."""
     if current_platform.is_cpu():
@@ -170,31 +192,16 @@ class XAttentionCPUBackendImpl(CPUAttentionBackendImpl):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.xattn = _config_from_vllm()
-        unsupported = {
-            "attn_type": self.attn_type != AttentionType.DECODER,
-            "sliding_window": self.sliding_window != -1,
-            "alibi": self.alibi_slopes is not None,
-            "softcap": bool(self.logits_soft_cap),
-            "sinks": self.sinks is not None,
-            "kv_sharing": self.kv_sharing_target_layer_name is not None,
-        }
-        self.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
-        self.sparse_enabled = self.xattn.enabled and not self.dense_reasons
-        if self.xattn.enabled and self.dense_reasons:
-            _warn_once("unsupported", "xattn: layers with %s stay dense", self.dense_reasons)
         self._layer_index: int | None = None
-        write_marker(
-            "attention",
-            "impl",
+        _init_xattn(
+            self,
             {
-                "class": type(self).__name__,
-                "num_heads": self.num_heads,
-                "num_kv_heads": self.num_kv_heads,
-                "head_size": self.head_size,
-                "sparse_enabled": self.sparse_enabled,
-                "dense_reasons": self.dense_reasons,
-                "xattn": self.xattn.to_dict(),
+                "attn_type": self.attn_type != AttentionType.DECODER,
+                "sliding_window": self.sliding_window != -1,
+                "alibi": self.alibi_slopes is not None,
+                "softcap": bool(self.logits_soft_cap),
+                "sinks": self.sinks is not None,
+                "kv_sharing": self.kv_sharing_target_layer_name is not None,
             },
         )
 
@@ -253,7 +260,9 @@ class XAttentionCPUBackendImpl(CPUAttentionBackendImpl):
     ) -> None:
         """Run vLLM's kernel on the batch's non-sparse requests only (gathered), writing their rows."""
         rows, sub = _dense_subset(attn_metadata, plan, self, layer, query.dtype)
-        sub_out = torch.empty((rows.numel(), self.num_heads, self.head_size), dtype=out.dtype, device=out.device)
+        sub_out = torch.empty(
+            (rows.numel(), self.num_heads, self.head_size), dtype=out.dtype, device=out.device
+        )
         super().forward(layer, query[rows], key[rows], value[rows], kv_cache, sub, sub_out, *args, **kwargs)
         out[rows] = sub_out
 
@@ -275,13 +284,13 @@ class XAttentionCPUBackend(CPUAttentionBackend):
 
 # ---- CUDA: vLLM's FLASH_ATTN with XAttention prefill on the Triton kernels (tested with vLLM 0.26) ----
 
-_cuda_kept_blocks: list[torch.Tensor] = []  # per sparse row and layer, summed on the GPU: no sync
+_cuda_kept_total: torch.Tensor | None = None  # one counter on the GPU, added to in place: no sync
 _cuda_last_step: Any = None
 
 
 def cuda_kept_blocks() -> int:
     """Kept blocks of all CUDA sparse prefills so far (synchronises; for benchmarks and tests)."""
-    return int(sum(int(t) for t in _cuda_kept_blocks))
+    return 0 if _cuda_kept_total is None else int(_cuda_kept_total)
 
 
 class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
@@ -294,7 +303,10 @@ class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
         n = common_attn_metadata.num_reqs
         bound = getattr(common_attn_metadata, "seq_lens_cpu_upper_bound", None)
         seq_lens = bound if bound is not None else common_attn_metadata.seq_lens_cpu
-        meta.xattn_layout = (common_attn_metadata.query_start_loc_cpu[: n + 1].tolist(), seq_lens[:n].tolist())
+        meta.xattn_layout = (
+            common_attn_metadata.query_start_loc_cpu[: n + 1].tolist(),
+            seq_lens[:n].tolist(),
+        )
         return meta
 
 
@@ -309,26 +321,17 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         from attention_backend.kernels import PrefillSeq, paged_prefill  # Triton: CUDA hosts only
 
         self._prefill_seq, self._paged_prefill = PrefillSeq, paged_prefill
-        self.xattn = _config_from_vllm()
-        unsupported = {
-            "attn_type": self.attn_type != AttentionType.DECODER,
-            "sliding_window": self.sliding_window not in (None, (-1, -1)),
-            "alibi": self.alibi_slopes is not None,
-            "softcap": bool(self.logits_soft_cap),
-            "sinks": getattr(self, "sinks", None) is not None,
-            "kv_cache_dtype": self.kv_cache_dtype != "auto",
-        }
-        self.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
-        self.sparse_enabled = self.xattn.enabled and not self.dense_reasons
-        if self.xattn.enabled and self.dense_reasons:
-            _warn_once("unsupported", "xattn: layers with %s stay dense", self.dense_reasons)
         self._tau: torch.Tensor | None = None
-        write_marker(
-            "attention",
-            "impl",
-            {"class": type(self).__name__, "num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads,
-             "head_size": self.head_size, "sparse_enabled": self.sparse_enabled,
-             "dense_reasons": self.dense_reasons, "xattn": self.xattn.to_dict()},
+        _init_xattn(
+            self,
+            {
+                "attn_type": self.attn_type != AttentionType.DECODER,
+                "sliding_window": self.sliding_window not in (None, (-1, -1)),
+                "alibi": self.alibi_slopes is not None,
+                "softcap": bool(self.logits_soft_cap),
+                "sinks": getattr(self, "sinks", None) is not None,
+                "kv_cache_dtype": self.kv_cache_dtype != "auto",
+            },
         )
 
     def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
@@ -383,11 +386,13 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             scale=self.scale,
             out=output.view(output.shape[0], self.num_heads, self.head_size),
         )
-        global _cuda_last_step
+        global _cuda_last_step, _cuda_kept_total
         new_step = _cuda_last_step is not attn_metadata  # every layer of a step shares one metadata object
         _cuda_last_step = attn_metadata
         for s, mask in zip(seqs, masks, strict=True):
-            _cuda_kept_blocks.append(mask.sum())
+            if _cuda_kept_total is None:
+                _cuda_kept_total = torch.zeros((), dtype=torch.int64, device=mask.device)
+            _cuda_kept_total += mask.sum()
             first, n_kb = (s.k_len - s.q_len) // self.xattn.block_size, mask.shape[-1]
             STATS.causal_blocks += self.num_heads * sum(qb + 1 for qb in range(first, n_kb))
             if new_step:
