@@ -7,6 +7,11 @@ sampled query rows (exact fp32 attention of those rows). Inputs: planted sink / 
 structure (``planted_qkv``), since no real model weights are available offline. CUDA events, warm-up,
 median of several runs. Prints a table; writes ``<out>.json`` and ``<out>.png``.
 
+``--taus`` takes numbers (one tau for every head) and ``cal``: per-head taus from the calibration of
+``attention_backend.calibrate.calibrate_heads`` (smallest tau whose mean true-attention recall reaches
+``--cal-target``), computed once per stride on a planted input of ``--cal-len`` tokens with a DIFFERENT
+seed than the timed inputs, then applied unchanged at every length.
+
     python bench/xattn_speed.py --lens 8192,16384,32768,65536,131072 --out bench/results/xattn_speed
 """
 
@@ -150,12 +155,35 @@ def computed_pairs(count: torch.Tensor, length: int) -> float:
     return (n_rows - n_diag) * BLOCK * BLOCK + n_diag * BLOCK * (BLOCK + 1) / 2
 
 
-def configs(args: argparse.Namespace) -> list[tuple[int, float]]:
+def configs(args: argparse.Namespace) -> list[tuple[int, float | str]]:
     return [(s, t) for s in args.strides for t in args.taus]
 
 
-def config_tag(stride: int, tau: float) -> str:
-    return f"s{stride}_t{tau:g}"
+def config_tag(stride: int, tau: float | str) -> str:
+    return f"s{stride}_{tau}" if isinstance(tau, str) else f"s{stride}_t{tau:g}"
+
+
+def threshold_of(args: argparse.Namespace, stride: int, tau: float | str) -> float | torch.Tensor:
+    return args.cal_taus[stride] if tau == "cal" else tau
+
+
+def calibrate_taus(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-head tau per stride on a held-out planted input (seed differs from every timed input)."""
+    from attention_backend.calibrate import calibrate_heads, true_block_mass
+
+    q, k, _ = planted_qkv(args.cal_len, args.heads, args.kv_heads, args.head_dim, seed=424242)
+    mass = true_block_mass(q, k, block_size=BLOCK, chunk_tokens=512)
+    kv = PagedKV.from_contiguous(k, k)
+    info: dict[str, Any] = {"length": args.cal_len, "target": args.cal_target, "seed": 424242}
+    for stride in args.strides:
+        scores = estimate_block_scores(q, kv, block_size=BLOCK, stride=stride)
+        taus = calibrate_heads(scores, mass, block_size=BLOCK, q_offset=0, target=args.cal_target, tol=2e-3)
+        args.cal_taus[stride] = taus.to(device=DEV, dtype=torch.float32)
+        info[f"s{stride}_taus"] = [round(float(t), 4) for t in taus]
+    del mass
+    torch.cuda.empty_cache()
+    print(json.dumps({"calibration": info}), flush=True)
+    return info
 
 
 def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, Any]:
@@ -182,6 +210,7 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
         tag = config_tag(stride, tau)
         try:
             et, at = args.est_tiles.get(stride, EstimateTiles()), args.attn_tiles
+            tau = threshold_of(args, stride, tau)
             scores = estimate_block_scores(q, kv, block_size=BLOCK, stride=stride, tiles=et)
             mask, idx, count = select_blocks_indexed(scores, tau, first_qb=0)
             out = torch.empty_like(q)
@@ -205,7 +234,7 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
             res[f"{tag}_attn_tflops"] = 4.0 * d * pairs / (res[f"{tag}_attn_ms"] * 1e-3) / 1e12
             mean, worst = attention_recall(q, k, mask, args.recall_rows, seed=stride)
             res[f"{tag}_recall_mean"], res[f"{tag}_recall_min"] = mean, worst
-            if flex is not None and (stride, tau) == configs(args)[0]:
+            if flex is not None and tag == config_tag(*configs(args)[0]):
                 res.update(run_flex(flex, q, k, v, mask, idx, count, length))
             del scores, out
         except Exception as exc:
@@ -275,9 +304,12 @@ def sweep_tiles(length: int, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"length": length}
     for stride in args.strides:
         best = (float("inf"), EstimateTiles())
-        for bm, bn, warps, stages in ((64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 128, 8, 3), (64, 64, 4, 3)):
-            tiles = EstimateTiles(bm, bn, warps, stages)
-            key = f"est_s{stride}_bm{bm}_bn{bn}_w{warps}_st{stages}"
+        shapes = [(128, 128, 8, 3, 64, "reshaped"), (128, 128, 8, 4, 64, "reshaped"), (128, 128, 8, 3, 128, "reshaped"),
+                  (128, 64, 4, 3, 64, "reshaped"), (64, 128, 4, 3, 64, "reshaped"), (128, 128, 4, 3, 64, "reshaped"),
+                  (64, 128, 4, 3, 64, "gather"), (128, 64, 8, 3, 64, "gather")]
+        for bm, bn, warps, stages, bk, layout in shapes:
+            tiles = EstimateTiles(bm, bn, warps, stages, bk, layout)
+            key = f"est_s{stride}_{layout}_bm{bm}_bn{bn}_bk{bk}_w{warps}_st{stages}"
             try:
                 out[key] = bench_ms(functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, tiles=tiles))
                 best = min(best, (out[key], tiles), key=lambda x: x[0])
@@ -286,12 +318,12 @@ def sweep_tiles(length: int, args: argparse.Namespace) -> dict[str, Any]:
         args.est_tiles[stride] = best[1]
     stride, tau = configs(args)[0]
     scores = estimate_block_scores(q, kv, block_size=BLOCK, stride=stride, tiles=args.est_tiles[stride])
-    _, idx, count = select_blocks_indexed(scores, tau, first_qb=0)
+    _, idx, count = select_blocks_indexed(scores, threshold_of(args, stride, tau), first_qb=0)
     o = torch.empty_like(q)
     best_a = (float("inf"), AttnTiles())
-    for warps, stages in ((8, 3), (8, 2), (4, 3), (8, 4), (4, 2)):
-        tiles = AttnTiles(warps, stages)
-        key = f"attn_w{warps}_st{stages}"
+    for warps, stages, bn in ((8, 3, None), (8, 3, 64), (4, 3, 64), (8, 2, 64), (8, 4, 64), (4, 2, 64), (8, 2, None)):
+        tiles = AttnTiles(warps, stages, bn)
+        key = f"attn_w{warps}_st{stages}_bn{bn or BLOCK}"
         try:
             out[key] = bench_ms(
                 functools.partial(block_sparse_attention_indexed, q, kv, idx, count, block_size=BLOCK, out=o, tiles=tiles)
@@ -316,7 +348,7 @@ def print_table(rows: list[dict[str, Any]], cfgs: list[tuple[int, float]]) -> No
             tf_ratio = r.get(t + "_attn_tflops", nan) / r.get("cudnn_tflops", nan)
             print(
                 f"{r['length']:>7} {cud:>8.2f} {r.get('fa2_sdpa_ms', nan):>8.2f} {r.get('flex_ms', nan):>8.2f}"
-                f" {stride:>3} {tau:>5.2f} {r.get(t + '_est_ms', nan):>7.2f} {r.get(t + '_sel_ms', nan):>6.2f}"
+                f" {stride:>3} {str(tau):>5} {r.get(t + '_est_ms', nan):>7.2f} {r.get(t + '_sel_ms', nan):>6.2f}"
                 f" {r.get(t + '_attn_ms', nan):>7.2f} {r.get(t + '_total_ms', nan):>7.2f}"
                 f" {r.get(t + '_total_speedup_vs_cudnn', nan):>6.2f} {100 * r.get(t + '_est_ms', nan) / cud:>5.1f}"
                 f" {r.get(t + '_density', nan):>5.3f} {r.get(t + '_recall_mean', nan):>5.3f}"
@@ -367,7 +399,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lens", default="8192,16384,32768,65536,131072")
     ap.add_argument("--strides", default="8,16")
-    ap.add_argument("--taus", default="0.9,0.95")
+    ap.add_argument("--taus", default="0.9,0.95,cal", help="numbers and/or 'cal' (per-head calibrated)")
+    ap.add_argument("--cal-target", type=float, default=0.95, help="recall target of the 'cal' taus")
+    ap.add_argument("--cal-len", type=int, default=32768, help="length of the held-out calibration input")
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
@@ -377,7 +411,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/xattn_speed")
     args = ap.parse_args()
     args.strides = [int(s) for s in args.strides.split(",")]
-    args.taus = [float(t) for t in args.taus.split(",")]
+    args.taus = [t if t == "cal" else float(t) for t in args.taus.split(",")]
     if not torch.cuda.is_available():
         raise SystemExit("xattn_speed needs a CUDA GPU")
     flex = None
@@ -390,6 +424,7 @@ def main() -> None:
         "torch": torch.__version__,
         "cudnn": torch.backends.cudnn.version(),
         "taus": args.taus,
+        "sweep_note": "est/attn launch shapes are timed at --sweep-len; the fastest are used for every length",
         "heads": args.heads,
         "kv_heads": args.kv_heads,
         "head_dim": args.head_dim,
@@ -402,7 +437,9 @@ def main() -> None:
 
     meta["triton"] = triton.__version__
     meta.update(ceilings())
-    args.est_tiles, args.attn_tiles = {}, AttnTiles()
+    args.est_tiles, args.attn_tiles, args.cal_taus = {}, AttnTiles(), {}
+    if "cal" in args.taus:
+        meta["calibration"] = calibrate_taus(args)
     if args.sweep_len:
         meta["tile_sweep_ms"] = sweep_tiles(args.sweep_len, args)
     print(json.dumps(meta), flush=True)
