@@ -56,7 +56,8 @@ def run_sequence(manager: Any, prompts: list[tuple[list[int], dict | None]]) -> 
         params = SamplingParams(max_tokens=1, extra_args=extra)
         req = Request(f"r{i}", tokens, params, None, block_hasher=hasher)
         blocks, hit_tokens = manager.get_computed_blocks(req)[:2]
-        manager.record_prefix_cache_stats(req, hit_tokens)
+        if hasattr(manager, "record_prefix_cache_stats"):  # the scheduler's call from vLLM 0.27 on;
+            manager.record_prefix_cache_stats(req, hit_tokens)  # 0.26 counts inside get_computed_blocks
         new = manager.allocate_slots(req, len(tokens) - hit_tokens, hit_tokens, blocks)
         assert new is not None, f"request {i} did not fit"
         req.num_computed_tokens = len(tokens)
