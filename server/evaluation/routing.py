@@ -28,6 +28,7 @@ from client_edge.session import EdgeSession, SessionConfig
 from server.evaluation.delay import DelayTransport
 from server.evaluation.recorder import ScoreRecorder
 from server.evaluation.stateless import StatelessLink
+from server.evaluation.stats import wilson_interval
 from server.evaluation.tasks import Item, get_task
 
 MAX_CLOUD_K = 64  # the router's default max_k
@@ -94,6 +95,29 @@ class RunSummary:
     token_time_p95_ms: float
     per_item_correct: list[bool] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    correct: int = 0
+    accuracy_ci95: tuple[float, float] = (float("nan"), float("nan"))  # Wilson interval
+    answers: list[str | None] = field(default_factory=list)  # the answer each output gives (task's parser)
+    # Same answer as cloud-only on the items both ran (filled by ``add_agreement``; None without cloud-only).
+    agreement_with_cloud: float | None = None
+    agreement_ci95: tuple[float, float] | None = None
+    agreement_items: int = 0
+
+
+def add_agreement(summaries: list[RunSummary]) -> None:
+    """Fill each summary's agreement with the ``cloud-only`` answers: the fraction of items where both give
+    the same (parsed, not None) answer. A model-quality-free view of how much of the cloud a config keeps."""
+    cloud = next((s for s in summaries if s.label == "cloud-only"), None)
+    if cloud is None or not cloud.answers:
+        return
+    for s in summaries:
+        n = min(s.items, cloud.items, len(s.answers))
+        same = sum(
+            1 for a, b in zip(s.answers[:n], cloud.answers[:n], strict=True) if a is not None and a == b
+        )
+        s.agreement_with_cloud = same / n if n else None
+        s.agreement_ci95 = wilson_interval(same, n) if n else None
+        s.agreement_items = n
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -112,6 +136,7 @@ def _escalated(r: GenerationResult) -> int:
 def summarise(label: str, gate: str, strategy: str, link: str, target: float | None, threshold: float | None,
               delay_ms: float, items: list[Item], results: list[GenerationResult]) -> RunSummary:  # fmt: skip
     correct = [get_task(it.task).score(r.text, it) for it, r in zip(items, results, strict=True)]
+    answers = [get_task(it.task).answer(r.text, it) for it, r in zip(items, results, strict=True)]
     tokens = sum(len(r.token_ids) for r in results)
     req = sum(r.usage.requests for r in results)
     times = [t * 1000 for r in results for t in r.token_times_s]
@@ -127,7 +152,8 @@ def summarise(label: str, gate: str, strategy: str, link: str, target: float | N
         computed_tokens_per_request=per_req(sum(r.usage.computed_tokens for r in results)),
         cached_tokens_per_request=per_req(sum(r.usage.cached_tokens for r in results)),
         token_time_p50_ms=_pct(times, 0.5), token_time_p95_ms=_pct(times, 0.95), per_item_correct=correct,
-        texts=[r.text for r in results],
+        texts=[r.text for r in results], correct=sum(correct),
+        accuracy_ci95=wilson_interval(sum(correct), len(items)), answers=answers,
     )  # fmt: skip
 
 
@@ -179,7 +205,8 @@ class RoutingEval:
             items,
             results,
         )
-        self.log(f"  {label:<34} acc={s.accuracy:.2f} esc={s.escalation_rate:.3f} req={s.requests} "
+        lo, hi = s.accuracy_ci95
+        self.log(f"  {label:<34} acc={s.correct}/{s.items}={s.accuracy:.2f} [{lo:.2f},{hi:.2f}] esc={s.escalation_rate:.3f} req={s.requests} "
                  f"computed/req={s.computed_tokens_per_request:.1f} p50={s.token_time_p50_ms:.0f}ms "
                  f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
         self.summaries.append(s)

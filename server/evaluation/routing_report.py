@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from server.evaluation.routing import RunSummary
+from server.evaluation.routing import RunSummary, add_agreement
 
 COLUMNS = (
-    ("label", "{:<34}"), ("accuracy", "{:>5.2f}"), ("escalation_rate", "{:>6.3f}"), ("cloud_tokens", "{:>6d}"),
+    ("label", "{:<34}"), ("items", "{:>4d}"), ("accuracy", "{:>5.2f}"), ("accuracy_ci95", "{0[0]:>4.2f}-{0[1]:<4.2f}"),
+    ("agreement_with_cloud", "{:>5.2f}"), ("escalation_rate", "{:>6.3f}"), ("cloud_tokens", "{:>6d}"),
     ("unverified", "{:>5d}"), ("requests", "{:>5d}"), ("round_trips_per_answer", "{:>7.1f}"),
     ("bytes_per_answer", "{:>9.0f}"), ("prompt_tokens_per_request", "{:>8.1f}"),
     ("computed_tokens_per_request", "{:>8.1f}"), ("token_time_p50_ms", "{:>7.0f}"), ("token_time_p95_ms", "{:>7.0f}"),
 )  # fmt: skip
-HEADER = "config                              acc    esc   cloud unver  reqs  RT/ans  bytes/ans  prompt/r  compt/r  p50 ms  p95 ms"
+HEADER = "config                                n   acc  acc 95% CI  agree    esc   cloud unver  reqs  RT/ans  bytes/ans  prompt/r  compt/r  p50 ms  p95 ms"
+
+
+def _cell(fmt: str, value: object) -> str:
+    if value is None:
+        return "{:>5}".format("-")
+    return fmt.format(value)
 
 
 def table(summaries: list[RunSummary]) -> str:
+    """One row per configuration: items, accuracy with its Wilson 95 % interval, agreement with cloud-only."""
+    add_agreement(summaries)
     rows = [HEADER]
     for s in summaries:
-        rows.append(" ".join(fmt.format(getattr(s, key)) for key, fmt in COLUMNS))
+        rows.append(" ".join(_cell(fmt, getattr(s, key)) for key, fmt in COLUMNS))
     return "\n".join(rows)
 
 
@@ -29,17 +39,29 @@ def _by_label(summaries: list[RunSummary]) -> dict[str, RunSummary]:
 
 
 def ratios(summaries: list[RunSummary]) -> dict[str, Any]:
-    """Each gate at a rate vs random at that rate (the strongest same-rate baseline) and vs cloud-only;
+    """Cloud-only vs small-only; each gate at a rate vs random at that rate (the strongest same-rate baseline)
+    and vs cloud-only;
     stateful vs the measured stateless re-prefill; speculative vs per-token cloud-only."""
     by = _by_label(summaries)
     out: dict[str, Any] = {}
     cloud = by.get("cloud-only")
+    small = by.get("small-only")
+    if cloud is not None and small is not None:
+        out["cloud-only vs small-only"] = {
+            "accuracy_difference": cloud.accuracy - small.accuracy,
+            # disjoint Wilson intervals: the difference is not an accident of the item sample
+            "intervals_disjoint": cloud.accuracy_ci95[0] > small.accuracy_ci95[1]
+            or small.accuracy_ci95[0] > cloud.accuracy_ci95[1],
+        }
     for s in summaries:
         if s.link != "stateful" or s.target_rate is None or s.label.startswith("delay") or s.gate == "random":
             continue
         rnd = by.get(f"random@{s.target_rate:g}")
         out[s.label] = {
             "accuracy_minus_random_same_rate": None if rnd is None else s.accuracy - rnd.accuracy,
+            "agreement_minus_random_same_rate": None
+            if rnd is None or s.agreement_with_cloud is None or rnd.agreement_with_cloud is None
+            else s.agreement_with_cloud - rnd.agreement_with_cloud,
             "accuracy_over_cloud_only": None
             if not cloud or not cloud.accuracy
             else s.accuracy / cloud.accuracy,
@@ -66,35 +88,45 @@ def ratios(summaries: list[RunSummary]) -> dict[str, Any]:
 
 
 def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
+    """Two panels over the measured escalation rate: accuracy and agreement with cloud-only, each with
+    its Wilson 95 % interval as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    add_agreement(summaries)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     main = [s for s in summaries if s.link != "stateless" and not s.delay_ms and s.strategy == "escalate"]
     gates = sorted({s.gate for s in main if s.target_rate is not None})
-    for g in gates:
-        pts = sorted(
-            (s.escalation_rate, s.accuracy) for s in main if s.gate == g and s.target_rate is not None
-        )
-        ax.plot(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            marker="o",
-            label=g,
-            linestyle="--" if g == "random" else "-",
-        )
     by = _by_label(summaries)
-    for label, marker in (("small-only", "s"), ("cloud-only", "^")):
-        if label in by:
-            ax.scatter([by[label].escalation_rate], [by[label].accuracy],
-                       marker=marker, s=80, label=label, zorder=3)  # fmt: skip
-    ax.set_xlabel("fraction of tokens escalated (measured)")
-    ax.set_ylabel("exact-match accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    panels = (("accuracy", "accuracy_ci95", "exact-match accuracy"),
+              ("agreement_with_cloud", "agreement_ci95", "same answer as cloud-only"))  # fmt: skip
+    for ax, (key, ci_key, ylabel) in zip(axes, panels, strict=True):
+
+        def point(s: RunSummary, key: str = key, ci_key: str = ci_key) -> tuple[float, float, float, float]:
+            v, (lo, hi) = getattr(s, key), getattr(s, ci_key)
+            return s.escalation_rate, v, v - lo, hi - v
+
+        for g in gates:
+            pts = sorted(
+                point(s)
+                for s in main
+                if s.gate == g and s.target_rate is not None and getattr(s, key) is not None
+            )
+            if pts:
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[[p[2] for p in pts], [p[3] for p in pts]],
+                            marker="o", capsize=3, label=g, linestyle="--" if g == "random" else "-")  # fmt: skip
+        for label, marker in (("small-only", "s"), ("cloud-only", "^")):
+            if label in by and getattr(by[label], key) is not None:
+                x, y, dlo, dhi = point(by[label])
+                ax.errorbar([x], [y], yerr=[[dlo], [dhi]], marker=marker, markersize=9, capsize=3, linestyle="none",
+                            label=label, zorder=3)  # fmt: skip
+        ax.set_xlabel("fraction of tokens escalated (measured)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title + " (error bars: Wilson 95 %)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -104,6 +136,8 @@ def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
 def write(
     doc: dict[str, Any], summaries: list[RunSummary], out_json: Path, out_png: Path, title: str
 ) -> None:
+    add_agreement(summaries)
+    doc["runs"] = [asdict(s) for s in summaries]  # with the agreement filled in
     doc["ratios"] = ratios(summaries)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(doc, indent=1))

@@ -18,10 +18,19 @@ from client_edge.runner.base import StepOutput
 from server.commands.train_router import parse_layers
 from server.evaluation.delay import DelayTransport
 from server.evaluation.recorder import ScoreRecorder
-from server.evaluation.routing import summarise
+from server.evaluation.routing import add_agreement, summarise
 from server.evaluation.routing_report import ratios, table
 from server.evaluation.stateless import StatelessLink
-from server.evaluation.tasks import CSQA_PROMPT, GSM8K_PROMPT, Item, score_csqa, score_gsm8k
+from server.evaluation.stats import wilson_interval
+from server.evaluation.tasks import (
+    CSQA_PROMPT,
+    GSM8K_PROMPT,
+    Item,
+    answer_letter,
+    score_csqa,
+    score_csqa_letter,
+    score_gsm8k,
+)
 
 CSQA = Item("csqa", "q", "C", (("A", "dog"), ("B", "cat"), ("C", "sharing information")))
 GSM = Item("gsm8k", "q", "1,234")
@@ -44,6 +53,25 @@ def test_gsm8k_scoring(text: str, ok: bool) -> None:
 )  # fmt: skip
 def test_csqa_scoring(text: str, ok: bool) -> None:
     assert score_csqa(text, CSQA) is ok
+
+
+@pytest.mark.parametrize(
+    ("text", "letter"),
+    [("C", "C"), (" C. sharing", "C"), ("\nC.", "C"), ("(C)", "C"), (" B", "B"), ("c", None),
+     (" a dog", None), ("A dog", None), ("Answer", None), ("You are", None), ("", None), (" E\n", "E")],
+)  # fmt: skip
+def test_csqa_letter_takes_the_label_the_answer_starts_with(text: str, letter: str | None) -> None:
+    assert answer_letter(text) == letter
+    assert score_csqa_letter(text, CSQA) is (letter == "C")
+
+
+def test_wilson_interval() -> None:
+    lo, hi = wilson_interval(17, 80)  # reference values of the Wilson score interval, z = 1.96
+    assert (lo, hi) == (pytest.approx(0.1370, abs=1e-3), pytest.approx(0.3143, abs=1e-3))
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-3)
+    assert wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
 
 
 def test_prompts_match_the_router_training_format() -> None:
@@ -129,3 +157,40 @@ def test_summaries_and_ratios() -> None:
         10.0
     )
     assert "entropy@0.2" in table([s_gate])
+    assert s_gate.correct == 2 and s_gate.accuracy_ci95 == wilson_interval(2, 2)
+    assert s_gate.answers == ["C", "1234"] and s_rand.answers == ["A", "1"]
+    small = summarise("small-only", "recorder", "escalate", "none", None, None, 0.0, items, bad)
+    vs = ratios([small, s_cloud])["cloud-only vs small-only"]
+    assert (
+        vs["accuracy_difference"] == 1.0 and vs["intervals_disjoint"] is False
+    )  # 2 items: intervals overlap
+
+
+def test_agreement_with_cloud_only_counts_same_parsed_answers_on_shared_items() -> None:
+    items = [CSQA, CSQA, CSQA]
+    cloud = summarise("cloud-only", "random", "escalate", "stateful", None, 0.0, 0.0, items,
+                      [_result(t, 3, 3, 1, 1) for t in ("(A)", "(B)", "dunno")])  # fmt: skip
+    edge = summarise("small-only", "recorder", "escalate", "none", None, None, 0.0, items,
+                     [_result(t, 3, 0, 0, 0) for t in ("(A)", "(C)", "dunno")])  # fmt: skip
+    short = summarise(
+        "delay", "top1", "escalate", "stateful", 0.1, 0.5, 20.0, items[:1], [_result("(A)", 3, 1, 1, 1)]
+    )
+    add_agreement([edge, cloud, short])
+    # item 3: neither gives an answer, which is no agreement
+    assert edge.agreement_with_cloud == pytest.approx(1 / 3) and edge.agreement_items == 3
+    assert edge.agreement_ci95 == wilson_interval(1, 3)
+    assert short.agreement_with_cloud == 1.0 and short.agreement_items == 1
+    assert cloud.agreement_with_cloud == pytest.approx(2 / 3)
+
+
+def test_eval_refuses_an_mlp_router_trained_for_another_edge(tmp_path: Path) -> None:
+    from server.commands.eval_routing import _check_router_fits_edge
+
+    (tmp_path / "r.json").write_text(json.dumps({"keep_layers": [0, 1, 3]}))
+    _check_router_fits_edge(tmp_path / "r", (0, 1, 3))
+    with pytest.raises(ValueError, match="trained on an edge keeping layers"):
+        _check_router_fits_edge(tmp_path / "r", None)
+    (tmp_path / "full.json").write_text(json.dumps({"keep_layers": None}))
+    _check_router_fits_edge(tmp_path / "full", None)
+    with pytest.raises(ValueError):
+        _check_router_fits_edge(tmp_path / "full", (0, 1))
