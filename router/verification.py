@@ -3,10 +3,13 @@
 - ``greedy`` (token mode, greedy sampling): vLLM decodes ``len(draft) + 1`` greedy tokens from the
   committed prefix (served from its prefix cache) and the longest equal draft prefix is accepted; the
   cloud token after it is the correction. The result equals greedy cloud decoding by construction.
-- ``rejection`` (token mode, temperature 1): one call scores the draft with ``prompt_logprobs`` and
+- ``rejection`` (token mode, temperature 1, top_p 1): one call scores the draft with ``prompt_logprobs`` and
   :func:`router.speculative.rejection_accept` applies the speculative-sampling rule. vLLM does not read
   its prefix cache for prompt-logprob requests, so this call recomputes the whole prompt (the usage
-  numbers show it).
+  numbers show it). Other temperatures / top_p are refused: prompt logprobs are the model's raw
+  log-softmax in every ``--logprobs-mode`` (vLLM 0.32 ``gpu_model_runner._get_prompt_logprobs_dict``:
+  "prompt tokens skip sampling processors, so processed_* and raw_* yield the same scores"), and
+  rescaling top-n logprobs here cannot renormalise over the whole vocabulary.
 - ``text`` (text mode, greedy): the cloud's greedy text is compared with the draft character by character.
 
 Each returns the fields of :class:`client_edge.protocol.VerifyResponse` except ``state``.
@@ -53,8 +56,10 @@ async def rejection(svc: EdgeService, session: Session, prompt: list[int], req: 
     if s.temperature != 1.0 or s.top_p != 1.0:
         raise RouterError(
             "unsupported",
-            f"sampling verify needs temperature 1.0 and top_p 1.0 (got {s.temperature}, {s.top_p}): vLLM returns "
-            "unscaled logprobs, so the rejection rule is only exact there; use greedy or per-token escalation",
+            f"sampling verify needs temperature 1.0 and top_p 1.0 (got {s.temperature}, {s.top_p}): vLLM scores the "
+            "draft with prompt logprobs, which are never temperature/top-p processed (not even with "
+            "--logprobs-mode processed_logprobs), so the rejection rule is only exact there; use greedy or "
+            "per-token escalation",
         )
     draft = list(req.draft_token_ids)
     svc.check_room(len(prompt), len(draft) + 1, "verify")
