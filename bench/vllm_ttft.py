@@ -8,8 +8,8 @@ and a greedy-output equality check (tau = 1) on a small random model. One backen
 The model of ``ttft`` is Llama-3.1-8B-shaped with ``load_format="dummy"`` (random weights, no files).
 The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that ``xattn`` can register
 the backend (``attention_backend.vllm_backend.register``, the plugin entry point) here and read its block
-counters afterwards. The committed H200 results were produced by the same CUDA backend code while it
-lived in ``bench/vllm_xattn_cuda.py`` (commit 223f05d), before it moved into the adapter.
+counters afterwards. ``bench/h200/ttft.sh`` is the exact device sequence; results and notes in
+``bench/results/vllm_ttft_h200.md``.
 """
 
 from __future__ import annotations

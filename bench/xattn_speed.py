@@ -304,12 +304,9 @@ def sweep_tiles(length: int, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"length": length}
     for stride in args.strides:
         best = (float("inf"), EstimateTiles())
-        shapes = [(128, 128, 8, 3, 64, "reshaped"), (128, 128, 8, 4, 64, "reshaped"), (128, 128, 8, 3, 128, "reshaped"),
-                  (128, 64, 4, 3, 64, "reshaped"), (64, 128, 4, 3, 64, "reshaped"), (128, 128, 4, 3, 64, "reshaped"),
-                  (64, 128, 4, 3, 64, "gather"), (128, 64, 8, 3, 64, "gather")]
-        for bm, bn, warps, stages, bk, layout in shapes:
-            tiles = EstimateTiles(bm, bn, warps, stages, bk, layout)
-            key = f"est_s{stride}_{layout}_bm{bm}_bn{bn}_bk{bk}_w{warps}_st{stages}"
+        for bm, bn, warps, stages in ((64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 128, 8, 3), (64, 64, 4, 3)):
+            tiles = EstimateTiles(bm, bn, warps, stages)
+            key = f"est_s{stride}_bm{bm}_bn{bn}_w{warps}_st{stages}"
             try:
                 out[key] = bench_ms(functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, tiles=tiles))
                 best = min(best, (out[key], tiles), key=lambda x: x[0])
@@ -321,9 +318,9 @@ def sweep_tiles(length: int, args: argparse.Namespace) -> dict[str, Any]:
     _, idx, count = select_blocks_indexed(scores, threshold_of(args, stride, tau), first_qb=0)
     o = torch.empty_like(q)
     best_a = (float("inf"), AttnTiles())
-    for warps, stages, bn in ((8, 3, None), (8, 3, 64), (4, 3, 64), (8, 2, 64), (8, 4, 64), (4, 2, 64), (8, 2, None)):
-        tiles = AttnTiles(warps, stages, bn)
-        key = f"attn_w{warps}_st{stages}_bn{bn or BLOCK}"
+    for warps, stages in ((8, 3), (8, 2), (4, 3), (8, 4), (4, 2)):
+        tiles = AttnTiles(warps, stages)
+        key = f"attn_w{warps}_st{stages}"
         try:
             out[key] = bench_ms(
                 functools.partial(block_sparse_attention_indexed, q, kv, idx, count, block_size=BLOCK, out=o, tiles=tiles)

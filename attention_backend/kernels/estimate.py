@@ -8,16 +8,8 @@ causal in the reshaped space (``j <= i``); each query row is softmaxed in fp32 a
 before the queries of this call (``< q_offset``) are zero vectors; a query row with none of its ``S``
 tokens among the queries is left out of the sums.
 
-The ``(Lq/S) x (Lk/S)`` score matrix never reaches HBM. Two layouts of the GEMM operands
-(``EstimateTiles.layout``):
-- ``"reshaped"`` (default): the reshaped rows are first written out once as contiguous
-  ``[H, rows, S*D]`` tensors (queries reversed within each S-group, keys gathered from the paged cache;
-  about 1.2x the size of q plus k, a few hundred microseconds at 128K on an H200), so the GEMM is a plain
-  tiled matmul with a contiguous ``S*D`` reduction that Triton pipelines;
-- ``"gather"``: the kernel gathers the S strided query and key sub-rows itself (no extra memory; slower:
-  the strided gathers through the block table limit pipelining).
-Then:
-1. ``_xattn_lse_*_kernel``: per (head, tile of query rows) one pass over the causal key rows; for each
+Two launches, and the ``(Lq/S) x (Lk/S)`` score matrix never reaches HBM:
+1. ``_xattn_lse_kernel``: per (head, tile of query rows) one pass over the causal key rows; for each
    key tile it writes, per query row and key block, ``log2 sum 2^(logit*log2e)`` of that block
    (``[Hq, rows, n_kb]`` fp32: Lk/B floats per row instead of Lk/S).
 2. ``_xattn_block_score_kernel``: per (head, query block) it turns those into the row's softmax mass
@@ -41,23 +33,12 @@ LOG2E = 1.4426950408889634
 
 @dataclass(frozen=True)
 class EstimateTiles:
-    """Launch shape of the estimation GEMM: ``bm`` query rows x ``bn`` key rows (reshaped) per step,
-    ``bk`` of the ``S*D`` reduction per load (``"reshaped"`` layout only)."""
+    """Launch shape of the estimation GEMM: ``bm`` query rows x ``bn`` key rows (reshaped) per step."""
 
-    bm: int = 128
+    bm: int = 64  # fastest of 5 shapes at 32K tokens on an H200 (bench/results/xattn_speed.json sweep)
     bn: int = 128
-    num_warps: int = 8
+    num_warps: int = 4
     num_stages: int = 3
-    bk: int = 64
-    layout: str = "reshaped"  # or "gather"
-
-    def __post_init__(self) -> None:
-        if self.layout not in ("reshaped", "gather"):
-            raise ValueError(f"EstimateTiles.layout must be 'reshaped' or 'gather', got {self.layout!r}")
-
-
-GATHER_TILES = EstimateTiles(bm=64, bn=128, num_warps=4, num_stages=3, layout="gather")
-"""Fastest of 5 gather-layout shapes at 32K tokens on an H200 (bench/results/xattn_speed.json sweep)."""
 
 
 @triton.jit
@@ -71,30 +52,11 @@ def _load_kv_rows(cache_ptr, bt_ptr, tok, k_len, page_size, s_page, s_tok, kvh_o
 
 @triton.jit
 def _xattn_lse_kernel(
-    q_ptr,
-    k_ptr,
-    bt_ptr,
-    lse_ptr,
-    k_len,
-    q_offset,
-    page_size,
-    row0,
-    n_rows,
-    n_kb,
-    scale_log2,
-    s_qt,
-    s_qh,
-    s_kp,
-    s_kt,
-    s_kh,
-    s_lh,
-    s_lr,
-    GROUP: tl.constexpr,
-    S: tl.constexpr,
-    R: tl.constexpr,
-    D: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
+    q_ptr, k_ptr, bt_ptr, lse_ptr,
+    k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2,
+    s_qt, s_qh, s_kp, s_kt, s_kh, s_lh, s_lr,
+    GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr,
 ):
     n_tiles = tl.cdiv(n_rows, BM)
     tile = n_tiles - 1 - tl.program_id(0)  # longest rows first: better tail balance
@@ -115,8 +77,7 @@ def _xattn_lse_kernel(
             qm = (qtok >= q_offset) & (qtok < k_len)
             qt = tl.load(
                 q_base + (qtok - q_offset).to(tl.int64)[:, None] * s_qt + d[None, :],
-                mask=qm[:, None],
-                other=0.0,
+                mask=qm[:, None], other=0.0,
             )
             kt = _load_kv_rows(k_ptr, bt_ptr, cols * S + t, k_len, page_size, s_kp, s_kt, kvh_off, d)
             acc = tl.dot(qt, tl.trans(kt), acc)
@@ -132,107 +93,11 @@ def _xattn_lse_kernel(
 
 
 @triton.jit
-def _xattn_lse_gemm_kernel(
-    qr_ptr,
-    kr_ptr,
-    lse_ptr,
-    k_len,
-    q_offset,
-    row0,
-    n_rows,
-    n_krows,
-    n_kb,
-    scale_log2,
-    s_qh,
-    s_qr,
-    s_kh,
-    s_kr,
-    s_lh,
-    s_lr,
-    GROUP: tl.constexpr,
-    S: tl.constexpr,
-    R: tl.constexpr,
-    K: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-):
-    """``_xattn_lse_kernel`` on pre-reshaped operands: qr ``[Hq, n_rows, S*D]`` (row ``r`` is absolute
-    reshaped row ``row0 + r``), kr ``[Hkv, n_krows, S*D]`` (absolute reshaped key rows from 0)."""
-    n_tiles = tl.cdiv(n_rows, BM)
-    tile = n_tiles - 1 - tl.program_id(0)  # longest rows first: better tail balance
-    h = tl.program_id(1)
-    local = tile * BM + tl.arange(0, BM)
-    rows = row0 + local
-    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (local < n_rows)
-    q_base = qr_ptr + h.to(tl.int64) * s_qh + local.to(tl.int64)[:, None] * s_qr
-    k_base = kr_ptr + (h // GROUP).to(tl.int64) * s_kh
-    kk = tl.arange(0, BK)
-    j_end = row0 + tile * BM + BM  # causal: key rows j <= i < j_end
-    for j0 in range(0, j_end, BN):
-        cols = j0 + tl.arange(0, BN)
-        c_ok = cols < n_krows
-        k_rows = k_base + cols.to(tl.int64)[:, None] * s_kr
-        acc = tl.zeros((BM, BN), dtype=tl.float32)
-        for k0 in range(0, K, BK):
-            a = tl.load(q_base + (k0 + kk)[None, :], mask=(local < n_rows)[:, None], other=0.0)
-            b = tl.load(k_rows + (k0 + kk)[None, :], mask=c_ok[:, None], other=0.0)
-            acc = tl.dot(a, tl.trans(b), acc)
-        s = tl.where(cols[None, :] <= rows[:, None], acc * scale_log2, float("-inf"))
-        m = tl.max(s, 1)
-        m = tl.where(m == float("-inf"), 0.0, m)
-        p = tl.exp2(s - m[:, None])
-        blk = tl.sum(tl.reshape(p, (BM, BN // R, R)), 2)
-        lse = m[:, None] + tl.log2(blk)
-        kb = j0 // R + tl.arange(0, BN // R)
-        ptrs = lse_ptr + h.to(tl.int64) * s_lh + local.to(tl.int64)[:, None] * s_lr + kb[None, :]
-        tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
-
-
-def reshape_queries(
-    q: torch.Tensor, q_offset: int, k_len: int, stride: int, row0: int, n_rows: int
-) -> torch.Tensor:
-    """``[Hq, n_rows, S*D]``: reshaped query row ``row0 + r`` = ``q[p]`` for ``p = (row0+r)*S + S-1-t``,
-    t = 0..S-1 (absolute positions; zeros outside ``q_offset..k_len-1``). One padded copy + one permute."""
-    lq, hq, d = q.shape
-    start = row0 * stride
-    padded = q.new_zeros((n_rows * stride, hq, d))
-    lo, hi = max(q_offset, start), min(k_len, start + n_rows * stride)
-    if hi > lo:
-        padded[lo - start : hi - start] = q[lo - q_offset : hi - q_offset]
-    return padded.view(n_rows, stride, hq, d).flip(1).permute(2, 0, 1, 3).reshape(hq, n_rows, stride * d)
-
-
-def reshape_keys(kv: PagedKV, stride: int, n_krows: int) -> torch.Tensor:
-    """``[Hkv, n_krows, S*D]``: reshaped key row ``j`` = ``k[j*S + t]``, t = 0..S-1, gathered from the
-    paged cache (zeros at and past ``k_len``)."""
-    kc = kv.key_cache
-    n_tok = n_krows * stride
-    tok = torch.arange(n_tok, device=kc.device)
-    valid = tok < kv.k_len
-    tok = torch.where(valid, tok, 0)
-    pages = kv.block_table[tok // kv.page_size].long()
-    rows = kc[pages, tok % kv.page_size]  # [n_tok, Hkv, D]; a page's unused slots may hold anything
-    rows.masked_fill_(~valid[:, None, None], 0)
-    hkv, d = kv.num_kv_heads, kv.head_dim
-    return rows.view(n_krows, stride, hkv, d).permute(2, 0, 1, 3).reshape(hkv, n_krows, stride * d)
-
-
-@triton.jit
 def _xattn_block_score_kernel(
-    lse_ptr,
-    score_ptr,
-    k_len,
-    q_offset,
-    first_qb,
-    n_kb,
-    s_lh,
-    s_lr,
-    s_sh,
-    s_sq,
-    S: tl.constexpr,
-    R: tl.constexpr,
-    NKB: tl.constexpr,
+    lse_ptr, score_ptr,
+    k_len, q_offset, first_qb, n_kb,
+    s_lh, s_lr, s_sh, s_sq,
+    S: tl.constexpr, R: tl.constexpr, NKB: tl.constexpr,
 ):
     qb_local = tl.program_id(0)
     h = tl.program_id(1)
@@ -284,83 +149,18 @@ def estimate_block_scores(
 
     if tiles.bm % r or tiles.bn % r:
         raise ValueError(f"tile rows must be multiples of B/S={r}, got {tiles}")
-    grid = (triton.cdiv(n_rows, tiles.bm), hq)
-    if tiles.layout == "reshaped":
-        if (stride * d) % tiles.bk:
-            raise ValueError(f"EstimateTiles.bk must divide S*D={stride * d}, got {tiles.bk}")
-        n_krows = min(triton.cdiv(k_len, stride), (first_qb + n_qb) * r)
-        qr = reshape_queries(q, q_offset, k_len, stride, first_qb * r, n_rows)
-        kr = reshape_keys(kv, stride, n_krows)
-        _xattn_lse_gemm_kernel[grid](
-            qr,
-            kr,
-            lse,
-            k_len,
-            q_offset,
-            first_qb * r,
-            n_rows,
-            n_krows,
-            n_kb,
-            scale_log2,
-            qr.stride(0),
-            qr.stride(1),
-            kr.stride(0),
-            kr.stride(1),
-            lse.stride(0),
-            lse.stride(1),
-            GROUP=hq // kv.num_kv_heads,
-            S=stride,
-            R=r,
-            K=stride * d,
-            BM=tiles.bm,
-            BN=tiles.bn,
-            BK=tiles.bk,
-            num_warps=tiles.num_warps,
-            num_stages=tiles.num_stages,
-        )
-    else:
-        _xattn_lse_kernel[grid](
-            q,
-            kc,
-            kv.block_table,
-            lse,
-            k_len,
-            q_offset,
-            kv.page_size,
-            first_qb * r,
-            n_rows,
-            n_kb,
-            scale_log2,
-            q.stride(0),
-            q.stride(1),
-            kc.stride(0),
-            kc.stride(1),
-            kc.stride(2),
-            lse.stride(0),
-            lse.stride(1),
-            GROUP=hq // kv.num_kv_heads,
-            S=stride,
-            R=r,
-            D=d,
-            BM=tiles.bm,
-            BN=tiles.bn,
-            num_warps=tiles.num_warps,
-            num_stages=tiles.num_stages,
-        )
+    _xattn_lse_kernel[(triton.cdiv(n_rows, tiles.bm), hq)](
+        q, kc, kv.block_table, lse,
+        k_len, q_offset, kv.page_size, first_qb * r, n_rows, n_kb, scale_log2,
+        q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), lse.stride(0), lse.stride(1),
+        GROUP=hq // kv.num_kv_heads, S=stride, R=r, D=d,
+        BM=tiles.bm, BN=tiles.bn, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
     scores = out if out is not None else torch.empty((hq, n_qb, n_kb), dtype=torch.float32, device=q.device)
     _xattn_block_score_kernel[(n_qb, hq)](
-        lse,
-        scores,
-        k_len,
-        q_offset,
-        first_qb,
-        n_kb,
-        lse.stride(0),
-        lse.stride(1),
-        scores.stride(0),
-        scores.stride(1),
-        S=stride,
-        R=r,
-        NKB=triton.next_power_of_2(n_kb),
+        lse, scores,
+        k_len, q_offset, first_qb, n_kb,
+        lse.stride(0), lse.stride(1), scores.stride(0), scores.stride(1),
+        S=stride, R=r, NKB=triton.next_power_of_2(n_kb),
     )
     return scores

@@ -22,40 +22,20 @@ from attention_backend.kernels.kv_view import PagedKV
 
 @dataclass(frozen=True)
 class AttnTiles:
-    """Launch shape of the sparse attention kernel: a ``B``-query tile walks each kept key block in
-    ``bn``-key steps (``bn`` = B or a divisor of it, e.g. 64: smaller score tiles, less register pressure)."""
+    """Launch shape of the sparse attention kernel (its tile is one B x B block)."""
 
     num_warps: int = 8
     num_stages: int = 3
-    bn: int | None = None  # None: the block size
 
 
 @triton.jit
 def _attend_block(
-    q,
-    k0,
-    qpos,
-    m_i,
-    l_i,
-    acc,
-    k_ptr,
-    v_ptr,
-    bt_ptr,
-    k_len,
-    page_size,
-    s_kp,
-    s_kt,
-    k_head,
-    s_vp,
-    s_vt,
-    v_head,
-    d,
-    scale_log2,
-    BN: tl.constexpr,
-    CAUSAL: tl.constexpr,
+    q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+    s_kp, s_kt, k_head, s_vp, s_vt, v_head, d, scale_log2,
+    B: tl.constexpr, CAUSAL: tl.constexpr,
 ):
-    """Keys ``k0 .. k0+BN-1`` in the online softmax; ``CAUSAL`` adds the token mask (diagonal block)."""
-    kpos = k0 + tl.arange(0, BN)
+    """One key block of the online softmax; ``CAUSAL`` adds the token mask (the diagonal block)."""
+    kpos = kb * B + tl.arange(0, B)
     k = _load_kv_rows(k_ptr, bt_ptr, kpos, k_len, page_size, s_kp, s_kt, k_head, d)
     s = tl.dot(q, tl.trans(k)) * scale_log2
     if CAUSAL:
@@ -72,36 +52,10 @@ def _attend_block(
 
 @triton.jit
 def _block_sparse_attn_kernel(
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    bt_ptr,
-    idx_ptr,
-    cnt_ptr,
-    o_ptr,
-    k_len,
-    q_offset,
-    page_size,
-    first_qb,
-    n_qb,
-    scale_log2,
-    s_qt,
-    s_qh,
-    s_kp,
-    s_kt,
-    s_kh,
-    s_vp,
-    s_vt,
-    s_vh,
-    s_ot,
-    s_oh,
-    s_ih,
-    s_iq,
-    s_ch,
-    GROUP: tl.constexpr,
-    B: tl.constexpr,
-    D: tl.constexpr,
-    BN: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, bt_ptr, idx_ptr, cnt_ptr, o_ptr,
+    k_len, q_offset, page_size, first_qb, n_qb, scale_log2,
+    s_qt, s_qh, s_kp, s_kt, s_kh, s_vp, s_vt, s_vh, s_ot, s_oh, s_ih, s_iq, s_ch,
+    GROUP: tl.constexpr, B: tl.constexpr, D: tl.constexpr,
 ):
     qb_local = n_qb - 1 - tl.program_id(0)  # longest rows first
     h = tl.program_id(1)
@@ -110,9 +64,7 @@ def _block_sparse_attn_kernel(
     qpos = qb * B + tl.arange(0, B)
     q_ok = (qpos >= q_offset) & (qpos < k_len)
     q_rows = (qpos - q_offset).to(tl.int64)
-    q = tl.load(
-        q_ptr + h.to(tl.int64) * s_qh + q_rows[:, None] * s_qt + d[None, :], mask=q_ok[:, None], other=0.0
-    )
+    q = tl.load(q_ptr + h.to(tl.int64) * s_qh + q_rows[:, None] * s_qt + d[None, :], mask=q_ok[:, None], other=0.0)
     kvh = (h // GROUP).to(tl.int64)
     m_i = tl.full((B,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((B,), dtype=tl.float32)
@@ -122,56 +74,17 @@ def _block_sparse_attn_kernel(
     # Kept blocks are causal and ascending: all but possibly the last (the diagonal) need no token mask.
     last = tl.load(row_idx + tl.maximum(n - 1, 0))
     n_full = tl.where(n > 0, n - (last >= qb).to(tl.int32), 0)
-    SUB: tl.constexpr = B // BN
-    for i in range(n_full * SUB):  # one flat loop over BN-key steps: what Triton's pipeliner handles best
-        k0 = tl.load(row_idx + i // SUB) * B + (i % SUB) * BN
+    for i in range(n_full):
+        kb = tl.load(row_idx + i)
         m_i, l_i, acc = _attend_block(
-            q,
-            k0,
-            qpos,
-            m_i,
-            l_i,
-            acc,
-            k_ptr,
-            v_ptr,
-            bt_ptr,
-            k_len,
-            page_size,
-            s_kp,
-            s_kt,
-            kvh * s_kh,
-            s_vp,
-            s_vt,
-            kvh * s_vh,
-            d,
-            scale_log2,
-            BN,
-            False,
+            q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+            s_kp, s_kt, kvh * s_kh, s_vp, s_vt, kvh * s_vh, d, scale_log2, B, False,
         )
-    for i in range(n_full * SUB, n * SUB):
-        k0 = tl.load(row_idx + i // SUB) * B + (i % SUB) * BN
+    for i in range(n_full, n):
+        kb = tl.load(row_idx + i)
         m_i, l_i, acc = _attend_block(
-            q,
-            k0,
-            qpos,
-            m_i,
-            l_i,
-            acc,
-            k_ptr,
-            v_ptr,
-            bt_ptr,
-            k_len,
-            page_size,
-            s_kp,
-            s_kt,
-            kvh * s_kh,
-            s_vp,
-            s_vt,
-            kvh * s_vh,
-            d,
-            scale_log2,
-            BN,
-            True,
+            q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+            s_kp, s_kt, kvh * s_kh, s_vp, s_vt, kvh * s_vh, d, scale_log2, B, True,
         )
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     o_ptrs = o_ptr + h.to(tl.int64) * s_oh + q_rows[:, None] * s_ot + d[None, :]
@@ -207,43 +120,15 @@ def block_sparse_attention_indexed(
         out = torch.empty_like(q)
     if out.stride(2) != 1:
         raise ValueError(f"out last dim must be contiguous, got strides {out.stride()}")
-    bn = tiles.bn or block_size
-    if block_size % bn or bn < 16:
-        raise ValueError(f"AttnTiles.bn must be >= 16 and divide the block size {block_size}, got {bn}")
     scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d))
     kc, vc = kv.key_cache, kv.value_cache
     _block_sparse_attn_kernel[(n_qb, hq)](
-        q,
-        kc,
-        vc,
-        kv.block_table,
-        idx,
-        count,
-        out,
-        kv.k_len,
-        q_offset,
-        kv.page_size,
-        first_qb,
-        n_qb,
-        scale_log2,
-        q.stride(0),
-        q.stride(1),
-        kc.stride(0),
-        kc.stride(1),
-        kc.stride(2),
-        vc.stride(0),
-        vc.stride(1),
-        vc.stride(2),
-        out.stride(0),
-        out.stride(1),
-        idx.stride(0),
-        idx.stride(1),
-        count.stride(0),
-        GROUP=hq // kv.num_kv_heads,
-        B=block_size,
-        D=d,
-        BN=bn,
-        num_warps=tiles.num_warps,
-        num_stages=tiles.num_stages,
+        q, kc, vc, kv.block_table, idx, count, out,
+        kv.k_len, q_offset, kv.page_size, first_qb, n_qb, scale_log2,
+        q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
+        vc.stride(0), vc.stride(1), vc.stride(2), out.stride(0), out.stride(1),
+        idx.stride(0), idx.stride(1), count.stride(0),
+        GROUP=hq // kv.num_kv_heads, B=block_size, D=d,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out

@@ -44,7 +44,6 @@ OUT_TOL = {torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
 
 if DEV:
     from attention_backend.kernels import (
-        AttnTiles,
         EstimateTiles,
         PagedKV,
         PrefillSeq,
@@ -115,15 +114,14 @@ else:
 SHAPE_IDS = [f"lk{s[0]}-off{s[1]}-h{s[2]}x{s[3]}-B{s[4]}-S{s[5]}" for s in SHAPES]
 
 
-@pytest.mark.parametrize("layout", ["reshaped", "gather"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES, ids=SHAPE_IDS)
-def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, layout):
+def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype):
     d = 64
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=lk + off)
     first, nqb, nkb = _first_qb_nqb(lk, off, block)
     out = torch.full((hq, nqb, nkb), float("nan"), device=DEV)
-    tiles = EstimateTiles(bm=64, bn=64, num_warps=4, layout=layout) if DEV == "cpu" else EstimateTiles(layout=layout)
+    tiles = EstimateTiles(bm=64, bn=64, num_warps=4) if DEV == "cpu" else EstimateTiles()
     got = estimate_block_scores(
         q, PagedKV.from_contiguous(k, v), block_size=block, stride=stride, q_offset=off, out=out, tiles=tiles
     )
@@ -138,16 +136,13 @@ def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, layo
     assert_close(got.cpu(), want, SCORE_TOL[dtype], "block scores")
 
 
-@pytest.mark.parametrize("layout", ["reshaped", "gather"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("page", [16, 32, 128])
-def test_estimate_reads_the_paged_cache(page, dtype, layout):
+def test_estimate_reads_the_paged_cache(page, dtype):
     lk, off, hq, hkv, d = (300, 100, 4, 2, 64) if DEV == "cpu" else (1500, 700, 8, 2, 128)
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=page)
-    tiles = EstimateTiles(bm=64, bn=64, num_warps=4, layout=layout) if DEV == "cpu" else EstimateTiles(layout=layout)
-    kv_c, kv_p = PagedKV.from_contiguous(k, v), _paged(k, v, page, seed=page)
-    contiguous = estimate_block_scores(q, kv_c, block_size=128, stride=8, q_offset=off, tiles=tiles)
-    paged = estimate_block_scores(q, kv_p, block_size=128, stride=8, q_offset=off, tiles=tiles)
+    contiguous = estimate_block_scores(q, PagedKV.from_contiguous(k, v), block_size=128, stride=8, q_offset=off)
+    paged = estimate_block_scores(q, _paged(k, v, page, seed=page), block_size=128, stride=8, q_offset=off)
     assert_close(paged, contiguous, 1e-6, f"paged (page {page}) vs contiguous scores")
 
 
@@ -218,8 +213,7 @@ def test_all_blocks_equals_dense_sdpa(lk, off, hq, hkv, block, stride, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("page", [16, 64])
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES, ids=SHAPE_IDS)
-@pytest.mark.parametrize("bn", [None, 64, 32])
-def test_random_block_mask_paged_matches_reference(lk, off, hq, hkv, block, stride, page, dtype, bn):
+def test_random_block_mask_paged_matches_reference(lk, off, hq, hkv, block, stride, page, dtype):
     d = 64
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=5 * lk + off + page)
     first, nqb, nkb = _first_qb_nqb(lk, off, block)
@@ -228,10 +222,7 @@ def test_random_block_mask_paged_matches_reference(lk, off, hq, hkv, block, stri
     mask[:, torch.arange(nqb), torch.arange(first, first + nqb)] = True
     idx, count = mask_to_index(mask.to(DEV), first_qb=first)
     out = torch.full_like(q, float("nan"))
-    tiles = AttnTiles(num_warps=4 if DEV == "cpu" else 8, bn=bn)
-    block_sparse_attention_indexed(
-        q, _paged(k, v, page, seed=lk), idx, count, block_size=block, q_offset=off, out=out, tiles=tiles
-    )
+    block_sparse_attention_indexed(q, _paged(k, v, page, seed=lk), idx, count, block_size=block, q_offset=off, out=out)
     assert bool(torch.isfinite(out).all()), "output not fully written"
     qc, kc, vc = _cpu(q, k, v)
     want = ref_block_sparse_attention(qc, kc, vc, mask, block_size=block, q_offset=off)
