@@ -35,7 +35,9 @@ def xattention_prefill(
         (out [Lq, Hq, D] in q's dtype, block_mask [Hq, nqb, ceil(Lk / B)] bool), where row i of the
         mask is absolute query block ``q_offset // B + i`` (nqb = ceil(Lq / B) when ``q_offset % B == 0``).
         Chunking is exact when chunks start at multiples of B; a query block split across chunks is
-        estimated from the queries each chunk holds.
+        estimated from the queries each chunk holds. No chunked (causal) computation can match one shot
+        there: one shot selects a block's key blocks with ALL its queries, including those after the
+        chunk boundary (tests/attention_backend/test_xattn_attention.py shows the dependence).
     """
     if not isinstance(config, XAttentionConfig):
         raise ValueError(f"config: expected an XAttentionConfig, got {type(config).__name__}")

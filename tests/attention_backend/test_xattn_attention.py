@@ -115,3 +115,20 @@ def test_threshold_table_picks_the_layer_row():
     assert int(m0[0].sum()) == 8 + 7
     with pytest.raises(ValueError, match="layer"):
         xattention_prefill(q, k, v, cfg)
+
+
+def test_one_shot_mask_of_a_block_depends_on_its_later_queries():
+    """Why no chunked prefill can equal one shot when a chunk ends INSIDE a query block: the one-shot
+    output of a query before the boundary depends on queries after it (they vote in the block's
+    selection), which a chunk that ends at the boundary has not seen. Changing only the queries after
+    position 220 (block 3 = positions 192..255) changes the one-shot output at positions 192..219."""
+    q, k, v = qkv(320, 320, 4, 2, 16, seed=13)
+    cfg = XAttentionConfig(block_size=64, stride=8, threshold=0.6)
+    out_a, mask_a = xattention_prefill(q, k, v, cfg)
+    q2 = q.clone()
+    q2[220:256] = 4.0 * k[128:164].repeat_interleave(2, dim=1)  # later queries that look elsewhere
+    out_b, mask_b = xattention_prefill(q2, k, v, cfg)
+    assert torch.equal(mask_a[:, :3], mask_b[:, :3]), "blocks 0-2 have no changed query"
+    assert not torch.equal(mask_a[:, 3], mask_b[:, 3]), "the later queries must move block 3's selection"
+    assert not torch.allclose(out_a[192:220], out_b[192:220]), "so the output before the boundary moves too"
+    assert torch.allclose(out_a[:192], out_b[:192]), "while earlier blocks' rows are untouched"
