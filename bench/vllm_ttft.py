@@ -67,8 +67,9 @@ def ttft(args: argparse.Namespace) -> dict[str, Any]:
     lens = [int(x) for x in args.lens.split(",")]
     xattn = {"threshold": args.tau, "stride": args.stride, "min_sparse_len": args.min_len}
     t = time.time()
+    kw = {"block_size": args.block_size} if args.block_size else {}
     llm = make_llm(args.backend, "/tmp/l8b", max(lens) + 64, xattn, load_format="dummy", skip_tokenizer_init=True,
-                   gpu_memory_utilization=0.85, enforce_eager=False)
+                   gpu_memory_utilization=0.85, enforce_eager=False, **kw)
     init_s = time.time() - t
     rng = random.Random(0)
 
@@ -77,7 +78,9 @@ def ttft(args: argparse.Namespace) -> dict[str, Any]:
 
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
     llm.generate([mk(8192)], one, use_tqdm=False)
-    res: dict[str, Any] = {"backend": args.backend, "init_s": init_s, "xattn": xattn, "ttft_s": {}}
+    res: dict[str, Any] = {
+        "backend": args.backend, "init_s": init_s, "xattn": xattn, "block_size": args.block_size, "ttft_s": {}
+    }
     for n in lens:
         ts = []
         for _ in range(2):
@@ -125,6 +128,7 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=8)
     ap.add_argument("--min-len", type=int, default=8192)
     ap.add_argument("--model", default="/tmp/model")
+    ap.add_argument("--block-size", type=int, default=0, help="vLLM KV block size (0: vLLM's default)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.mode == "ttft":

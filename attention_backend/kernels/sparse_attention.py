@@ -29,14 +29,48 @@ class AttnTiles:
 
 
 @triton.jit
+def _load_block_rows(
+    cache_ptr, bt_ptr, k0, kpos, k_len, page_size, s_page, s_tok, head_off, d, PAGE_ALIGNED: tl.constexpr
+):
+    """Rows ``kpos = k0 + arange(B)`` (one key block) of one KV head. ``PAGE_ALIGNED``: the block lies in one page
+    (page_size a multiple of B), so one block-table entry gives an affine tile Triton can vectorise and
+    pipeline; otherwise each row is looked up."""
+    if PAGE_ALIGNED:
+        page = tl.load(bt_ptr + k0 // page_size).to(tl.int64)
+        rows = page * s_page + (kpos - k0 + k0 % page_size).to(tl.int64) * s_tok + head_off
+        ok = kpos < k_len
+        return tl.load(cache_ptr + rows[:, None] + d[None, :], mask=ok[:, None], other=0.0)
+    return _load_kv_rows(cache_ptr, bt_ptr, kpos, k_len, page_size, s_page, s_tok, head_off, d)
+
+
+@triton.jit
 def _attend_block(
-    q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
-    s_kp, s_kt, k_head, s_vp, s_vt, v_head, d, scale_log2,
-    B: tl.constexpr, CAUSAL: tl.constexpr,
+    q,
+    kb,
+    qpos,
+    m_i,
+    l_i,
+    acc,
+    k_ptr,
+    v_ptr,
+    bt_ptr,
+    k_len,
+    page_size,
+    s_kp,
+    s_kt,
+    k_head,
+    s_vp,
+    s_vt,
+    v_head,
+    d,
+    scale_log2,
+    B: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    PAGE_ALIGNED: tl.constexpr,
 ):
     """One key block of the online softmax; ``CAUSAL`` adds the token mask (the diagonal block)."""
     kpos = kb * B + tl.arange(0, B)
-    k = _load_kv_rows(k_ptr, bt_ptr, kpos, k_len, page_size, s_kp, s_kt, k_head, d)
+    k = _load_block_rows(k_ptr, bt_ptr, kb * B, kpos, k_len, page_size, s_kp, s_kt, k_head, d, PAGE_ALIGNED)
     s = tl.dot(q, tl.trans(k)) * scale_log2
     if CAUSAL:
         s = tl.where(kpos[None, :] <= qpos[:, None], s, float("-inf"))
@@ -45,17 +79,43 @@ def _attend_block(
     alpha = tl.exp2(m_i - m_use)
     p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = _load_kv_rows(v_ptr, bt_ptr, kpos, k_len, page_size, s_vp, s_vt, v_head, d)
+    v = _load_block_rows(v_ptr, bt_ptr, kb * B, kpos, k_len, page_size, s_vp, s_vt, v_head, d, PAGE_ALIGNED)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
     return m_new, l_i, acc
 
 
 @triton.jit
 def _block_sparse_attn_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, idx_ptr, cnt_ptr, o_ptr,
-    k_len, q_offset, page_size, first_qb, n_qb, scale_log2,
-    s_qt, s_qh, s_kp, s_kt, s_kh, s_vp, s_vt, s_vh, s_ot, s_oh, s_ih, s_iq, s_ch,
-    GROUP: tl.constexpr, B: tl.constexpr, D: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    bt_ptr,
+    idx_ptr,
+    cnt_ptr,
+    o_ptr,
+    k_len,
+    q_offset,
+    page_size,
+    first_qb,
+    n_qb,
+    scale_log2,
+    s_qt,
+    s_qh,
+    s_kp,
+    s_kt,
+    s_kh,
+    s_vp,
+    s_vt,
+    s_vh,
+    s_ot,
+    s_oh,
+    s_ih,
+    s_iq,
+    s_ch,
+    GROUP: tl.constexpr,
+    B: tl.constexpr,
+    D: tl.constexpr,
+    PAGE_ALIGNED: tl.constexpr,
 ):
     qb_local = n_qb - 1 - tl.program_id(0)  # longest rows first
     h = tl.program_id(1)
@@ -64,7 +124,9 @@ def _block_sparse_attn_kernel(
     qpos = qb * B + tl.arange(0, B)
     q_ok = (qpos >= q_offset) & (qpos < k_len)
     q_rows = (qpos - q_offset).to(tl.int64)
-    q = tl.load(q_ptr + h.to(tl.int64) * s_qh + q_rows[:, None] * s_qt + d[None, :], mask=q_ok[:, None], other=0.0)
+    q = tl.load(
+        q_ptr + h.to(tl.int64) * s_qh + q_rows[:, None] * s_qt + d[None, :], mask=q_ok[:, None], other=0.0
+    )
     kvh = (h // GROUP).to(tl.int64)
     m_i = tl.full((B,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((B,), dtype=tl.float32)
@@ -77,14 +139,54 @@ def _block_sparse_attn_kernel(
     for i in range(n_full):
         kb = tl.load(row_idx + i)
         m_i, l_i, acc = _attend_block(
-            q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
-            s_kp, s_kt, kvh * s_kh, s_vp, s_vt, kvh * s_vh, d, scale_log2, B, False,
+            q,
+            kb,
+            qpos,
+            m_i,
+            l_i,
+            acc,
+            k_ptr,
+            v_ptr,
+            bt_ptr,
+            k_len,
+            page_size,
+            s_kp,
+            s_kt,
+            kvh * s_kh,
+            s_vp,
+            s_vt,
+            kvh * s_vh,
+            d,
+            scale_log2,
+            B,
+            False,
+            PAGE_ALIGNED,
         )
     for i in range(n_full, n):
         kb = tl.load(row_idx + i)
         m_i, l_i, acc = _attend_block(
-            q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
-            s_kp, s_kt, kvh * s_kh, s_vp, s_vt, kvh * s_vh, d, scale_log2, B, True,
+            q,
+            kb,
+            qpos,
+            m_i,
+            l_i,
+            acc,
+            k_ptr,
+            v_ptr,
+            bt_ptr,
+            k_len,
+            page_size,
+            s_kp,
+            s_kt,
+            kvh * s_kh,
+            s_vp,
+            s_vt,
+            kvh * s_vh,
+            d,
+            scale_log2,
+            B,
+            True,
+            PAGE_ALIGNED,
         )
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     o_ptrs = o_ptr + h.to(tl.int64) * s_oh + q_rows[:, None] * s_ot + d[None, :]
@@ -123,12 +225,37 @@ def block_sparse_attention_indexed(
     scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d))
     kc, vc = kv.key_cache, kv.value_cache
     _block_sparse_attn_kernel[(n_qb, hq)](
-        q, kc, vc, kv.block_table, idx, count, out,
-        kv.k_len, q_offset, kv.page_size, first_qb, n_qb, scale_log2,
-        q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
-        vc.stride(0), vc.stride(1), vc.stride(2), out.stride(0), out.stride(1),
-        idx.stride(0), idx.stride(1), count.stride(0),
-        GROUP=hq // kv.num_kv_heads, B=block_size, D=d,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        q,
+        kc,
+        vc,
+        kv.block_table,
+        idx,
+        count,
+        out,
+        kv.k_len,
+        q_offset,
+        kv.page_size,
+        first_qb,
+        n_qb,
+        scale_log2,
+        q.stride(0),
+        q.stride(1),
+        kc.stride(0),
+        kc.stride(1),
+        kc.stride(2),
+        vc.stride(0),
+        vc.stride(1),
+        vc.stride(2),
+        out.stride(0),
+        out.stride(1),
+        idx.stride(0),
+        idx.stride(1),
+        count.stride(0),
+        GROUP=hq // kv.num_kv_heads,
+        B=block_size,
+        D=d,
+        PAGE_ALIGNED=kv.page_size % block_size == 0,
+        num_warps=tiles.num_warps,
+        num_stages=tiles.num_stages,
     )
     return out

@@ -211,7 +211,7 @@ def test_all_blocks_equals_dense_sdpa(lk, off, hq, hkv, block, stride, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("page", [16, 64])
+@pytest.mark.parametrize("page", [16, 64, 256])
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES, ids=SHAPE_IDS)
 def test_random_block_mask_paged_matches_reference(lk, off, hq, hkv, block, stride, page, dtype):
     d = 64
