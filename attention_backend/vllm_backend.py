@@ -9,11 +9,19 @@ included: K/V are read from the paged cache) run the Triton kernels of ``attenti
 through ``paged_prefill``; decodes and short prefills run vLLM's FlashAttention.
 
 Differences between the supported vLLM versions (0.26 - 0.33) are handled here and nowhere else.
+``register()`` first checks the installed vLLM against ``vllm_requirements.REQUIREMENTS`` (raising
+``VllmIncompatible`` with the version and missing symbols). The version differences handled below
+(docs/vllm_versions.md): the CPU kernel ISA lives on the impl up to 0.28 and on the layer from 0.29;
+``cpu_attn_get_scheduler_metadata`` takes ``kv_cache_dtype`` from 0.27; FLASH_ATTN metadata has
+``use_cascade`` up to 0.31 (cascade attention is gone from 0.32); ``CommonAttentionMetadata`` has
+``seq_lens_cpu`` up to 0.29.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import logging
 from typing import Any
 
@@ -28,6 +36,7 @@ from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend, CPUAttentio
 from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionBackend,
     FlashAttentionImpl,
+    FlashAttentionMetadata,
     FlashAttentionMetadataBuilder,
 )
 
@@ -36,6 +45,8 @@ from attention_backend.config import ADDITIONAL_CONFIG_KEY, XAttentionConfig
 from attention_backend.prefill import xattention_prefill
 from attention_backend.stats import XAttentionStats
 from attention_backend.status import write_marker
+from attention_backend.vllm_contract import Report, VllmIncompatible, require_installed
+from attention_backend.vllm_requirements import REQUIREMENTS
 
 try:  # vLLM >= 0.11 keeps the registry under v1/
     from vllm.v1.attention.backends.registry import AttentionBackendEnum, register_backend
@@ -54,6 +65,14 @@ STATS = XAttentionStats()
 """This process's counters; also written to ``$XEDGE_STATUS_DIR/attention.stats.<pid>.json``."""
 
 _warned: set[str] = set()
+
+
+@functools.cache
+def _vllm() -> Report:
+    """The installed vLLM checked against our requirements (once per process; raises if unsupported)."""
+    return require_installed(REQUIREMENTS, "xedge attention backend")
+
+
 _last_plan: tuple[Any, BatchPlan] | None = None  # (metadata object, its plan): plan once per step
 
 
@@ -70,6 +89,10 @@ def _config_from_vllm() -> XAttentionConfig:
 
 
 _last_subset: tuple[Any, torch.Tensor, Any] | None = None  # (metadata, rows, sub-metadata) per step
+_SCHEDULER_TAKES_KV_DTYPE = (
+    "kv_cache_dtype" in inspect.signature(ops.cpu_attn_get_scheduler_metadata).parameters
+)
+"""vLLM >= 0.27 builds the CPU scheduler metadata with the cache dtype; 0.26 has no such parameter."""
 
 
 def _dense_subset(
@@ -106,13 +129,23 @@ def _dense_subset(
             query_start_loc=qsl,
             causal=True,
             sliding_window_size=-1,
-            isa=layer.isa,
+            isa=_cpu_isa(impl, layer),
             enable_kv_split=envs.VLLM_CPU_ATTN_SPLIT_KV,
-            kv_cache_dtype=impl.kv_cache_dtype,
+            **({"kv_cache_dtype": impl.kv_cache_dtype} if _SCHEDULER_TAKES_KV_DTYPE else {}),
         ),
     )
     _last_subset = (attn_metadata, rows, sub)
     return rows, sub
+
+
+def _cpu_isa(impl: CPUAttentionBackendImpl, layer: Any) -> str:
+    """The CPU kernel ISA vLLM picked: on the impl up to vLLM 0.28, set on the layer by the metadata
+    builder from 0.29."""
+    for holder in (impl, layer):
+        isa = getattr(holder, "isa", None)
+        if isa is not None:
+            return isa
+    raise VllmIncompatible(f"vLLM {_vllm().version}: neither the CPU attention impl nor its layer has an ISA")
 
 
 def _plan(attn_metadata: Any, min_sparse_len: int) -> BatchPlan:
@@ -167,7 +200,10 @@ def _init_xattn(impl: Any, unsupported: dict[str, bool]) -> None:
 
 
 def register() -> None:
-    """vLLM general-plugin entry point: put our attention backend in vLLM's path (idempotent)."""
+    """vLLM general-plugin entry point: put our attention backend in vLLM's path (idempotent).
+
+    Raises ``VllmIncompatible`` (nothing registered) when the installed vLLM lacks what we need."""
+    _vllm()
     if current_platform.is_cpu():
         register_backend(AttentionBackendEnum.CPU_ATTN, CPU_BACKEND_PATH)
         write_marker("attention", "registered", {"backend": "CPU_ATTN", "class_path": CPU_BACKEND_PATH})
@@ -293,16 +329,20 @@ def cuda_kept_blocks() -> int:
     return 0 if _cuda_kept_total is None else int(_cuda_kept_total)
 
 
+_HAS_CASCADE = "use_cascade" in FlashAttentionMetadata.__dataclass_fields__  # vLLM <= 0.31
+
+
 class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
     """Adds the batch layout on the host (``xattn_layout = (query_start_loc, seq_lens)`` lists) once per
     step, from vLLM's CPU copies, so the attention forward never waits for the GPU. ``seq_lens`` comes
-    from ``seq_lens_cpu_upper_bound`` where vLLM has it (exact for prefill rows, the only ones used)."""
+    from ``seq_lens_cpu_upper_bound`` where vLLM has it (exact for prefill rows, the only ones used),
+    else from ``seq_lens`` (one copy to the host; vLLM <= 0.29 did the same in ``seq_lens_cpu``)."""
 
     def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
         meta = super().build(common_prefix_len, common_attn_metadata, fast_build)
         n = common_attn_metadata.num_reqs
         bound = getattr(common_attn_metadata, "seq_lens_cpu_upper_bound", None)
-        seq_lens = bound if bound is not None else common_attn_metadata.seq_lens_cpu
+        seq_lens = bound if bound is not None else common_attn_metadata.seq_lens.cpu()
         meta.xattn_layout = (
             common_attn_metadata.query_start_loc_cpu[: n + 1].tolist(),
             seq_lens[:n].tolist(),
@@ -357,7 +397,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         if (
             not self.sparse_enabled
             or layout is None
-            or attn_metadata.use_cascade
+            or (_HAS_CASCADE and attn_metadata.use_cascade)
             or attn_metadata.max_query_len < 2
             or attn_metadata.max_seq_len < self.xattn.min_sparse_len
         ):
@@ -372,7 +412,8 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
         if len(seqs) < len(seq_lens):
             super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
-        # vLLM 0.26 FLASH_ATTN cache: [pages, Hkv, page, 2D] -> K and V views [pages, page, Hkv, D].
+        # FLASH_ATTN cache (0.26 - 0.33, pinned in vllm_requirements): [pages, Hkv, page, 2D] -> K, V views
+        # [pages, page, Hkv, D].
         key_cache, value_cache = kv_cache.transpose(1, 2).split(self.head_size, dim=-1)
         masks = self._paged_prefill(
             query.view(query.shape[0], self.num_heads, self.head_size),

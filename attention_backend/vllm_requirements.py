@@ -128,13 +128,6 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     ),
     *(
         Requirement("attr", _BACKEND, f"CommonAttentionMetadata.{field}")
-        for field in ("num_reqs", "query_start_loc_cpu", "seq_lens_cpu_upper_bound")
-    ),
-    Requirement(
-        "attr",
-        _BACKEND,
-        "CommonAttentionMetadata.seq_lens_cpu",
-        optional=True,
-        why="removed in vLLM 0.30; only read when seq_lens_cpu_upper_bound is None",
+        for field in ("num_reqs", "query_start_loc_cpu", "seq_lens", "seq_lens_cpu_upper_bound")
     ),
 )
