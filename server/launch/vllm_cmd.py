@@ -55,8 +55,13 @@ def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) 
         argv += ["--kv-cache-memory-bytes", str(int(settings.kv_cache_gib * 2**30)), "--enforce-eager"]
     if settings.max_model_len:
         argv += ["--max-model-len", str(settings.max_model_len)]
-    if settings.block_size:
-        argv += ["--block-size", str(settings.block_size)]
+    block_size = settings.block_size
+    if block_size is None and device == "cuda":
+        # KV pages that are whole XAttention blocks let the sparse kernel load a key block with one
+        # block-table entry (74 vs 58 % of cuDNN's TFLOP/s on an H200, bench/results/xattn_speed.md).
+        block_size = int(settings.xattn.get("block_size", 128))
+    if block_size:
+        argv += ["--block-size", str(block_size)]
     if settings.num_blocks_override:
         argv += ["--num-gpu-blocks-override", str(settings.num_blocks_override)]
     return argv + list(settings.vllm_args)
