@@ -31,6 +31,7 @@ def serve(
     prefix_cache_policy: Annotated[str, typer.Option(help="KV-cache eviction policy (see `xedge bench prefix-cache`).")] = "lru",
     kv_cache_gib: Annotated[float, typer.Option(help="KV cache size on CPU, GiB.")] = 1.0,
     max_model_len: Annotated[int | None, typer.Option(help="vLLM max model length.")] = None,
+    block_size: Annotated[int | None, typer.Option(help="vLLM KV block size (default: vLLM's on CPU, the XAttention block on CUDA).")] = None,
     xattn_stride: Annotated[int | None, typer.Option(help="XAttention antidiagonal stride (8 or 16).")] = None,
     xattn_threshold: Annotated[float | None, typer.Option(help="XAttention threshold tau in [0, 1].")] = None,
     xattn_min_len: Annotated[int | None, typer.Option(help="Prompts at least this long take the sparse prefill.")] = None,
@@ -50,7 +51,7 @@ def serve(
         settings = StackSettings(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,
             prefix_cache_policy=prefix_cache_policy, kv_cache_gib=kv_cache_gib, max_model_len=max_model_len,
-            xattn=xattn, run_dir=run_dir,
+            block_size=block_size, xattn=xattn, run_dir=run_dir,
         )  # fmt: skip
     except ValidationError as exc:
         typer.echo(f"xedge serve: {one_line(exc)}", err=True)

@@ -48,6 +48,7 @@ def test_busy_port_exits_with_one_line(tmp_path):
     [
         (["--xattn-threshold", "1.5"], "threshold"),
         (["--xattn-stride", "7"], "stride"),
+        (["--block-size", "0"], "--block-size"),
     ],
 )
 def test_bad_xattn_flags_are_refused_before_start(tmp_path, args, needle):
