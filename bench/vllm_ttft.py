@@ -101,12 +101,14 @@ def equal(args: argparse.Namespace) -> dict[str, Any]:
     # tau = 1 and a small min length: every prefill row of >= 512 tokens takes the sparse kernels,
     # in chunks of 1024 new tokens that attend to the paged cache.
     xattn = {"threshold": 1.0, "stride": 8, "min_sparse_len": 512}
+    kw = {"block_size": args.block_size} if args.block_size else {}
     llm = make_llm(args.backend, args.model, 8192, xattn, gpu_memory_utilization=0.3, enforce_eager=True,
-                   max_num_batched_tokens=1024, seed=0)
+                   max_num_batched_tokens=1024, seed=0, **kw)
     rng = random.Random(1)
     prompts = [TokensPrompt(prompt_token_ids=[rng.randrange(100, 49000) for _ in range(n)]) for n in (3000, 1500, 700, 40)]
     outs = llm.generate(prompts, SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True), use_tqdm=False)
-    return {"backend": args.backend, "tokens": [list(o.outputs[0].token_ids) for o in outs], "xattn_stats": xattn_stats()}
+    return {"backend": args.backend, "block_size": args.block_size, "tokens": [list(o.outputs[0].token_ids) for o in outs],
+            "xattn_stats": xattn_stats()}
 
 
 def compare(a_path: str, b_path: str) -> dict[str, Any]:
