@@ -16,6 +16,10 @@ class PolicyConfig:
     ghost_factor / ghost_max_entries: how much evicted content ``workload`` remembers to observe reuses
         the cache missed (a multiple of the cache size, capped); too short a memory hides long reuse gaps.
     s3fifo_small_share: share of the cache given to S3-FIFO's probationary queue.
+    density_horizon_s: the ``density`` policy's look-ahead: hit density counts reuses within this many
+        more seconds of idleness, per block-second spent waiting for them.
+    density_refresh / density_decay: ``density`` rebuilds its tables every ``density_refresh`` idle
+        periods (block frees), then multiplies its counts by ``density_decay`` (1: never forget).
     """
 
     pin_share: float = 0.25
@@ -25,6 +29,9 @@ class PolicyConfig:
     ghost_factor: int = 64
     ghost_max_entries: int = 1 << 20
     s3fifo_small_share: float = 0.1
+    density_horizon_s: float = 200.0
+    density_refresh: int = 2000
+    density_decay: float = 0.995
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.pin_share <= 1.0:
@@ -41,3 +48,8 @@ class PolicyConfig:
             )
         if not 0.0 < self.s3fifo_small_share < 1.0:
             raise ValueError(f"s3fifo_small_share must be in (0, 1), got {self.s3fifo_small_share}")
+        if self.density_horizon_s <= 0 or self.density_refresh < 1 or not 0.0 < self.density_decay <= 1.0:
+            raise ValueError(
+                "density_horizon_s must be > 0, density_refresh >= 1 and density_decay in (0, 1], got "
+                f"{self.density_horizon_s}, {self.density_refresh}, {self.density_decay}"
+            )

@@ -13,6 +13,7 @@ POLICIES: dict[str, str] = {
     "workload": "server.prefix_cache.workload:WorkloadPolicy",
     "workload-paper": "server.prefix_cache.workload:WorkloadPaperPolicy",
     "s3fifo": "server.prefix_cache.s3fifo:S3FIFOPolicy",
+    "density": "server.prefix_cache.density:DensityPolicy",
 }
 ORACLE_POLICIES: dict[str, str] = {
     "belady": "server.prefix_cache.sim.belady:BeladyPolicy",

@@ -1,0 +1,81 @@
+"""``density``: evict the free block with the lowest expected hit density (LHD-like, on reuse gaps).
+
+The same machinery as ``workload`` (one LRU queue per request category, ghost entries keyed by content
+so reuses the cache missed are still observed, TTL pins bounded by ``PolicyConfig.pin_share``), with
+another priority: the block's category's *hit density* at its idle age, reuses per block-second over a
+look-ahead of ``PolicyConfig.density_horizon_s`` (``ReuseHistogram.table``), from the measured reuse-gap
+histogram of the category instead of an exponential fit. Ties go to the deeper offset.
+
+Only queue heads (each category's longest-idle free block) compete, so an eviction costs O(categories).
+The density of a category is not always monotone in idle age (a conversation's next turn rarely comes
+within seconds); comparing the youngest free block as well was measured and bought nothing on the
+Mooncake trace (bench/results/prefix_cache_notes.md). The tables are rebuilt every
+``PolicyConfig.density_refresh`` idle periods, and the counts then decay by ``density_decay``.
+"""
+
+from __future__ import annotations
+
+from server.prefix_cache.reuse_histogram import ReuseHistogram, bucket
+from server.prefix_cache.workload import WorkloadPolicy
+
+
+class DensityPolicy(WorkloadPolicy):
+    name = "density"
+
+    def __init__(self, *args, **kwargs) -> None:
+        self._hists: dict[str, ReuseHistogram] = {}
+        self._tables: dict[str, list[float]] = {}
+        self._periods_since_refresh = 0
+        super().__init__(*args, **kwargs)
+
+    def on_freed(self, block, meta, now) -> None:
+        super().on_freed(block, meta, now)
+        self._periods_since_refresh += 1
+        if self._periods_since_refresh >= self.config.density_refresh:
+            self.refresh_tables()
+
+    def refresh_tables(self) -> None:
+        """Rebuild every category's density table from its histogram, then decay the counts."""
+        horizon, decay = self.config.density_horizon_s, self.config.density_decay
+        self._tables = {c: h.table(horizon) for c, h in self._hists.items()}
+        for h in self._hists.values():
+            h.decay(decay)
+        self._periods_since_refresh = 0
+
+    def density(self, category: str, idle_s: float) -> float | None:
+        """The category's hit density at this idle age, or None before its first table."""
+        table = self._tables.get(category)
+        return None if table is None else table[bucket(idle_s)]
+
+    def reuse_probability(self, category: str, idle_s: float) -> float:
+        return self._fit(category).reuse_probability(idle_s, self.config.density_horizon_s)
+
+    # -- WorkloadPolicy hooks -------------------------------------------------------------------------
+    def _fit(self, category: str) -> ReuseHistogram:  # type: ignore[override]
+        hist = self._hists.get(category)
+        if hist is None:
+            hist = self._hists[category] = ReuseHistogram()
+        return hist
+
+    def _params(self) -> dict[str, list[float]]:  # type: ignore[override]
+        return self._tables
+
+    def _pick(self, now: float, params) -> int:  # type: ignore[override]
+        """The queue head with the lowest (hit density, -offset). A category without a table yet (too
+        new to have been measured) is kept: it ranks above every measured one."""
+        best_key: tuple[float, int] | None = None
+        best_block = -1
+        for category, queue in self._queues.items():
+            if not queue:
+                continue
+            block = next(iter(queue))
+            info = self._blocks[block]
+            table = params.get(category)
+            score = float("inf") if table is None else table[bucket(now - info.last)]
+            key = (score, -info.offset)
+            if best_key is None or key < best_key:
+                best_key, best_block = key, block
+        if best_key is not None:
+            return best_block
+        self.stats.pinned_evictions += 1
+        return next(iter(self._pinned_free))
