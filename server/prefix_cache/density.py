@@ -60,22 +60,11 @@ class DensityPolicy(WorkloadPolicy):
     def _params(self) -> dict[str, list[float]]:  # type: ignore[override]
         return self._tables
 
-    def _pick(self, now: float, params) -> int:  # type: ignore[override]
-        """The queue head with the lowest (hit density, -offset). A category without a table yet (too
-        new to have been measured) is kept: it ranks above every measured one."""
-        best_key: tuple[float, int] | None = None
-        best_block = -1
-        for category, queue in self._queues.items():
-            if not queue:
-                continue
-            block = next(iter(queue))
-            info = self._blocks[block]
-            table = params.get(category)
-            score = float("inf") if table is None else table[bucket(now - info.last)]
-            key = (score, -info.offset)
-            if best_key is None or key < best_key:
-                best_key, best_block = key, block
-        if best_key is not None:
-            return best_block
-        self.stats.pinned_evictions += 1
-        return next(iter(self._pinned_free))
+    def _head(self, category: str, queue, now: float, params) -> tuple[tuple[float, int], int]:
+        """(hit density, -offset) of the category's longest-idle free block, and the block. A category
+        without a table yet (too new to have been measured) is kept: it ranks above every measured one."""
+        block = next(iter(queue))
+        info = self._blocks[block]
+        table = params.get(category)
+        score = float("inf") if table is None else table[bucket(now - info.last)]
+        return (score, -info.offset), block

@@ -60,6 +60,8 @@ class WorkloadPolicy(EvictionPolicy):
         self._ghost_size = min(self.config.ghost_factor * self.capacity_blocks, self.config.ghost_max_entries)
         self._num_free = 0
         self.life_s = self.config.initial_life_s
+        self._heads: dict[str, tuple[tuple[float, int], int]] | None = None  # per evict call
+        self._picked: str | None = None
 
     # -- events -------------------------------------------------------------------------------------------
     def on_cached(
@@ -114,6 +116,7 @@ class WorkloadPolicy(EvictionPolicy):
         self._release_expired_pins(now)
         victims = []
         params = self._params()  # the fits move little within one call: freeze them
+        self._heads = None  # queue heads may have changed since the last call
         for _ in range(n):
             block = self._pick(now, params)
             info = self._blocks.pop(block)
@@ -153,31 +156,40 @@ class WorkloadPolicy(EvictionPolicy):
         assert len(self._pins) <= self._pins.max_blocks, "workload: pin budget exceeded"
 
     # -- internals ----------------------------------------------------------------------------------------
-    def _pick(self, now: float, params: dict[str, tuple[float, float, float]]) -> int:
-        """The free block with the lowest (reuse probability, -offset): only queue heads compete.
-        ``params`` holds per category (reuse share, lambda, horizon term), frozen for one evict call."""
-        paper = self.reuse_model == "paper"
-        best_key: tuple[float, int] | None = None
-        best_block = -1
-        for category, queue in self._queues.items():
-            if not queue:
-                continue
-            block = next(iter(queue))
-            info = self._blocks[block]
-            rate, lam, horizon = params[category]
-            decay = math.exp(-lam * (now - info.last))
-            if paper:
-                p = decay * horizon
+    def _pick(self, now: float, params) -> int:
+        """The free block with the lowest priority key: only queue heads compete (``_head``). Within one
+        ``evict`` call only the previous victim's queue changes, so only its head is scored again."""
+        heads = self._heads
+        if heads is None:
+            heads = self._heads = {c: self._head(c, q, now, params) for c, q in self._queues.items() if q}
+        elif self._picked is not None:
+            queue = self._queues[self._picked]
+            if queue:
+                heads[self._picked] = self._head(self._picked, queue, now, params)
             else:
-                x = rate * decay
-                p = x / (x + 1.0 - rate) * horizon if rate < 1.0 else horizon
-            key = (p, -info.offset)
-            if best_key is None or key < best_key:
-                best_key, best_block = key, block
-        if best_key is not None:
-            return best_block
+                del heads[self._picked]
+        if heads:
+            self._picked = min(heads, key=lambda c: heads[c][0])
+            return heads[self._picked][1]
+        self._picked = None
         self.stats.pinned_evictions += 1
         return next(iter(self._pinned_free))
+
+    def _head(
+        self, category: str, queue: OrderedDict[int, None], now: float, params
+    ) -> tuple[tuple[float, int], int]:
+        """(reuse probability, -offset) of the category's longest-idle free block, and the block.
+        ``params`` holds per category (reuse share, lambda, horizon term), frozen for one evict call."""
+        block = next(iter(queue))
+        info = self._blocks[block]
+        rate, lam, horizon = params[category]
+        decay = math.exp(-lam * (now - info.last))
+        if self.reuse_model == "paper":
+            p = decay * horizon
+        else:
+            x = rate * decay
+            p = x / (x + 1.0 - rate) * horizon if rate < 1.0 else horizon
+        return (p, -info.offset), block
 
     def _params(self) -> dict[str, tuple[float, float, float]]:
         params = {}
