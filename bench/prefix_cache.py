@@ -2,9 +2,9 @@
 
     flock /tmp/xedge-heavy.lock .venv/bin/python bench/prefix_cache.py
 
-Replays the 12,031-request trace for every policy (lru = vLLM's order, workload, s3fifo, belady = the
-offline optimum) at 1M, 2M, 3M, 5M, 10M and 50M tokens plus the infinite cache; prints the table and
-writes bench/results/prefix_cache_mooncake.json and .png. Each result states the share of the
+Replays the 12,031-request trace for every policy (lru = vLLM's order, workload, workload-paper, s3fifo,
+density, belady = the offline optimum) at 1M, 2M, 3M, 5M, 10M and 50M tokens plus the infinite cache;
+prints the table and writes bench/results/prefix_cache_mooncake.json and .png. Each result states the share of the
 lru -> belady gap every policy closes, and whether the targets hold: the best online policy never
 below lru, and >= 30 % of the gap closed at 1M-3M.
 """
