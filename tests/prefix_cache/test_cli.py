@@ -70,7 +70,10 @@ def test_bench_writes_table_json_and_plot(app: typer.Typer, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--policy", "lru,lfu"], "unknown prefix-cache policy 'lfu'; valid: belady, density, lru, s3fifo, workload"),
+        (
+            ["--policy", "lru,lfu"],
+            "unknown prefix-cache policy 'lfu'; valid: belady, density, lru, s3fifo, workload",
+        ),
         (["--capacity-tokens", "1M,0"], "capacity '0' must be positive"),
         (["--capacity-tokens", "1.5M"], "capacity '1.5M' is not a positive integer"),
         (["--capacity-tokens", "-5"], "capacity '-5' is not a positive integer"),
