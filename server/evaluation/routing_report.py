@@ -97,7 +97,11 @@ def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
 
     add_agreement(summaries)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    main = [s for s in summaries if s.link != "stateless" and not s.delay_ms and s.strategy == "escalate"]
+    main = [
+        s
+        for s in summaries
+        if s.link != "stateless" and not s.label.startswith("delay") and s.strategy == "escalate"
+    ]
     gates = sorted({s.gate for s in main if s.target_rate is not None})
     by = _by_label(summaries)
     panels = (("accuracy", "accuracy_ci95", "exact-match accuracy"),
