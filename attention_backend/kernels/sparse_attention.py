@@ -45,28 +45,9 @@ def _load_block_rows(
 
 @triton.jit
 def _attend_block(
-    q,
-    kb,
-    qpos,
-    m_i,
-    l_i,
-    acc,
-    k_ptr,
-    v_ptr,
-    bt_ptr,
-    k_len,
-    page_size,
-    s_kp,
-    s_kt,
-    k_head,
-    s_vp,
-    s_vt,
-    v_head,
-    d,
-    scale_log2,
-    B: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    PAGE_ALIGNED: tl.constexpr,
+    q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+    s_kp, s_kt, k_head, s_vp, s_vt, v_head, d, scale_log2,
+    B: tl.constexpr, CAUSAL: tl.constexpr, PAGE_ALIGNED: tl.constexpr,
 ):
     """One key block of the online softmax; ``CAUSAL`` adds the token mask (the diagonal block)."""
     kpos = kb * B + tl.arange(0, B)
@@ -86,36 +67,10 @@ def _attend_block(
 
 @triton.jit
 def _block_sparse_attn_kernel(
-    q_ptr,
-    k_ptr,
-    v_ptr,
-    bt_ptr,
-    idx_ptr,
-    cnt_ptr,
-    o_ptr,
-    k_len,
-    q_offset,
-    page_size,
-    first_qb,
-    n_qb,
-    scale_log2,
-    s_qt,
-    s_qh,
-    s_kp,
-    s_kt,
-    s_kh,
-    s_vp,
-    s_vt,
-    s_vh,
-    s_ot,
-    s_oh,
-    s_ih,
-    s_iq,
-    s_ch,
-    GROUP: tl.constexpr,
-    B: tl.constexpr,
-    D: tl.constexpr,
-    PAGE_ALIGNED: tl.constexpr,
+    q_ptr, k_ptr, v_ptr, bt_ptr, idx_ptr, cnt_ptr, o_ptr,
+    k_len, q_offset, page_size, first_qb, n_qb, scale_log2,
+    s_qt, s_qh, s_kp, s_kt, s_kh, s_vp, s_vt, s_vh, s_ot, s_oh, s_ih, s_iq, s_ch,
+    GROUP: tl.constexpr, B: tl.constexpr, D: tl.constexpr, PAGE_ALIGNED: tl.constexpr,
 ):
     qb_local = n_qb - 1 - tl.program_id(0)  # longest rows first
     h = tl.program_id(1)
@@ -124,9 +79,7 @@ def _block_sparse_attn_kernel(
     qpos = qb * B + tl.arange(0, B)
     q_ok = (qpos >= q_offset) & (qpos < k_len)
     q_rows = (qpos - q_offset).to(tl.int64)
-    q = tl.load(
-        q_ptr + h.to(tl.int64) * s_qh + q_rows[:, None] * s_qt + d[None, :], mask=q_ok[:, None], other=0.0
-    )
+    q = tl.load(q_ptr + h.to(tl.int64) * s_qh + q_rows[:, None] * s_qt + d[None, :], mask=q_ok[:, None], other=0.0)
     kvh = (h // GROUP).to(tl.int64)
     m_i = tl.full((B,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((B,), dtype=tl.float32)
@@ -139,54 +92,14 @@ def _block_sparse_attn_kernel(
     for i in range(n_full):
         kb = tl.load(row_idx + i)
         m_i, l_i, acc = _attend_block(
-            q,
-            kb,
-            qpos,
-            m_i,
-            l_i,
-            acc,
-            k_ptr,
-            v_ptr,
-            bt_ptr,
-            k_len,
-            page_size,
-            s_kp,
-            s_kt,
-            kvh * s_kh,
-            s_vp,
-            s_vt,
-            kvh * s_vh,
-            d,
-            scale_log2,
-            B,
-            False,
-            PAGE_ALIGNED,
+            q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+            s_kp, s_kt, kvh * s_kh, s_vp, s_vt, kvh * s_vh, d, scale_log2, B, False, PAGE_ALIGNED,
         )
     for i in range(n_full, n):
         kb = tl.load(row_idx + i)
         m_i, l_i, acc = _attend_block(
-            q,
-            kb,
-            qpos,
-            m_i,
-            l_i,
-            acc,
-            k_ptr,
-            v_ptr,
-            bt_ptr,
-            k_len,
-            page_size,
-            s_kp,
-            s_kt,
-            kvh * s_kh,
-            s_vp,
-            s_vt,
-            kvh * s_vh,
-            d,
-            scale_log2,
-            B,
-            True,
-            PAGE_ALIGNED,
+            q, kb, qpos, m_i, l_i, acc, k_ptr, v_ptr, bt_ptr, k_len, page_size,
+            s_kp, s_kt, kvh * s_kh, s_vp, s_vt, kvh * s_vh, d, scale_log2, B, True, PAGE_ALIGNED,
         )
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     o_ptrs = o_ptr + h.to(tl.int64) * s_oh + q_rows[:, None] * s_ot + d[None, :]
@@ -225,37 +138,12 @@ def block_sparse_attention_indexed(
     scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d))
     kc, vc = kv.key_cache, kv.value_cache
     _block_sparse_attn_kernel[(n_qb, hq)](
-        q,
-        kc,
-        vc,
-        kv.block_table,
-        idx,
-        count,
-        out,
-        kv.k_len,
-        q_offset,
-        kv.page_size,
-        first_qb,
-        n_qb,
-        scale_log2,
-        q.stride(0),
-        q.stride(1),
-        kc.stride(0),
-        kc.stride(1),
-        kc.stride(2),
-        vc.stride(0),
-        vc.stride(1),
-        vc.stride(2),
-        out.stride(0),
-        out.stride(1),
-        idx.stride(0),
-        idx.stride(1),
-        count.stride(0),
-        GROUP=hq // kv.num_kv_heads,
-        B=block_size,
-        D=d,
-        PAGE_ALIGNED=kv.page_size % block_size == 0,
-        num_warps=tiles.num_warps,
-        num_stages=tiles.num_stages,
+        q, kc, vc, kv.block_table, idx, count, out,
+        kv.k_len, q_offset, kv.page_size, first_qb, n_qb, scale_log2,
+        q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
+        vc.stride(0), vc.stride(1), vc.stride(2), out.stride(0), out.stride(1),
+        idx.stride(0), idx.stride(1), count.stride(0),
+        GROUP=hq // kv.num_kv_heads, B=block_size, D=d, PAGE_ALIGNED=kv.page_size % block_size == 0,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out
