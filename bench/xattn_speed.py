@@ -303,6 +303,8 @@ def sweep_tiles(length: int, args: argparse.Namespace) -> dict[str, Any]:
     kv = PagedKV.from_contiguous(k, v)
     out: dict[str, Any] = {"length": length}
     for stride in args.strides:
+        if stride in args.est_tiles:  # given by --est-tiles-json
+            continue
         best = (float("inf"), EstimateTiles())
         for bm, bn, warps, stages in ((64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 128, 8, 3), (64, 64, 4, 3)):
             tiles = EstimateTiles(bm, bn, warps, stages)
@@ -405,6 +407,7 @@ def main() -> None:
     ap.add_argument("--recall-rows", type=int, default=64)
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--sweep-len", type=int, default=32768, help="launch-shape sweep at this length (0: off)")
+    ap.add_argument("--est-tiles-json", help="estimation launch shapes per stride (`best` of xattn_est_sweep.py): skips the est sweep")
     ap.add_argument("--out", default="bench/results/xattn_speed")
     args = ap.parse_args()
     args.strides = [int(s) for s in args.strides.split(",")]
@@ -435,6 +438,10 @@ def main() -> None:
     meta["triton"] = triton.__version__
     meta.update(ceilings())
     args.est_tiles, args.attn_tiles, args.cal_taus = {}, AttnTiles(), {}
+    if args.est_tiles_json:
+        best = json.loads(Path(args.est_tiles_json).read_text())["best"]
+        args.est_tiles = {int(s_): EstimateTiles(**t) for s_, t in best.items()}
+        meta["est_tiles_from"] = {"file": args.est_tiles_json, "tiles": best}
     if "cal" in args.taus:
         meta["calibration"] = calibrate_taus(args)
     if args.sweep_len:

@@ -39,6 +39,8 @@ class EstimateTiles:
     bn: int = 128
     num_warps: int = 4
     num_stages: int = 3
+    bk: int = 0  # head-dim slice per MMA step (0: the whole head dim); flat kernel only
+    flat: bool = False  # one software-pipelined loop over (key tile, offset, slice) instead of two nested
 
 
 @triton.jit
@@ -90,6 +92,56 @@ def _xattn_lse_kernel(
         kb = j0 // R + tl.arange(0, BN // R)
         ptrs = lse_ptr + h.to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_lr + kb[None, :]
         tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
+
+
+@triton.jit
+def _xattn_lse_flat_kernel(
+    q_ptr, k_ptr, bt_ptr, lse_ptr,
+    k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2,
+    s_qt, s_qh, s_kp, s_kt, s_kh, s_lh, s_lr,
+    GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    """Same result as ``_xattn_lse_kernel``, as ONE loop over (key tile, antidiagonal offset t, head-dim
+    slice): the software pipeline keeps loading across key tiles instead of draining before each
+    tile's softmax epilogue, which runs under ``if`` on the tile's last step (the persistent-matmul pattern)."""
+    n_tiles = tl.cdiv(n_rows, BM)
+    tile = n_tiles - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    kvh_off = (h // GROUP).to(tl.int64) * s_kh
+    dk = tl.arange(0, BK)
+    NSL: tl.constexpr = D // BK
+    NK: tl.constexpr = S * NSL
+    rows = row0 + tile * BM + tl.arange(0, BM)
+    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
+    q_base = q_ptr + h.to(tl.int64) * s_qh
+    j_end = row0 + tile * BM + BM
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for it in range(tl.cdiv(j_end, BN) * NK):
+        kk = it % NK
+        j0 = (it // NK) * BN
+        t = kk // NSL
+        d0 = (kk % NSL) * BK
+        qtok = rows * S + (S - 1 - t)
+        qm = (qtok >= q_offset) & (qtok < k_len)
+        qt = tl.load(
+            q_base + (qtok - q_offset).to(tl.int64)[:, None] * s_qt + d0 + dk[None, :],
+            mask=qm[:, None], other=0.0,
+        )
+        cols = j0 + tl.arange(0, BN)
+        kt = _load_kv_rows(k_ptr, bt_ptr, cols * S + t, k_len, page_size, s_kp, s_kt, kvh_off + d0, dk)
+        acc = tl.dot(qt, tl.trans(kt), acc)
+        if kk == NK - 1:
+            s = tl.where(cols[None, :] <= rows[:, None], acc * scale_log2, float("-inf"))
+            m = tl.max(s, 1)
+            m = tl.where(m == float("-inf"), 0.0, m)
+            p = tl.exp2(s - m[:, None])
+            blk = tl.sum(tl.reshape(p, (BM, BN // R, R)), 2)
+            lse = m[:, None] + tl.log2(blk)
+            kb = j0 // R + tl.arange(0, BN // R)
+            ptrs = lse_ptr + h.to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_lr + kb[None, :]
+            tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
 
 
 @triton.jit
@@ -149,13 +201,23 @@ def estimate_block_scores(
 
     if tiles.bm % r or tiles.bn % r:
         raise ValueError(f"tile rows must be multiples of B/S={r}, got {tiles}")
-    _xattn_lse_kernel[(triton.cdiv(n_rows, tiles.bm), hq)](
+    bk = tiles.bk or d
+    if d % bk:
+        raise ValueError(f"head-dim slice bk={bk} must divide the head dim {d}")
+    args = (
         q, kc, kv.block_table, lse,
         k_len, q_offset, kv.page_size, first_qb * r, n_rows, n_kb, scale_log2,
         q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), lse.stride(0), lse.stride(1),
-        GROUP=hq // kv.num_kv_heads, S=stride, R=r, D=d,
-        BM=tiles.bm, BN=tiles.bn, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
+    grid = (triton.cdiv(n_rows, tiles.bm), hq)
+    shape = dict(GROUP=hq // kv.num_kv_heads, S=stride, R=r, D=d, BM=tiles.bm, BN=tiles.bn)
+    launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
+    if tiles.flat:
+        _xattn_lse_flat_kernel[grid](*args, **shape, BK=bk, **launch)
+    elif bk != d:
+        raise ValueError("bk (a head-dim slice) needs the flat kernel (tiles.flat=True)")
+    else:
+        _xattn_lse_kernel[grid](*args, **shape, **launch)
     scores = out if out is not None else torch.empty((hq, n_qb, n_kb), dtype=torch.float32, device=q.device)
     _xattn_block_score_kernel[(n_qb, hq)](
         lse, scores,

@@ -7,6 +7,7 @@ grid. Every output is poisoned with NaN before the launch and checked to be full
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import os
@@ -114,14 +115,22 @@ else:
 SHAPE_IDS = [f"lk{s[0]}-off{s[1]}-h{s[2]}x{s[3]}-B{s[4]}-S{s[5]}" for s in SHAPES]
 
 
+def _est_tiles(flat: bool) -> EstimateTiles:
+    """Nested kernel (whole head dim per step) or the flat one with a 32-wide head-dim slice."""
+    if DEV == "cpu":
+        return EstimateTiles(bm=64, bn=64, num_warps=4, flat=flat, bk=32 if flat else 0)
+    return EstimateTiles(flat=flat, bk=32 if flat else 0)
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["nested", "flat"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES, ids=SHAPE_IDS)
-def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype):
+def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, flat):
     d = 64
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=lk + off)
     first, nqb, nkb = _first_qb_nqb(lk, off, block)
     out = torch.full((hq, nqb, nkb), float("nan"), device=DEV)
-    tiles = EstimateTiles(bm=64, bn=64, num_warps=4) if DEV == "cpu" else EstimateTiles()
+    tiles = _est_tiles(flat)
     got = estimate_block_scores(
         q, PagedKV.from_contiguous(k, v), block_size=block, stride=stride, q_offset=off, out=out, tiles=tiles
     )
@@ -136,13 +145,15 @@ def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype):
     assert_close(got.cpu(), want, SCORE_TOL[dtype], "block scores")
 
 
+@pytest.mark.parametrize("flat", [False, True], ids=["nested", "flat"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("page", [16, 32, 128])
-def test_estimate_reads_the_paged_cache(page, dtype):
+def test_estimate_reads_the_paged_cache(page, dtype, flat):
     lk, off, hq, hkv, d = (300, 100, 4, 2, 64) if DEV == "cpu" else (1500, 700, 8, 2, 128)
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=page)
-    contiguous = estimate_block_scores(q, PagedKV.from_contiguous(k, v), block_size=128, stride=8, q_offset=off)
-    paged = estimate_block_scores(q, _paged(k, v, page, seed=page), block_size=128, stride=8, q_offset=off)
+    est = functools.partial(estimate_block_scores, block_size=128, stride=8, q_offset=off, tiles=_est_tiles(flat))
+    contiguous = est(q, PagedKV.from_contiguous(k, v))
+    paged = est(q, _paged(k, v, page, seed=page))
     assert_close(paged, contiguous, 1e-6, f"paged (page {page}) vs contiguous scores")
 
 
