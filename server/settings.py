@@ -16,6 +16,9 @@ class StackSettings(BaseSettings):
     `vllm_port`: 0 picks a free loopback port. `device`: auto = CUDA if torch sees a GPU, else CPU.
     `kv_cache_gib`: the KV cache size on CPU (vLLM's `--kv-cache-memory-bytes`); on GPU vLLM sizes it.
     `xattn`: the additional_config block for the attention backend (built by `attention_backend`).
+    `dtype`: vLLM's `--dtype`; None = float32 on CPU (vLLM's `auto` runs a float32 checkpoint in bfloat16,
+    which this AVX2 CPU computes about 5x slower in prefill: bench/results/routing_eval_notes.md) and
+    vLLM's own choice on CUDA.
     """
 
     model_config = SettingsConfigDict(env_prefix="XEDGE_", frozen=True, extra="ignore")
@@ -30,6 +33,7 @@ class StackSettings(BaseSettings):
     kv_cache_gib: float = Field(1.0, gt=0)
     max_model_len: int | None = Field(None, gt=0)
     block_size: int | None = Field(None, gt=0)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
     num_blocks_override: int | None = Field(None, gt=0)
     xattn: dict[str, object] = Field(default_factory=dict)
     vllm_args: tuple[str, ...] = ()
