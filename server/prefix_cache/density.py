@@ -11,9 +11,13 @@ The density of a category is not always monotone in idle age (a conversation's n
 within seconds); comparing the youngest free block as well was measured and bought nothing on the
 Mooncake trace (bench/results/prefix_cache_notes.md). The tables are rebuilt every
 ``PolicyConfig.density_refresh`` idle periods, and the counts then decay by ``density_decay``.
+``use_fixed_histograms`` replaces the measured statistics by given ones (an offline bound: statistics
+fitted on a whole trace in hindsight, bench/prefix_cache_limits.py); the ranking is unchanged.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from server.prefix_cache.reuse_histogram import ReuseHistogram, bucket
 from server.prefix_cache.workload import WorkloadPolicy
@@ -26,13 +30,23 @@ class DensityPolicy(WorkloadPolicy):
         self._hists: dict[str, ReuseHistogram] = {}
         self._tables: dict[str, list[float]] = {}
         self._periods_since_refresh = 0
+        self._fixed = False
         super().__init__(*args, **kwargs)
 
     def on_freed(self, block, meta, now) -> None:
         super().on_freed(block, meta, now)
         self._periods_since_refresh += 1
-        if self._periods_since_refresh >= self.config.density_refresh:
+        if not self._fixed and self._periods_since_refresh >= self.config.density_refresh:
             self.refresh_tables()
+
+    def use_fixed_histograms(self, histograms: Mapping[str, ReuseHistogram]) -> None:
+        """Rank by tables built once from ``histograms`` (category -> reuse-gap histogram) from now on,
+        and stop refreshing them from what the policy measures. For offline bounds only (statistics
+        known in advance are not available to a server); a category missing here has no table, so its
+        blocks are kept, as for a category not measured yet."""
+        horizon = self.config.density_horizon_s
+        self._tables = {c: h.table(horizon) for c, h in histograms.items()}
+        self._fixed = True
 
     def refresh_tables(self) -> None:
         """Rebuild every category's density table from its histogram, then decay the counts."""
