@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "requests": len(trace),
         "conversations": len(turn_counts),
         "single_request_conversations": sum(1 for n in turn_counts.values() if n == 1),
+        "distinct_first_blocks": len({keys[0] for keys in trace.blocks if keys}),
         "duration_s": round(duration, 1),
         "reuse_gaps_excluding_block0": {
             "count": len(gaps),
