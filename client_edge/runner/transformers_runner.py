@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +16,21 @@ from client_edge.runner.base import ModelRunner, StepOutput, TeacherForced
 class TransformersRunnerConfig:
     """``model_dir``: an HF directory (config, weights, tokenizer). ``keep_layers``: indices of decoder
     layers to keep (None = all); dropping layers makes the degraded same-tokenizer edge model.
-    ``num_threads``: torch intra-op threads (None = torch's default)."""
+    ``num_threads``: torch intra-op threads (None = torch's default). ``prompt_cache``: how many prefilled
+    prompts to keep (KV cache and step output, least recently used dropped first), so a ``prefill`` of a
+    prompt seen before copies its KV cache instead of recomputing it (an evaluation answers the same
+    prompts under many configurations); 0 = off."""
 
     model_dir: Path
     keep_layers: tuple[int, ...] | None = None
     num_threads: int | None = None
+    prompt_cache: int = 0
 
     def __post_init__(self) -> None:
         if not Path(self.model_dir).is_dir():
             raise FileNotFoundError(f"model_dir {self.model_dir} is not a directory")
+        if self.prompt_cache < 0:
+            raise ValueError(f"prompt_cache must be >= 0, got {self.prompt_cache}")
         if self.keep_layers is not None and len(self.keep_layers) == 0:
             raise ValueError("keep_layers must name at least one layer (or be None for all)")
 
@@ -59,6 +67,8 @@ class TransformersRunner(ModelRunner):
         self._eos = frozenset(int(e) for e in eos_ids if e is not None)
         self._cache: object | None = None
         self._length = 0
+        self._prompts: OrderedDict[tuple[int, ...], tuple[object, StepOutput]] = OrderedDict()
+        self.prompt_cache_hits = 0
 
     @property
     def length(self) -> int:
@@ -99,9 +109,23 @@ class TransformersRunner(ModelRunner):
     def prefill(self, ids: list[int]) -> StepOutput:
         from transformers import DynamicCache
 
+        key = tuple(ids)
+        hit = self._prompts.get(key) if self.config.prompt_cache else None
+        if hit is not None:
+            self._prompts.move_to_end(key)
+            self.prompt_cache_hits += 1
+            # a copy: append / truncate change the held cache in place
+            self._cache, self._length = copy.deepcopy(hit[0]), len(ids)
+            return StepOutput(logits=hit[1].logits.copy(), hidden=hit[1].hidden.copy())
         self._cache = DynamicCache()
         self._length = 0
-        return self.append(ids)
+        step = self.append(ids)
+        if self.config.prompt_cache:
+            kept = StepOutput(logits=step.logits.copy(), hidden=step.hidden.copy())
+            self._prompts[key] = (copy.deepcopy(self._cache), kept)
+            if len(self._prompts) > self.config.prompt_cache:
+                self._prompts.popitem(last=False)
+        return step
 
     def append(self, ids: list[int]) -> StepOutput:
         if not ids:

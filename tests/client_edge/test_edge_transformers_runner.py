@@ -100,3 +100,33 @@ def test_bad_inputs(tiny_dir: Path) -> None:
     r.prefill([3, 4])
     with pytest.raises(ValueError):
         r.append([])
+
+
+def test_prompt_cache_restores_the_prefill_exactly(tiny_dir: Path) -> None:
+    """A cached prompt's prefill is a copy: appending / truncating after one hit leaves the cached entry
+    intact for the next, and every step equals the uncached runner's."""
+    plain = TransformersRunner(TransformersRunnerConfig(tiny_dir))
+    cached = TransformersRunner(TransformersRunnerConfig(tiny_dir, prompt_cache=2))
+    prompt, more = _ids(plain, "the prompt, twice"), _ids(plain, " and more")
+    ref0 = plain.prefill(prompt)
+    ref1 = plain.append(more)
+    for round_ in range(3):
+        s0 = cached.prefill(prompt)
+        assert cached.length == len(prompt) and cached.prompt_cache_hits == round_
+        np.testing.assert_array_equal(s0.logits, ref0.logits)
+        np.testing.assert_array_equal(s0.hidden, ref0.hidden)
+        s1 = cached.append(more)
+        np.testing.assert_allclose(s1.logits, ref1.logits, atol=1e-6)
+        cached.truncate(len(prompt) + 2)
+        s0.logits[:] = 0.0  # a caller writing into a step must not reach the cache
+    other = _ids(plain, "other")
+    cached.prefill(other)
+    cached.prefill(_ids(plain, "third"))  # evicts the least recently used: the first prompt
+    hits = cached.prompt_cache_hits
+    cached.prefill(prompt)
+    assert cached.prompt_cache_hits == hits
+
+
+def test_prompt_cache_must_not_be_negative(tiny_dir: Path) -> None:
+    with pytest.raises(ValueError, match="prompt_cache"):
+        TransformersRunnerConfig(tiny_dir, prompt_cache=-1)
