@@ -37,17 +37,18 @@ from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_sco
 from attention_backend.kernels.estimate import _load_kv_rows
 
 BLOCK = 128
-SHAPES = (  # (bm, bn, num_warps, num_stages, bk, flat)
-    (64, 128, 4, 3, 0, False),  # the committed default
-    (64, 128, 4, 3, 128, True),
-    (64, 128, 4, 3, 64, True),
-    (64, 128, 4, 4, 64, True),
-    (128, 128, 8, 3, 64, True),
-    (128, 128, 8, 4, 64, True),
-    (128, 64, 4, 3, 64, True),
-    (128, 256, 8, 3, 64, True),
-    (64, 256, 8, 3, 64, True),
-    (128, 128, 8, 2, 128, True),
+SHAPES = (  # (bm, bn, num_warps, num_stages, bk, flat, tma)
+    (64, 128, 4, 3, 0, False, False),  # the nested kernel's committed default
+    (128, 256, 8, 3, 64, True, False),
+    (128, 128, 8, 2, 128, True, False),
+    (128, 256, 8, 3, 64, False, True),
+    (128, 256, 8, 4, 64, False, True),
+    (128, 256, 8, 2, 128, False, True),
+    (128, 128, 8, 3, 64, False, True),
+    (128, 128, 8, 4, 64, False, True),
+    (128, 128, 8, 3, 128, False, True),
+    (256, 128, 8, 3, 64, False, True),
+    (64, 256, 4, 3, 64, False, True),
 )
 
 
@@ -114,8 +115,22 @@ def cublas_same_gemm(q: torch.Tensor, k: torch.Tensor, stride: int) -> dict[str,
 
 
 def tag(shape: tuple) -> str:
-    bm, bn, w, st, bk, flat = shape
-    return f"{'flat' if flat else 'nested'}_bm{bm}_bn{bn}_bk{bk or 'D'}_w{w}_st{st}"
+    bm, bn, w, st, bk, flat, tma = shape
+    return f"{'tma' if tma else 'flat' if flat else 'nested'}_bm{bm}_bn{bn}_bk{bk or 'D'}_w{w}_st{st}"
+
+
+def paged_copy(k: torch.Tensor, v: torch.Tensor, page: int, seed: int) -> PagedKV:
+    """``k, v`` copied into a vLLM-style cache of ``page``-token pages under a shuffled block table."""
+    n_pages = -(-k.shape[0] // page)
+    table = torch.randperm(n_pages, generator=torch.Generator().manual_seed(seed)).to(k.device)
+    caches = []
+    for x in (k, v):
+        logical = torch.zeros((n_pages * page, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        logical[: x.shape[0]] = x
+        cache = torch.empty_like(logical).view(n_pages, page, *x.shape[1:])
+        cache[table] = logical.view(n_pages, page, *x.shape[1:])
+        caches.append(cache)
+    return PagedKV(caches[0], caches[1], table.to(torch.int32), k.shape[0])
 
 
 def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dict[str, Any]:
@@ -140,11 +155,22 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
                 ms = bench_ms(fn)
                 row[key] = {"ms": ms, "max_abs_diff": err, "pct_cudnn": 100 * ms / row["cudnn_ms"],
                             "tflops": causal_flops / (ms * 1e-3) / 1e12}
-                if shape[5]:
+                if shape[5] and not shape[6]:
                     row[key]["gemm_only_ms"] = bench_ms(functools.partial(gemm_rowmax, q, kv, stride, tiles))
             except Exception as exc:  # a shape that does not compile/fit is recorded, not fatal
                 row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             print(key, row[key], flush=True)
+        timed = [(row[f"s{stride}_{tag(sh)}"].get("ms", math.inf), sh) for sh in SHAPES if sh[6]]
+        shape = min(timed)[1]
+        for page in (128, 16):  # vLLM's paged cache: the TMA kernel first gathers the keys contiguous
+            paged = paged_copy(k, v, page, seed=page)
+            fn = functools.partial(estimate_block_scores, q, paged, block_size=BLOCK, stride=stride,
+                                   tiles=EstimateTiles(*shape))
+            err = (fn() - ref).abs().max().item()
+            row[f"s{stride}_{tag(shape)}_page{page}"] = {"ms": bench_ms(fn), "max_abs_diff": err}
+            print(f"s{stride}_{tag(shape)}_page{page}", row[f"s{stride}_{tag(shape)}_page{page}"], flush=True)
+            del paged
+            torch.cuda.empty_cache()
         row[f"s{stride}_cublas"] = cublas_same_gemm(q, k, stride)
         print(f"s{stride}_cublas", row[f"s{stride}_cublas"], flush=True)
     del q, k, v, kv
@@ -177,6 +203,10 @@ def main() -> None:
                     continue
                 print(f"{row['length']:>7} {stride:>3} {tag(shape):<34} {r['ms']:8.2f} {r['pct_cudnn']:7.2f}"
                       f" {r['tflops']:6.0f} {r.get('gemm_only_ms', math.nan):9.2f} {r['max_abs_diff']:8.1e}")
+            for key in (x for x in row if x.startswith(f"s{stride}_") and "_page" in x):
+                r = row[key]
+                print(f"{row['length']:>7} {stride:>3} {key[len(f's{stride}_'):]:<34} {r['ms']:8.2f}"
+                      f" {100 * r['ms'] / row['cudnn_ms']:7.2f} {'':>6} {'':>9} {r['max_abs_diff']:8.1e}")
             c = row[f"s{stride}_cublas"]
             print(f"{row['length']:>7} {stride:>3} {'cuBLAS same GEMM, causal half':<34} {c['ms_causal_half']:8.2f}"
                   f" {100 * c['ms_causal_half'] / row['cudnn_ms']:7.2f} {c['tflops']:6.0f}")
@@ -184,7 +214,7 @@ def main() -> None:
         ok = [(last[f"s{stride}_{tag(s)}"]["ms"], s) for s in SHAPES
               if "ms" in last[f"s{stride}_{tag(s)}"] and last[f"s{stride}_{tag(s)}"]["max_abs_diff"] < 1e-3]
         ms, shape = min(ok)
-        best[str(stride)] = dict(zip(("bm", "bn", "num_warps", "num_stages", "bk", "flat"), shape, strict=True))
+        best[str(stride)] = dict(zip(("bm", "bn", "num_warps", "num_stages", "bk", "flat", "tma"), shape, strict=True))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,

@@ -33,14 +33,28 @@ LOG2E = 1.4426950408889634
 
 @dataclass(frozen=True)
 class EstimateTiles:
-    """Launch shape of the estimation GEMM: ``bm`` query rows x ``bn`` key rows (reshaped) per step."""
+    """Launch shape of the estimation GEMM: ``bm`` query rows x ``bn`` key rows (reshaped) per step.
 
-    bm: int = 64  # fastest of 5 shapes at 32K tokens on an H200 (bench/results/xattn_speed.json sweep)
-    bn: int = 128
-    num_warps: int = 4
+    The defaults are the TMA kernel's fastest shape in ``bench/xattn_est_sweep.py`` on an H200;
+    ``POINTER_TILES`` is used on GPUs without TMA (before sm_90)."""
+
+    bm: int = 128
+    bn: int = 256
+    num_warps: int = 8
     num_stages: int = 3
-    bk: int = 0  # head-dim slice per MMA step (0: the whole head dim); flat kernel only
+    bk: int = 64  # head-dim slice per MMA step (0: the whole head dim); flat and TMA kernels only
     flat: bool = False  # one software-pipelined loop over (key tile, offset, slice) instead of two nested
+    tma: bool = True  # flat loop with TMA tensor-descriptor loads (keys gathered contiguous first)
+
+
+POINTER_TILES = EstimateTiles(tma=False, flat=True)
+
+
+def default_tiles(device: torch.device) -> EstimateTiles:
+    """TMA tiles on sm_90+ (and under the Triton interpreter), the pointer-load flat kernel before."""
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 9:
+        return EstimateTiles()
+    return POINTER_TILES
 
 
 @triton.jit
@@ -145,6 +159,73 @@ def _xattn_lse_flat_kernel(
 
 
 @triton.jit
+def _xattn_lse_tma_kernel(
+    q_desc, k_desc, lse_ptr,
+    k_len, q_offset, row0, n_rows, n_kb, scale_log2, s_lh, s_lr,
+    GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    """The flat kernel with TMA loads: ``q_desc`` views the queries as ``[n_rows, S, Hq, D]`` from
+    absolute token ``row0 * S`` (zeros before ``q_offset``), ``k_desc`` the keys as ``[rows, S, Hkv, D]``
+    (zeros from ``k_len``); a reshaped row's offset ``t`` is then one strided box per operand."""
+    n_tiles = tl.cdiv(n_rows, BM)
+    tile = n_tiles - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    kvh = h // GROUP
+    NSL: tl.constexpr = D // BK
+    NK: tl.constexpr = S * NSL
+    rows = row0 + tile * BM + tl.arange(0, BM)
+    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
+    j_end = row0 + tile * BM + BM
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for it in range(tl.cdiv(j_end, BN) * NK):
+        kk = it % NK
+        j0 = (it // NK) * BN
+        t = kk // NSL
+        d0 = (kk % NSL) * BK
+        qt = q_desc.load([tile * BM, S - 1 - t, h, d0]).reshape(BM, BK)
+        kt = k_desc.load([j0, t, kvh, d0]).reshape(BN, BK)
+        acc = tl.dot(qt, kt.T, acc)
+        if kk == NK - 1:
+            cols = j0 + tl.arange(0, BN)
+            s = tl.where(cols[None, :] <= rows[:, None], acc * scale_log2, float("-inf"))
+            m = tl.max(s, 1)
+            m = tl.where(m == float("-inf"), 0.0, m)
+            p = tl.exp2(s - m[:, None])
+            blk = tl.sum(tl.reshape(p, (BM, BN // R, R)), 2)
+            lse = m[:, None] + tl.log2(blk)
+            kb = j0 // R + tl.arange(0, BN // R)
+            ptrs = lse_ptr + h.to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_lr + kb[None, :]
+            tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+
+
+def _tma_operands(q: torch.Tensor, kv: PagedKV, q_offset: int, row0: int, n_rows: int, stride: int):
+    """Queries from absolute token ``row0 * stride`` and keys from token 0, as ``[rows, S, H, D]``
+    strided views for the TMA kernel. Zero-copy when the queries start at ``row0 * stride`` and fill whole
+    rows and the keys are one contiguous page of whole rows; else a zero-padded copy (the queries of a
+    chunk not ending on a row, the keys of a paged cache: gathered in block-table order)."""
+    lq, hq, d = q.shape
+    start = q_offset - row0 * stride
+    if start == 0 and lq == n_rows * stride:
+        qp = q
+    else:
+        qp = torch.zeros((n_rows * stride, hq, d), dtype=q.dtype, device=q.device)
+        qp[start : start + lq] = q
+    k_len, page = kv.k_len, kv.page_size
+    n_krows = triton.cdiv(k_len, stride)
+    kc = kv.key_cache
+    if kc.shape[0] == 1 and k_len % stride == 0 and page == k_len:
+        kp = kc[0]
+    else:
+        n_pages = triton.cdiv(k_len, page)
+        kp = torch.zeros((n_krows * stride, kv.num_kv_heads, d), dtype=kc.dtype, device=kc.device)
+        gathered = kc.index_select(0, kv.block_table[:n_pages].long()).reshape(n_pages * page, *kc.shape[2:])
+        kp[:k_len] = gathered[:k_len]
+    return qp, kp
+
+
+@triton.jit
 def _xattn_block_score_kernel(
     lse_ptr, score_ptr,
     k_len, q_offset, first_qb, n_kb,
@@ -177,7 +258,7 @@ def estimate_block_scores(
     q_offset: int = 0,
     scale: float | None = None,
     out: torch.Tensor | None = None,
-    tiles: EstimateTiles = EstimateTiles(),
+    tiles: EstimateTiles | None = None,
 ) -> torch.Tensor:
     """Antidiagonal block scores of one sequence, on CUDA.
 
@@ -193,6 +274,7 @@ def estimate_block_scores(
     lq, hq, d = q.shape
     first_qb, n_qb, n_kb = block_grid(k_len, q_offset, block_size)
     check_out(out, (hq, n_qb, n_kb), torch.float32, q.device)
+    tiles = tiles if tiles is not None else default_tiles(q.device)
     r = block_size // stride
     n_rows = n_qb * r
     lse = torch.empty((hq, n_rows, n_kb), dtype=torch.float32, device=q.device)
@@ -212,10 +294,25 @@ def estimate_block_scores(
     grid = (triton.cdiv(n_rows, tiles.bm), hq)
     shape = dict(GROUP=hq // kv.num_kv_heads, S=stride, R=r, D=d, BM=tiles.bm, BN=tiles.bn)
     launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-    if tiles.flat:
+    if tiles.tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
+        q_desc, k_desc = (
+            TensorDescriptor(
+                x, [x.shape[0] // stride, stride, x.shape[1], d],
+                [x.stride(0) * stride, x.stride(0), x.stride(1), 1], [blk, 1, 1, bk],
+            )
+            for x, blk in ((qp, tiles.bm), (kp, tiles.bn))
+        )
+        _xattn_lse_tma_kernel[grid](
+            q_desc, k_desc, lse, k_len, q_offset, first_qb * r, n_rows, n_kb, scale_log2,
+            lse.stride(0), lse.stride(1), **shape, BK=bk, **launch,
+        )
+    elif tiles.flat:
         _xattn_lse_flat_kernel[grid](*args, **shape, BK=bk, **launch)
     elif bk != d:
-        raise ValueError("bk (a head-dim slice) needs the flat kernel (tiles.flat=True)")
+        raise ValueError("bk (a head-dim slice) needs the flat or TMA kernel (tiles.flat / tiles.tma)")
     else:
         _xattn_lse_kernel[grid](*args, **shape, **launch)
     scores = out if out is not None else torch.empty((hq, n_qb, n_kb), dtype=torch.float32, device=q.device)

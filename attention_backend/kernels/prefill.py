@@ -28,7 +28,7 @@ def xattention_prefill(
     q_offset: int = 0,
     scale: float | None = None,
     out: torch.Tensor | None = None,
-    est_tiles: EstimateTiles = EstimateTiles(),
+    est_tiles: EstimateTiles | None = None,
     attn_tiles: AttnTiles = AttnTiles(),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One sequence: ``q: [Lq, Hq, D]`` (positions ``q_offset..k_len-1``) against ``kv``.

@@ -115,22 +115,26 @@ else:
 SHAPE_IDS = [f"lk{s[0]}-off{s[1]}-h{s[2]}x{s[3]}-B{s[4]}-S{s[5]}" for s in SHAPES]
 
 
-def _est_tiles(flat: bool) -> EstimateTiles:
-    """Nested kernel (whole head dim per step) or the flat one with a 32-wide head-dim slice."""
+EST_VARIANTS = ["nested", "flat", "tma"]
+
+
+def _est_tiles(variant: str) -> EstimateTiles:
+    """Nested kernel (whole head dim per step), or the flat / TMA one with a 32-wide head-dim slice."""
+    kind = dict(bk=32, flat=variant == "flat", tma=variant == "tma") if variant != "nested" else dict(bk=0, tma=False)
     if DEV == "cpu":
-        return EstimateTiles(bm=64, bn=64, num_warps=4, flat=flat, bk=32 if flat else 0)
-    return EstimateTiles(flat=flat, bk=32 if flat else 0)
+        return EstimateTiles(bm=64, bn=64, num_warps=4, **kind)
+    return EstimateTiles(**kind) if variant != "nested" else EstimateTiles(bm=64, bn=128, num_warps=4, **kind)
 
 
-@pytest.mark.parametrize("flat", [False, True], ids=["nested", "flat"])
+@pytest.mark.parametrize("variant", EST_VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES, ids=SHAPE_IDS)
-def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, flat):
+def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, variant):
     d = 64
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=lk + off)
     first, nqb, nkb = _first_qb_nqb(lk, off, block)
     out = torch.full((hq, nqb, nkb), float("nan"), device=DEV)
-    tiles = _est_tiles(flat)
+    tiles = _est_tiles(variant)
     got = estimate_block_scores(
         q, PagedKV.from_contiguous(k, v), block_size=block, stride=stride, q_offset=off, out=out, tiles=tiles
     )
@@ -145,13 +149,13 @@ def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, flat
     assert_close(got.cpu(), want, SCORE_TOL[dtype], "block scores")
 
 
-@pytest.mark.parametrize("flat", [False, True], ids=["nested", "flat"])
+@pytest.mark.parametrize("variant", EST_VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("page", [16, 32, 128])
-def test_estimate_reads_the_paged_cache(page, dtype, flat):
+def test_estimate_reads_the_paged_cache(page, dtype, variant):
     lk, off, hq, hkv, d = (300, 100, 4, 2, 64) if DEV == "cpu" else (1500, 700, 8, 2, 128)
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=page)
-    est = functools.partial(estimate_block_scores, block_size=128, stride=8, q_offset=off, tiles=_est_tiles(flat))
+    est = functools.partial(estimate_block_scores, block_size=128, stride=8, q_offset=off, tiles=_est_tiles(variant))
     contiguous = est(q, PagedKV.from_contiguous(k, v))
     paged = est(q, _paged(k, v, page, seed=page))
     assert_close(paged, contiguous, 1e-6, f"paged (page {page}) vs contiguous scores")
