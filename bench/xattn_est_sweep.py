@@ -2,15 +2,15 @@
 
 For each length and stride S (32 query heads, 8 KV heads, head dim 128, bf16, planted inputs of
 ``xattn_speed.planted_qkv``), times:
-- ``estimate_block_scores`` with the nested kernel (a loop over key tiles around a loop over the S
-  antidiagonal offsets) and the flat kernel (one pipelined loop over key tile x offset x head-dim slice)
-  at several launch shapes;
+- ``estimate_block_scores`` with the pointer-load ("flat") and the TMA kernel (both one pipelined loop
+  over key tile x offset x head-dim slice) at several launch shapes (the first two session-3 runs also
+  timed a nested kernel, a key-tile loop around an offset loop, removed since: xattn_speed.md);
 - the same GEMM without the softmax epilogue (``_gemm_rowmax_kernel`` below: identical loads and MMAs,
   the epilogue replaced by a row max per key tile), to separate the epilogue from the loads + MMAs;
 - cuBLAS on the same GEMM laid out contiguously (reshaped queries x reshaped keys, all tiles, bf16 out):
   what this card's best GEMM does with the work, as the ceiling (its causal half = half the time);
 - cuDNN SDPA dense attention, the reference the issue's 5 % target is stated against.
-Also checks each variant's scores against the nested kernel's. Prints a table; writes ``<out>.json``
+Also checks each variant's scores against the default launch's. Prints a table; writes ``<out>.json``
 with every timing and ``best``: the fastest correct shape per stride at the last length, which
 ``xattn_speed.py --est-tiles-json`` can take.
 
@@ -37,18 +37,17 @@ from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_sco
 from attention_backend.kernels.estimate import _load_kv_rows
 
 BLOCK = 128
-SHAPES = (  # (bm, bn, num_warps, num_stages, bk, flat, tma)
-    (64, 128, 4, 3, 0, False, False),  # the nested kernel's committed default
-    (128, 256, 8, 3, 64, True, False),
-    (128, 128, 8, 2, 128, True, False),
-    (128, 256, 8, 3, 64, False, True),
-    (128, 256, 8, 4, 64, False, True),
-    (128, 256, 8, 2, 128, False, True),
-    (128, 128, 8, 3, 64, False, True),
-    (128, 128, 8, 4, 64, False, True),
-    (128, 128, 8, 3, 128, False, True),
-    (256, 128, 8, 3, 64, False, True),
-    (64, 256, 4, 3, 64, False, True),
+SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
+    (128, 256, 8, 3, 64, False),
+    (128, 128, 8, 2, 128, False),
+    (128, 256, 8, 3, 64, True),
+    (128, 256, 8, 4, 64, True),
+    (128, 256, 8, 2, 128, True),
+    (128, 128, 8, 3, 64, True),
+    (128, 128, 8, 4, 64, True),
+    (128, 128, 8, 3, 128, True),
+    (256, 128, 8, 3, 64, True),
+    (64, 256, 4, 3, 64, True),
 )
 
 
@@ -115,8 +114,8 @@ def cublas_same_gemm(q: torch.Tensor, k: torch.Tensor, stride: int) -> dict[str,
 
 
 def tag(shape: tuple) -> str:
-    bm, bn, w, st, bk, flat, tma = shape
-    return f"{'tma' if tma else 'flat' if flat else 'nested'}_bm{bm}_bn{bn}_bk{bk or 'D'}_w{w}_st{st}"
+    bm, bn, w, st, bk, tma = shape
+    return f"{'tma' if tma else 'flat'}_bm{bm}_bn{bn}_bk{bk or 'D'}_w{w}_st{st}"
 
 
 def paged_copy(k: torch.Tensor, v: torch.Tensor, page: int, seed: int) -> PagedKV:
@@ -155,12 +154,12 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
                 ms = bench_ms(fn)
                 row[key] = {"ms": ms, "max_abs_diff": err, "pct_cudnn": 100 * ms / row["cudnn_ms"],
                             "tflops": causal_flops / (ms * 1e-3) / 1e12}
-                if shape[5] and not shape[6]:
+                if not shape[5]:
                     row[key]["gemm_only_ms"] = bench_ms(functools.partial(gemm_rowmax, q, kv, stride, tiles))
             except Exception as exc:  # a shape that does not compile/fit is recorded, not fatal
                 row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             print(key, row[key], flush=True)
-        timed = [(row[f"s{stride}_{tag(sh)}"].get("ms", math.inf), sh) for sh in SHAPES if sh[6]]
+        timed = [(row[f"s{stride}_{tag(sh)}"].get("ms", math.inf), sh) for sh in SHAPES if sh[5]]
         shape = min(timed)[1]
         for page in (128, 16):  # vLLM's paged cache: the TMA kernel first gathers the keys contiguous
             paged = paged_copy(k, v, page, seed=page)
@@ -214,7 +213,7 @@ def main() -> None:
         ok = [(last[f"s{stride}_{tag(s)}"]["ms"], s) for s in SHAPES
               if "ms" in last[f"s{stride}_{tag(s)}"] and last[f"s{stride}_{tag(s)}"]["max_abs_diff"] < 1e-3]
         ms, shape = min(ok)
-        best[str(stride)] = dict(zip(("bm", "bn", "num_warps", "num_stages", "bk", "flat", "tma"), shape, strict=True))
+        best[str(stride)] = dict(zip(("bm", "bn", "num_warps", "num_stages", "bk", "tma"), shape, strict=True))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,

@@ -306,7 +306,7 @@ def sweep_tiles(length: int, args: argparse.Namespace) -> dict[str, Any]:
         if stride in args.est_tiles:  # given by --est-tiles-json
             continue
         best = (float("inf"), EstimateTiles())
-        for bm, bn, warps, stages in ((64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 128, 8, 3), (64, 64, 4, 3)):
+        for bm, bn, warps, stages in ((128, 256, 8, 3), (128, 256, 8, 4), (128, 128, 8, 3), (128, 128, 8, 4), (64, 256, 4, 3)):
             tiles = EstimateTiles(bm, bn, warps, stages)
             key = f"est_s{stride}_bm{bm}_bn{bn}_w{warps}_st{stages}"
             try:

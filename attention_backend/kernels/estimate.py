@@ -9,9 +9,13 @@ before the queries of this call (``< q_offset``) are zero vectors; a query row w
 tokens among the queries is left out of the sums.
 
 Two launches, and the ``(Lq/S) x (Lk/S)`` score matrix never reaches HBM:
-1. ``_xattn_lse_kernel``: per (head, tile of query rows) one pass over the causal key rows; for each
-   key tile it writes, per query row and key block, ``log2 sum 2^(logit*log2e)`` of that block
-   (``[Hq, rows, n_kb]`` fp32: Lk/B floats per row instead of Lk/S).
+1. ``_xattn_lse_tma_kernel`` (sm_90+: TMA loads) or ``_xattn_lse_flat_kernel`` (pointer loads): per
+   (head, tile of query rows) one pass over the causal key rows; for each key tile it writes, per query
+   row and key block, ``log2 sum 2^(logit*log2e)`` of that block (``[Hq, rows, n_kb]`` fp32: Lk/B
+   floats per row instead of Lk/S). Both are one software-pipelined loop over (key tile, offset, head-dim
+   slice). On an H200 at 128K tokens the TMA kernel takes 10.9 ms at S=16 (4.4 % of cuDNN dense
+   attention), the pointer kernel 19.7 ms: the loads, not the softmax epilogue, were the limit
+   (``bench/xattn_est_sweep.py``, ``bench/results/xattn_speed.md``).
 2. ``_xattn_block_score_kernel``: per (head, query block) it turns those into the row's softmax mass
    per key block and sums the block's rows.
 """
@@ -42,12 +46,11 @@ class EstimateTiles:
     bn: int = 256
     num_warps: int = 8
     num_stages: int = 3
-    bk: int = 64  # head-dim slice per MMA step (0: the whole head dim); flat and TMA kernels only
-    flat: bool = False  # one software-pipelined loop over (key tile, offset, slice) instead of two nested
-    tma: bool = True  # flat loop with TMA tensor-descriptor loads (keys gathered contiguous first)
+    bk: int = 64  # head-dim slice per MMA step (0: the whole head dim)
+    tma: bool = True  # TMA tensor-descriptor loads (keys gathered contiguous first); False: pointer loads
 
 
-POINTER_TILES = EstimateTiles(tma=False, flat=True)
+POINTER_TILES = EstimateTiles(tma=False)
 
 
 def default_tiles(device: torch.device) -> EstimateTiles:
@@ -67,48 +70,6 @@ def _load_kv_rows(cache_ptr, bt_ptr, tok, k_len, page_size, s_page, s_tok, kvh_o
 
 
 @triton.jit
-def _xattn_lse_kernel(
-    q_ptr, k_ptr, bt_ptr, lse_ptr,
-    k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2,
-    s_qt, s_qh, s_kp, s_kt, s_kh, s_lh, s_lr,
-    GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr,
-):
-    n_tiles = tl.cdiv(n_rows, BM)
-    tile = n_tiles - 1 - tl.program_id(0)  # longest rows first: better tail balance
-    h = tl.program_id(1)
-    kvh_off = (h // GROUP).to(tl.int64) * s_kh
-    d = tl.arange(0, D)
-    rows = row0 + tile * BM + tl.arange(0, BM)  # absolute reshaped query rows
-    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
-    q_base = q_ptr + h.to(tl.int64) * s_qh
-    j_end = row0 + tile * BM + BM  # causal: key rows j <= i < j_end
-    for j0 in range(0, j_end, BN):
-        cols = j0 + tl.arange(0, BN)
-        acc = tl.zeros((BM, BN), dtype=tl.float32)
-        # A runtime loop over the S antidiagonal offsets (the GEMM's K dimension, D at a time): unrolled,
-        # Triton hoists the j-invariant query tiles out of the key loop into S * BM * D of shared memory.
-        for t in range(S):
-            qtok = rows * S + (S - 1 - t)
-            qm = (qtok >= q_offset) & (qtok < k_len)
-            qt = tl.load(
-                q_base + (qtok - q_offset).to(tl.int64)[:, None] * s_qt + d[None, :],
-                mask=qm[:, None], other=0.0,
-            )
-            kt = _load_kv_rows(k_ptr, bt_ptr, cols * S + t, k_len, page_size, s_kp, s_kt, kvh_off, d)
-            acc = tl.dot(qt, tl.trans(kt), acc)
-        s = tl.where(cols[None, :] <= rows[:, None], acc * scale_log2, float("-inf"))
-        m = tl.max(s, 1)
-        m = tl.where(m == float("-inf"), 0.0, m)
-        p = tl.exp2(s - m[:, None])
-        blk = tl.sum(tl.reshape(p, (BM, BN // R, R)), 2)
-        lse = m[:, None] + tl.log2(blk)
-        kb = j0 // R + tl.arange(0, BN // R)
-        ptrs = lse_ptr + h.to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_lr + kb[None, :]
-        tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
-
-
-@triton.jit
 def _xattn_lse_flat_kernel(
     q_ptr, k_ptr, bt_ptr, lse_ptr,
     k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2,
@@ -116,9 +77,10 @@ def _xattn_lse_flat_kernel(
     GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
-    """Same result as ``_xattn_lse_kernel``, as ONE loop over (key tile, antidiagonal offset t, head-dim
-    slice): the software pipeline keeps loading across key tiles instead of draining before each
-    tile's softmax epilogue, which runs under ``if`` on the tile's last step (the persistent-matmul pattern)."""
+    """Per (head, tile of BM query rows): ONE loop over (key tile, antidiagonal offset t, head-dim slice),
+    so the software pipeline keeps loading across key tiles; each key tile's softmax epilogue runs under
+    ``if`` on its last step (the persistent-matmul pattern). Keys are read row by row through the block
+    table (any page size). For GPUs without TMA; ``_xattn_lse_tma_kernel`` is the same loop with TMA loads."""
     n_tiles = tl.cdiv(n_rows, BM)
     tile = n_tiles - 1 - tl.program_id(0)
     h = tl.program_id(1)
@@ -309,12 +271,8 @@ def estimate_block_scores(
             q_desc, k_desc, lse, k_len, q_offset, first_qb * r, n_rows, n_kb, scale_log2,
             lse.stride(0), lse.stride(1), **shape, BK=bk, **launch,
         )
-    elif tiles.flat:
-        _xattn_lse_flat_kernel[grid](*args, **shape, BK=bk, **launch)
-    elif bk != d:
-        raise ValueError("bk (a head-dim slice) needs the flat or TMA kernel (tiles.flat / tiles.tma)")
     else:
-        _xattn_lse_kernel[grid](*args, **shape, **launch)
+        _xattn_lse_flat_kernel[grid](*args, **shape, BK=bk, **launch)
     scores = out if out is not None else torch.empty((hq, n_qb, n_kb), dtype=torch.float32, device=q.device)
     _xattn_block_score_kernel[(n_qb, hq)](
         lse, scores,

@@ -115,15 +115,15 @@ else:
 SHAPE_IDS = [f"lk{s[0]}-off{s[1]}-h{s[2]}x{s[3]}-B{s[4]}-S{s[5]}" for s in SHAPES]
 
 
-EST_VARIANTS = ["nested", "flat", "tma"]
+EST_VARIANTS = ["pointer", "pointer-whole-d", "tma"]
 
 
 def _est_tiles(variant: str) -> EstimateTiles:
-    """Nested kernel (whole head dim per step), or the flat / TMA one with a 32-wide head-dim slice."""
-    kind = dict(bk=32, flat=variant == "flat", tma=variant == "tma") if variant != "nested" else dict(bk=0, tma=False)
+    """Pointer-load kernel (32-wide head-dim slices or the whole head dim per step) or the TMA one."""
+    kind = dict(tma=variant == "tma", bk=0 if variant == "pointer-whole-d" else 32)
     if DEV == "cpu":
         return EstimateTiles(bm=64, bn=64, num_warps=4, **kind)
-    return EstimateTiles(**kind) if variant != "nested" else EstimateTiles(bm=64, bn=128, num_warps=4, **kind)
+    return EstimateTiles(**kind) if variant == "tma" else EstimateTiles(bm=64, bn=128, num_warps=4, **kind)
 
 
 @pytest.mark.parametrize("variant", EST_VARIANTS)
