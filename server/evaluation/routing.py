@@ -102,6 +102,10 @@ class RunSummary:
     agreement_with_cloud: float | None = None
     agreement_ci95: tuple[float, float] | None = None
     agreement_items: int = 0
+    # Same output text as cloud-only (fraction of shared items), and the mean share of cloud-only's text
+    # that each output reproduces from its start: answer-free views for answers cut off before their end.
+    same_text_as_cloud: float | None = None
+    text_prefix_agreement: float | None = None
 
 
 def add_agreement(summaries: list[RunSummary]) -> None:
@@ -118,6 +122,19 @@ def add_agreement(summaries: list[RunSummary]) -> None:
         s.agreement_with_cloud = same / n if n else None
         s.agreement_ci95 = wilson_interval(same, n) if n else None
         s.agreement_items = n
+        pairs = list(zip(s.texts[:n], cloud.texts[:n], strict=True))
+        if pairs:
+            s.same_text_as_cloud = sum(a == b for a, b in pairs) / len(pairs)
+            s.text_prefix_agreement = statistics.fmean(
+                _common_prefix(a, b) / len(b) if b else float(a == b) for a, b in pairs
+            )
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -276,18 +293,20 @@ def load_items(data_root: Path, tasks: tuple[str, ...], n_per_task: int) -> list
     return items
 
 
-def to_json(pair: PairSpec, cfg: RoutingEvalConfig, summaries: list[RunSummary], skipped: dict[str, str],
-            extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def pair_json(pair: PairSpec) -> dict[str, Any]:
     return {
-        "pair": {
-            **asdict(pair),
-            "edge_model_dir": str(pair.edge_model_dir),
-            "cloud_model_dir": str(pair.cloud_model_dir),
-        },
+        **asdict(pair),
+        "edge_model_dir": str(pair.edge_model_dir),
+        "cloud_model_dir": str(pair.cloud_model_dir),
+    }
+
+
+def task_block(cfg: RoutingEvalConfig, items: int, skipped: dict[str, str]) -> dict[str, Any]:
+    """One task's part of the results JSON (``runs`` and ``ratios`` are added as they come)."""
+    return {
         "config": {**asdict(cfg), "router_path": str(cfg.router_path) if cfg.router_path else None},
+        "items": items,
         "skipped": skipped,
-        "runs": [asdict(s) for s in summaries],
-        **extra,
     }
 
 

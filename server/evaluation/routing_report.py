@@ -11,12 +11,12 @@ from server.evaluation.routing import RunSummary, add_agreement
 
 COLUMNS = (
     ("label", "{:<34}"), ("items", "{:>4d}"), ("accuracy", "{:>5.2f}"), ("accuracy_ci95", "{0[0]:>4.2f}-{0[1]:<4.2f}"),
-    ("agreement_with_cloud", "{:>5.2f}"), ("escalation_rate", "{:>6.3f}"), ("cloud_tokens", "{:>6d}"),
+    ("agreement_with_cloud", "{:>5.2f}"), ("text_prefix_agreement", "{:>5.2f}"), ("escalation_rate", "{:>6.3f}"), ("cloud_tokens", "{:>6d}"),
     ("unverified", "{:>5d}"), ("requests", "{:>5d}"), ("round_trips_per_answer", "{:>7.1f}"),
     ("bytes_per_answer", "{:>9.0f}"), ("prompt_tokens_per_request", "{:>8.1f}"),
     ("computed_tokens_per_request", "{:>8.1f}"), ("token_time_p50_ms", "{:>7.0f}"), ("token_time_p95_ms", "{:>7.0f}"),
 )  # fmt: skip
-HEADER = "config                                n   acc  acc 95% CI  agree    esc   cloud unver  reqs  RT/ans  bytes/ans  prompt/r  compt/r  p50 ms  p95 ms"
+HEADER = "config                                n   acc  acc 95% CI  agree  txtpf    esc   cloud unver  reqs  RT/ans  bytes/ans  prompt/r  compt/r  p50 ms  p95 ms"
 
 
 def _cell(fmt: str, value: object) -> str:
@@ -87,16 +87,10 @@ def ratios(summaries: list[RunSummary]) -> dict[str, Any]:
     return out
 
 
-def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
+def _plot_row(axes: Any, summaries: list[RunSummary], task: str) -> None:
     """Two panels over the measured escalation rate: accuracy and agreement with cloud-only, each with
     its Wilson 95 % interval as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     add_agreement(summaries)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     main = [
         s
         for s in summaries
@@ -104,6 +98,7 @@ def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
     ]
     gates = sorted({s.gate for s in main if s.target_rate is not None})
     by = _by_label(summaries)
+    items = max((s.items for s in summaries), default=0)
     panels = (("accuracy", "accuracy_ci95", "exact-match accuracy"),
               ("agreement_with_cloud", "agreement_ci95", "same answer as cloud-only"))  # fmt: skip
     for ax, (key, ci_key, ylabel) in zip(axes, panels, strict=True):
@@ -126,10 +121,23 @@ def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
                 x, y, dlo, dhi = point(by[label])
                 ax.errorbar([x], [y], yerr=[[dlo], [dhi]], marker=marker, markersize=9, capsize=3, linestyle="none",
                             label=label, zorder=3)  # fmt: skip
+        ax.set_title(f"{task} ({items} items)", fontsize=9)
         ax.set_xlabel("fraction of tokens escalated (measured)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+
+
+def plot(per_task: dict[str, list[RunSummary]], title: str, path: Path) -> None:
+    """One row of two panels (accuracy, agreement with cloud-only) per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(per_task), 2, figsize=(11, 4.5 * len(per_task)), squeeze=False)
+    for row, (task, summaries) in zip(axes, per_task.items(), strict=True):
+        _plot_row(row, summaries, task)
     fig.suptitle(title + " (error bars: Wilson 95 %)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,21 +145,28 @@ def plot(summaries: list[RunSummary], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def write(
-    doc: dict[str, Any], summaries: list[RunSummary], out_json: Path, out_png: Path, title: str
-) -> None:
-    add_agreement(summaries)
-    doc["runs"] = [asdict(s) for s in summaries]  # with the agreement filled in
-    doc["ratios"] = ratios(summaries)
+def write(doc: dict[str, Any], per_task: dict[str, list[RunSummary]], out_json: Path, out_png: Path,
+          title: str) -> None:  # fmt: skip
+    """``doc["tasks"][task]`` gets that task's runs (agreement filled in) and ratios; one plot row per task."""
+    for task, summaries in per_task.items():
+        add_agreement(summaries)
+        block = doc.setdefault("tasks", {}).setdefault(task, {})
+        block["runs"] = [asdict(s) for s in summaries]
+        block["ratios"] = ratios(summaries)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(doc, indent=1))
-    plot(summaries, title, out_png)
+    plot(per_task, title, out_png)
 
 
 def rerender(json_path: Path, png_path: Path) -> dict[str, Any]:
     """Recompute ratios and the plot from a results JSON (e.g. after a fix in the derived numbers)."""
     doc = json.loads(json_path.read_text())
-    summaries = [RunSummary(**run) for run in doc["runs"]]
-    title = f"{doc['pair']['name']}: {doc.get('items', '?')} items of {', '.join(doc['config']['tasks'])}"
-    write(doc, summaries, json_path, png_path, title)
+    per_task = {task: [RunSummary(**run) for run in block["runs"]] for task, block in doc["tasks"].items()}
+    write(doc, per_task, json_path, png_path, title_of(doc))
     return doc
+
+
+def title_of(doc: dict[str, Any]) -> str:
+    tasks = ", ".join(f"{t}: {b.get('items', '?')} items, max {b['config']['max_new_tokens']} new tokens"
+                      for t, b in doc["tasks"].items())  # fmt: skip
+    return f"{doc['pair']['name']} pair: {tasks}"

@@ -194,3 +194,59 @@ def test_eval_refuses_an_mlp_router_trained_for_another_edge(tmp_path: Path) -> 
     _check_router_fits_edge(tmp_path / "full", None)
     with pytest.raises(ValueError):
         _check_router_fits_edge(tmp_path / "full", (0, 1))
+
+
+def test_per_task_option_values() -> None:
+    from server.commands.eval_routing import per_task
+
+    tasks = ("csqa_letter", "gsm8k")
+    assert per_task("40", tasks, "--n", minimum=1) == {"csqa_letter": 40, "gsm8k": 40}
+    assert per_task("gsm8k=6, csqa_letter=40", tasks, "--n", minimum=1) == {"csqa_letter": 40, "gsm8k": 6}
+    assert per_task("csqa_letter=0,gsm8k=2", tasks, "--d", minimum=0)["csqa_letter"] == 0
+    for bad, match in (("csqa_letter=40", "exactly the tasks"), ("csqa_letter=4,gsm8k=6,csqa=1", "exactly"),
+                       ("x", "N or task=N"), ("csqa_letter=a,gsm8k=1", "N or task=N"), ("0", ">= 1")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            per_task(bad, tasks, "--n", minimum=1)
+
+
+def test_results_hold_one_block_per_task_and_rerender_recomputes_them(tmp_path: Path) -> None:
+    from server.evaluation.routing import PairSpec, RoutingEvalConfig, pair_json, task_block
+    from server.evaluation.routing_report import rerender, write
+
+    pair = PairSpec("same-tokenizer", "d", "token", tmp_path, None, tmp_path)
+    cloud = summarise("cloud-only", "random", "escalate", "stateful", None, 0.0, 0.0, [CSQA],
+                      [_result("(C)", 4, 4, 1, 1)])  # fmt: skip
+    small = summarise(
+        "small-only", "recorder", "escalate", "none", None, None, 0.0, [CSQA], [_result("(A)", 4, 0, 0, 0)]
+    )
+    g_cloud = summarise("cloud-only", "random", "escalate", "stateful", None, 0.0, 0.0, [GSM],
+                        [_result("\\boxed{1}", 4, 4, 1, 1)])  # fmt: skip
+    doc = {"pair": pair_json(pair), "tasks": {
+        "csqa_letter": task_block(RoutingEvalConfig(tasks=("csqa_letter",), max_new_tokens=4), 1, {}),
+        "gsm8k": task_block(RoutingEvalConfig(tasks=("gsm8k",), max_new_tokens=48), 1, {})}}  # fmt: skip
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    write(doc, {"csqa_letter": [small, cloud], "gsm8k": [g_cloud]}, out_json, out_png, "t")
+    saved = json.loads(out_json.read_text())
+    assert [r["label"] for r in saved["tasks"]["csqa_letter"]["runs"]] == ["small-only", "cloud-only"]
+    assert saved["tasks"]["csqa_letter"]["ratios"]["cloud-only vs small-only"]["accuracy_difference"] == 1.0
+    assert (
+        saved["tasks"]["gsm8k"]["runs"][0]["agreement_with_cloud"] == 1.0
+    )  # per task: gsm8k's own cloud-only
+    assert saved["tasks"]["csqa_letter"]["runs"][0]["agreement_with_cloud"] == 0.0
+    assert saved["tasks"]["gsm8k"]["config"]["max_new_tokens"] == 48 and out_png.stat().st_size > 0
+    saved["tasks"]["csqa_letter"]["ratios"] = {}
+    out_json.write_text(json.dumps(saved))
+    again = rerender(out_json, out_png)
+    assert again["tasks"]["csqa_letter"]["ratios"]["cloud-only vs small-only"]["accuracy_difference"] == 1.0
+
+
+def test_text_agreement_with_cloud_only() -> None:
+    items = [GSM, GSM]
+    cloud = summarise("cloud-only", "random", "escalate", "stateful", None, 0.0, 0.0, items,
+                      [_result("abcd", 4, 4, 1, 1), _result("wxyz", 4, 4, 1, 1)])  # fmt: skip
+    edge = summarise("small-only", "recorder", "escalate", "none", None, None, 0.0, items,
+                     [_result("abcd", 4, 0, 0, 0), _result("wxQQ", 4, 0, 0, 0)])  # fmt: skip
+    add_agreement([cloud, edge])
+    assert edge.same_text_as_cloud == 0.5 and edge.text_prefix_agreement == pytest.approx((1.0 + 0.5) / 2)
+    assert cloud.same_text_as_cloud == 1.0 and cloud.text_prefix_agreement == 1.0
+    assert "txtpf" in table([cloud, edge])
