@@ -88,8 +88,8 @@ def ratios(summaries: list[RunSummary]) -> dict[str, Any]:
 
 
 def _plot_row(axes: Any, summaries: list[RunSummary], task: str) -> None:
-    """Two panels over the measured escalation rate: accuracy and agreement with cloud-only, each with
-    its Wilson 95 % interval as error bars."""
+    """Three panels over the measured escalation rate: accuracy and agreement with cloud-only (each with
+    its Wilson 95 % interval as error bars), and the mean share of cloud-only's text reproduced."""
     add_agreement(summaries)
     main = [
         s
@@ -100,11 +100,15 @@ def _plot_row(axes: Any, summaries: list[RunSummary], task: str) -> None:
     by = _by_label(summaries)
     items = max((s.items for s in summaries), default=0)
     panels = (("accuracy", "accuracy_ci95", "exact-match accuracy"),
-              ("agreement_with_cloud", "agreement_ci95", "same answer as cloud-only"))  # fmt: skip
+              ("agreement_with_cloud", "agreement_ci95", "same answer as cloud-only"),
+              ("text_prefix_agreement", None, "share of cloud-only's text reproduced\n(from the start; mean)"))  # fmt: skip
     for ax, (key, ci_key, ylabel) in zip(axes, panels, strict=True):
 
-        def point(s: RunSummary, key: str = key, ci_key: str = ci_key) -> tuple[float, float, float, float]:
-            v, (lo, hi) = getattr(s, key), getattr(s, ci_key)
+        def point(
+            s: RunSummary, key: str = key, ci_key: str | None = ci_key
+        ) -> tuple[float, float, float, float]:
+            v = getattr(s, key)
+            lo, hi = getattr(s, ci_key) if ci_key else (v, v)  # a mean of shares: no binomial interval
             return s.escalation_rate, v, v - lo, hi - v
 
         for g in gates:
@@ -129,16 +133,16 @@ def _plot_row(axes: Any, summaries: list[RunSummary], task: str) -> None:
 
 
 def plot(per_task: dict[str, list[RunSummary]], title: str, path: Path) -> None:
-    """One row of two panels (accuracy, agreement with cloud-only) per task."""
+    """One row of three panels (accuracy, answer and text agreement with cloud-only) per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(per_task), 2, figsize=(11, 4.5 * len(per_task)), squeeze=False)
+    fig, axes = plt.subplots(len(per_task), 3, figsize=(16, 4.5 * len(per_task)), squeeze=False)
     for row, (task, summaries) in zip(axes, per_task.items(), strict=True):
         _plot_row(row, summaries, task)
-    fig.suptitle(title + " (error bars: Wilson 95 %)", fontsize=9)
+    fig.suptitle(title + " (error bars: Wilson 95 %)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
