@@ -70,6 +70,23 @@ def _load_kv_rows(cache_ptr, bt_ptr, tok, k_len, page_size, s_page, s_tok, kvh_o
 
 
 @triton.jit
+def _store_tile_lse(acc, rows, row_ok, j0, j_end, lse_ptr, row0, n_kb, scale_log2, s_lr, BM: tl.constexpr,
+                    BN: tl.constexpr, R: tl.constexpr):
+    """Epilogue of one (query rows x BN key rows) tile: causal mask, then per query row and key block
+    ``log2 sum 2^(logit * log2e)`` into ``lse_ptr`` (this head's ``[rows, n_kb]`` slice)."""
+    cols = j0 + tl.arange(0, BN)
+    s = tl.where(cols[None, :] <= rows[:, None], acc * scale_log2, float("-inf"))
+    m = tl.max(s, 1)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    p = tl.exp2(s - m[:, None])
+    blk = tl.sum(tl.reshape(p, (BM, BN // R, R)), 2)
+    lse = m[:, None] + tl.log2(blk)
+    kb = j0 // R + tl.arange(0, BN // R)
+    ptrs = lse_ptr + (rows - row0).to(tl.int64)[:, None] * s_lr + kb[None, :]
+    tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
+
+
+@triton.jit
 def _xattn_lse_flat_kernel(
     q_ptr, k_ptr, bt_ptr, lse_ptr,
     k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2,
@@ -107,16 +124,9 @@ def _xattn_lse_flat_kernel(
         cols = j0 + tl.arange(0, BN)
         kt = _load_kv_rows(k_ptr, bt_ptr, cols * S + t, k_len, page_size, s_kp, s_kt, kvh_off + d0, dk)
         acc = tl.dot(qt, tl.trans(kt), acc)
-        if kk == NK - 1:
-            s = tl.where(cols[None, :] <= rows[:, None], acc * scale_log2, float("-inf"))
-            m = tl.max(s, 1)
-            m = tl.where(m == float("-inf"), 0.0, m)
-            p = tl.exp2(s - m[:, None])
-            blk = tl.sum(tl.reshape(p, (BM, BN // R, R)), 2)
-            lse = m[:, None] + tl.log2(blk)
-            kb = j0 // R + tl.arange(0, BN // R)
-            ptrs = lse_ptr + h.to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_lr + kb[None, :]
-            tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
+        if kk == NK - 1:  # the key tile's last step: its softmax epilogue
+            _store_tile_lse(acc, rows, row_ok, j0, j_end, lse_ptr + h.to(tl.int64) * s_lh, row0, n_kb, scale_log2,
+                            s_lr, BM, BN, R)
             acc = tl.zeros((BM, BN), dtype=tl.float32)
 
 
@@ -148,17 +158,9 @@ def _xattn_lse_tma_kernel(
         qt = q_desc.load([tile * BM, S - 1 - t, h, d0]).reshape(BM, BK)
         kt = k_desc.load([j0, t, kvh, d0]).reshape(BN, BK)
         acc = tl.dot(qt, kt.T, acc)
-        if kk == NK - 1:
-            cols = j0 + tl.arange(0, BN)
-            s = tl.where(cols[None, :] <= rows[:, None], acc * scale_log2, float("-inf"))
-            m = tl.max(s, 1)
-            m = tl.where(m == float("-inf"), 0.0, m)
-            p = tl.exp2(s - m[:, None])
-            blk = tl.sum(tl.reshape(p, (BM, BN // R, R)), 2)
-            lse = m[:, None] + tl.log2(blk)
-            kb = j0 // R + tl.arange(0, BN // R)
-            ptrs = lse_ptr + h.to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_lr + kb[None, :]
-            tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
+        if kk == NK - 1:  # the key tile's last step: its softmax epilogue
+            _store_tile_lse(acc, rows, row_ok, j0, j_end, lse_ptr + h.to(tl.int64) * s_lh, row0, n_kb, scale_log2,
+                            s_lr, BM, BN, R)
             acc = tl.zeros((BM, BN), dtype=tl.float32)
 
 
