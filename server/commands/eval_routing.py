@@ -34,17 +34,17 @@ def routing(
         typer.Option(
             help="First N items of each dev set: N for every task, or per task: csqa_letter=40,gsm8k=6."
         ),
-    ] = "40",
+    ] = "csqa_letter=40,gsm8k=4",
     tasks: Annotated[
         str,
         typer.Option(
             help="Comma-separated: csqa_letter (answer letter only), csqa, gsm8k (chain of thought)."
         ),
-    ] = "csqa_letter",
+    ] = "csqa_letter,gsm8k",
     max_new_tokens: Annotated[
         str, typer.Option(help="Answer length cap: N for every task, or per task: csqa_letter=4,gsm8k=48.")
-    ] = "4",
-    rates: Annotated[str, typer.Option(help="Target escalation rates, comma-separated.")] = "0.1,0.3",
+    ] = "csqa_letter=4,gsm8k=32",
+    rates: Annotated[str, typer.Option(help="Target escalation rates, comma-separated.")] = "0.25,0.5",
     gates: Annotated[str, typer.Option(help="Gates to evaluate.")] = "top1,entropy,rolling_entropy,mlp",
     router: Annotated[
         Path | None,
@@ -57,7 +57,7 @@ def routing(
     delay_items: Annotated[
         str,
         typer.Option(help="Items per delay setting: N for every task, or per task: csqa_letter=10,gsm8k=2."),
-    ] = "10",
+    ] = "csqa_letter=6,gsm8k=1",
     threads: Annotated[int, typer.Option(min=1, help="torch threads of the edge model.")] = 1,
     stateless: Annotated[bool, typer.Option(help="Also run the stateless re-prefill baseline.")] = True,
     speculative: Annotated[bool, typer.Option(help="Also run speculative mode.")] = True,
@@ -176,7 +176,7 @@ def routing(
 
 
 def per_task(spec: str, tasks: tuple[str, ...], option: str, *, minimum: int) -> dict[str, int]:
-    """``"40"`` (every task) or ``"csqa_letter=40,gsm8k=6"`` (each task named once) -> {task: N}."""
+    """``"40"`` (every task) or ``"csqa_letter=40,gsm8k=6"`` -> {task: N} for the selected ``tasks``."""
     spec = spec.strip()
     try:
         if "=" not in spec:
@@ -186,8 +186,16 @@ def per_task(spec: str, tasks: tuple[str, ...], option: str, *, minimum: int) ->
             values = {name.strip(): int(v) for name, v in pairs}
     except ValueError:
         raise ValueError(f"{option} must be N or task=N,...; got {spec!r}") from None
-    if set(values) != set(tasks):
-        raise ValueError(f"{option} {spec!r} must give a value for exactly the tasks {', '.join(tasks)}")
+    from server.evaluation.tasks import TASKS
+
+    unknown = sorted(set(values) - set(TASKS))
+    missing = [t for t in tasks if t not in values]
+    if unknown or missing:
+        raise ValueError(
+            f"{option} {spec!r}: unknown tasks {unknown or '-'}, no value for {missing or '-'} "
+            f"(tasks: {', '.join(TASKS)})"
+        )
+    values = {t: values[t] for t in tasks}  # values for known tasks not selected are ignored
     bad = {t: v for t, v in values.items() if v < minimum}
     if bad:
         raise ValueError(f"{option}: values must be >= {minimum}, got {bad}")

@@ -203,7 +203,10 @@ def test_per_task_option_values() -> None:
     assert per_task("40", tasks, "--n", minimum=1) == {"csqa_letter": 40, "gsm8k": 40}
     assert per_task("gsm8k=6, csqa_letter=40", tasks, "--n", minimum=1) == {"csqa_letter": 40, "gsm8k": 6}
     assert per_task("csqa_letter=0,gsm8k=2", tasks, "--d", minimum=0)["csqa_letter"] == 0
-    for bad, match in (("csqa_letter=40", "exactly the tasks"), ("csqa_letter=4,gsm8k=6,csqa=1", "exactly"),
+    # a known task that is not selected is ignored, so one spec serves --tasks csqa_letter too
+    assert per_task("csqa_letter=4,gsm8k=6,csqa=1", tasks, "--n", minimum=1) == {"csqa_letter": 4, "gsm8k": 6}
+    assert per_task("csqa_letter=4,gsm8k=6", ("csqa_letter",), "--n", minimum=1) == {"csqa_letter": 4}
+    for bad, match in (("csqa_letter=40", "no value for"), ("csqa_letter=4,gsm9k=6", "unknown tasks"),
                        ("x", "N or task=N"), ("csqa_letter=a,gsm8k=1", "N or task=N"), ("0", ">= 1")):  # fmt: skip
         with pytest.raises(ValueError, match=match):
             per_task(bad, tasks, "--n", minimum=1)
