@@ -17,11 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from server.evaluation.data_root import data_root
 from server.prefix_cache.sim.grid import ALL_POLICIES, parse_capacities, run_grid
 from server.prefix_cache.sim.plot import plot_grid
 from server.prefix_cache.sim.trace import read_trace
 
-TRACE = Path("/work/shared/data/traces/mooncake_conversation_trace.jsonl")
+TRACE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDGE_DATA_ROOT or ../shared/data
 RESULTS = Path(__file__).resolve().parent / "results"
 CAPACITIES = parse_capacities("1M,2M,3M,5M,10M,50M")
 TARGET_SHARE = 0.30

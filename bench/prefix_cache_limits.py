@@ -31,6 +31,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from server.evaluation.data_root import data_root
 from server.prefix_cache.density import DensityPolicy
 from server.prefix_cache.registry import create_policy, policy_class
 from server.prefix_cache.sim.conversations import (
@@ -46,7 +47,7 @@ from server.prefix_cache.sim.hindsight import IdleAgeProbe, in_sample_histograms
 from server.prefix_cache.sim.replay import replay
 from server.prefix_cache.sim.trace import Trace, read_trace
 
-TRACE = Path("/work/shared/data/traces/mooncake_conversation_trace.jsonl")
+TRACE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDGE_DATA_ROOT or ../shared/data
 RESULTS = Path(__file__).resolve().parent / "results"
 GRID = RESULTS / "prefix_cache_mooncake.json"
 TARGET_SHARE = 0.30

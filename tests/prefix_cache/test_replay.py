@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
+from server.evaluation.data_root import data_root
 from server.prefix_cache.registry import create_policy, policy_class
 from server.prefix_cache.request_meta import RequestMeta
 from server.prefix_cache.sim.replay import ServiceModel, replay
 from server.prefix_cache.sim.trace import Trace
 
-MOONCAKE = Path("/work/shared/data/traces/mooncake_conversation_trace.jsonl")
+MOONCAKE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDGE_DATA_ROOT or ../shared/data
 
 
 def _trace(
@@ -122,17 +122,18 @@ def test_density_beats_lru_on_mooncake() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not MOONCAKE.exists(), reason=f"real trace not found at {MOONCAKE}")
-def test_full_mooncake_grid_runs_in_under_two_minutes() -> None:
-    """Issue 4, item 3: all policies incl. belady x 6 capacities on the 12,031-request trace < 2 min."""
-    import time
-
+def test_full_mooncake_grid_belady_bounds_every_policy() -> None:
+    """Issue 4, item 3's grid (all policies incl. belady x 6 capacities on the 12,031-request trace):
+    belady is at most the infinite cache and at least every online policy. Its run time (< 2 min) is
+    measured by bench/prefix_cache.py (`seconds` in bench/results/prefix_cache_mooncake.json), not here."""
     from server.prefix_cache.sim.grid import ALL_POLICIES, parse_capacities, run_grid
     from server.prefix_cache.sim.trace import read_trace
 
-    start = time.perf_counter()
     grid = run_grid(
         read_trace(MOONCAKE), MOONCAKE.name, parse_capacities("1M,2M,3M,5M,10M,50M"), ALL_POLICIES, jobs=2
     )
-    assert time.perf_counter() - start < 120
     for c in grid.capacities_tokens:
-        assert grid.get("belady", c).token_hit_ratio <= grid.infinite.token_hit_ratio + 1e-9
+        best = grid.get("belady", c).token_hit_ratio
+        assert best <= grid.infinite.token_hit_ratio + 1e-9
+        for p in grid.policies:
+            assert grid.get(p, c).token_hit_ratio <= best + 1e-9, (p, c)
