@@ -64,6 +64,7 @@ class Link(Protocol):
     def verify(self, units: Units, draft: Units) -> VerifyResponse: ...
     def sync(self, units: Units, prefill: bool = True) -> None: ...
     def traffic(self) -> TrafficStats: ...
+    def close(self) -> None: ...
 
 
 LinkFactory = Callable[[SessionMode, str, RequestOptions], Link]
@@ -141,6 +142,7 @@ class CloudLink:
         self.synced = resp.state.committed.length
 
     def close(self) -> None:
+        """Delete this answer's cloud session (its transcript on the router); typed errors propagate."""
         if self.session_id is not None:
             self.client.delete_session(self.session_id, self.options)
             self.session_id = None

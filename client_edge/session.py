@@ -32,7 +32,9 @@ class SessionConfig:
     """``strategy``: ``escalate`` (ask the cloud for ``escalate_k`` tokens where the gate fires) or
     ``speculative`` (draft ``draft_len`` tokens, verify them in one round trip). ``mode``: ``token``
     when edge and cloud share a tokenizer, else ``text``. ``cloud_deadline_s`` bounds each cloud call,
-    retries included."""
+    retries included. ``delete_cloud_session``: delete the answer's cloud session once it is done (after
+    the final sync); by default the answer stays on the cloud under ``GenerationResult.cloud_session_id``
+    until the caller deletes it (``EdgeClient.delete_session``) or the router's session TTL expires."""
 
     strategy: Literal["escalate", "speculative"] = "escalate"
     mode: SessionMode = "token"
@@ -44,6 +46,7 @@ class SessionConfig:
     failure_cooldown: int = 16
     sync_at_end: bool = True
     prefill_prompt: bool = True
+    delete_cloud_session: bool = False
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -246,6 +249,11 @@ class _Run:
         traffic = (
             self.link.traffic().since(self.traffic0) if self.link is not None and self.traffic0 else None
         )
+        if self.link is not None and self.cfg.delete_cloud_session:
+            try:
+                self.link.close()
+            except APIError:  # the session then lives until the router's TTL; the answer is unaffected
+                self.failures += 1
         return GenerationResult(
             token_ids=self.gen,
             text=self.runner.decode(self.gen),

@@ -199,7 +199,8 @@ class RoutingEval:
         items, prompts = self.items[:n], self.prompts[:n]
         mode = mode or self.pair.mode
         cfg = SessionConfig(strategy=strategy, mode=mode, max_new_tokens=self.cfg.max_new_tokens,  # type: ignore[arg-type]
-                            draft_len=self.cfg.draft_len, cloud_deadline_s=60.0, escalate_k=escalate_k)  # fmt: skip
+                            draft_len=self.cfg.draft_len, cloud_deadline_s=60.0, escalate_k=escalate_k,
+                            delete_cloud_session=True)  # traffic is counted before the delete  # fmt: skip
         client = self._client(delay_ms) if link == "stateful" else None
         factory = None
         if link == "stateless":

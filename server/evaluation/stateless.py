@@ -55,6 +55,10 @@ class StatelessLink:
     def traffic(self) -> TrafficStats:
         return self._traffic.snapshot()
 
+    def close(self) -> None:
+        """Nothing lives on the cloud; release this answer's HTTP connections."""
+        self._http.close()
+
     def open(self, units: str, prefill: bool = True) -> None:  # type: ignore[override]
         self.synced = len(units)
 

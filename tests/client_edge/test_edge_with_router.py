@@ -103,6 +103,19 @@ def test_answer_equals_the_cloud_greedy_answer(env, strategy: str) -> None:  # n
         assert res.usage.requests < N  # several tokens per round trip
 
 
+def test_delete_cloud_session_removes_the_answer_from_the_router(env) -> None:  # noqa: ANN001
+    client, engine, tok, http = env
+    runner = ToyRunner(engine, tok)
+    prompt = runner.encode(PROMPT_TEXT, add_special_tokens=True)
+    kept = EdgeSession(runner, RandomGate.at_rate(1.0), client, SessionConfig(max_new_tokens=8)).generate(prompt)
+    cfg = SessionConfig(max_new_tokens=8, delete_cloud_session=True)
+    res = EdgeSession(runner, RandomGate.at_rate(1.0), client, cfg).generate(prompt)
+    assert res.token_ids == kept.token_ids and res.cloud_failures == 0 and res.unsynced_units == 0
+    assert res.cloud_session_id is None
+    assert _cloud_content(http, kept.cloud_session_id)["token_ids"] == prompt + kept.token_ids  # default: kept
+    assert len(http.app.state.service.store) == 1  # only the kept answer's session is left
+
+
 def test_entropy_gate_escalates_where_the_edge_is_wrong(env) -> None:  # noqa: ANN001
     client, engine, tok, http = env
     runner = ToyRunner(engine, tok)
