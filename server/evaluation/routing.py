@@ -25,6 +25,7 @@ from client_edge.result import GenerationResult, TokenSource
 from client_edge.retry import RetryPolicy
 from client_edge.runner.transformers_runner import TransformersRunner
 from client_edge.session import EdgeSession, SessionConfig
+from router.speculative import common_prefix
 from server.evaluation.delay import DelayTransport
 from server.evaluation.recorder import ScoreRecorder
 from server.evaluation.stateless import StatelessLink
@@ -126,15 +127,8 @@ def add_agreement(summaries: list[RunSummary]) -> None:
         if pairs:
             s.same_text_as_cloud = sum(a == b for a, b in pairs) / len(pairs)
             s.text_prefix_agreement = statistics.fmean(
-                _common_prefix(a, b) / len(b) if b else float(a == b) for a, b in pairs
+                common_prefix(a, b) / len(b) if b else float(a == b) for a, b in pairs
             )
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = 0
-    while n < len(a) and n < len(b) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 def _pct(values: list[float], q: float) -> float:
