@@ -243,18 +243,12 @@ def estimate_block_scores(
     n_rows = n_qb * r
     lse = torch.empty((hq, n_rows, n_kb), dtype=torch.float32, device=q.device)
     scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d)) / stride
-    kc = kv.key_cache
 
     if tiles.bm % r or tiles.bn % r:
         raise ValueError(f"tile rows must be multiples of B/S={r}, got {tiles}")
     bk = tiles.bk or d
     if d % bk:
         raise ValueError(f"head-dim slice bk={bk} must divide the head dim {d}")
-    args = (
-        q, kc, kv.block_table, lse,
-        k_len, q_offset, kv.page_size, first_qb * r, n_rows, n_kb, scale_log2,
-        q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), lse.stride(0), lse.stride(1),
-    )
     grid = (triton.cdiv(n_rows, tiles.bm), hq)
     shape = dict(GROUP=hq // kv.num_kv_heads, S=stride, R=r, D=d, BM=tiles.bm, BN=tiles.bn)
     launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
@@ -274,7 +268,13 @@ def estimate_block_scores(
             lse.stride(0), lse.stride(1), **shape, BK=bk, **launch,
         )
     else:
-        _xattn_lse_flat_kernel[grid](*args, **shape, BK=bk, **launch)
+        kc = kv.key_cache
+        _xattn_lse_flat_kernel[grid](
+            q, kc, kv.block_table, lse,
+            k_len, q_offset, kv.page_size, first_qb * r, n_rows, n_kb, scale_log2,
+            q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), lse.stride(0), lse.stride(1),
+            **shape, BK=bk, **launch,
+        )
     scores = out if out is not None else torch.empty((hq, n_qb, n_kb), dtype=torch.float32, device=q.device)
     _xattn_block_score_kernel[(n_qb, hq)](
         lse, scores,
