@@ -45,7 +45,7 @@ from server.prefix_cache.sim.conversations import (
 from server.prefix_cache.sim.grid import parse_capacities
 from server.prefix_cache.sim.hindsight import IdleAgeProbe, in_sample_histograms, knapsack_fit, reuse_gaps
 from server.prefix_cache.sim.replay import replay
-from server.prefix_cache.sim.trace import Trace, read_trace
+from server.prefix_cache.sim.trace import Trace, read_trace, turn_category
 
 TRACE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDGE_DATA_ROOT or ../shared/data
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,16 +56,12 @@ OUTPUT_EDGES = (50.0, 200.0, 400.0)  # ... and output < 50, 50-200, 200-400, >= 
 NEXT_GAP_EDGES = (60.0, 120.0, 240.0, 480.0)  # oracle: next turn < 60, 60-120, ..., >= 480 s, never
 
 
-def turn_class(turn: int) -> str:
-    return f"turn{turn}" if turn < 4 else "turn4+"
-
-
 def forty_classes(trace: Trace, conv: Conversations) -> list[str]:
     """turn1 x output (4) + {turn2, turn3, turn4+} x previous gap (3) x output (4) = 40 classes."""
     labels = []
     for turn, prev, out in zip(conv.turns, conv.prev_gap_s, trace.output_tokens, strict=True):
         gap = "" if prev is None else "|prev" + bin_label(prev, PREV_GAP_EDGES, "s")
-        labels.append(f"{turn_class(turn)}{gap}|out{bin_label(out, OUTPUT_EDGES)}")
+        labels.append(f"{turn_category(turn)}{gap}|out{bin_label(out, OUTPUT_EDGES)}")
     return labels
 
 

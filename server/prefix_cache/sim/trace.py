@@ -96,9 +96,9 @@ def read_trace(path: Path, fmt: TraceFormat | None = None, limit: int | None = N
                 turn = 1
                 if len(keys) > 1:
                     turn = turns[keys[1]] = turns.get(keys[1], 0) + 1
-                category = _turn_category(turn)
+                category = turn_category(turn)
             else:
-                category = f"{row['type']}-{_turn_category(row['turn'])}"
+                category = f"{row['type']}-{turn_category(row['turn'])}"
             meta = meta_cache.get(category)
             if meta is None:
                 meta = meta_cache[category] = RequestMeta(category=category)
@@ -112,7 +112,8 @@ def read_trace(path: Path, fmt: TraceFormat | None = None, limit: int | None = N
     return Trace(fmt, BLOCK_TOKENS[fmt], times, inputs, outputs, blocks, metas)
 
 
-def _turn_category(turn: int) -> str:
+def turn_category(turn: int) -> str:
+    """The category of a conversation's ``turn``-th request: ``turn1`` .. ``turn3``, then ``turn4+``."""
     return f"turn{max(turn, 1)}" if turn < 4 else "turn4+"
 
 
