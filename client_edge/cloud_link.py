@@ -172,7 +172,11 @@ class CloudLink:
 
     def verify(self, units: Units, draft: Units) -> VerifyResponse:
         def call(sid: str) -> VerifyResponse:
-            d = {"draft_text": str(draft)} if self.mode == "text" else {"draft_token_ids": list(draft)}
+            d: dict[str, object] = {"draft_text": str(draft)}
+            if self.mode == "token":
+                d = {"draft_token_ids": list(draft)}
+                if not self.sampling.greedy:  # the edge drafts greedily: q is a point mass on each token
+                    d["draft_distributions"] = [{t: 1.0} for t in draft]
             body = VerifyRequest(
                 request_id=new_request_id(), base=self._base(units), **self._delta(units), **d
             )  # type: ignore[arg-type]

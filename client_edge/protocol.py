@@ -42,6 +42,8 @@ TENANT_HEADER: Final = "X-Xedge-Tenant"
 MAX_K: Final = 256
 MAX_TOP_N: Final = 20
 MAX_DRAFT: Final = 64
+MAX_DRAFT_SUPPORT: Final = 256  # ids per row of VerifyRequest.draft_distributions
+DRAFT_SUPPORT_TOLERANCE: Final = 1e-3  # |sum of a draft distribution - 1|
 #: Interval (in units of the session mode) between the checkpoints a SessionState lists.
 CHECKPOINT_INTERVAL: Final = 64
 
@@ -321,25 +323,42 @@ class VerifyRequest(_Delta):
     """``POST /v1/sessions/{id}/verify``: commit the delta, then verify the edge's draft.
 
     Greedy sessions accept the longest prefix equal to the cloud's greedy tokens. Sampling sessions use
-    the standard speculative-sampling rule and need ``draft_logprobs``: the edge's log q(d_i) of each
-    drafted token under its own (temperature-scaled) distribution.
+    the standard speculative-sampling rule (accept d_i with probability min(1, p(d_i)/q(d_i)), at the
+    first rejection sample the correction from max(0, p - q) normalised) and need
+    ``draft_distributions``: for each draft position the edge's whole sampling distribution q, as token
+    id -> probability over its support (at most ``MAX_DRAFT_SUPPORT`` ids, summing to 1, the drafted token
+    included). A greedy drafter sends ``{d_i: 1.0}``; a sampling drafter truncates its distribution
+    (top-k / top-p) and sends what it sampled from. The output then follows the cloud's own sampling
+    distribution exactly, whatever q was.
     """
 
     request_id: RequestId
     base: PrefixRef
     draft_token_ids: list[TokenId] = Field(default_factory=list, max_length=MAX_DRAFT)
     draft_text: str = ""
-    draft_logprobs: list[float] | None = None
+    draft_distributions: list[dict[TokenId, float]] | None = Field(None, max_length=MAX_DRAFT)
     top_n: int = Field(0, ge=0, le=MAX_TOP_N)
 
     @model_validator(mode="after")
     def _draft(self) -> VerifyRequest:
         if bool(self.draft_token_ids) == bool(self.draft_text):
             raise ValueError("give exactly one of draft_token_ids (token mode) or draft_text (text mode)")
-        if self.draft_logprobs is not None and len(self.draft_logprobs) != len(self.draft_token_ids):
-            raise ValueError(
-                f"draft_logprobs has {len(self.draft_logprobs)} entries, draft_token_ids {len(self.draft_token_ids)}"
-            )
+        if self.draft_distributions is not None:
+            dists = self.draft_distributions
+            if len(dists) != len(self.draft_token_ids):
+                raise ValueError(
+                    f"draft_distributions has {len(dists)} rows, draft_token_ids {len(self.draft_token_ids)}"
+                )
+            for i, (d, row) in enumerate(zip(self.draft_token_ids, dists, strict=True)):
+                if len(row) > MAX_DRAFT_SUPPORT:
+                    raise ValueError(f"draft_distributions[{i}] has {len(row)} ids; at most {MAX_DRAFT_SUPPORT}")
+                if any(not (0.0 <= q <= 1.0) for q in row.values()):
+                    raise ValueError(f"draft_distributions[{i}] holds a probability outside [0, 1]")
+                if row.get(d, 0.0) <= 0.0:
+                    raise ValueError(f"draft_distributions[{i}] gives the drafted token {d} no probability")
+                total = sum(row.values())
+                if abs(total - 1.0) > DRAFT_SUPPORT_TOLERANCE:
+                    raise ValueError(f"draft_distributions[{i}] sums to {total:.6f}, not 1")
         return self
 
 

@@ -13,7 +13,7 @@ Invariants the loop keeps:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from client_edge._base_client import RequestOptions
@@ -34,7 +34,10 @@ class SessionConfig:
     when edge and cloud share a tokenizer, else ``text``. ``cloud_deadline_s`` bounds each cloud call,
     retries included. ``delete_cloud_session``: delete the answer's cloud session once it is done (after
     the final sync); by default the answer stays on the cloud under ``GenerationResult.cloud_session_id``
-    until the caller deletes it (``EdgeClient.delete_session``) or the router's session TTL expires."""
+    until the caller deletes it (``EdgeClient.delete_session``) or the router's session TTL expires.
+    ``cloud_sampling``: how the cloud samples its tokens (default greedy). With temperature > 0 a
+    speculative round is verified with the speculative-sampling rule (the edge's greedy draft is a point
+    mass), so the answer's cloud-decided tokens follow the cloud's sampling distribution."""
 
     strategy: Literal["escalate", "speculative"] = "escalate"
     mode: SessionMode = "token"
@@ -47,6 +50,7 @@ class SessionConfig:
     sync_at_end: bool = True
     prefill_prompt: bool = True
     delete_cloud_session: bool = False
+    cloud_sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -105,7 +109,7 @@ class _Run:
         if s.link_factory is not None:
             self.link = s.link_factory(self.cfg.mode, fingerprint, opts)
         elif s.client is not None:
-            self.link = CloudLink(s.client, self.cfg.mode, fingerprint, SamplingSettings(), opts)
+            self.link = CloudLink(s.client, self.cfg.mode, fingerprint, self.cfg.cloud_sampling, opts)
         self.traffic0 = self.link.traffic() if self.link is not None else None
         self.step: StepOutput = self.runner.prefill(prompt_ids)
         self.prompt_len = len(prompt_ids)

@@ -37,6 +37,7 @@ from router.engine.base import (
     GenerateResult,
     ModelInfo,
 )
+from router.engine.verify_spec import XARG, ForceSpec
 from router.errors import RouterError
 from router.observer import ServiceObserver, observed
 from router.replicas import HashRing
@@ -73,6 +74,7 @@ class EdgeService:
         )
         self._create_locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self.observers: list[ServiceObserver] = []
+        self._verify_ready: set[int] = set()  # replicas where require_verify_processor passed
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -142,8 +144,9 @@ class EdgeService:
         *,
         greedy: bool = False,
         top_n: int = 0,
-        prompt_logprobs: int | None = None,
+        extra_meta: tuple[tuple[str, str | int | float], ...] = (),
     ) -> GenerateResult:
+        """One engine call on the session's replica; ``extra_meta`` adds ``vllm_xargs`` entries."""
         if not prompt:
             raise RouterError("invalid_request", "the committed prefix is empty: the cloud has nothing to continue")
         s = session.sampling
@@ -154,11 +157,10 @@ class EdgeService:
             top_p=1.0 if greedy else s.top_p,
             seed=None if s.seed is None else _call_seed(s.seed, len(prompt)),
             top_n=top_n,
-            prompt_logprobs=prompt_logprobs,
             cache_salt=self._salt(session.tenant),
             # Every call of an edge session re-reads the session's whole prefix: tell the eviction policy
             # which reuse class it belongs to (server/prefix_cache/request_meta.py).
-            request_meta=(("xedge_tenant", session.tenant), ("xedge_category", EDGE_SESSION_CATEGORY)),
+            request_meta=(("xedge_tenant", session.tenant), ("xedge_category", EDGE_SESSION_CATEGORY), *extra_meta),
         )
         try:
             return await self.engines[session.replica].generate(call)
@@ -166,6 +168,39 @@ class EdgeService:
             raise RouterError("engine_unavailable", str(exc)) from exc
         except EngineError as exc:
             raise RouterError("engine_error", str(exc)) from exc
+
+    async def require_verify_processor(self, session: Session) -> None:
+        """Raise ``unsupported`` unless the session's replica runs xedge's verify logits processor.
+
+        Checked once per replica (a success is remembered): a greedy 3-token call from a 1-token prompt
+        that asks the processor to force the tokens (a, b, a), two ids from the top of the vocabulary.
+        Greedy decoding cannot produce that unless the processor forced it, so a replica without it
+        (not installed, or dropped by vLLM as under its own speculative decoding) is caught here instead
+        of silently sampling unverified tokens.
+        """
+        replica = session.replica
+        if replica in self._verify_ready:
+            return
+        a, b = self.tok.vocab_size - 1, self.tok.vocab_size - 2
+        probe = GenerateCall(
+            prompt_ids=(b,), max_tokens=3, temperature=0.0, request_meta=((XARG, ForceSpec((a, b, a)).encode()),)
+        )
+        try:
+            result = await self.engines[replica].generate(probe)
+        except EngineUnavailableError as exc:
+            raise RouterError("engine_unavailable", str(exc)) from exc
+        except EngineError as exc:
+            raise RouterError("engine_error", f"verify-processor probe: {exc}") from exc
+        got = [t.token_id for t in result.tokens]
+        if got != [a, b, a]:
+            raise RouterError(
+                "unsupported",
+                f"sampling verify needs xedge's logits processor in vLLM (entry point vllm.logits_processors: "
+                f"xedge_verify, server/verify/vllm_adapter.py); replica {self.settings.vllm_urls[replica]} "
+                f"ignored it (probe forced {[a, b, a]}, got {got}). Install xedge in vLLM's environment and do "
+                "not enable vLLM's own speculative decoding there, or use greedy sessions",
+            )
+        self._verify_ready.add(replica)
 
     def cloud_tokens(self, context: Sequence[int], tokens: Sequence[EngineToken]) -> list[CloudToken]:
         texts = self.tok.token_texts(context, [t.token_id for t in tokens])
@@ -353,6 +388,8 @@ class EdgeService:
                 if req.draft_text:
                     raise RouterError("mode_mismatch", "session is in token mode: send draft_token_ids")
                 self._check_ids(req.draft_token_ids, "draft_token_ids")
+                for row in req.draft_distributions or ():
+                    self._check_ids(list(row), "draft_distributions")
                 if session.sampling.greedy:
                     body = await verification.greedy(self, session, prompt, req)
                 else:

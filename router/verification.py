@@ -3,13 +3,14 @@
 - ``greedy`` (token mode, greedy sampling): vLLM decodes ``len(draft) + 1`` greedy tokens from the
   committed prefix (served from its prefix cache) and the longest equal draft prefix is accepted; the
   cloud token after it is the correction. The result equals greedy cloud decoding by construction.
-- ``rejection`` (token mode, temperature 1, top_p 1): one call scores the draft with ``prompt_logprobs`` and
-  :func:`router.speculative.rejection_accept` applies the speculative-sampling rule. vLLM does not read
-  its prefix cache for prompt-logprob requests, so this call recomputes the whole prompt (the usage
-  numbers show it). Other temperatures / top_p are refused: prompt logprobs are the model's raw
-  log-softmax in every ``--logprobs-mode`` (vLLM 0.32 ``gpu_model_runner._get_prompt_logprobs_dict``:
-  "prompt tokens skip sampling processors, so processed_* and raw_* yield the same scores"), and
-  rescaling top-n logprobs here cannot renormalise over the whole vocabulary.
+- ``rejection`` (token mode, sampling at any temperature / top_p): the standard speculative-sampling
+  rule, run inside vLLM. One completion of ``len(draft) + 1`` tokens from the committed prefix (served
+  from vLLM's prefix cache) carries a :class:`router.engine.verify_spec.VerifySpec`; the engine's logits
+  processor (``server/verify/vllm_adapter.py``) computes the session's exact sampling distribution p
+  over the whole vocabulary at each draft position, keeps or rejects each draft token against the
+  edge's q and forces the outcome. The router only reads the tokens back. Before the first such verify
+  on a replica, :meth:`EdgeService.require_verify_processor` checks that the processor is loaded there
+  (without it vLLM would sample freely and the answer would be wrong, silently).
 - ``text`` (text mode, greedy): the cloud's greedy text is compared with the draft character by character.
 
 Each returns the fields of :class:`client_edge.protocol.VerifyResponse` except ``state``.
@@ -17,14 +18,14 @@ Each returns the fields of :class:`client_edge.protocol.VerifyResponse` except `
 
 from __future__ import annotations
 
-import random
+import hashlib
 from typing import TYPE_CHECKING
 
 from client_edge.protocol import VerifyRequest
-from router.engine.base import EngineToken
+from router.engine.verify_spec import XARG, VerifySpec
 from router.errors import RouterError
 from router.sessions.store import Session
-from router.speculative import common_prefix, greedy_accept, rejection_accept
+from router.speculative import common_prefix, greedy_accept
 from router.usage import usage_of
 
 if TYPE_CHECKING:
@@ -50,36 +51,32 @@ async def greedy(svc: EdgeService, session: Session, prompt: list[int], req: Ver
     }
 
 async def rejection(svc: EdgeService, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
-    s = session.sampling
-    if req.draft_logprobs is None:
-        raise RouterError("invalid_request", "a sampling session's verify needs draft_logprobs (log q of each draft token)")
-    if s.temperature != 1.0 or s.top_p != 1.0:
+    if req.draft_distributions is None:
         raise RouterError(
-            "unsupported",
-            f"sampling verify needs temperature 1.0 and top_p 1.0 (got {s.temperature}, {s.top_p}): vLLM scores the "
-            "draft with prompt logprobs, which are never temperature/top-p processed (not even with "
-            "--logprobs-mode processed_logprobs), so the rejection rule is only exact there; use greedy or "
-            "per-token escalation",
+            "invalid_request",
+            "a sampling session's verify needs draft_distributions: the edge's q at each draft position "
+            "({token_id: 1.0} for a greedy drafter)",
         )
     draft = list(req.draft_token_ids)
     svc.check_room(len(prompt), len(draft) + 1, "verify")
-    result = await svc.generate(
-        session, prompt + draft, 1, top_n=req.top_n, prompt_logprobs=max(1, svc.settings.max_top_n)
-    )
-    assert result.prompt_logprobs is not None
-    rows = [result.prompt_logprobs[len(prompt) + i] or {} for i in range(len(draft))]
-    rng = random.Random(f"{s.seed}:{session.id}:{req.request_id}")
-    acc = rejection_accept(draft, req.draft_logprobs, rows, rng)
-    context = prompt + draft[: acc.accepted]
-    if acc.correction is None:
-        correction = svc.cloud_tokens(context, [result.tokens[0]])[0]
-    else:
-        row = rows[acc.accepted]
-        correction = svc.cloud_tokens(context, [EngineToken(acc.correction, row[acc.correction])])[0]
+    await svc.require_verify_processor(session)
+    s = session.sampling
+    seed = int.from_bytes(hashlib.blake2b(f"{s.seed}:{session.id}:{req.request_id}".encode(), digest_size=8).digest())
+    eos = min(svc.tok.eos_token_ids) if svc.tok.eos_token_ids else None
+    spec = VerifySpec.build(draft, req.draft_distributions, seed >> 1, stop_token=eos)
+    max_tokens = min(len(draft) + 1, svc.model.max_model_len - len(prompt))
+    result = await svc.generate(session, prompt, max_tokens, top_n=req.top_n, extra_meta=((XARG, spec.encode()),))
+    ids = [t.token_id for t in result.tokens]
+    # At a rejection the engine emits a token drawn from max(0, p - q), never the drafted one, so the
+    # kept draft is exactly the common prefix.
+    accepted = common_prefix(draft, ids)
+    correction = None
+    if accepted < len(ids):
+        correction = svc.cloud_tokens(prompt + draft[:accepted], [result.tokens[accepted]])[0]
     return {
-        "accepted": acc.accepted,
+        "accepted": accepted,
         "correction": correction,
-        "accepted_text": svc.tok.decode(draft[: acc.accepted]),
+        "accepted_text": svc.tok.decode(draft[:accepted]),
         "method": "rejection",
         "usage": usage_of([result]),
     }

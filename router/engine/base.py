@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class EngineError(Exception):
@@ -32,8 +32,6 @@ class GenerateCall:
     """One completion on a token-id prompt.
 
     ``top_n``: alternatives per generated token (0 = only the token's own logprob).
-    ``prompt_logprobs``: if set, logprobs of every prompt token plus that many alternatives. vLLM then
-    does not read its prefix cache for the request (it must compute every prompt position).
     ``cache_salt``: isolates prefix-cache entries (one salt per tenant).
     ``request_meta``: flat key/value pairs for vLLM's ``vllm_xargs`` (``SamplingParams.extra_args``), read
     by the prefix-cache eviction policy in the engine (``xedge_tenant``, ``xedge_category``, ...).
@@ -45,7 +43,6 @@ class GenerateCall:
     top_p: float = 1.0
     seed: int | None = None
     top_n: int = 0
-    prompt_logprobs: int | None = None
     cache_salt: str | None = None
     request_meta: tuple[tuple[str, str | int | float], ...] = ()
 
@@ -72,12 +69,9 @@ class EngineUsage:
 
 @dataclass(frozen=True)
 class GenerateResult:
-    """``prompt_logprobs[i]`` maps token id -> logprob at prompt position i (None for position 0)."""
-
     tokens: tuple[EngineToken, ...]
     finish_reason: str
     usage: EngineUsage
-    prompt_logprobs: tuple[dict[int, float] | None, ...] | None = field(default=None)
 
 
 class EngineClient(abc.ABC):

@@ -83,8 +83,6 @@ class VLLMHttpEngine(EngineClient):
         }
         if call.seed is not None:
             body["seed"] = call.seed
-        if call.prompt_logprobs is not None:
-            body["prompt_logprobs"] = call.prompt_logprobs
         if call.cache_salt is not None:
             body["cache_salt"] = call.cache_salt
         if call.request_meta:
@@ -112,14 +110,6 @@ class VLLMHttpEngine(EngineClient):
                 ranked = sorted(((_parse_token(k), float(v)) for k, v in top.items()), key=lambda kv: -kv[1])
                 alts = tuple(ranked[: call.top_n])
             tokens.append(EngineToken(token_id=int(tid), logprob=float(lp if lp is not None else 0.0), top=alts))
-        prompt_lps = None
-        if call.prompt_logprobs is not None:
-            raw = choice.get("prompt_logprobs") or data.get("prompt_logprobs")
-            if raw is None:
-                raise EngineError(f"vLLM at {self.base_url} returned no prompt_logprobs although asked")
-            prompt_lps = tuple(
-                None if pos is None else {int(k): float(v["logprob"]) for k, v in pos.items()} for pos in raw
-            )
         return GenerateResult(
             tokens=tuple(tokens),
             finish_reason=str(choice.get("finish_reason") or "length"),
@@ -128,7 +118,6 @@ class VLLMHttpEngine(EngineClient):
                 cached_tokens=int(details["cached_tokens"]),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
             ),
-            prompt_logprobs=prompt_lps,
         )
 
     async def aclose(self) -> None:

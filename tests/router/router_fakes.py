@@ -3,7 +3,9 @@
 The fake engine is a deterministic toy language model (next-token logits are a hash of the last two
 tokens) that keeps a prefix cache of full ``block_size`` blocks keyed by (salt, prefix), reporting
 usage the way vLLM does: cached prompt tokens are whole cached blocks, and at least one prompt token is
-always computed.
+always computed. Like a vLLM with xedge's verify logits processor it honours the ``xedge_verify`` request
+meta (``runs_verify_processor = False`` plays a vLLM without it), with the same rule
+(``server.verify.rule``) on its own temperature / top-p distribution.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import math
 import random
 from collections.abc import Sequence
 
+import torch
+
 from router.engine.base import (
     EngineClient,
     EngineError,
@@ -23,7 +27,9 @@ from router.engine.base import (
     GenerateResult,
     ModelInfo,
 )
+from router.engine.verify_spec import XARG, ForceSpec, VerifySpec, decode
 from router.tokenizer import CloudTokenizer
+from server.verify.rule import speculative_step
 
 BOS, EOS, UNK = 0, 1, 2
 PIECES = ["<s>", "</s>", "<unk>", *"abcdefghijklmnopqrstuvwxyz .,!?'", "th", "the", " the", "he", "in", "ing", "an", "and", " and"]
@@ -74,6 +80,18 @@ def _logprobs(context: Sequence[int], vocab: int) -> list[float]:
     return [x - z for x in logits]
 
 
+def _sampling_probs(logprobs: Sequence[float], temperature: float, top_p: float) -> torch.Tensor:
+    """softmax(logits / T) with vLLM's top-p (drop the smallest tokens while their mass <= 1 - top_p)."""
+    probs = torch.softmax(torch.tensor(logprobs, dtype=torch.float64) / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort()
+        drop = sorted_p.cumsum(0) <= 1 - top_p
+        drop[-1] = False
+        probs[idx[drop]] = 0.0
+        probs /= probs.sum()
+    return probs
+
+
 class FakeEngine(EngineClient):
     """Toy LM with vLLM-like usage numbers. ``fail_with`` makes the next calls raise that error."""
 
@@ -84,6 +102,7 @@ class FakeEngine(EngineClient):
         self.blocks: set[tuple[str | None, tuple[int, ...]]] = set()
         self.calls: list[GenerateCall] = []
         self.fail_with: EngineError | None = None
+        self.runs_verify_processor = True
 
     async def model_info(self) -> ModelInfo:
         return ModelInfo(name="fake-lm", root="/nonexistent", max_model_len=self.max_model_len)
@@ -121,37 +140,45 @@ class FakeEngine(EngineClient):
         prompt = list(call.prompt_ids)
         if not prompt or max(prompt) >= self.vocab:
             raise EngineError("bad prompt", status=400)
-        cached = 0 if call.prompt_logprobs is not None else self._cached(call.cache_salt, prompt)
+        cached = self._cached(call.cache_salt, prompt)
         rng = random.Random(call.seed if call.seed is not None else 1234)
         ctx, tokens = list(prompt), []
         finish = "length"
-        for _ in range(call.max_tokens):
+        meta = dict(call.request_meta)
+        spec = decode(str(meta[XARG])) if XARG in meta and self.runs_verify_processor else None
+        gen = torch.Generator().manual_seed(spec.seed) if isinstance(spec, VerifySpec) else None
+        rejected_at: int | None = None
+        for step in range(call.max_tokens):
             lp = self.logprobs(ctx)
-            if call.temperature == 0.0:
+            tok: int | None = None
+            if isinstance(spec, ForceSpec) and step < len(spec.tokens):
+                tok = spec.tokens[step]
+            elif isinstance(spec, VerifySpec) and rejected_at is not None:
+                tok = spec.stop_token if step == rejected_at + 1 else None
+            elif isinstance(spec, VerifySpec) and step < len(spec.draft):
+                assert gen is not None
+                p = _sampling_probs(lp, call.temperature, call.top_p)
+                tok, kept = speculative_step(p, spec.draft[step], spec.dists[step], gen)
+                rejected_at = None if kept else step
+            if tok is not None:
+                pass
+            elif call.temperature == 0.0:
                 tok = max(range(self.vocab), key=lp.__getitem__)
             else:
-                tok = rng.choices(range(self.vocab), weights=[math.exp(x) for x in lp])[0]
+                p = _sampling_probs(lp, call.temperature, call.top_p).tolist()
+                tok = rng.choices(range(self.vocab), weights=p)[0]
             ranked = sorted(range(self.vocab), key=lambda i, lp=lp: -lp[i])[: call.top_n]
             tokens.append(EngineToken(tok, lp[tok], tuple((i, lp[i]) for i in ranked)))
             ctx.append(tok)
             if tok == EOS:
                 finish = "stop"
                 break
-        prompt_lps = None
-        if call.prompt_logprobs is not None:
-            rows: list[dict[int, float] | None] = [None]
-            for pos in range(1, len(prompt)):
-                lp = self.logprobs(prompt[:pos])
-                ranked = sorted(range(self.vocab), key=lambda i, lp=lp: -lp[i])[: call.prompt_logprobs]
-                rows.append({i: lp[i] for i in [*ranked, prompt[pos]]})
-            prompt_lps = tuple(rows)
         # Like vLLM, KV exists for every token fed to the model: the prompt and all but the last sampled token.
         self._store(call.cache_salt, ctx[:-1])
         return GenerateResult(
             tokens=tuple(tokens),
             finish_reason=finish,
             usage=EngineUsage(prompt_tokens=len(prompt), cached_tokens=cached, completion_tokens=len(tokens)),
-            prompt_logprobs=prompt_lps,
         )
 
 

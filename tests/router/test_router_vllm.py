@@ -3,6 +3,8 @@ SmolLM2-135M, our plugins, prefix caching, prompt-token details). Asserts on vLL
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import re
 import uuid
@@ -176,20 +178,85 @@ def test_text_mode_bridges_tokenizers(router, hf_tok, block_size):  # noqa: ANN0
     assert reply.usage.computed_tokens <= len(hf_tok.encode(prompt[-40:] + "The planets")) + block_size
 
 
-def test_sampling_verify_scores_draft_with_vllm_prompt_logprobs(stack, router, hf_tok):  # noqa: ANN001
+def _raw_top(stack, prompt: list[int], n: int = 20) -> dict[int, float]:  # noqa: ANN001
+    """vLLM's raw next-token logprobs after ``prompt``: its top ``n`` ids."""
+    body = {"model": stack.served_model_name, "prompt": prompt, "max_tokens": 1, "temperature": 0.0,
+            "logprobs": n, "return_tokens_as_token_ids": True}
+    r = httpx.post(f"{stack.vllm_url}/v1/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    top = r.json()["choices"][0]["logprobs"]["top_logprobs"][0]
+    return {int(k.split(":")[1]): float(v) for k, v in top.items()}
+
+
+def _tempered_nucleus(raw: dict[int, float], temperature: float, top_p: float) -> dict[int, float]:
+    """softmax(logits / T) then vLLM's top-p, on the top ids (the caller checks the tail is negligible)."""
+    z = {t: lp / temperature for t, lp in raw.items()}
+    m = max(z.values())
+    w = {t: math.exp(v - m) for t, v in z.items()}
+    total = sum(w.values())
+    probs = sorted(((v / total, t) for t, v in w.items()))
+    kept, cum = {}, 0.0
+    for i, (pr, t) in enumerate(probs):  # ascending, like vLLM: drop while the mass so far <= 1 - top_p
+        cum += pr
+        if cum > 1 - top_p or i == len(probs) - 1:
+            kept[t] = pr
+    s = sum(kept.values())
+    return {t: pr / s for t, pr in kept.items()}
+
+
+def test_sampling_verify_follows_the_tempered_top_p_distribution(stack, router, hf_tok, block_size):  # noqa: ANN001
+    """Temperature 0.7, top_p 0.9: the rule runs inside vLLM (our logits processor) from the prefix cache.
+    A point-mass draft of the second most likely token, verified 48 times: every emitted first token lies in
+    the nucleus computed from vLLM's own raw logprobs, and the draft is kept about as often as p says."""
+    temperature, top_p = 0.7, 0.9
     fp = CloudInfo.model_validate(router.get(Paths.INFO).json()).tokenizer_fingerprint
     prompt = hf_tok.encode(PROMPT_TEXT)
-    want = _vllm_greedy(stack, prompt, 3)
+    greedy = _vllm_greedy(stack, prompt, 10)
+    best = None  # the position among the first greedy ones where the top token is least certain
+    for i in range(len(greedy)):
+        raw = _raw_top(stack, prompt + greedy[:i])
+        tail = 1.0 - sum(math.exp(v) for v in raw.values())
+        p = _tempered_nucleus(raw, temperature, top_p)
+        if tail < 0.05 and len(p) >= 2 and (best is None or max(p.values()) < max(best[1].values())):
+            best = (i, p)
+    assert best is not None, "no position with a concentrated next-token distribution among the first 10"
+    i, p = best
+    committed = prompt + greedy[:i]
+    second = sorted(p, key=p.get)[-2]
     r = router.post(Paths.SESSIONS, json={"request_id": uuid.uuid4().hex, "tokenizer_fingerprint": fp,
-                                          "prompt_token_ids": prompt, "sampling": {"temperature": 1.0, "seed": 5}})
+                                          "prompt_token_ids": committed, "prefill": True,
+                                          "sampling": {"temperature": temperature, "top_p": top_p, "seed": 5}})
+    assert r.status_code == 201, r.text
     sid = r.json()["state"]["session_id"]
-    # A point-mass drafter (log q = 0) proposing the greedy tokens and then a token the model never
-    # wants (id 0, "<|endoftext|>" mid-sentence): accepted with prob p each, so the junk gets rejected.
-    draft = [*want, 0]
+    url = f"{stack.router_url}{Paths.VERIFY.format(session_id=sid)}"
+
+    async def one(client: httpx.AsyncClient, k: int) -> VerifyResponse:
+        r = await client.post(url, json={"request_id": f"s{k}", "base": _bases(committed), "draft_token_ids": [second],
+                                         "draft_distributions": [{str(second): 1.0}]})
+        assert r.status_code == 200, r.text
+        return VerifyResponse.model_validate(r.json())
+
+    async def run_all() -> list[VerifyResponse]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            out = []
+            for start in range(0, 48, 8):  # 8 at a time: vLLM batches them (moves in the processor's batch)
+                out += await asyncio.gather(*(one(client, k) for k in range(start, start + 8)))
+            return out
+
+    replies = asyncio.run(run_all())
+    first = [second if rep.accepted == 1 else rep.correction.token_id for rep in replies]
+    assert all(rep.method == "rejection" for rep in replies)
+    assert set(first) <= set(p), (set(first) - set(p), p)  # top-p and temperature were applied
+    n, kept = len(first), first.count(second)
+    sd = math.sqrt(p[second] * (1 - p[second]) / n)
+    assert abs(kept / n - p[second]) <= 4 * sd + 0.02, (kept, n, p[second])
+    assert all(rep.usage.computed_tokens <= block_size for rep in replies)  # served from the prefix cache
+    # A longer draft: the greedy tokens, then id 0 ("<|endoftext|>" mid-sentence), outside the nucleus, so
+    # it is rejected for sure; the correction is never the rejected token.
+    draft = [*_vllm_greedy(stack, committed, 3), 0]
     r = router.post(Paths.VERIFY.format(session_id=sid), json={
-        "request_id": "v", "base": _bases(prompt), "draft_token_ids": draft, "draft_logprobs": [0.0] * 4})
+        "request_id": "long", "base": _bases(committed), "draft_token_ids": draft,
+        "draft_distributions": [{str(t): 1.0} for t in draft]})
     assert r.status_code == 200, r.text
     reply = VerifyResponse.model_validate(r.json())
-    assert reply.method == "rejection" and reply.accepted < 4
-    assert reply.correction is not None and reply.correction.token_id != draft[reply.accepted]
-    assert reply.usage.prompt_tokens == len(prompt) + len(draft)
+    assert reply.accepted < 4 and reply.correction is not None and reply.correction.token_id != draft[reply.accepted]

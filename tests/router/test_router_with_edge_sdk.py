@@ -10,9 +10,11 @@ from fastapi.testclient import TestClient
 
 from client_edge.client import EdgeClient
 from client_edge.gates.random_gate import RandomGate
+from client_edge.protocol import SamplingSettings
 from client_edge.retry import RetryPolicy
 from client_edge.session import EdgeSession, SessionConfig
 from router.app import create_app
+from router.engine.verify_spec import XARG, VerifySpec, decode
 from router.settings import RouterSettings
 from router.tokenizer import CloudTokenizer
 from tests.client_edge.edge_fake_runner import BIGRAMS, EOS, VOCAB, FakeRunner, V, cloud_greedy, cloud_next
@@ -74,10 +76,23 @@ def test_sdk_sessions_through_router_reproduce_cloud_greedy(sdk, strategy, gate_
         assert res.token_ids == cloud_greedy(PROMPT, N)
     assert res.unsynced_units == 0 and res.round_trips > 0
     # Every engine call after the prefill found the committed prefix in the cache (block size 4).
-    assert all(c.prompt_logprobs is None for c in engine.calls)
     assert res.usage.computed_tokens <= len(PROMPT) + N + 4 * res.round_trips
     sessions = http.app.state.service.store
     assert len(sessions) <= 1
+
+
+def test_sdk_speculative_sampling_session_through_router(sdk):
+    """A sampling cloud session (temperature 1): the SDK's greedy drafts go out as point masses and the
+    router verifies them in the engine with the rejection rule; the answer completes and is synced."""
+    client, engine, http = sdk
+    cfg = SessionConfig(strategy="speculative", max_new_tokens=N, cloud_sampling=SamplingSettings(temperature=1.0, seed=4))
+    res = EdgeSession(FakeRunner(), RandomGate.at_rate(1.0, seed=0), client, cfg).generate(PROMPT)
+    specs = [(c, decode(str(dict(c.request_meta)[XARG]))) for c in engine.calls if XARG in dict(c.request_meta)]
+    verify_calls = [c for c, spec in specs if isinstance(spec, VerifySpec)]
+    assert verify_calls and all(c.temperature == 1.0 for c in verify_calls)
+    # The toy cloud puts ~all mass on its greedy token, so sampling reproduces it.
+    assert res.token_ids == cloud_greedy(PROMPT, N)
+    assert res.unsynced_units == 0 and res.n_unverified == 0
 
 
 class CharCloudTokenizer(ToyTokenizer):
