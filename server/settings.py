@@ -19,6 +19,9 @@ class StackSettings(BaseSettings):
     `dtype`: vLLM's `--dtype`; None = float32 on CPU (vLLM's `auto` runs a float32 checkpoint in bfloat16,
     which this AVX2 CPU computes about 5x slower in prefill: bench/results/routing_eval_notes.md) and
     vLLM's own choice on CUDA.
+    `sampling_verify`: load xedge's verify logits processor into vLLM (`--logits-processors`), which the
+    router's verify of sampling sessions needs. vLLM 0.26+ runs its V1 model runner (not V2) whenever a
+    custom logits processor is configured; turn this off to keep V2 (sampling verify then answers 400).
     """
 
     model_config = SettingsConfigDict(env_prefix="XEDGE_", frozen=True, extra="ignore")
@@ -40,6 +43,7 @@ class StackSettings(BaseSettings):
     run_dir: Path | None = None
     startup_timeout_s: float = Field(600.0, gt=0)
     router: bool = True
+    sampling_verify: bool = True
 
     @field_validator("prefix_cache_policy")
     @classmethod

@@ -14,8 +14,10 @@ API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 VLLM_FLAGS = (
     "--model", "--host", "--port", "--served-model-name", "--enable-prefix-caching",
     "--enable-prompt-tokens-details", "--additional-config", "--kv-cache-memory-bytes", "--enforce-eager",
-    "--max-model-len", "--block-size", "--num-gpu-blocks-override", "--dtype",
+    "--max-model-len", "--block-size", "--num-gpu-blocks-override", "--dtype", "--logits-processors",
 )  # fmt: skip
+VERIFY_PROCESSOR = "server.verify.vllm_adapter:SpeculativeVerifyProcessor"
+"""The router's sampling verify inside vLLM (``--logits-processors`` takes ``module:Class``)."""
 """Every flag ``vllm_argv`` may pass (a test keeps this in sync); each must exist in vLLM 0.26 - 0.33."""
 FLAG_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("module", API_SERVER_MODULE),
@@ -69,6 +71,8 @@ def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) 
         argv += ["--block-size", str(block_size)]
     if settings.num_blocks_override:
         argv += ["--num-gpu-blocks-override", str(settings.num_blocks_override)]
+    if settings.sampling_verify:
+        argv += ["--logits-processors", VERIFY_PROCESSOR]
     return argv + list(settings.vllm_args)
 
 

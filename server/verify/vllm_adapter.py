@@ -1,7 +1,9 @@
 """vLLM adapter: the logits processor that runs the router's sampling verify inside vLLM.
 
-Loaded by vLLM from the ``vllm.logits_processors`` entry point (pyproject.toml) in the process that
-samples. It does nothing for requests without the ``xedge_verify`` extra arg (``vllm_xargs`` over HTTP).
+Loaded by vLLM through ``--logits-processors server.verify.vllm_adapter:SpeculativeVerifyProcessor``
+(``server/launch/vllm_cmd.py`` adds it unless ``StackSettings.sampling_verify`` is off) in the process that
+samples; not an always-on entry point, because vLLM 0.26+ leaves its V2 model runner for V1 whenever any
+custom logits processor is configured. It does nothing for requests without the ``xedge_verify`` extra arg (``vllm_xargs`` over HTTP).
 For a request with a :class:`router.engine.verify_spec.VerifySpec` it sees, at every decode step, the
 request's full-vocabulary logits before vLLM's penalties, temperature and top-k/top-p; it computes the
 distribution vLLM would sample from (temperature, then vLLM's own ``apply_top_k_top_p``), applies the
@@ -24,8 +26,10 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 from vllm.v1.sample.ops.topk_topp_sampler import apply_top_k_top_p
 
+from attention_backend.vllm_contract import require_installed
 from router.engine.verify_spec import XARG, ForceSpec, SpecError, VerifySpec, decode
 from server.verify.rule import speculative_step
+from server.verify.vllm_requirements import REQUIREMENTS
 
 
 def _spec_of(params: SamplingParams) -> VerifySpec | ForceSpec | None:
@@ -79,6 +83,7 @@ class SpeculativeVerifyProcessor(LogitsProcessor):
     """See the module docstring."""
 
     def __init__(self, vllm_config: object, device: torch.device, is_pin_memory: bool) -> None:
+        require_installed(REQUIREMENTS, "xedge sampling verify")  # VllmIncompatible names what is missing
         self.device = device
         self.requests: dict[int, _Request] = {}
 
