@@ -20,8 +20,10 @@ class StackSettings(BaseSettings):
     which this AVX2 CPU computes about 5x slower in prefill: bench/results/routing_eval_notes.md) and
     vLLM's own choice on CUDA.
     `sampling_verify`: load xedge's verify logits processor into vLLM (`--logits-processors`), which the
-    router's verify of sampling sessions needs. vLLM 0.26+ runs its V1 model runner (not V2) whenever a
-    custom logits processor is configured; turn this off to keep V2 (sampling verify then answers 400).
+    router's verify of sampling sessions needs (without it that verify answers 400). None = on for CPU
+    (vLLM's CPU runner is V1 anyway) and off on CUDA: vLLM 0.26+ gives up its V2 model runner whenever a
+    custom logits processor is configured, measured at 0.78x decode and 0.73x prefill tokens/s on an H200
+    (bench/results/vllm_runner_cost.json, a small random Llama; a large model hides more of it).
     """
 
     model_config = SettingsConfigDict(env_prefix="XEDGE_", frozen=True, extra="ignore")
@@ -43,7 +45,7 @@ class StackSettings(BaseSettings):
     run_dir: Path | None = None
     startup_timeout_s: float = Field(600.0, gt=0)
     router: bool = True
-    sampling_verify: bool = True
+    sampling_verify: bool | None = None
 
     @field_validator("prefix_cache_policy")
     @classmethod

@@ -37,6 +37,10 @@ def serve(
     xattn_min_len: Annotated[int | None, typer.Option(help="Prompts at least this long take the sparse prefill.")] = None,
     xattn_threshold_table: Annotated[Path | None, typer.Option(help="Per-(layer, head) tau table from `xedge calibrate-xattn`.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs and plugin status go (default: a temp dir).")] = None,
+    sampling_verify: Annotated[bool | None, typer.Option(
+        "--sampling-verify/--no-sampling-verify",
+        help="Load the verify logits processor (sampling sessions' verify needs it). Default: on for CPU, "
+        "off on CUDA, where it moves vLLM off its V2 model runner.")] = None,
 ) -> None:
     """Start vLLM (CPU build here, CUDA on a GPU machine) with xedge's plugins, and the router in front."""
     from attention_backend.config import ADDITIONAL_CONFIG_KEY, additional_config_from_flags
@@ -51,7 +55,7 @@ def serve(
         settings = StackSettings(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,
             prefix_cache_policy=prefix_cache_policy, kv_cache_gib=kv_cache_gib, max_model_len=max_model_len,
-            block_size=block_size, xattn=xattn, run_dir=run_dir,
+            block_size=block_size, xattn=xattn, run_dir=run_dir, sampling_verify=sampling_verify,
         )  # fmt: skip
     except ValidationError as exc:
         typer.echo(f"xedge serve: {one_line(exc)}", err=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from attention_backend.vllm_contract import Requirement
 from server.settings import StackSettings
+from server.verify import PROCESSOR_FQCN
 
 PLUGIN_NAMES = ("xedge_attention", "xedge_prefix_cache")
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -16,8 +17,8 @@ VLLM_FLAGS = (
     "--enable-prompt-tokens-details", "--additional-config", "--kv-cache-memory-bytes", "--enforce-eager",
     "--max-model-len", "--block-size", "--num-gpu-blocks-override", "--dtype", "--logits-processors",
 )  # fmt: skip
-VERIFY_PROCESSOR = "server.verify.vllm_adapter:SpeculativeVerifyProcessor"
-"""The router's sampling verify inside vLLM (``--logits-processors`` takes ``module:Class``)."""
+VERIFY_PROCESSOR = PROCESSOR_FQCN
+"""The router's sampling verify inside vLLM."""
 """Every flag ``vllm_argv`` may pass (a test keeps this in sync); each must exist in vLLM 0.26 - 0.33."""
 FLAG_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("module", API_SERVER_MODULE),
@@ -71,7 +72,7 @@ def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) 
         argv += ["--block-size", str(block_size)]
     if settings.num_blocks_override:
         argv += ["--num-gpu-blocks-override", str(settings.num_blocks_override)]
-    if settings.sampling_verify:
+    if settings.sampling_verify if settings.sampling_verify is not None else device == "cpu":
         argv += ["--logits-processors", VERIFY_PROCESSOR]
     return argv + list(settings.vllm_args)
 

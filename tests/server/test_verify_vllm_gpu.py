@@ -29,7 +29,7 @@ from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
 from router.engine.verify_spec import XARG, ForceSpec, VerifySpec  # noqa: E402
-from server.launch.vllm_cmd import VERIFY_PROCESSOR  # noqa: E402
+from server.verify import PROCESSOR_FQCN  # noqa: E402
 
 PROMPT = [1, *range(1000, 1300)]  # > 2 pages of 128 tokens: the prefix cache has full blocks to serve
 BIAS = {500: 9.0, 501: 8.5, 502: 8.0, 503: 7.0, 504: 6.0, 505: 5.0}
@@ -38,8 +38,10 @@ N = 3000
 
 @pytest.fixture(scope="module")
 def llm() -> LLM:
+    # In-process engine core: the test process has touched CUDA already, and a forked engine cannot.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     return LLM(model=MODEL, max_model_len=2048, gpu_memory_utilization=0.3, enable_prefix_caching=True,
-               logits_processors=[VERIFY_PROCESSOR], enforce_eager=True, seed=0)
+               logits_processors=[PROCESSOR_FQCN], enforce_eager=True, seed=0)
 
 
 def _first_tokens(llm: LLM, params: list[SamplingParams]) -> list[list[int]]:
@@ -54,18 +56,20 @@ def test_force_spec_forces(llm):
 
 def test_verify_matches_vllms_own_sampling(llm):
     """First emitted token of N verifies (point-mass draft on token 501) vs N plain vLLM samples, same
-    temperature / top-p / logit_bias: each token's two frequencies agree within 4.5 sd."""
+    temperature / top-p / logit_bias: each biased token's two frequencies (and the rest's, as one bucket)
+    agree within 4.5 sd."""
     kw = {"temperature": 0.8, "top_p": 0.95, "logit_bias": BIAS, "max_tokens": 2}
     plain = _first_tokens(llm, [SamplingParams(seed=i, **kw) for i in range(N)])
     spec = [VerifySpec.build([501], [{501: 1.0}], seed=i, stop_token=2).encode() for i in range(N)]
     ours = _first_tokens(llm, [SamplingParams(seed=i, extra_args={XARG: s}, **kw) for i, s in enumerate(spec)])
-    a, b = Counter(t[0] for t in plain), Counter(t[0] for t in ours)
-    assert set(b) <= set(a) | set(BIAS), (a, b)
+    # The random model's ~49k other tokens share the rest of the nucleus: compare them as one bucket (-1).
+    a = Counter(t[0] if t[0] in BIAS else -1 for t in plain)
+    b = Counter(t[0] if t[0] in BIAS else -1 for t in ours)
     for tok in set(a) | set(b):
         pa, pb = a[tok] / N, b[tok] / N
         pbar = (pa + pb) / 2
-        assert abs(pa - pb) <= 4.5 * math.sqrt(2 * pbar * (1 - pbar) / N) + 2 / N, (tok, a[tok], b[tok])
-    assert len(a) >= 3
+        assert abs(pa - pb) <= 4.5 * math.sqrt(2 * pbar * (1 - pbar) / N) + 2 / N, (tok, a, b)
+    assert len(a) >= 4, a
     # After a rejection the processor forces the stop token: such outputs are [correction, 2].
     rejected = [t for t in ours if t[0] != 501]
     assert rejected and all(len(t) == 2 and t[1] == 2 for t in rejected)
