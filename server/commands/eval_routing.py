@@ -58,6 +58,13 @@ def routing(
         str,
         typer.Option(help="Items per delay setting: N for every task, or per task: csqa_letter=10,gsm8k=2."),
     ] = "csqa_letter=6,gsm8k=1",
+    calibration_items: Annotated[
+        str,
+        typer.Option(
+            help="Held-out items (the ones right after the evaluated items) whose small-only pass sets the gates' "
+            "thresholds: N for every task, or per task; 0 = calibrate on the evaluated items (in-sample)."
+        ),
+    ] = "csqa_letter=40,csqa=40,gsm8k=4",
     threads: Annotated[int, typer.Option(min=1, help="torch threads of the edge model.")] = 1,
     stateless: Annotated[bool, typer.Option(help="Also run the stateless re-prefill baseline.")] = True,
     speculative: Annotated[bool, typer.Option(help="Also run speculative mode.")] = True,
@@ -93,13 +100,14 @@ def routing(
         counts = per_task(n_per_task, task_names, "--n-per-task", minimum=1)
         lengths = per_task(max_new_tokens, task_names, "--max-new-tokens", minimum=1)
         delay_counts = per_task(delay_items, task_names, "--delay-items", minimum=0)
+        cal_counts = per_task(calibration_items, task_names, "--calibration-items", minimum=0)
         configs = {
             t: RoutingEvalConfig(
                 tasks=(t,), n_per_task=counts[t], max_new_tokens=lengths[t],
                 rates=tuple(float(r) for r in rates.split(",")),
                 gates=tuple(g.strip() for g in gates.split(",") if g.strip()), router_path=router,
                 delays_ms=tuple(float(d) for d in delays_ms.split(",") if d.strip()), delay_items=delay_counts[t],
-                stateless=stateless, speculative=speculative,
+                stateless=stateless, speculative=speculative, calibration_items=cal_counts[t],
             )
             for t in task_names
         }  # fmt: skip
@@ -107,6 +115,8 @@ def routing(
         if "mlp" in cfg.gates and router is not None and not router.with_suffix(".npz").is_file():
             raise FileNotFoundError(f"router {router}.npz not found (train one with `xedge train-router`)")
         items = {t: load_items(data_root(), (t,), c.n_per_task) for t, c in configs.items()}
+        held_out = {t: load_items(data_root(), (t,), c.calibration_items, offset=c.n_per_task)
+                    for t, c in configs.items() if c.calibration_items}  # fmt: skip
         keep = parse_layers(edge_keep_layers or DEFAULT_KEEP) if pair == "same" else None
         if "mlp" in cfg.gates and router is not None:
             _check_router_fits_edge(router, keep)
@@ -124,7 +134,7 @@ def routing(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    n_items = sum(len(v) for v in items.values())
+    n_items = sum(len(v) for v in items.values()) + sum(len(v) for v in held_out.values())
     # every configuration answers the same prompts: keep each prompt's edge prefill (KV cache) once
     runner = TransformersRunner(
         TransformersRunnerConfig(
@@ -150,7 +160,7 @@ def routing(
                 )
                 t_task = time.perf_counter()
                 ev = RoutingEval(spec, task_cfg, runner, stack.router_url, stack.vllm_url, stack.served_model_name,
-                                 items[task], say)  # fmt: skip
+                                 items[task], say, calibration=held_out.get(task))  # fmt: skip
                 block = doc["tasks"][task] = task_block(task_cfg, len(items[task]), ev.skipped)
 
                 def save_partial(runs: list[RunSummary], block: dict[str, Any] = block) -> None:

@@ -61,10 +61,13 @@ class RoutingEvalConfig:
     stateless: bool = True
     speculative: bool = True
     seed: int = 0
+    # Items right after the evaluated ones (a disjoint slice of the dev set) whose small-only pass sets the
+    # gates' thresholds; 0 = calibrate on the evaluated items themselves (in-sample).
+    calibration_items: int = 0
 
     def __post_init__(self) -> None:
-        if self.n_per_task < 1 or self.max_new_tokens < 1 or self.delay_items < 0:
-            raise ValueError("n_per_task and max_new_tokens must be >= 1, delay_items >= 0")
+        if self.n_per_task < 1 or self.max_new_tokens < 1 or self.delay_items < 0 or self.calibration_items < 0:
+            raise ValueError("n_per_task and max_new_tokens must be >= 1, delay_items and calibration_items >= 0")
         if not all(0.0 < r < 1.0 for r in self.rates):
             raise ValueError(f"rates must lie in (0, 1), got {self.rates}")
 
@@ -172,8 +175,11 @@ class RoutingEval:
     """Runs every configuration of one pair against a running cloud (router + vLLM)."""
 
     def __init__(self, pair: PairSpec, cfg: RoutingEvalConfig, runner: TransformersRunner, router_url: str,
-                 vllm_url: str, served_model: str, items: list[Item], log: Callable[[str], None]) -> None:  # fmt: skip
+                 vllm_url: str, served_model: str, items: list[Item], log: Callable[[str], None],
+                 calibration: list[Item] | None = None) -> None:  # fmt: skip
+        """``calibration``: held-out items whose small-only scores set the thresholds (None: ``items``)."""
         self.pair, self.cfg, self.runner, self.items, self.log = pair, cfg, runner, items, log
+        self.calibration = calibration
         self.router_url, self.vllm_url, self.served_model = router_url, vllm_url, served_model
         self.prompts = [runner.apply_chat_template(it.prompt) for it in items]
         # text mode: the cloud reads the task prompt as plain text (a different model family, its own framing)
@@ -233,6 +239,19 @@ class RoutingEval:
             return str(self.runner.tokenizer.decode(prompt, skip_special_tokens=False))
         return self.cloud_texts[i]
 
+    def _record_held_out(self, gates: dict[str, Gate]) -> ScoreRecorder:
+        """The gates' scores on the held-out calibration items (edge alone, as in small-only)."""
+        assert self.calibration
+        recorder = ScoreRecorder(gates)
+        cfg = SessionConfig(mode=self.pair.mode, max_new_tokens=self.cfg.max_new_tokens)
+        session = EdgeSession(self.runner, recorder, None, cfg)
+        t0 = time.perf_counter()
+        for it in self.calibration:
+            session.generate(self.runner.apply_chat_template(it.prompt))
+        self.log(f"  calibration: small-only scores on {len(self.calibration)} held-out items "
+                 f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
+        return recorder
+
     def run(self) -> list[RunSummary]:
         cfg = self.cfg
         gates: dict[str, Gate] = {}
@@ -246,6 +265,8 @@ class RoutingEval:
                 gates[name] = create_gate(name)
         recorder = ScoreRecorder(gates)
         self._run("small-only", recorder, link="none")
+        if self.calibration:
+            recorder = self._record_held_out(gates)
         # cloud-only: the cloud writes the whole answer (greedy, so the same tokens as escalating every
         # position, in one request per MAX_CLOUD_K tokens instead of one per token)
         self._run("cloud-only", RandomGate.at_rate(1.0), escalate_k=min(MAX_CLOUD_K, cfg.max_new_tokens))
@@ -276,15 +297,18 @@ class RoutingEval:
         return self.summaries
 
 
-def load_items(data_root: Path, tasks: tuple[str, ...], n_per_task: int) -> list[Item]:
-    """The first ``n_per_task`` items of each task's dev set (a fixed, reproducible subset)."""
+def load_items(data_root: Path, tasks: tuple[str, ...], n_per_task: int, offset: int = 0) -> list[Item]:
+    """Items ``offset .. offset + n_per_task`` of each task's dev set (a fixed, reproducible subset)."""
     items: list[Item] = []
     for name in tasks:
         task = get_task(name)
         path = data_root / task.dev_file
         if not path.is_file():
             raise FileNotFoundError(f"evaluation data {path} not found")
-        items.extend(task.load(path)[:n_per_task])
+        rows = task.load(path)
+        if offset + n_per_task > len(rows):
+            raise ValueError(f"{name}: asked for items {offset}..{offset + n_per_task - 1}, the dev set has {len(rows)}")
+        items.extend(rows[offset : offset + n_per_task])
     return items
 
 

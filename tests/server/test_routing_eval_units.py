@@ -253,3 +253,19 @@ def test_text_agreement_with_cloud_only() -> None:
     assert edge.same_text_as_cloud == 0.5 and edge.text_prefix_agreement == pytest.approx((1.0 + 0.5) / 2)
     assert cloud.same_text_as_cloud == 1.0 and cloud.text_prefix_agreement == 1.0
     assert "txtpf" in table([cloud, edge])
+
+
+def test_held_out_calibration_items_follow_the_evaluated_ones(tmp_path: Path) -> None:
+    from server.evaluation.routing import load_items
+
+    row = {"question": "q{}", "choices": {"label": list("ABCDE"), "text": list("abcde")}, "answerKey": "A"}
+    lines = [json.dumps({**row, "id": str(i), "question": f"q{i}"}) for i in range(7)]
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "csqa_dev.jsonl").write_text("\n".join(lines) + "\n")
+    evaluated = load_items(tmp_path, ("csqa_letter",), 4)
+    held_out = load_items(tmp_path, ("csqa_letter",), 3, offset=4)
+    assert len(evaluated) == 4 and len(held_out) == 3
+    assert not {it.prompt for it in evaluated} & {it.prompt for it in held_out}
+    assert any("q4" in it.prompt for it in held_out) and not any("q4" in it.prompt for it in evaluated)
+    with pytest.raises(ValueError, match="has 7"):
+        load_items(tmp_path, ("csqa_letter",), 4, offset=4)
