@@ -48,6 +48,7 @@ class CloudAnswer(Protocol):
 
     tokens: list[CloudToken]
     text: str
+    finish_reason: str  # "stop": the cloud ended the sequence after ``text`` (its EOS has no text)
 
 
 class Link(Protocol):

@@ -367,7 +367,8 @@ class VerifyResponse(_Response):
     the cloud's token at the first rejected position, or the bonus token after a fully accepted draft
     (None only when the context is full or the cloud ended the sequence inside the draft). In text mode
     ``correction.text`` is the part of that cloud token after the accepted text. ``method``: ``greedy``
-    or ``rejection`` (sampling)."""
+    or ``rejection`` (sampling). ``finish_reason`` is ``stop`` when the correction is the cloud's end of
+    sequence (its text is empty: the answer ends after the accepted draft), else ``length``."""
 
     state: SessionState
     accepted: int
@@ -375,6 +376,7 @@ class VerifyResponse(_Response):
     accepted_text: str
     method: Literal["greedy", "rejection"]
     usage: Usage
+    finish_reason: Literal["length", "stop"] = "length"
 
 
 class SyncRequest(_Delta):

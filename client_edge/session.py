@@ -190,6 +190,11 @@ class _Run:
                     n0 = len(self.gen)
                     self._commit(ids, [TokenSource.CLOUD] * len(ids))
                     self._feed(self.gen[n0:])
+                if self.cfg.mode == "text" and resp.finish_reason == "stop" and self.done is None:
+                    # the cloud ended the answer; its EOS has no text, so nothing above said so (token
+                    # mode commits the EOS id itself)
+                    self.done = "eos"
+                if ids or self.done is not None:
                     return
                 # the cloud produced nothing (context full): keep the local token, it was not verified
             except APIError:
@@ -223,7 +228,9 @@ class _Run:
                 self._failed()
             else:
                 accepted, extra = self.bridge.verified_ids(draft, resp, self.gen)
-                if accepted == 0 and not extra:  # no correction: the cloud's context is full
+                # text mode: the cloud's EOS correction has no text (token mode commits its id)
+                cloud_ended = self.cfg.mode == "text" and resp.finish_reason == "stop"
+                if accepted == 0 and not extra and not cloud_ended:  # no correction: the cloud's context is full
                     self.runner.truncate(base)
                     self.done = "length"
                     return
@@ -234,6 +241,8 @@ class _Run:
                 srcs = [TokenSource.VERIFIED] * accepted + [TokenSource.CLOUD] * len(extra)
                 self._commit(draft[:accepted] + extra, srcs)
                 self._feed(self.gen[n0 + accepted :])
+                if cloud_ended and self.done is None:
+                    self.done = "eos"
                 return
         # the cloud failed or was skipped: the drafts stand, unverified; the runner already holds them
         if steps:

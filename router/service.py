@@ -173,7 +173,7 @@ class EdgeService:
         """Raise ``unsupported`` unless the session's replica runs xedge's verify logits processor.
 
         Checked once per replica (a success is remembered): a greedy 3-token call from a 1-token prompt
-        that asks the processor to force the tokens (a, b, a), two ids from the top of the vocabulary.
+        that asks the processor to force the tokens (a, b, a), two ids from the middle of the vocabulary.
         Greedy decoding cannot produce that unless the processor forced it, so a replica without it
         (not installed, or dropped by vLLM as under its own speculative decoding) is caught here instead
         of silently sampling unverified tokens.
@@ -181,7 +181,8 @@ class EdgeService:
         replica = session.replica
         if replica in self._verify_ready:
             return
-        a, b = self.tok.vocab_size - 1, self.tok.vocab_size - 2
+        # mid-vocabulary ids: ordinary tokens in BPE vocabularies (special and stop tokens sit at the ends)
+        a, b = [t for t in range(self.tok.vocab_size // 2, self.tok.vocab_size) if t not in self.tok.eos_token_ids][:2]
         probe = GenerateCall(
             prompt_ids=(b,), max_tokens=3, temperature=0.0, request_meta=((XARG, ForceSpec((a, b, a)).encode()),)
         )
@@ -195,19 +196,22 @@ class EdgeService:
         if got != [a, b, a]:
             raise RouterError(
                 "unsupported",
-                f"sampling verify needs xedge's logits processor in vLLM (entry point vllm.logits_processors: "
-                f"xedge_verify, server/verify/vllm_adapter.py); replica {self.settings.vllm_urls[replica]} "
-                f"ignored it (probe forced {[a, b, a]}, got {got}). Install xedge in vLLM's environment and do "
-                "not enable vLLM's own speculative decoding there, or use greedy sessions",
+                f"sampling verify needs xedge's logits processor in vLLM (--logits-processors "
+                f"server.verify.vllm_adapter:SpeculativeVerifyProcessor; `xedge serve --sampling-verify`); replica "
+                f"{self.settings.vllm_urls[replica]} ignored it (probe forced {[a, b, a]}, got {got}). Start vLLM "
+                "with it (and without vLLM's own speculative decoding), or use greedy sessions",
             )
         self._verify_ready.add(replica)
 
     def cloud_tokens(self, context: Sequence[int], tokens: Sequence[EngineToken]) -> list[CloudToken]:
+        """The engine's tokens with the text each adds; an end-of-sequence token adds none (its marker,
+        e.g. "<eos>", is not answer text: a text-mode edge would otherwise re-tokenise it as words)."""
         texts = self.tok.token_texts(context, [t.token_id for t in tokens])
+        eos = self.tok.eos_token_ids
         return [
             CloudToken(
                 token_id=t.token_id,
-                text=text,
+                text="" if t.token_id in eos else text,
                 logprob=t.logprob,
                 top_logprobs=[TokenLogprob(token_id=i, text=self.tok.decode([i]), logprob=lp) for i, lp in t.top],
             )
@@ -398,7 +402,10 @@ class EdgeService:
                 if req.draft_token_ids:
                     raise RouterError("mode_mismatch", "session is in text mode: send draft_text")
                 body = await verification.text(self, session, prompt, req)
-            return content, VerifyResponse(state=session.state(content), **body)
+            correction = body["correction"]
+            eos = correction is not None and correction.token_id in self.tok.eos_token_ids
+            return content, VerifyResponse(state=session.state(content), finish_reason="stop" if eos else "length",
+                                           **body)
 
         return await self._locked(session, req.request_id, body_digest(req), op)
 

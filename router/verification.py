@@ -102,6 +102,9 @@ async def text(svc: EdgeService, session: Session, prompt: list[int], req: Verif
         if end > accepted:
             correction = t.model_copy(update={"text": cloud_text[accepted:end]})
             break
+        if t.token_id in svc.tok.eos_token_ids:  # the cloud ends right after the accepted text
+            correction = t
+            break
     return {
         "accepted": accepted,
         "correction": correction,

@@ -23,6 +23,7 @@ from client_edge.result import CloudUsage
 @dataclass
 class StatelessAnswer:
     text: str
+    finish_reason: str = "length"  # vLLM's: "stop" when it ended on EOS (whose text it leaves out)
     tokens: list[CloudToken] = field(default_factory=list)
 
 
@@ -105,4 +106,5 @@ class StatelessLink:
         u.computed_tokens += prompt - cached
         u.completion_tokens += int(usage.get("completion_tokens", 0))
         self.synced = len(units)
-        return StatelessAnswer(text=data["choices"][0]["text"])
+        choice = data["choices"][0]
+        return StatelessAnswer(text=choice["text"], finish_reason=str(choice.get("finish_reason") or "length"))

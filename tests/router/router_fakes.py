@@ -103,6 +103,7 @@ class FakeEngine(EngineClient):
         self.calls: list[GenerateCall] = []
         self.fail_with: EngineError | None = None
         self.runs_verify_processor = True
+        self.eos = EOS  # the token that ends a completion (finish_reason "stop"), as vLLM's EOS
 
     async def model_info(self) -> ModelInfo:
         return ModelInfo(name="fake-lm", root="/nonexistent", max_model_len=self.max_model_len)
@@ -114,7 +115,7 @@ class FakeEngine(EngineClient):
             tok = max(range(self.vocab), key=lp.__getitem__)
             out.append(tok)
             ctx.append(tok)
-            if tok == EOS:
+            if tok == self.eos:
                 break
         return out
 
@@ -170,7 +171,7 @@ class FakeEngine(EngineClient):
             ranked = sorted(range(self.vocab), key=lambda i, lp=lp: -lp[i])[: call.top_n]
             tokens.append(EngineToken(tok, lp[tok], tuple((i, lp[i]) for i in ranked)))
             ctx.append(tok)
-            if tok == EOS:
+            if tok == self.eos:
                 finish = "stop"
                 break
         # Like vLLM, KV exists for every token fed to the model: the prompt and all but the last sampled token.

@@ -64,3 +64,32 @@ def test_text_session_escalate_and_verify(env):
     body = r.json()
     assert body["accepted"] == 2 and body["accepted_text"] == cloud_text[:2]
     assert body["correction"]["text"].startswith(cloud_text[2])
+
+
+def test_text_session_end_of_sequence_is_not_text(env):
+    """The cloud's EOS adds no text (its "</s>" marker would be re-tokenised as words by the edge): escalate
+    reports it through finish_reason, and a text verify whose cloud text ends inside the draft returns the
+    EOS as the correction (empty text) with finish_reason "stop"."""
+    from client_edge.protocol import VerifyResponse
+    from tests.router.router_fakes import EOS
+
+    client, engine, tok = env
+    prompt = "the cat"
+    ends_after = len([BOS, *tok.encode(prompt)]) + 2  # the toy cloud says EOS after two more tokens
+    base_logprobs = engine.logprobs
+    engine.logprobs = lambda ctx: [0.0 if i == EOS else -50.0 for i in range(engine.vocab)] if len(ctx) >= ends_after \
+        else base_logprobs(ctx)  # fmt: skip
+    r = client.post(Paths.SESSIONS, json={"request_id": "c", "mode": "text", "tokenizer_fingerprint": "v1:1:other",
+                                          "prompt_text": prompt})
+    sid = r.json()["state"]["session_id"]
+    r = client.post(Paths.ESCALATE.format(session_id=sid), json={"request_id": "e", "base": text_base_of(prompt), "k": 4})
+    reply = EscalateResponse.model_validate(r.json())
+    assert [t.token_id for t in reply.tokens][-1] == EOS and reply.finish_reason == "stop"
+    assert "</s>" not in reply.text and reply.tokens[-1].text == ""
+    cloud_text = reply.text
+    r = client.post(Paths.VERIFY.format(session_id=sid), json={"request_id": "v", "base": text_base_of(prompt),
+                                                               "draft_text": cloud_text + " and more"})
+    assert r.status_code == 200, r.text
+    v = VerifyResponse.model_validate(r.json())
+    assert v.accepted == len(cloud_text) and v.finish_reason == "stop"
+    assert v.correction is not None and v.correction.token_id == EOS and v.correction.text == ""

@@ -165,7 +165,7 @@ def test_sampling_verify_refused_when_the_engine_lacks_the_processor(env):
         "request_id": "v", "base": base_of(prompt), "new_token_ids": [11], "draft_token_ids": [5],
         "draft_distributions": [{5: 1.0}]})
     assert r.status_code == 400 and r.json()["detail"]["code"] == "unsupported", r.text
-    assert "xedge_verify" in r.json()["detail"]["message"]
+    assert "--logits-processors" in r.json()["detail"]["message"]
     state = client.get(Paths.SESSION.format(session_id=sid)).json()["state"]
     assert state["committed"] == base_of(prompt)  # the delta [11] was not committed
     engine.runs_verify_processor = True  # installed later: the probe runs again and passes

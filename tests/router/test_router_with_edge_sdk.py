@@ -52,6 +52,10 @@ class ToyTokenizer(CloudTokenizer):
 class ToyCloudEngine(FakeEngine):
     """Greedy next token = the SDK tests' ``cloud_next``; usage from the fake block cache."""
 
+    def __init__(self, vocab: int, **kw: int) -> None:
+        super().__init__(vocab, **kw)
+        self.eos = EOS  # the toy model's
+
     def logprobs(self, context: Sequence[int]) -> list[float]:
         want = cloud_next(list(context))
         return [0.0 if i == want else -30.0 for i in range(self.vocab)]
@@ -122,3 +126,26 @@ def test_sdk_text_mode_through_router(strategy):
         assert session.content.text == runner.decode(PROMPT) + res.text
         assert tok.decode(session.content.prompt_ids(tok)) == session.content.text
         assert session.content.cloud_tokens >= len(session.content.text) - 2  # all but the holdback frozen
+
+
+@pytest.mark.parametrize("strategy", ["escalate", "speculative"])
+def test_sdk_text_mode_ends_where_the_cloud_ends(strategy):
+    """Text mode: the cloud's EOS has no text, so the edge learns the end from finish_reason and stops
+    there (before this it kept generating locally, unverified)."""
+    tok = CharCloudTokenizer()
+    stop_at = len(PROMPT) + 6  # cloud context length (one token per character here) where the cloud says EOS
+
+    class EndingCloud(ToyCloudEngine):
+        def logprobs(self, context: Sequence[int]) -> list[float]:
+            if len(context) >= stop_at:
+                return [0.0 if i == EOS else -30.0 for i in range(self.vocab)]
+            return super().logprobs(context)
+
+    engine = EndingCloud(V, block_size=4)
+    app = create_app(RouterSettings(vllm_urls=["http://toy:1"], startup_timeout_s=0), engines=[engine], tokenizer=tok)
+    with TestClient(app) as http:
+        client = EdgeClient("http://testserver", http_client=http, retry=RetryPolicy(max_retries=0))
+        cfg = SessionConfig(strategy=strategy, mode="text", max_new_tokens=N)
+        res = EdgeSession(FakeRunner(), RandomGate.at_rate(1.0, seed=1), client, cfg).generate(PROMPT)
+    assert res.finish_reason == "eos" and res.n_unverified == 0
+    assert len(res.text) <= stop_at - len(PROMPT) + 2 < N

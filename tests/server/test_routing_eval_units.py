@@ -109,7 +109,7 @@ def test_stateless_link_accounts_vllm_usage_and_bytes() -> None:
 
     def vllm(request: httpx.Request) -> httpx.Response:
         seen.append(json.loads(request.content))
-        return httpx.Response(200, json={"choices": [{"text": " x"}], "usage": {
+        return httpx.Response(200, json={"choices": [{"text": " x", "finish_reason": "stop"}], "usage": {
             "prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 8}}})  # fmt: skip
 
     link = StatelessLink.factory("http://vllm", "m", httpx.MockTransport(vllm))(
@@ -117,6 +117,7 @@ def test_stateless_link_accounts_vllm_usage_and_bytes() -> None:
     )
     ans = link.escalate("hello world", 1, " x")
     assert ans.text == " x" and seen[0]["prompt"] == "hello world" and seen[0]["max_tokens"] == 1
+    assert ans.finish_reason == "stop"  # vLLM ended on EOS, whose text it leaves out: the edge must stop too
     assert (link.usage.prompt_tokens, link.usage.cached_tokens, link.usage.computed_tokens) == (10, 8, 2)
     t = link.traffic()
     assert t.round_trips == 1 and t.bytes_sent > len("hello world") and t.bytes_received > 0
