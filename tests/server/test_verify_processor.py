@@ -97,11 +97,12 @@ def test_emitted_token_follows_vllms_sampling_distribution():
     p = p.softmax(-1)[0]
     n = 4000
     counts = torch.zeros(V)
-    for seed in range(n):
-        proc = SpeculativeVerifyProcessor(None, torch.device("cpu"), False)
+    proc = SpeculativeVerifyProcessor(None, torch.device("cpu"), False)
+    for seed in range(n):  # one request at a time in slot 0, as vLLM's batch reuses a freed slot
         spec = VerifySpec.build([1], [{1: 1.0}], seed=seed, stop_token=None)
         _add(proc, 0, _params(spec, temperature=temperature, top_p=top_p, top_k=top_k), [])
         counts[_forced(proc.apply(LOGITS.unsqueeze(0).clone())[0])] += 1
+        proc.update_state(BatchUpdate(batch_size=0, removed=[0], added=[], moved=[]))
     freq = counts / n
     assert (freq[p == 0] == 0).all()
     assert (freq - p).abs().max() < 0.03, (freq, p)  # sd <= 0.008 at n = 4000
