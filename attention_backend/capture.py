@@ -1,7 +1,7 @@
 """Capture post-RoPE queries and keys of every attention layer of a local HF model (transformers, CPU).
 
 Used by the calibration command and the quality benchmark; transformers is imported lazily (it is in
-the ``edge`` extra). The model directory is a local HF directory (``server.model_store`` makes one from
+the ``edge`` extra). The model directory is a local HF directory (``server.models.store`` makes one from
 the packaged GGUF); nothing is downloaded.
 """
 

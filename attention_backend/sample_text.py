@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-DATA_DIR_ENV = "XEDGE_DATA_DIR"
+DATA_DIR_ENV = "XEDGE_DATA_ROOT"  # the same variable as server.data_root
 _FILES = ("router_train/gsm8k_train_cot.jsonl", "router_train/csqa_train_cot.jsonl")
 
 
@@ -19,7 +19,7 @@ class SampleTextUnavailable(FileNotFoundError):
 
 
 def data_dir() -> Path:
-    """``$XEDGE_DATA_DIR``, else ``../shared/data`` next to the repository."""
+    """``$XEDGE_DATA_ROOT``, else ``../shared/data`` next to the repository."""
     env = os.environ.get(DATA_DIR_ENV)
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -4,7 +4,7 @@
 
 Replays the 12,031-request trace for every policy (lru = vLLM's order, workload, workload-paper, s3fifo,
 density, belady = the offline optimum) at 1M, 2M, 3M, 5M, 10M and 50M tokens plus the infinite cache;
-prints the table and writes bench/results/prefix_cache_mooncake.json and .png. Each result states the share of the
+prints the table and writes bench/results/prefix_cache/prefix_cache_mooncake.json and .png. Each result states the share of the
 lru -> belady gap every policy closes, and whether the targets hold: the best online policy never
 below lru, and >= 30 % of the gap closed at 1M-3M.
 """
@@ -17,13 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from server.evaluation.data_root import data_root
-from server.prefix_cache.sim.grid import ALL_POLICIES, parse_capacities, run_grid
-from server.prefix_cache.sim.plot import plot_grid
-from server.prefix_cache.sim.trace import read_trace
+from server.data_root import data_root
+from server.research.cache_sim.grid import ALL_POLICIES, parse_capacities, run_grid
+from server.research.cache_sim.plot import plot_grid
+from server.research.cache_sim.trace import read_trace
 
 TRACE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDGE_DATA_ROOT or ../shared/data
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
 CAPACITIES = parse_capacities("1M,2M,3M,5M,10M,50M")
 TARGET_SHARE = 0.30
 TARGET_CAPACITIES = (1_000_000, 2_000_000, 3_000_000)
@@ -62,7 +62,7 @@ def main() -> int:
         "command": "flock /tmp/xedge-heavy.lock .venv/bin/python bench/prefix_cache.py",
         "best_online_policy": best,
         "targets": verdicts,
-        "notes": (RESULTS / "prefix_cache_notes.md").name,
+        "notes": "notes.md",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "prefix_cache_mooncake.json"

@@ -7,7 +7,7 @@ online server can know, with `lru` and `belady` from the same run as the referen
 lru -> belady gap each closes:
 
 - turn, online: the trace reader's categories, i.e. the committed `density` (checked against
-  bench/results/prefix_cache_mooncake.json);
+  bench/results/prefix_cache/prefix_cache_mooncake.json);
 - turn, and turn x previous gap x output length (40 classes), with in-sample statistics: reuse-gap
   histograms of the whole trace (`hindsight.in_sample_histograms`, `DensityPolicy.use_fixed_histograms`);
 - the 40 classes with online statistics;
@@ -17,7 +17,7 @@ lru -> belady gap each closes:
 It also measures how predictable the next turn is from what a server knows (share of requests whose
 conversation continues and median gap to its next turn, by turn, output length, previous gap and prompt
 length), the reuse-gap quantiles, lru's idle age at eviction, and the fractional-knapsack bound.
-Prints tables; writes bench/results/prefix_cache_limits.json and .png. Exit 1 when the online row
+Prints tables; writes bench/results/prefix_cache/prefix_cache_limits.json and .png. Exit 1 when the online row
 does not reproduce the committed grid.
 """
 
@@ -31,10 +31,10 @@ import textwrap
 import time
 from pathlib import Path
 
-from server.evaluation.data_root import data_root
-from server.prefix_cache.density import DensityPolicy
-from server.prefix_cache.registry import create_policy, policy_class
-from server.prefix_cache.sim.conversations import (
+from server.data_root import data_root
+from server.engine.prefix_cache.density import DensityPolicy
+from server.engine.prefix_cache.registry import create_policy, policy_class
+from server.research.cache_sim.conversations import (
     Conversations,
     bin_label,
     bin_labels,
@@ -42,13 +42,13 @@ from server.prefix_cache.sim.conversations import (
     conversations,
     relabel,
 )
-from server.prefix_cache.sim.grid import parse_capacities
-from server.prefix_cache.sim.hindsight import IdleAgeProbe, in_sample_histograms, knapsack_fit, reuse_gaps
-from server.prefix_cache.sim.replay import replay
-from server.prefix_cache.sim.trace import Trace, read_trace, turn_category
+from server.research.cache_sim.grid import parse_capacities
+from server.research.cache_sim.hindsight import IdleAgeProbe, in_sample_histograms, knapsack_fit, reuse_gaps
+from server.research.cache_sim.replay import replay
+from server.research.cache_sim.trace import Trace, read_trace, turn_category
 
 TRACE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDGE_DATA_ROOT or ../shared/data
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
 GRID = RESULTS / "prefix_cache_mooncake.json"
 TARGET_SHARE = 0.30
 PREV_GAP_EDGES = (60.0, 240.0)  # 40 classes: previous gap < 60 s, 60-240 s, >= 240 s
@@ -262,7 +262,7 @@ def print_report(rows, reference, checks, facts, predict, capacities) -> None:
             )
             cells += f"{r['token_hit_ratio']:>9.4f} /{r['gap_closed']:>6.1%}"
         print(f"{name:<36} {stats:<10}{cells}")
-    print("\nonline turn row vs bench/results/prefix_cache_mooncake.json:")
+    print("\nonline turn row vs bench/results/prefix_cache/prefix_cache_mooncake.json:")
     for c in checks:
         print(
             f"  {c['policy']:<8} {c['capacity_tokens'] / 1e6:g}M  {c['this_run']:.6f} vs {c['committed_grid']}  same={c['same']}"

@@ -14,10 +14,10 @@ prompt (``csqa_letter``), these calls in this order:
 - ``router_verify_greedy_d4``: greedy ``verify`` of a 4-token draft (the escalate's tokens);
 - ``router_create_warm``: a second session on the same prompt, sampling at temperature 0.7 / top_p 0.9;
 - ``router_verify_sampling_d4``: its ``verify`` of the same 4 tokens sent as point masses
-  (``draft_distributions``): the rejection rule runs inside vLLM (``server/verify``).
+  (``draft_distributions``): the rejection rule runs inside vLLM (``server/engine/verify``).
 One untimed-in-summary warm-up repetition runs first on each stack (kept in the JSON as ``warmup``).
 Router calls go through the edge SDK (``EdgeClient``, no retries); every call records vLLM's own usage.
-Prints a table; writes bench/results/routing_latency.{json,png} (table and PNG: bench/routing_latency_report.py).
+Prints a table; writes bench/results/routing_latency/routing_latency.{json,png} (table and PNG: bench/routing_latency_report.py).
 ``--render-only`` re-derives summaries, ratios, table and PNG from the recorded JSON without measuring.
 """
 
@@ -49,7 +49,7 @@ from client_edge.protocol import (
     VerifyRequest,
     token_prefix_hash,
 )
-from server.evaluation.latency import same_work_ratio, summaries_by
+from server.research.routing_eval.latency import same_work_ratio, summaries_by
 
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = ("float32", "bfloat16")
@@ -186,7 +186,7 @@ def run_dtype(dtype: str, reps: int, user_text: str, say: Any) -> dict[str, Any]
 
     from client_edge.runner.transformers_runner import tokenizer_fingerprint
     from server.launch.stack import Stack
-    from server.model_store import ensure_default_model
+    from server.models.store import ensure_default_model
     from server.settings import StackSettings
 
     model_dir = ensure_default_model()
@@ -273,7 +273,7 @@ def derive(doc: dict[str, Any]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per dtype (after one warm-up)")
-    ap.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results" / "routing_latency")
     ap.add_argument("--render-only", action="store_true",
                     help="measure nothing: recompute summaries, ratios, table and PNG from the recorded JSON")  # fmt: skip
     args = ap.parse_args()
@@ -300,8 +300,8 @@ def main() -> None:
 
 def measure(reps: int) -> dict[str, Any] | None:
     """Both stacks, one after the other; None (with a message) when the evaluation data is absent."""
-    from server.evaluation.data_root import data_root
-    from server.evaluation.routing import load_items
+    from server.data_root import data_root
+    from server.research.routing_eval.routing import load_items
 
     try:
         item = load_items(data_root(), ("csqa_letter",), 1)[0]

@@ -13,7 +13,7 @@ Two measurements on SmolLM2-135M-Instruct (float32, in-process vLLM, no plugins)
    every prompt row: ``SamplingParams.prompt_logprob_start`` requires ``prompt_logprob_token_ids``, which
    requires the V2 model runner, and the completions API exposes neither), and one generated row with
    logprobs=-1.
-Prints a table; writes bench/results/routing_verify_logprobs.json.
+Prints a table; writes bench/results/verify/routing_verify_logprobs.json.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_PLUGINS", "none")  # vLLM alone: nothing of xedge in the measured path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "verify"
 SETTINGS = ((1.0, 1.0), (0.7, 1.0), (0.7, 0.9), (1.3, 0.8), (0.5, 0.95))
 
 
@@ -59,9 +59,9 @@ def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from server.evaluation.data_root import data_root
-    from server.evaluation.routing import load_items
-    from server.model_store import ensure_default_model
+    from server.data_root import data_root
+    from server.models.store import ensure_default_model
+    from server.research.routing_eval.routing import load_items
 
     model = ensure_default_model()
     llm = LLM(model=str(model), dtype="float32", enforce_eager=True, max_logprobs=-1,
@@ -116,7 +116,7 @@ def main() -> None:
         f"full-vocabulary prompt logprobs over a CSQA chat prompt ({cost['csqa_chat_prompt_rows']} rows): "
         f"{cost['full_vocab_prompt_logprobs_s']:.1f} s"
     )
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "routing_verify_logprobs.json"
     out.write_text(json.dumps({"model": "SmolLM2-135M-Instruct (float32)", "vllm": __import__("vllm").__version__,
                                "machine": platform.processor() or platform.machine(), "rows": rows, "cost": cost}, indent=1))  # fmt: skip

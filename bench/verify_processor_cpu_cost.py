@@ -5,11 +5,11 @@ runner either way, so only the processor's own per-step work and vLLM's bookkeep
 
 Packaged SmolLM2-135M-Instruct, float32, offline ``vllm.LLM`` in-process (one engine per child process),
 prefix caching on, block size 32. Variants ``no_processor`` and ``with_verify_processor``
-(``logits_processors=[server.verify.PROCESSOR_FQCN]``), run alternately (A B A B ...) so machine load
+(``logits_processors=[server.engine.verify.PROCESSOR_FQCN]``), run alternately (A B A B ...) so machine load
 drifts hit both. Per variant and round, after a warm-up: ``cold_1tok`` (a fresh 87-token prompt, 1 new
 token; 6 reps), ``warm_4tok`` (the same prompt again, 4 tokens; 6 reps), ``batch8_32tok`` (8 fresh prompts,
 32 tokens each; 1 rep). Prints median ms per workload and the with/without ratio; writes
-bench/results/verify_processor_cpu_cost.json.
+bench/results/verify/verify_processor_cpu_cost.json.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def child(variant: str) -> dict:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from server.model_store import ensure_default_model
-    from server.verify import PROCESSOR_FQCN
+    from server.engine.verify import PROCESSOR_FQCN
+    from server.models.store import ensure_default_model
 
     model = ensure_default_model()
     kw = {"logits_processors": [PROCESSOR_FQCN]} if variant == "with_verify_processor" else {}
@@ -66,7 +66,7 @@ def child(variant: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "verify_processor_cpu_cost.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "verify" / "verify_processor_cpu_cost.json")
     ap.add_argument("--child", choices=VARIANTS)
     args = ap.parse_args()
     if args.child:

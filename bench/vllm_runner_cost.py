@@ -1,10 +1,10 @@
 """What loading the sampling-verify logits processor costs on a GPU: vLLM 0.26+ runs its V1 model runner
 instead of V2 whenever a custom logits processor is configured (``StackSettings.sampling_verify``).
 
-    python bench/vllm_runner_cost.py --model DIR [--out bench/results/vllm_runner_cost.json]
+    python bench/vllm_runner_cost.py --model DIR [--out bench/results/verify/vllm_runner_cost.json]
 
 Each variant runs in its own process (a fresh engine): ``v2_default`` (no processor: vLLM's choice) and
-``with_verify_processor`` (``logits_processors=[server.verify.PROCESSOR_FQCN]``). Measured per variant,
+``with_verify_processor`` (``logits_processors=[server.engine.verify.PROCESSOR_FQCN]``). Measured per variant,
 after a warm-up: a decode batch (256 requests x 128-token random prompts, 256 sampled tokens each,
 ignore_eos) and a prefill batch (8 x 7936-token prompts, 1 token). Prints a table with the ratios and
 writes JSON. Prefix caching off so both variants compute the same work.
@@ -31,7 +31,7 @@ def child(variant: str, model: str) -> dict:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from server.verify import PROCESSOR_FQCN
+    from server.engine.verify import PROCESSOR_FQCN
 
     kw = {"logits_processors": [PROCESSOR_FQCN]} if variant == "with_verify_processor" else {}
     llm = LLM(model=model, max_model_len=8192, gpu_memory_utilization=0.5, enable_prefix_caching=False, seed=0, **kw)
@@ -61,7 +61,7 @@ def child(variant: str, model: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
-    ap.add_argument("--out", type=Path, default=Path("bench/results/vllm_runner_cost.json"))
+    ap.add_argument("--out", type=Path, default=Path("bench/results/verify/vllm_runner_cost.json"))
     ap.add_argument("--child", choices=VARIANTS)
     args = ap.parse_args()
     if args.child:

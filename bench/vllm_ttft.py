@@ -7,9 +7,9 @@ and a greedy-output equality check (tau = 1) on a small random model. One backen
 
 The model of ``ttft`` is Llama-3.1-8B-shaped with ``load_format="dummy"`` (random weights, no files).
 The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that ``xattn`` can register
-the backend (``attention_backend.vllm_backend.register``, the plugin entry point) here and read its block
+the backend (``attention_backend.vllm.backend.register``, the plugin entry point) here and read its block
 counters afterwards. ``bench/h200/ttft.sh`` is the exact device sequence; results and notes in
-``bench/results/vllm_ttft_h200.md``.
+``bench/results/vllm_ttft/notes.md``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], **kw
     from vllm import LLM
 
     if backend == "xattn":
-        from attention_backend import vllm_backend
+        from attention_backend.vllm import backend as vllm_backend
 
         vllm_backend.register()
         kw["attention_backend"] = "FLASH_ATTN"  # resolved to our override
@@ -49,7 +49,7 @@ def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], **kw
 
 
 def xattn_stats() -> dict[str, Any]:
-    mod = sys.modules.get("attention_backend.vllm_backend")
+    mod = sys.modules.get("attention_backend.vllm.backend")
     if mod is None:
         return {}
     s = mod.STATS.as_dict()

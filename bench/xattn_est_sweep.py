@@ -14,7 +14,7 @@ Also checks each variant's scores against the default launch's. Prints a table; 
 with every timing and ``best``: the fastest correct shape per stride at the last length, which
 ``xattn_speed.py --est-tiles-json`` can take.
 
-    python bench/xattn_est_sweep.py --lens 32768,131072 --out bench/results/xattn_est_sweep
+    python bench/xattn_est_sweep.py --lens 32768,131072 --out bench/results/xattn_kernels/xattn_est_sweep
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
-    ap.add_argument("--out", default="bench/results/xattn_est_sweep")
+    ap.add_argument("--out", default="bench/results/xattn_kernels/xattn_est_sweep")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("xattn_est_sweep needs a CUDA GPU")

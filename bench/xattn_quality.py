@@ -12,7 +12,7 @@ the most recent blocks) with exactly as many blocks per (head, row) as XAttentio
 compare at equal density (``*_vs_stream`` ratios); an oracle with the same block counts chosen by the true
 attention mass gives the recall upper bound. The calibrated table is fitted on a different prompt.
 
-    .venv/bin/python bench/xattn_quality.py --tokens 4096 --out bench/results/xattn_quality
+    .venv/bin/python bench/xattn_quality.py --tokens 4096 --out bench/results/xattn_quality/xattn_quality
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ def main() -> None:
     ap.add_argument("--strides", default="8,16")
     ap.add_argument("--target", type=float, default=0.9, help="calibration target (share of true mass)")
     ap.add_argument("--model", default=None, help="local HF model dir (default: packaged SmolLM2-135M)")
-    ap.add_argument("--out", default="bench/results/xattn_quality")
+    ap.add_argument("--out", default="bench/results/xattn_quality/xattn_quality")
     args = ap.parse_args()
-    from server.model_store import resolve_model_dir
+    from server.models.store import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
     torch.manual_seed(0)

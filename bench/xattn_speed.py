@@ -12,7 +12,7 @@ median of several runs. Prints a table; writes ``<out>.json`` and ``<out>.png``.
 ``--cal-target``), computed once per stride on a planted input of ``--cal-len`` tokens with a DIFFERENT
 seed than the timed inputs, then applied unchanged at every length.
 
-    python bench/xattn_speed.py --lens 8192,16384,32768,65536,131072 --out bench/results/xattn_speed
+    python bench/xattn_speed.py --lens 8192,16384,32768,65536,131072 --out bench/results/xattn_kernels/xattn_speed
 """
 
 from __future__ import annotations
@@ -408,7 +408,7 @@ def main() -> None:
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--sweep-len", type=int, default=32768, help="launch-shape sweep at this length (0: off)")
     ap.add_argument("--est-tiles-json", help="estimation launch shapes per stride (`best` of xattn_est_sweep.py): skips the est sweep")
-    ap.add_argument("--out", default="bench/results/xattn_speed")
+    ap.add_argument("--out", default="bench/results/xattn_kernels/xattn_speed")
     args = ap.parse_args()
     args.strides = [int(s) for s in args.strides.split(",")]
     args.taus = [t if t == "cal" else float(t) for t in args.taus.split(",")]

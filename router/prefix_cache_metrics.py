@@ -9,15 +9,14 @@ labelled by replica (the first sub-directory level, ``.`` for the top level), en
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from client_edge.protocol.status_marker import read_markers
 
 _COUNTERS = {
     "evictions": "Cached blocks evicted by the policy",
@@ -42,19 +41,10 @@ _PREFIX = "xedge_prefix_cache_"
 def read_stats(status_dir: Path) -> list[tuple[str, str, dict[str, Any]]]:
     """``(replica, pid, detail)`` of every readable ``prefix_cache.stats.*.json`` under ``status_dir``."""
     found = []
-    paths = []
-    for root, _, files in os.walk(status_dir, followlinks=True):  # links: a replica's dir may be mounted in
-        paths += [Path(root) / f for f in files if fnmatch.fnmatch(f, "prefix_cache.stats.*.json")]
-    for path in sorted(paths):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # replaced atomically by the writer; a vanished file is simply skipped this scrape
-        if not isinstance(data, dict) or not isinstance(data.get("detail"), dict):
-            continue
-        parts = path.parent.relative_to(status_dir).parts
+    for m in read_markers(status_dir, "prefix_cache.stats.*.json", recursive=True):
+        parts = m.path.parent.relative_to(status_dir).parts
         replica = parts[0] if parts else "."  # compose: <status_dir>/<service>/status/
-        found.append((replica, str(data.get("pid", "")), data["detail"]))
+        found.append((replica, str(m.pid), m.detail))
     return found
 
 

@@ -27,6 +27,8 @@ from client_edge.protocol import (
     VerifyResponse,
 )
 from client_edge.protocol import EscalateResponse as EscalateReply
+from client_edge.protocol.engine_xargs import RequestMeta, encode_request_meta
+from client_edge.protocol.verify_spec import XARG, ForceSpec
 from router import verification
 from router.engine.base import (
     EngineClient,
@@ -37,7 +39,6 @@ from router.engine.base import (
     GenerateResult,
     ModelInfo,
 )
-from router.engine.verify_spec import XARG, ForceSpec
 from router.errors import RouterError
 from router.observer import ServiceObserver, observed
 from router.replicas import HashRing
@@ -159,8 +160,8 @@ class EdgeService:
             top_n=top_n,
             cache_salt=self._salt(session.tenant),
             # Every call of an edge session re-reads the session's whole prefix: tell the eviction policy
-            # which reuse class it belongs to (server/prefix_cache/request_meta.py).
-            request_meta=(("xedge_tenant", session.tenant), ("xedge_category", EDGE_SESSION_CATEGORY), *extra_meta),
+            # which reuse class it belongs to (client_edge/protocol/engine_xargs.py).
+            request_meta=(*encode_request_meta(RequestMeta(category=EDGE_SESSION_CATEGORY, tenant=session.tenant)), *extra_meta),
         )
         try:
             return await self.engines[session.replica].generate(call)
@@ -197,7 +198,7 @@ class EdgeService:
             raise RouterError(
                 "unsupported",
                 f"sampling verify needs xedge's logits processor in vLLM (--logits-processors "
-                f"server.verify.vllm_adapter:SpeculativeVerifyProcessor; `xedge serve --sampling-verify`); replica "
+                f"server.engine.verify.vllm_adapter:SpeculativeVerifyProcessor; `xedge serve --sampling-verify`); replica "
                 f"{self.settings.vllm_urls[replica]} ignored it (probe forced {[a, b, a]}, got {got}). Start vLLM "
                 "with it (and without vLLM's own speculative decoding), or use greedy sessions",
             )

@@ -5,7 +5,7 @@
   greedy cloud tokens this reproduces greedy cloud decoding token for token.
 
 The sampling rule needs the full-vocabulary distribution, so it runs in the engine
-(``server/verify/rule.py`` via the vLLM logits processor; see ``router/verification.py``).
+(``server/engine/verify/rule.py`` via the vLLM logits processor; see ``router/verification.py``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
   cloud token after it is the correction. The result equals greedy cloud decoding by construction.
 - ``rejection`` (token mode, sampling at any temperature / top_p): the standard speculative-sampling
   rule, run inside vLLM. One completion of ``len(draft) + 1`` tokens from the committed prefix (served
-  from vLLM's prefix cache) carries a :class:`router.engine.verify_spec.VerifySpec`; the engine's logits
-  processor (``server/verify/vllm_adapter.py``) computes the session's exact sampling distribution p
+  from vLLM's prefix cache) carries a :class:`client_edge.protocol.verify_spec.VerifySpec`; the engine's logits
+  processor (``server/engine/verify/vllm_adapter.py``) computes the session's exact sampling distribution p
   over the whole vocabulary at each draft position, keeps or rejects each draft token against the
   edge's q and forces the outcome. The router only reads the tokens back. Before the first such verify
   on a replica, :meth:`EdgeService.require_verify_processor` checks that the processor is loaded there
@@ -22,7 +22,7 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from client_edge.protocol import VerifyRequest
-from router.engine.verify_spec import XARG, VerifySpec
+from client_edge.protocol.verify_spec import XARG, VerifySpec
 from router.errors import RouterError
 from router.sessions.store import Session
 from router.speculative import common_prefix, greedy_accept

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attention_backend.vllm_contract import Report, Requirement, check_tree  # noqa: E402
-from attention_backend.vllm_requirements import REQUIREMENTS as ATTENTION  # noqa: E402
+from attention_backend.vllm.contract import Report, Requirement, check_tree  # noqa: E402
+from attention_backend.vllm.requirements import REQUIREMENTS as ATTENTION  # noqa: E402
+from server.engine.prefix_cache.vllm_requirements import REQUIREMENTS as PREFIX_CACHE  # noqa: E402
+from server.engine.verify.vllm_requirements import REQUIREMENTS as VERIFY  # noqa: E402
 from server.launch.vllm_cmd import FLAG_REQUIREMENTS as LAUNCH  # noqa: E402
-from server.prefix_cache.vllm_requirements import REQUIREMENTS as PREFIX_CACHE  # noqa: E402
-from server.verify.vllm_requirements import REQUIREMENTS as VERIFY  # noqa: E402
 
 ADAPTERS: dict[str, tuple[Requirement, ...]] = {
     "attention": ATTENTION,

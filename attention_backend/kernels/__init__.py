@@ -16,7 +16,7 @@ The function API the rest of ``attention_backend`` calls (shapes in each docstri
 score/mask tensors are ABSOLUTE query blocks ``q_offset // B .. ceil(k_len / B) - 1``. Inputs are fp16 or
 bf16 CUDA tensors (CPU tensors only under ``TRITON_INTERPRET=1``); bad input raises ValueError before any
 launch. Nothing here synchronises with the host. ``EstimateTiles`` / ``AttnTiles`` are launch shapes
-(defaults: the fastest of a sweep on an H200, see bench/results/xattn_speed.md). ``kernels.dispatch`` holds the
+(defaults: the fastest of a sweep on an H200, see bench/results/xattn_kernels/notes.md). ``kernels.dispatch`` holds the
 CUDA side of the public functions of ``attention_backend`` (same signatures, contiguous K/V).
 """
 

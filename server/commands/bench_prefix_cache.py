@@ -35,9 +35,9 @@ def prefix_cache(
     jobs: Annotated[int, typer.Option(help="Worker processes.")] = 2,
 ) -> None:
     """Replay TRACE for every policy and capacity; print a table and optionally write JSON and a plot."""
-    from server.prefix_cache.sim.grid import GridInputError, parse_capacities, parse_policies, run_grid
-    from server.prefix_cache.sim.replay import ServiceModel
-    from server.prefix_cache.sim.trace import TraceFormatError, read_trace
+    from server.research.cache_sim.grid import GridInputError, parse_capacities, parse_policies, run_grid
+    from server.research.cache_sim.replay import ServiceModel
+    from server.research.cache_sim.trace import TraceFormatError, read_trace
 
     try:
         if trace_format not in (None, "mooncake", "bailian"):
@@ -70,7 +70,7 @@ def prefix_cache(
         out.write_text(json.dumps(payload, indent=2) + "\n")
         typer.echo(f"wrote {out}")
     if plot is not None:
-        from server.prefix_cache.sim.plot import plot_grid
+        from server.research.cache_sim.plot import plot_grid
 
         typer.echo(f"wrote {plot_grid(grid, plot)}")
 

@@ -22,7 +22,7 @@ def calibrate_xattn(
     """Find, per layer and query head, the smallest tau whose blocks keep TARGET of the true attention."""
     from attention_backend.calibrate import calibrate_model
     from attention_backend.sample_text import SampleTextUnavailable, long_texts
-    from server.model_store import ModelNotFoundError, resolve_model_dir
+    from server.models.store import ModelNotFoundError, resolve_model_dir
 
     try:
         if not 0.0 < target <= 1.0:

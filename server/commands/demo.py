@@ -34,10 +34,10 @@ def demo(
     from client_edge.result import TokenSource
     from client_edge.runner.transformers_runner import TransformersRunner, TransformersRunnerConfig
     from client_edge.session import EdgeSession, SessionConfig
-    from server.demo_prompts import load_demo_prompts
+    from server.demo.prompts import load_demo_prompts
     from server.launch.process import LaunchError
     from server.launch.stack import Stack
-    from server.model_store import ModelNotFoundError
+    from server.models.store import ModelNotFoundError
     from server.settings import StackSettings
 
     console = Console(stderr=False)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from server.evaluation.routing import RunSummary
+    from server.research.routing_eval.routing import RunSummary
 
 DEFAULT_KEEP = "0-9,14-29"  # drops 4 middle layers of 30
 
@@ -69,14 +69,17 @@ def routing(
     stateless: Annotated[bool, typer.Option(help="Also run the stateless re-prefill baseline.")] = True,
     speculative: Annotated[bool, typer.Option(help="Also run speculative mode.")] = True,
     out_dir: Annotated[Path, typer.Option(help="Where routing_eval_<pair>.json/.png go.")] = Path(
-        "bench/results"
+        "bench/results/routing_eval"
     ),
 ) -> None:
     """Accuracy vs escalation for each gate, baselines, stateful vs stateless cloud cost, delays."""
     from client_edge.runner.transformers_runner import TransformersRunner, TransformersRunnerConfig
     from server.commands.train_router import parse_layers
-    from server.evaluation.data_root import data_root
-    from server.evaluation.routing import (
+    from server.data_root import data_root
+    from server.launch.stack import Stack
+    from server.models.gemma import ensure_gemma3_270m
+    from server.models.store import ensure_default_model
+    from server.research.routing_eval.routing import (
         PairSpec,
         RoutingEval,
         RoutingEvalConfig,
@@ -84,10 +87,7 @@ def routing(
         pair_json,
         task_block,
     )
-    from server.evaluation.routing_report import table, title_of, write
-    from server.launch.stack import Stack
-    from server.model_store import ensure_default_model
-    from server.model_store_gemma import ensure_gemma3_270m
+    from server.research.routing_eval.routing_report import table, title_of, write
     from server.settings import StackSettings
 
     def say(line: str) -> None:
@@ -196,7 +196,7 @@ def per_task(spec: str, tasks: tuple[str, ...], option: str, *, minimum: int) ->
             values = {name.strip(): int(v) for name, v in pairs}
     except ValueError:
         raise ValueError(f"{option} must be N or task=N,...; got {spec!r}") from None
-    from server.evaluation.tasks import TASKS
+    from server.research.routing_eval.tasks import TASKS
 
     unknown = sorted(set(values) - set(TASKS))
     missing = [t for t in tasks if t not in values]

@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from server.launch.process import LaunchError
-from server.model_store import ModelNotFoundError
+from server.models.store import ModelNotFoundError
 
 
 def one_line(exc: ValidationError) -> str:
@@ -24,12 +24,12 @@ def one_line(exc: ValidationError) -> str:
 
 def serve(
     model: Annotated[str | None, typer.Option(help="Local HF model directory (default: packaged SmolLM2-135M-Instruct).")] = None,
-    host: Annotated[str, typer.Option(help="Address the router listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Router port (edge + OpenAI-compatible API).")] = 8000,
-    vllm_port: Annotated[int, typer.Option(help="vLLM's own port on 127.0.0.1 (0: pick a free one).")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    prefix_cache_policy: Annotated[str, typer.Option(help="KV-cache eviction policy (see `xedge bench prefix-cache`).")] = "lru",
-    kv_cache_gib: Annotated[float, typer.Option(help="KV cache size on CPU, GiB.")] = 1.0,
+    host: Annotated[str | None, typer.Option(help="Address the router listens on [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Router port (edge + OpenAI-compatible API) [default: 8000].")] = None,
+    vllm_port: Annotated[int | None, typer.Option(help="vLLM's own port on 127.0.0.1 [default: 0 = a free one].")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
+    prefix_cache_policy: Annotated[str | None, typer.Option(help="KV-cache eviction policy (see `xedge bench prefix-cache`) [default: lru].")] = None,
+    kv_cache_gib: Annotated[float | None, typer.Option(help="KV cache size on CPU, GiB [default: 1.0].")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="vLLM max model length.")] = None,
     block_size: Annotated[int | None, typer.Option(help="vLLM KV block size (default: vLLM's on CPU, the XAttention block on CUDA).")] = None,
     xattn_stride: Annotated[int | None, typer.Option(help="XAttention antidiagonal stride (8 or 16).")] = None,
@@ -52,11 +52,13 @@ def serve(
         xattn = additional_config_from_flags(
             stride=xattn_stride, threshold=xattn_threshold, min_len=xattn_min_len, threshold_table=xattn_threshold_table
         )[ADDITIONAL_CONFIG_KEY]
-        settings = StackSettings(
+        given = dict(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,
             prefix_cache_policy=prefix_cache_policy, kv_cache_gib=kv_cache_gib, max_model_len=max_model_len,
-            block_size=block_size, xattn=xattn, run_dir=run_dir, sampling_verify=sampling_verify,
+            block_size=block_size, run_dir=run_dir, sampling_verify=sampling_verify,
         )  # fmt: skip
+        # Flags left out fall back to StackSettings (XEDGE_* env, then its defaults): each default is written once.
+        settings = StackSettings(xattn=xattn, **{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         typer.echo(f"xedge serve: {one_line(exc)}", err=True)
         raise typer.Exit(2) from None

@@ -47,9 +47,9 @@ def train_router(
     from the reference; feature = the edge's last hidden state there."""
     from client_edge.gates.mlp_train import TrainConfig, collect_examples, train_mlp
     from client_edge.runner.transformers_runner import TransformersRunner, TransformersRunnerConfig
-    from server.evaluation.data_root import data_root
-    from server.evaluation.tasks import load_train_pairs
-    from server.model_store import resolve_model_dir
+    from server.data_root import data_root
+    from server.models.store import resolve_model_dir
+    from server.research.routing_eval.tasks import load_train_pairs
 
     try:
         layers = parse_layers(keep_layers)

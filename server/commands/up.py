@@ -2,7 +2,7 @@
 
 Reads the compose file and its ``.env`` the way ``docker compose`` does, then starts every ``cloud``
 service of the chosen profiles as vLLM with our plugins and the ``router`` service in front, with the
-same settings the containers get (see ``server.deploy.launcher``). Runs until Ctrl-C / SIGTERM.
+same settings the containers get (see ``server.launch.compose.launcher``). Runs until Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ def up(
     """Start the compose file's services (vLLM replicas + router) as local processes on loopback."""
     import tempfile
 
-    from server.deploy.compose_file import ComposeError, load_topology
-    from server.deploy.interpolate import InterpolationError
-    from server.deploy.launcher import ComposeStack
+    from server.launch.compose.compose_file import ComposeError, load_topology
+    from server.launch.compose.interpolate import InterpolationError
+    from server.launch.compose.launcher import ComposeStack
     from server.launch.process import LaunchError
     from server.launch.supervise import interrupt_on_sigterm, wait_until_stopped
-    from server.model_store import ModelNotFoundError
+    from server.models.store import ModelNotFoundError
 
     try:
         topology = load_topology(config, profile or (), env_file=env_file)

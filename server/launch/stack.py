@@ -17,7 +17,7 @@ from server.launch import plugin_status
 from server.launch.ports import ensure_port_free, free_port
 from server.launch.process import LaunchError, ManagedProcess
 from server.launch.vllm_cmd import resolve_device, vllm_argv, vllm_env
-from server.model_store import resolve_model_dir
+from server.models.store import resolve_model_dir
 from server.settings import StackSettings
 
 

@@ -4,8 +4,8 @@ import httpx
 import pytest
 
 from client_edge.client import EdgeClient
-from tests.client_edge.edge_fake_cloud import FAST_RETRY, FakeCloud
-from tests.client_edge.edge_fake_runner import FakeRunner
+from tests.fakes.edge_cloud import FAST_RETRY, FakeCloud
+from tests.fakes.edge_runner import FakeRunner
 
 
 @pytest.fixture

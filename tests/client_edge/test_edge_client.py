@@ -14,7 +14,7 @@ from client_edge.async_client import AsyncEdgeClient
 from client_edge.client import EdgeClient
 from client_edge.protocol import CreateSessionRequest, PrefixRef, SyncRequest, token_prefix_hash
 from client_edge.retry import RetryPolicy
-from tests.client_edge.edge_fake_cloud import FAST_RETRY, FakeCloud
+from tests.fakes.edge_cloud import FAST_RETRY, FakeCloud
 
 
 def _create(client: EdgeClient, cloud: FakeCloud, prompt: list[int], **kw: object) -> str:

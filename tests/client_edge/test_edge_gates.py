@@ -148,7 +148,7 @@ def test_router_training_learns_the_fake_models_uncertainty(tmp_path: Path) -> N
     """The fake edge is wrong exactly where its hidden[0] is +5: a trained router must find that."""
     pytest.importorskip("torch")
     from client_edge.gates.mlp_train import TrainConfig, auc, collect_examples, train_mlp
-    from tests.client_edge.edge_fake_runner import FakeRunner, cloud_greedy
+    from tests.fakes.edge_runner import FakeRunner, cloud_greedy
 
     runner = FakeRunner()
     pairs = [([i % 39, (i * 7) % 39, 3], cloud_greedy([i % 39, (i * 7) % 39, 3], 30)) for i in range(40)]

@@ -10,8 +10,8 @@ from client_edge.gates.confidence import EntropyGate
 from client_edge.gates.random_gate import RandomGate
 from client_edge.result import TokenSource
 from client_edge.session import EdgeSession, SessionConfig
-from tests.client_edge.edge_fake_cloud import FakeCloud, cloud_next_char
-from tests.client_edge.edge_fake_runner import FakeRunner, cloud_greedy, edge_next
+from tests.fakes.edge_cloud import FakeCloud, cloud_next_char
+from tests.fakes.edge_runner import FakeRunner, cloud_greedy, edge_next
 
 PROMPT = [3, 1, 4, 1, 5, 9, 2]
 N = 40

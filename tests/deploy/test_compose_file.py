@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.deploy.compose_file import load_topology
-from server.deploy.interpolate import InterpolationError, parse_env_file, variables
+from server.launch.compose.compose_file import load_topology
+from server.launch.compose.interpolate import InterpolationError, parse_env_file, variables
 from tests.deploy.compose_helpers import (
     COMPOSE,
     DEPLOY,
@@ -76,7 +76,7 @@ def test_healthchecks_and_depends_on(profiles: tuple[str, ...]) -> None:
         test = svc["healthcheck"]["test"]
         assert test[0] == "CMD", (name, test)
         probe = " ".join(test)
-        assert ("server.deploy.healthcheck" in probe) if name in clouds else ("/ready" in probe), (name, probe)
+        assert ("server.launch.healthcheck" in probe) if name in clouds else ("/ready" in probe), (name, probe)
     needs = {d for d, c in services[router]["depends_on"].items() if c.get("required", True)}
     assert needs and needs <= clouds
     for dep, cond in services[router]["depends_on"].items():

@@ -84,7 +84,7 @@ def test_edge_sessions_and_openai_calls_share_one_salt_per_tenant() -> None:
     from fastapi.testclient import TestClient
 
     from router.tenancy import tenant_cache_salt
-    from tests.router.router_fakes import make_app
+    from tests.fakes.engine import make_app
 
     app, _, _ = make_app(cache_salt_secret="shared-secret-1")
     with TestClient(app):

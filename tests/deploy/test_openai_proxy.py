@@ -17,9 +17,9 @@ from router.app import create_app
 from router.operations import OperationsExtension
 from router.settings import RouterSettings
 from router.tenancy import tenant_cache_salt
-from tests.deploy.fake_vllm import MODEL, make_fake_vllm
-from tests.deploy.loopback import serve
-from tests.router.router_fakes import FakeEngine, FakeTokenizer, base_of
+from tests.fakes.engine import FakeEngine, FakeTokenizer, base_of
+from tests.fakes.loopback import serve
+from tests.fakes.vllm_server import MODEL, make_fake_vllm
 
 KEY_A = "sk-acme-0123456789abcdef"
 KEY_B = "sk-globex-0123456789abcdef"

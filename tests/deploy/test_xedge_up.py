@@ -10,14 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from server.cli import _load_commands, app
-from server.deploy.cloud_entry import cloud_command
-from server.deploy.compose_file import ComposeError, load_topology
-from server.deploy.healthcheck import check
-from server.deploy.interpolate import InterpolationError, interpolate, parse_env_file
-from server.deploy.launcher import ComposeStack
+from server.launch.cloud_entry import cloud_command
+from server.launch.compose.compose_file import ComposeError, load_topology
+from server.launch.compose.interpolate import InterpolationError, interpolate, parse_env_file
+from server.launch.compose.launcher import ComposeStack
+from server.launch.healthcheck import check
 from tests.deploy.compose_helpers import COMPOSE, ENV_EXAMPLE, SECRETS
-from tests.deploy.fake_vllm import make_fake_vllm
-from tests.deploy.loopback import serve
+from tests.fakes.loopback import serve
+from tests.fakes.vllm_server import make_fake_vllm
 
 
 def test_interpolation_follows_compose() -> None:

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from client_edge.protocol import EscalateResponse, Paths
-from tests.router.router_fakes import BOS, base_of, make_app
+from tests.fakes.engine import BOS, base_of, make_app
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_per_tenant_cache_salt(env):
 def test_sessions_are_pinned_to_replicas():
     from router.app import create_app
     from router.settings import RouterSettings
-    from tests.router.router_fakes import FakeEngine, FakeTokenizer
+    from tests.fakes.engine import FakeEngine, FakeTokenizer
 
     tok = FakeTokenizer()
     engines = [FakeEngine(tok.vocab_size) for _ in range(3)]

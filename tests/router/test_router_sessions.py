@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from client_edge.protocol import CHECKPOINT_INTERVAL, Paths, token_prefix_hash
 from router.engine.base import EngineUnavailableError
-from tests.router.router_fakes import BOS, base_of, make_app
+from tests.fakes.engine import BOS, base_of, make_app
 
 PROMPT = [BOS, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 

@@ -15,7 +15,7 @@ PIECES = ["The", " quick", " brown", " fox", ",", " jumps", "\n\n", "  ", "over"
 
 @pytest.fixture(scope="module")
 def tok():
-    from server.model_store import DEFAULT_MODEL_NAME, cache_root
+    from server.models.store import DEFAULT_MODEL_NAME, cache_root
 
     model_dir = cache_root() / "models" / DEFAULT_MODEL_NAME
     if not (model_dir / "tokenizer.json").exists():

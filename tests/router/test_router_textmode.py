@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from client_edge.protocol import EscalateResponse, Paths
 from router.sessions.content import TextContent
-from tests.router.router_fakes import BOS, FakeTokenizer, make_app, text_base_of
+from tests.fakes.engine import BOS, FakeTokenizer, make_app, text_base_of
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_text_session_end_of_sequence_is_not_text(env):
     reports it through finish_reason, and a text verify whose cloud text ends inside the draft returns the
     EOS as the correction (empty text) with finish_reason "stop"."""
     from client_edge.protocol import VerifyResponse
-    from tests.router.router_fakes import EOS
+    from tests.fakes.engine import EOS
 
     client, engine, tok = env
     prompt = "the cat"

@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from client_edge.protocol import Paths, VerifyResponse
-from router.engine.verify_spec import XARG, VerifySpec, decode
+from client_edge.protocol.verify_spec import XARG, VerifySpec, decode
 from router.speculative import greedy_accept
-from tests.router.router_fakes import BOS, EOS, base_of, make_app
+from tests.fakes.engine import BOS, EOS, base_of, make_app
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_sampling_verify_output_follows_the_cloud_distribution(env):
     prompt = [BOS, 9, 10]
     temperature, top_p = 1.0, 0.9
     sid = open_session(client, tok, prompt, sampling={"temperature": temperature, "top_p": top_p, "seed": 11})
-    from tests.router.router_fakes import _sampling_probs
+    from tests.fakes.engine import _sampling_probs
 
     p = _sampling_probs(engine.logprobs(prompt), temperature, top_p)
     second = int(p.argsort(descending=True)[1])

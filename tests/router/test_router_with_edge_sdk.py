@@ -11,14 +11,14 @@ from fastapi.testclient import TestClient
 from client_edge.client import EdgeClient
 from client_edge.gates.random_gate import RandomGate
 from client_edge.protocol import SamplingSettings
+from client_edge.protocol.verify_spec import XARG, VerifySpec, decode
 from client_edge.retry import RetryPolicy
 from client_edge.session import EdgeSession, SessionConfig
 from router.app import create_app
-from router.engine.verify_spec import XARG, VerifySpec, decode
 from router.settings import RouterSettings
 from router.tokenizer import CloudTokenizer
-from tests.client_edge.edge_fake_runner import BIGRAMS, EOS, VOCAB, FakeRunner, V, cloud_greedy, cloud_next
-from tests.router.router_fakes import FakeEngine
+from tests.fakes.edge_runner import BIGRAMS, EOS, VOCAB, FakeRunner, V, cloud_greedy, cloud_next
+from tests.fakes.engine import FakeEngine
 
 PROMPT = [3, 1, 4, 1, 5, 9, 2]
 N = 40

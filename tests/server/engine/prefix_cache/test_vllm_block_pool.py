@@ -1,0 +1,130 @@
+"""Our policies inside vLLM's real KVCacheManager / BlockPool (no model): the scheduler's call sequence
+for each request, driven by ``kv_manager_harness``. Needs vLLM importable; no engine is started."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is not installed")
+
+from server.engine.prefix_cache import vllm_adapter  # noqa: E402
+from tests.server.engine.prefix_cache.kv_manager_harness import (  # noqa: E402
+    BLOCK,
+    make_manager,
+    run_sequence,
+)
+
+
+@pytest.fixture(autouse=True)
+def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XEDGE_STATUS_DIR", raising=False)
+    vllm_adapter.register()
+
+
+def _conversations(seed: int, n: int = 80) -> list[tuple[list[int], dict | None]]:
+    rng = random.Random(seed)
+    system = list(range(1000, 1000 + 3 * BLOCK))
+    histories = [list(system) for _ in range(12)]
+    prompts = []
+    for i in range(n):
+        if rng.random() < 0.3:
+            prompts.append(([rng.randrange(2000, 40000) for _ in range(rng.randrange(1, 6) * BLOCK)], None))
+            continue
+        h = histories[rng.randrange(len(histories))]
+        h.extend(rng.randrange(2000, 40000) for _ in range(rng.randrange(BLOCK // 2, 2 * BLOCK)))
+        prompts.append((h + [i], None))
+    return prompts
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lru_allocates_exactly_what_stock_vllm_would(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Stock vLLM pops the head of its free queue; with ``lru`` installed every allocation must return
+    exactly that head (the blocks vLLM would have evicted), in order, while evictions happen."""
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, "lru")
+    manager = make_manager(48)
+    run = run_sequence(manager, _conversations(seed))
+    policy = vllm_adapter.installed_policy(manager.block_pool)
+    assert policy is not None and policy.name == "lru"
+    assert policy.stats.evictions > 20, "the sequence must put the cache under pressure"
+    assert sum(run.cached_tokens) > 0
+    mismatches = [(i, got, head) for i, (got, head) in enumerate(run.allocations) if got != head]
+    assert not mismatches, mismatches[:3]
+    policy.check_integrity()
+    assert len(policy) == manager.block_pool.get_num_free_blocks() - sum(
+        1 for b in manager.block_pool.free_block_queue.get_all_free_blocks() if b.block_hash is None
+    )
+
+
+def _pin_sequence() -> list[tuple[list[int], dict | None]]:
+    rng = random.Random(3)
+    system = [rng.randrange(2000, 40000) for _ in range(4 * BLOCK)]
+    pin = {"xedge_category": "system", "xedge_pin_ttl_s": 3600, "xedge_pin_tokens": 4 * BLOCK}
+    prompts = [(system + [1, 2, 3], pin)]
+    for _ in range(10):
+        prompts.append(
+            ([rng.randrange(2000, 40000) for _ in range(6 * BLOCK + 1)], {"xedge_category": "oneoff"})
+        )
+    prompts.append((system + [4, 5, 6], pin))
+    return prompts
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("workload", 4 * BLOCK), ("lru", 0)])
+def test_pinned_system_prompt_survives_a_flood_only_when_pinned(
+    monkeypatch: pytest.MonkeyPatch, policy: str, expected: int
+) -> None:
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, policy)
+    manager = make_manager(40)
+    run = run_sequence(manager, _pin_sequence())
+    assert run.cached_tokens[-1] == expected
+    installed = vllm_adapter.installed_policy(manager.block_pool)
+    assert installed.stats.evictions > 20  # the flood did evict
+    categories = installed.stats.categories
+    assert categories["oneoff"].requests == 10 and categories["system"].requests == 2
+    assert categories["system"].hit_tokens == expected
+    installed.check_integrity()
+
+
+def test_allocation_cost_scales_with_evicted_blocks_not_pool_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vllm.v1.core.kv_cache_utils import FreeKVCacheBlockQueue
+
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, "workload")
+    touched = {"n": 0}
+    for name in ("popleft_n", "prepend_n"):
+        original = getattr(FreeKVCacheBlockQueue, name)
+
+        def counting(self, arg, _original=original):
+            touched["n"] += arg if isinstance(arg, int) else len(arg)
+            return _original(self, arg)
+
+        monkeypatch.setattr(FreeKVCacheBlockQueue, name, counting)
+    manager = make_manager(4000)
+    spy_free = manager.block_pool.free_block_queue.get_all_free_blocks
+    manager.block_pool.free_block_queue.get_all_free_blocks = lambda: spy_free()[:0]  # harness spy: free
+    prompts = [([i * 100000 + j for j in range(20 * BLOCK)], None) for i in range(400)]  # 2x the pool
+    run_sequence(manager, prompts)
+    allocated = 400 * 20
+    assert touched["n"] <= 4 * allocated, touched
+
+
+def test_markers_name_the_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XEDGE_STATUS_DIR", str(tmp_path))
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, "s3fifo")
+    vllm_adapter.register()
+    manager = make_manager(40)
+    run_sequence(manager, _pin_sequence())
+    markers = {p.name.split(".")[1]: json.loads(p.read_text()) for p in tmp_path.glob("prefix_cache.*.json")}
+    assert markers["registered"]["detail"]["policy"] == "s3fifo"
+    assert markers["block_pool"]["detail"]["policy"] == "s3fifo"
+    assert markers["stats"]["detail"]["policy"] == "s3fifo"
+
+
+def test_unknown_policy_fails_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.engine.prefix_cache.registry import UnknownPolicyError
+
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, "fifo")
+    with pytest.raises(UnknownPolicyError, match="valid: density, lru, s3fifo, workload, workload-paper"):
+        vllm_adapter.register()
