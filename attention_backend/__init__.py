@@ -7,10 +7,10 @@ functions are imported lazily so that ``attention_backend.config`` stays importa
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from attention_backend.config import XAttentionConfig
+from client_edge.protocol.registry import LazyRegistry
 
 if TYPE_CHECKING:
     from attention_backend.estimate import estimate_block_scores
@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     from attention_backend.select import select_blocks
     from attention_backend.sparse_attention import block_sparse_attention
 
-_LAZY = {
-    "estimate_block_scores": "attention_backend.estimate",
-    "select_blocks": "attention_backend.select",
-    "block_sparse_attention": "attention_backend.sparse_attention",
-    "xattention_prefill": "attention_backend.prefill",
-}
+_LAZY = LazyRegistry("attribute of attention_backend", {
+    "estimate_block_scores": "attention_backend.estimate:estimate_block_scores",
+    "select_blocks": "attention_backend.select:select_blocks",
+    "block_sparse_attention": "attention_backend.sparse_attention:block_sparse_attention",
+    "xattention_prefill": "attention_backend.prefill:xattention_prefill",
+})
 
 __all__ = [
     "XAttentionConfig",
@@ -36,5 +36,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        return _LAZY.load(name)
     raise AttributeError(f"module 'attention_backend' has no attribute {name!r}; public names: {__all__}")

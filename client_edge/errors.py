@@ -13,20 +13,15 @@ import httpx
 from pydantic import ValidationError
 
 from client_edge.protocol import ErrorInfo, ErrorResponse
+from client_edge.protocol.registry import UnknownNameError as RegistryNameError
 
 
 class XEdgeError(Exception):
     """Root of every error the edge SDK raises on purpose."""
 
 
-class UnknownNameError(XEdgeError, ValueError):
+class UnknownNameError(XEdgeError, RegistryNameError):
     """A registry was asked for a name it does not know; the message lists the valid names."""
-
-    def __init__(self, kind: str, name: str, valid: list[str]) -> None:
-        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(sorted(valid))}")
-        self.kind = kind
-        self.name = name
-        self.valid = sorted(valid)
 
 
 class APIError(XEdgeError):

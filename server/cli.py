@@ -6,9 +6,9 @@ their heavy dependencies (torch, vLLM) inside the command function so `xedge --h
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from client_edge.protocol.registry import LazyRegistry
 
 # Modules under server.commands; each exposes register(app). Add yours here (one line).
 COMMANDS: tuple[str, ...] = (
@@ -20,6 +20,8 @@ COMMANDS: tuple[str, ...] = (
     "up",
     "calibrate_xattn",
 )
+
+COMMAND_REGISTRY = LazyRegistry("command", {name: f"server.commands.{name}:register" for name in COMMANDS})
 
 app = typer.Typer(
     name="xedge",
@@ -36,8 +38,7 @@ app.add_typer(eval_app, name="eval")
 
 def _load_commands() -> None:
     for name in COMMANDS:
-        module = importlib.import_module(f"server.commands.{name}")
-        module.register(app)
+        COMMAND_REGISTRY.load(name)(app)
 
 
 def main() -> None:

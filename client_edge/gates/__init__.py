@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from client_edge.errors import UnknownNameError
 from client_edge.gates.base import Gate
+from client_edge.protocol.registry import LazyRegistry
 
-GATES: dict[str, str] = {
+GATES = LazyRegistry("gate", {
     "top1": "client_edge.gates.confidence:Top1ProbGate",
     "entropy": "client_edge.gates.confidence:EntropyGate",
     "rolling_entropy": "client_edge.gates.rolling_entropy:RollingEntropyGate",
     "mlp": "client_edge.gates.mlp:MLPRouterGate",
     "random": "client_edge.gates.random_gate:RandomGate",
-}
+}, UnknownNameError)
 
 
 def gate_class(name: str) -> type[Gate]:
-    if name not in GATES:
-        raise UnknownNameError("gate", name, list(GATES))
-    module, attr = GATES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    return GATES.load(name)
 
 
 def create_gate(name: str, **kwargs: Any) -> Gate:
