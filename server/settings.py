@@ -17,13 +17,12 @@ class StackSettings(BaseSettings):
     `kv_cache_gib`: the KV cache size on CPU (vLLM's `--kv-cache-memory-bytes`); on GPU vLLM sizes it.
     `xattn`: the additional_config block for the attention backend (built by `attention_backend`).
     `dtype`: vLLM's `--dtype`; None = float32 on CPU (vLLM's `auto` runs a float32 checkpoint in bfloat16,
-    which this AVX2 CPU computes about 5x slower in prefill: bench/results/routing_eval/notes.md) and
+    which AVX2 CPUs compute far slower in prefill: measured in bench/results/routing_latency/) and
     vLLM's own choice on CUDA.
     `sampling_verify`: load xedge's verify logits processor into vLLM (`--logits-processors`), which the
     router's verify of sampling sessions needs (without it that verify answers 400). None = on for CPU
     (vLLM's CPU runner is V1 anyway) and off on CUDA: vLLM 0.26+ gives up its V2 model runner whenever a
-    custom logits processor is configured, measured at 0.78x decode and 0.73x prefill tokens/s on an H200
-    (bench/results/verify/vllm_runner_cost.json, a small random Llama; a large model hides more of it).
+    custom logits processor is configured (the measured cost: bench/results/verify/vllm_runner_cost.json).
     """
 
     model_config = SettingsConfigDict(env_prefix="XEDGE_", frozen=True, extra="ignore")

@@ -66,7 +66,7 @@ def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) 
     block_size = settings.block_size
     if block_size is None and device == "cuda":
         # KV pages that are whole XAttention blocks let the sparse kernel load a key block with one
-        # block-table entry (74 vs 58 % of cuDNN's TFLOP/s on an H200, bench/results/xattn_kernels/notes.md).
+        # block-table entry (measured: bench/results/xattn_kernels/notes.md).
         block_size = int(settings.xattn.get("block_size", 128))
     if block_size:
         argv += ["--block-size", str(block_size)]
