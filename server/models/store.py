@@ -61,6 +61,18 @@ def _is_complete(model_dir: Path) -> bool:
     return (model_dir / "xedge_model.json").is_file()
 
 
+def _plain_modes(model_dir: Path) -> None:
+    """Give ``model_dir`` and its files the modes of a plain mkdir / open (0777 / 0666 less the umask).
+
+    mkdtemp makes the directory 0700 and safetensors writes weights 0600; a model converted by one user
+    (root, at image build) must be readable by another (a service's uid, e.g. the router's 10001)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    model_dir.chmod(0o777 & ~mask)
+    for path in model_dir.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def convert_gguf(model: PackagedGGUF, out_dir: Path) -> Path:
     """Dequantise `model` to an fp32 HF directory at `out_dir` (atomic: written aside, then renamed)."""
     import torch
@@ -82,6 +94,7 @@ def convert_gguf(model: PackagedGGUF, out_dir: Path) -> Path:
         (tmp / "xedge_model.json").write_text(
             json.dumps({"name": model.name, "source_package": model.package, "gguf": gguf.name}, indent=1)
         )
+        _plain_modes(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

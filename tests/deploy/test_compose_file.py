@@ -101,7 +101,7 @@ def test_gpu_replicas_reserve_distinct_gpus_and_mount_models_and_hf_cache() -> N
         seen += device["device_ids"]
         targets = {v["target"]: v for v in svc["volumes"]}
         assert targets["/models"]["type"] == "bind" and targets["/models"]["read_only"] is True
-        assert targets["/root/.cache/huggingface"]["type"] == "volume"
+        assert targets["/home/xedge/.cache/huggingface"]["type"] == "volume"
         assert svc["build"]["args"]["VLLM_IMAGE"] == VLLM_IMAGE
     assert len(set(seen)) == 2
 
@@ -118,7 +118,32 @@ def test_dockerfiles_install_dependencies_in_their_own_cached_layer(name: str) -
     install = next(i for i, ln in enumerate(lines) if ln.startswith("RUN") and "requirements.py" in ln)
     first_source = next(i for i, ln in enumerate(lines) if re.match(r"COPY (router|server|client_edge|attention_backend)\b", ln))
     assert copy_deps < install < first_source, lines
-    assert (DEPLOY / f"{name}.dockerignore").read_text().splitlines()[2:4] == ["*", "!pyproject.toml"]
+    # Pinned: the dependency layer installs with the lock as constraints (the cloud image through the
+    # constraints that keep the vLLM image's own packages).
+    assert "scripts/constraints-cpu.txt" in lines[copy_deps] and " -c " in lines[install], lines[install]
+    # Non-root, and no BuildKit frontend to fetch (`# syntax=` makes builds fail offline).
+    assert [ln for ln in lines if ln.startswith("USER ")][-1] == "USER xedge"
+    assert "# syntax" not in (DEPLOY / name).read_text()
+
+
+def test_build_context_never_sends_the_venv() -> None:
+    """One root .dockerignore (the classic builder ignores per-Dockerfile ones): an allowlist."""
+    assert not list(DEPLOY.glob("*.dockerignore"))
+    rules = [ln for ln in (DEPLOY.parent / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert rules[0] == "*" and all(r.startswith("!") or r.startswith("**/") for r in rules[1:])
+    sent = {r[1:] for r in rules if r.startswith("!")}
+    copied = {src for name in ("Dockerfile.cloud", "Dockerfile.cpu", "Dockerfile.router")
+              for ln in _instructions(DEPLOY / name) if ln.startswith("COPY ") for src in ln.split()[1:-1]}  # fmt: skip
+    assert copied == sent, copied ^ sent
+
+
+def test_cpu_image_torch_is_the_locked_one_and_has_shared_memory() -> None:
+    locked = next(ln for ln in (DEPLOY.parent / "scripts/constraints-cpu.txt").read_text().splitlines() if ln.startswith("torch=="))
+    torch_line = next(ln for ln in _instructions(DEPLOY / "Dockerfile.cpu") if "--index-url" in ln)
+    assert f'"{locked}"' in torch_line and '"${TORCH_INDEX_URL}"' in torch_line
+    services = compose_model(("cpu",))["services"]
+    assert int(services["cloud-cpu"]["shm_size"]) >= 1 << 30
+    assert services["cloud-cpu"]["build"]["args"]["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
 
 
 def test_cloud_image_is_the_official_vllm_image() -> None:
