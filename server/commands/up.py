@@ -1,6 +1,7 @@
 """`xedge up --config deploy/compose.yml [--profile cpu]`: the compose topology as processes on loopback.
 
-Reads the compose file and its ``.env`` the way ``docker compose`` does, then starts every ``cloud``
+Resolves the compose file with Docker Compose itself (``docker compose config --format json``: ``.env``,
+interpolation, profiles; ``server.launch.compose.resolve``), then starts every ``cloud``
 service of the chosen profiles as vLLM with our plugins and the ``router`` service in front, with the
 same settings the containers get (see ``server.launch.compose.launcher``). Runs until Ctrl-C / SIGTERM.
 """
@@ -25,9 +26,9 @@ def up(
     """Start the compose file's services (vLLM replicas + router) as local processes on loopback."""
     import tempfile
 
-    from server.launch.compose.compose_file import ComposeError, load_topology
-    from server.launch.compose.interpolate import InterpolationError
     from server.launch.compose.launcher import ComposeStack
+    from server.launch.compose.resolve import ComposeError
+    from server.launch.compose.topology import load_topology
     from server.launch.process import LaunchError
     from server.launch.supervise import interrupt_on_sigterm, wait_until_stopped
     from server.models.store import ModelNotFoundError
@@ -40,7 +41,7 @@ def up(
             for line in stack.plan():
                 typer.echo(line)
             return
-    except (ComposeError, InterpolationError, ValueError) as exc:
+    except (ComposeError, ValueError) as exc:
         typer.echo(f"xedge up: {exc}", err=True)
         raise typer.Exit(2) from None
 

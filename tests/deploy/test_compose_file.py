@@ -1,6 +1,6 @@
 """deploy/compose.yml without a Docker engine: the real `docker compose config` (schema, interpolation,
 profiles), cross-references (healthchecks, depends_on conditions, vLLM URLs, every ${VAR} documented in
-.env.example), the Dockerfiles' layer order, and `xedge up`'s loader agreeing with compose."""
+.env.example), the Dockerfiles' layer order, and `xedge up`'s topology taken from compose's resolved model."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.launch.compose.compose_file import load_topology
-from server.launch.compose.interpolate import InterpolationError, parse_env_file, variables
+from server.launch.compose.resolve import ComposeError
+from server.launch.compose.topology import load_topology
 from tests.deploy.compose_helpers import (
     COMPOSE,
     DEPLOY,
@@ -22,6 +22,7 @@ from tests.deploy.compose_helpers import (
     SECRETS,
     compose_config,
     compose_model,
+    env_file_values,
 )
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.26.0"
@@ -34,7 +35,7 @@ def _required() -> set[str]:
 
 def _example() -> tuple[dict[str, str], dict[str, str]]:
     """(set values, commented-out optional values) of .env.example."""
-    set_values = parse_env_file(ENV_EXAMPLE)
+    set_values = env_file_values(ENV_EXAMPLE)
     optional = dict(re.findall(r"^# ([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), flags=re.M))
     return set_values, optional
 
@@ -54,12 +55,12 @@ def test_required_values_fail_loudly_in_compose_and_xedge_up() -> None:
         env = {**SECRETS, **{k: v for k, v in example.items() if v}, name: ""}
         done = compose_config(("cpu",), env)
         assert done.returncode != 0 and f"required variable {name} is missing a value" in done.stderr, done.stderr
-        with pytest.raises(InterpolationError, match=f"required variable {name} is missing a value"):
+        with pytest.raises(ComposeError, match=f"required variable {name} is missing a value"):
             load_topology(COMPOSE, ("cpu",), env_file=ENV_EXAMPLE, environ=env)
 
 
 def test_every_variable_is_documented_in_env_example_with_its_default() -> None:
-    used = variables(RAW)
+    used = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", RAW))
     example, optional = _example()
     assert used == set(example) | set(optional), (used ^ (set(example) | set(optional)))
     defaults = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", RAW))

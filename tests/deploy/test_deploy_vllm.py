@@ -20,8 +20,8 @@ import httpx
 import openai
 import pytest
 
-from server.launch.compose.compose_file import load_topology
 from server.launch.compose.launcher import ComposeStack
+from server.launch.compose.topology import load_topology
 from tests.deploy.compose_helpers import COMPOSE, ENV_EXAMPLE, SECRETS
 
 pytestmark = pytest.mark.vllm

@@ -1,4 +1,4 @@
-"""`xedge up`'s pieces without vLLM: Compose interpolation, the loopback rewrite of the router's settings,
+"""`xedge up`'s pieces without vLLM: the compose file as Docker Compose resolves it, the loopback rewrite of the router's settings,
 the cloud container's command (same vLLM flags as `xedge serve`), its healthcheck, and the dry run."""
 
 from __future__ import annotations
@@ -11,35 +11,64 @@ from typer.testing import CliRunner
 
 from server.cli import _load_commands, app
 from server.launch.cloud_entry import cloud_command
-from server.launch.compose.compose_file import ComposeError, load_topology
-from server.launch.compose.interpolate import InterpolationError, interpolate, parse_env_file
 from server.launch.compose.launcher import ComposeStack
+from server.launch.compose.resolve import ComposeError
+from server.launch.compose.topology import load_topology
 from server.launch.healthcheck import check
 from tests.deploy.compose_helpers import COMPOSE, ENV_EXAMPLE, SECRETS
 from tests.fakes.loopback import serve
 from tests.fakes.vllm_server import make_fake_vllm
 
+MINI = """
+services:
+  vllm:
+    profiles: [p]
+    image: x
+    labels: {xedge.role: cloud}
+    environment:
+      XEDGE_STATUS_DIR: /run/s/status
+      NESTED: ${UNSET:-${A}x}
+      EMPTY_DEFAULT: ${E:-d}
+      EMPTY_KEPT: ${E-d}
+      ALT: ${A:+alt}
+      LITERAL: $$A
+    volumes: [st:/run/s, ./models:/models:ro]
+  gate:
+    profiles: [p]
+    image: x
+    labels: {xedge.role: router}
+    environment: [XEDGE_ROUTER_VLLM_URLS=http://vllm:8000, "K=${K:?set K please}"]
+    ports: ["127.0.0.1:${PORT:-9999}:8080"]
+    depends_on: {vllm: {condition: service_healthy}}
+  other:
+    image: x
+    profiles: [q]
+    labels: {xedge.role: router}
+volumes: {st: {}}
+"""
 
-def test_interpolation_follows_compose() -> None:
-    env = {"A": "a", "E": ""}
-    assert interpolate("${A}-$A-$$A-${B:-${A}x}-${E:-d}-${E-d}-${A:+alt}-${B+alt}", env) == "a-a-$A-ax-d--alt-"
-    with pytest.raises(InterpolationError, match="svc: required variable B is missing a value: give B"):
-        interpolate("${B:?give B}", env, "svc")
-    with pytest.raises(InterpolationError, match="required variable E"):
-        interpolate("${E:?}", env)
-    assert interpolate("${E?}", env) == ""
-    for bad in ("${A", "${1}", "$-", "${A%x}"):
-        with pytest.raises(InterpolationError):
-            interpolate(bad, env)
 
-
-def test_env_file_parsing(tmp_path: Path) -> None:
-    f = tmp_path / ".env"
-    f.write_text("# c\nexport A=1\nB='x y'\nC=\"q\" \nD=v # note\nE=\n")
-    assert parse_env_file(f) == {"A": "1", "B": "x y", "C": "q", "D": "v", "E": ""}
-    f.write_text("not a line\n")
-    with pytest.raises(InterpolationError, match=":1: expected KEY=VALUE"):
-        parse_env_file(f)
+def test_compose_resolves_env_file_interpolation_and_profiles(tmp_path: Path) -> None:
+    """`xedge up` takes the file as Docker Compose resolves it: .env next to the file, shell over .env,
+    nested defaults, `$$`, list-form environment, relative binds, profiles."""
+    (tmp_path / "compose.yml").write_text(MINI)
+    (tmp_path / ".env").write_text("A=from-file\nE=\nK=k-file\n")
+    topo = load_topology(tmp_path / "compose.yml", ("p",), environ={"K": "k-shell", "PORT": "7777"})
+    (cloud,) = topo.clouds
+    assert dict(cloud.environment) == {"XEDGE_STATUS_DIR": "/run/s/status", "NESTED": "from-filex", "EMPTY_DEFAULT": "d",
+                                       "EMPTY_KEPT": "", "ALT": "alt", "LITERAL": "$A"}  # fmt: skip
+    assert topo.router.name == "gate" and topo.router.environment["K"] == "k-shell"
+    assert topo.router.published_ports == {8080: 7777} and topo.router.depends_on["vllm"]["condition"] == "service_healthy"
+    bind = next(m for m in cloud.mounts if m.target == "/models")
+    assert (bind.kind, bind.source, bind.read_only) == ("bind", str(tmp_path / "models"), True)
+    assert cloud.host_path("/run/s/status", tmp_path / "v", tmp_path) == tmp_path / "v" / "st" / "status"
+    with pytest.raises(ComposeError, match="missing-k.env does not exist"):
+        load_topology(tmp_path / "compose.yml", ("p",), env_file=tmp_path / "missing-k.env", environ={"A": "a"})
+    (tmp_path / "missing-k.env").write_text("A=1\n")
+    with pytest.raises(ComposeError, match="required variable K is missing a value: set K please"):
+        load_topology(tmp_path / "compose.yml", ("p",), env_file=tmp_path / "missing-k.env", environ={})
+    with pytest.raises(ComposeError, match="exactly one labelled router, got clouds .'vllm'., routers .'gate', 'other'."):
+        load_topology(tmp_path / "compose.yml", ("p", "q"), environ={"K": "k"})
 
 
 def test_process_environment_wins_over_env_file(tmp_path: Path) -> None:
@@ -111,4 +140,4 @@ def test_xedge_up_dry_run_and_missing_values() -> None:
     assert "cloud  cloud-cpu: vLLM model=(packaged SmolLM2-135M-Instruct) device=cpu" in done.output
     assert "router router-cpu" in done.output and SECRETS["XEDGE_CACHE_SALT_SECRET"] not in done.output
     done = runner.invoke(app, args, env={"XEDGE_API_KEYS": "", "XEDGE_CACHE_SALT_SECRET": ""})
-    assert done.exit_code == 2 and "required variable XEDGE_API_KEYS" in done.output
+    assert done.exit_code == 2 and "required variable XEDGE_" in done.output and "is missing a value" in done.output

@@ -1,1 +1,2 @@
-"""Deployment: the compose file's process-level twin (`xedge up`) and the container entry points."""
+"""`xedge up`: the compose file resolved by the real Docker Compose (resolve.py), turned into local processes
+(topology.py: the resolved model's xedge services; launcher.py: start them on loopback)."""

@@ -17,7 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from server.launch.cloud_settings import stack_settings_from_env
-from server.launch.compose.compose_file import ComposeError, Service, Topology
+from server.launch.compose.resolve import ComposeError
+from server.launch.compose.topology import Service, Topology
 from server.launch.ports import ensure_port_free, free_port
 from server.launch.process import ManagedProcess
 from server.launch.stack import Stack
