@@ -1,15 +1,20 @@
-"""What the sync and async clients share: options, request building, response parsing, accounting.
+"""The one implementation behind ``EdgeClient`` and ``AsyncEdgeClient`` (the openai-python split).
 
-Only the send loop differs between ``EdgeClient`` and ``AsyncEdgeClient`` (``time.sleep`` vs
-``asyncio.sleep``, ``send`` vs ``await send``); everything that decides anything lives here once.
+Everything that decides anything lives here once: request building, the retry/deadline loop, response
+parsing, accounting, and the endpoints (``_calls.Endpoints``). The loop is written as a generator
+(``BaseEdgeClient._exchange``) that yields what to do next, an ``httpx.Request`` to send or a delay in
+seconds to wait, and receives the outcome; the two clients are thin transports that drive it, one with
+``send``/``time.sleep``, the other with ``await send``/``asyncio.sleep``.
 """
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, Union
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -81,11 +86,49 @@ class Call(Generic[ResponseT]):
     params: dict[str, str] | None = None
 
 
+#: What the driver must do next: send this request, or wait this many seconds (a float).
+Step = Union[httpx.Request, float]  # noqa: UP007 - a runtime alias, kept importable on 3.10
+#: What the driver reports back: the (read) response, the transport error, or None after a wait.
+Outcome = Union[httpx.Response, httpx.TransportError, None]  # noqa: UP007
+
+
 class BaseEdgeClient:
-    def __init__(self, options: ClientOptions, seed: int | None = None) -> None:
+    def __init__(self, options: ClientOptions, http: httpx.Client | httpx.AsyncClient, seed: int | None) -> None:
         self.options = options
         self.stats = TrafficStats()
+        self._http = http
         self._rng = random.Random(seed)
+
+    def _exchange(
+        self, call: Call[ResponseT], options: RequestOptions
+    ) -> Generator[Step, Outcome, ResponseT | None]:
+        """One call, retries and deadline included, as a generator of steps (see the module docstring)."""
+        timeout, policy = options.resolve(self.options)
+        deadline = None if options.deadline_s is None else time.monotonic() + options.deadline_s
+        attempt = 0
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            request = self._build(self._http, call, attempt_timeout(timeout, remaining))
+            if remaining is not None and remaining <= 0:
+                raise errors.APITimeoutError(f"deadline of {options.deadline_s}s passed", request=request)
+            outcome = yield request
+            response: httpx.Response | None = None
+            failure: errors.APIError
+            if isinstance(outcome, httpx.TransportError):
+                self._account(request, None, attempt)
+                failure = self._transport_error(outcome, request)
+            else:  # a response (duck-typed: an http_client may be an httpx-compatible test client)
+                assert outcome is not None, "the driver must report an outcome for each request"
+                response = outcome
+                self._account(request, response, attempt)
+                if response.is_success:
+                    return self._parse(call, response)
+                failure = errors.status_error_from_response(response)
+            delay = self._retry_delay(policy, attempt, response)
+            if delay is None or (deadline is not None and time.monotonic() + delay >= deadline):
+                raise failure
+            yield float(delay)
+            attempt += 1
 
     def _build(
         self, http: httpx.Client | httpx.AsyncClient, call: Call[ResponseT], timeout: httpx.Timeout

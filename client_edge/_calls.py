@@ -1,8 +1,14 @@
-"""The edge protocol's endpoints as ``Call`` values, built once for the sync and the async client."""
+"""The edge protocol's endpoints, written once for ``EdgeClient`` and ``AsyncEdgeClient``.
+
+Each method builds the endpoint's ``Call`` and hands it to the client's ``_request``: the sync client
+returns the parsed answer, the async client returns an awaitable of it (``await client.info()``).
+"""
 
 from __future__ import annotations
 
-from client_edge._base_client import Call
+from typing import Any
+
+from client_edge._base_client import Call, RequestOptions
 from client_edge.protocol import (
     CloudInfo,
     CreateSessionRequest,
@@ -16,35 +22,53 @@ from client_edge.protocol import (
     VerifyResponse,
 )
 
-
-def info() -> Call[CloudInfo]:
-    return Call("GET", Paths.INFO, None, CloudInfo)
+_NO_OPTIONS = RequestOptions()
 
 
-def create_session(body: CreateSessionRequest) -> Call[SessionResponse]:
-    return Call("POST", Paths.SESSIONS, body, SessionResponse, body.request_id)
+class Endpoints:
+    """Mixin: needs ``_request(call, options)`` (returns the answer, or an awaitable of it)."""
 
+    def _request(self, call: Call[Any], options: RequestOptions) -> Any:
+        raise NotImplementedError
 
-def get_session(session_id: str, include_content: bool = False) -> Call[SessionResponse]:
-    params = {"include_content": "true"} if include_content else None
-    return Call("GET", Paths.SESSION.format(session_id=session_id), None, SessionResponse, params=params)
+    def info(self, options: RequestOptions = _NO_OPTIONS) -> CloudInfo:
+        return self._request(Call("GET", Paths.INFO, None, CloudInfo), options)
 
+    def create_session(
+        self, body: CreateSessionRequest, options: RequestOptions = _NO_OPTIONS
+    ) -> SessionResponse:
+        return self._request(Call("POST", Paths.SESSIONS, body, SessionResponse, body.request_id), options)
 
-def delete_session(session_id: str) -> Call[SessionResponse]:
-    return Call("DELETE", Paths.SESSION.format(session_id=session_id), None, None)
+    def get_session(
+        self, session_id: str, include_content: bool = False, options: RequestOptions = _NO_OPTIONS
+    ) -> SessionResponse:
+        params = {"include_content": "true"} if include_content else None
+        path = Paths.SESSION.format(session_id=session_id)
+        return self._request(Call("GET", path, None, SessionResponse, params=params), options)
 
+    def delete_session(self, session_id: str, options: RequestOptions = _NO_OPTIONS) -> None:
+        return self._request(Call("DELETE", Paths.SESSION.format(session_id=session_id), None, None), options)
 
-def escalate(session_id: str, body: EscalateRequest) -> Call[EscalateResponse]:
-    return Call("POST", Paths.ESCALATE.format(session_id=session_id), body, EscalateResponse, body.request_id)
+    def escalate(
+        self, session_id: str, body: EscalateRequest, options: RequestOptions = _NO_OPTIONS
+    ) -> EscalateResponse:
+        path = Paths.ESCALATE.format(session_id=session_id)
+        return self._request(Call("POST", path, body, EscalateResponse, body.request_id), options)
 
+    def verify(
+        self, session_id: str, body: VerifyRequest, options: RequestOptions = _NO_OPTIONS
+    ) -> VerifyResponse:
+        path = Paths.VERIFY.format(session_id=session_id)
+        return self._request(Call("POST", path, body, VerifyResponse, body.request_id), options)
 
-def verify(session_id: str, body: VerifyRequest) -> Call[VerifyResponse]:
-    return Call("POST", Paths.VERIFY.format(session_id=session_id), body, VerifyResponse, body.request_id)
+    def sync(
+        self, session_id: str, body: SyncRequest, options: RequestOptions = _NO_OPTIONS
+    ) -> SessionResponse:
+        path = Paths.SYNC.format(session_id=session_id)
+        return self._request(Call("POST", path, body, SessionResponse, body.request_id), options)
 
-
-def sync(session_id: str, body: SyncRequest) -> Call[SessionResponse]:
-    return Call("POST", Paths.SYNC.format(session_id=session_id), body, SessionResponse, body.request_id)
-
-
-def truncate(session_id: str, body: TruncateRequest) -> Call[SessionResponse]:
-    return Call("POST", Paths.TRUNCATE.format(session_id=session_id), body, SessionResponse, body.request_id)
+    def truncate(
+        self, session_id: str, body: TruncateRequest, options: RequestOptions = _NO_OPTIONS
+    ) -> SessionResponse:
+        path = Paths.TRUNCATE.format(session_id=session_id)
+        return self._request(Call("POST", path, body, SessionResponse, body.request_id), options)

@@ -5,42 +5,30 @@
 
 Every call retries connection errors, timeouts, 408/429/5xx with exponential backoff and jitter, at most
 ``max_retries`` times, reusing the request's ``request_id`` so the router answers a retry from its
-record. Failures raise the typed errors of ``client_edge.errors``.
+record. Failures raise the typed errors of ``client_edge.errors``. The endpoints and the retry loop are
+shared with ``AsyncEdgeClient`` (``_calls.Endpoints``, ``_base_client``); this class only sends and sleeps.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 
-from client_edge import _calls, errors
 from client_edge._base_client import (
     DEFAULT_TIMEOUT,
     BaseEdgeClient,
     Call,
     ClientOptions,
+    Outcome,
     RequestOptions,
-    ResponseT,
-    attempt_timeout,
 )
-from client_edge.protocol import (
-    CloudInfo,
-    CreateSessionRequest,
-    EscalateRequest,
-    EscalateResponse,
-    SessionResponse,
-    SyncRequest,
-    TruncateRequest,
-    VerifyRequest,
-    VerifyResponse,
-)
+from client_edge._calls import Endpoints
 from client_edge.retry import RetryPolicy
 
-_NO_OPTIONS = RequestOptions()
 
-
-class EdgeClient(BaseEdgeClient):
+class EdgeClient(Endpoints, BaseEdgeClient):
     def __init__(
         self,
         base_url: str,
@@ -54,9 +42,10 @@ class EdgeClient(BaseEdgeClient):
         seed: int | None = None,
     ) -> None:
         retry = retry if retry is not None else RetryPolicy(max_retries=max_retries)
-        super().__init__(ClientOptions(base_url, timeout, retry, api_key, tenant), seed)
         self._owns_http = http_client is None
-        self._http = http_client if http_client is not None else httpx.Client()
+        http = http_client if http_client is not None else httpx.Client()
+        super().__init__(ClientOptions(base_url, timeout, retry, api_key, tenant), http, seed)
+        self._http: httpx.Client
 
     def close(self) -> None:
         if self._owns_http:
@@ -68,69 +57,20 @@ class EdgeClient(BaseEdgeClient):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- endpoints -------------------------------------------------------------------------------
-    def info(self, options: RequestOptions = _NO_OPTIONS) -> CloudInfo:
-        return self._request(_calls.info(), options)  # type: ignore[return-value]
-
-    def create_session(
-        self, body: CreateSessionRequest, options: RequestOptions = _NO_OPTIONS
-    ) -> SessionResponse:
-        return self._request(_calls.create_session(body), options)  # type: ignore[return-value]
-
-    def get_session(
-        self, session_id: str, include_content: bool = False, options: RequestOptions = _NO_OPTIONS
-    ) -> SessionResponse:
-        return self._request(_calls.get_session(session_id, include_content), options)  # type: ignore[return-value]
-
-    def delete_session(self, session_id: str, options: RequestOptions = _NO_OPTIONS) -> None:
-        self._request(_calls.delete_session(session_id), options)
-
-    def escalate(
-        self, session_id: str, body: EscalateRequest, options: RequestOptions = _NO_OPTIONS
-    ) -> EscalateResponse:
-        return self._request(_calls.escalate(session_id, body), options)  # type: ignore[return-value]
-
-    def verify(
-        self, session_id: str, body: VerifyRequest, options: RequestOptions = _NO_OPTIONS
-    ) -> VerifyResponse:
-        return self._request(_calls.verify(session_id, body), options)  # type: ignore[return-value]
-
-    def sync(
-        self, session_id: str, body: SyncRequest, options: RequestOptions = _NO_OPTIONS
-    ) -> SessionResponse:
-        return self._request(_calls.sync(session_id, body), options)  # type: ignore[return-value]
-
-    def truncate(
-        self, session_id: str, body: TruncateRequest, options: RequestOptions = _NO_OPTIONS
-    ) -> SessionResponse:
-        return self._request(_calls.truncate(session_id, body), options)  # type: ignore[return-value]
-
-    # --- the send loop ---------------------------------------------------------------------------
-    def _request(self, call: Call[ResponseT], options: RequestOptions) -> ResponseT | None:
-        timeout, policy = options.resolve(self.options)
-        deadline = None if options.deadline_s is None else time.monotonic() + options.deadline_s
-        attempt = 0
+    def _request(self, call: Call[Any], options: RequestOptions) -> Any:
+        steps = self._exchange(call, options)
+        step = next(steps)
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            request = self._build(self._http, call, attempt_timeout(timeout, remaining))
-            if remaining is not None and remaining <= 0:
-                raise errors.APITimeoutError(f"deadline of {options.deadline_s}s passed", request=request)
-            response: httpx.Response | None = None
-            failure: errors.APIError
-            try:
-                response = self._http.send(request)
-                response.read()
-            except httpx.TransportError as exc:
-                self._account(request, None, attempt)
-                failure = self._transport_error(exc, request)
-                response = None
+            outcome: Outcome = None
+            if not isinstance(step, float):  # a request
+                try:
+                    outcome = self._http.send(step)
+                    outcome.read()
+                except httpx.TransportError as exc:
+                    outcome = exc
             else:
-                self._account(request, response, attempt)
-                if response.is_success:
-                    return self._parse(call, response)
-                failure = errors.status_error_from_response(response)
-            delay = self._retry_delay(policy, attempt, response)
-            if delay is None or (deadline is not None and time.monotonic() + delay >= deadline):
-                raise failure
-            time.sleep(delay)
-            attempt += 1
+                time.sleep(step)
+            try:
+                step = steps.send(outcome)
+            except StopIteration as done:
+                return done.value

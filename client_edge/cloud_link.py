@@ -14,7 +14,7 @@ Anything else propagates as the typed error; the session decides to keep its own
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from client_edge._base_client import RequestOptions, TrafficStats, new_request_id
@@ -34,12 +34,10 @@ from client_edge.protocol import (
     Usage,
     VerifyRequest,
     VerifyResponse,
-    text_prefix_hash,
-    token_prefix_hash,
 )
 from client_edge.result import CloudUsage
+from client_edge.wire import Units, make_wire
 
-Units = Sequence[int] | str
 T = TypeVar("T")
 
 
@@ -82,6 +80,7 @@ class CloudLink:
     ) -> None:
         self.client = client
         self.mode = mode
+        self.wire = make_wire(mode)  # ids or text on the wire, and the incremental prefix hashes
         self.fingerprint = tokenizer_fingerprint
         self.sampling = sampling
         self.options = options
@@ -89,23 +88,16 @@ class CloudLink:
         self.synced = 0
         self.resyncs = 0
         self.usage = CloudUsage()
-        self._prompt_len = 0
 
     def traffic(self) -> TrafficStats:
         return self.client.stats.snapshot()
 
     # --- helpers ---------------------------------------------------------------------------------
-    def _hash(self, units: Units) -> str:
-        if self.mode == "text":
-            return text_prefix_hash(str(units))
-        return token_prefix_hash(list(units))  # type: ignore[arg-type]
-
     def _base(self, units: Units) -> PrefixRef:
-        return PrefixRef(length=self.synced, hash=self._hash(units[: self.synced]))
+        return PrefixRef(length=self.synced, hash=self.wire.prefix_hash(units, self.synced))
 
     def _delta(self, units: Units) -> dict[str, object]:
-        new = units[self.synced :]
-        return {"new_text": str(new)} if self.mode == "text" else {"new_token_ids": list(new)}
+        return self.wire.delta(units[self.synced :])
 
     def _add_usage(self, usage: Usage | None) -> None:
         if usage is None:
@@ -120,7 +112,7 @@ class CloudLink:
 
     def _adopt(self, state: SessionState, units: Units) -> None:
         """After a success the cloud holds exactly ``units``; check it says so."""
-        if state.committed.length != len(units) or state.committed.hash != self._hash(units):
+        if state.committed.length != len(units) or state.committed.hash != self.wire.prefix_hash(units):
             raise RuntimeError(
                 f"cloud committed {state.committed.length} units after a request for {len(units)}: "
                 "router and edge disagree on the protocol"
@@ -135,7 +127,7 @@ class CloudLink:
             tokenizer_fingerprint=self.fingerprint,
             sampling=self.sampling,
             prefill=prefill,
-            **({"prompt_text": str(units)} if self.mode == "text" else {"prompt_token_ids": list(units)}),
+            **self.wire.prompt(units),  # type: ignore[arg-type]
         )
         resp = self.client.create_session(body, self.options)
         self._add_usage(resp.usage)
@@ -151,11 +143,7 @@ class CloudLink:
     # --- requests --------------------------------------------------------------------------------
     def escalate(self, units: Units, k: int, proposal: Units, top_n: int = 0) -> EscalateResponse:
         def call(sid: str) -> EscalateResponse:
-            prop = (
-                {"proposal_text": str(proposal)}
-                if self.mode == "text"
-                else {"proposal_token_ids": list(proposal)}
-            )
+            prop = self.wire.proposal(proposal)
             body = EscalateRequest(
                 request_id=new_request_id(),
                 base=self._base(units),
@@ -173,11 +161,7 @@ class CloudLink:
 
     def verify(self, units: Units, draft: Units) -> VerifyResponse:
         def call(sid: str) -> VerifyResponse:
-            d: dict[str, object] = {"draft_text": str(draft)}
-            if self.mode == "token":
-                d = {"draft_token_ids": list(draft)}
-                if not self.sampling.greedy:  # the edge drafts greedily: q is a point mass on each token
-                    d["draft_distributions"] = [{t: 1.0} for t in draft]
+            d = self.wire.draft(draft, self.sampling)
             body = VerifyRequest(
                 request_id=new_request_id(), base=self._base(units), **self._delta(units), **d
             )  # type: ignore[arg-type]
@@ -224,12 +208,12 @@ class CloudLink:
     def _reconcile(self, state: SessionState, units: Units) -> None:
         """Make ``synced`` the length of the longest prefix the cloud and the edge share."""
         c = state.committed
-        if c.length <= len(units) and self._hash(units[: c.length]) == c.hash:
+        if c.length <= len(units) and self.wire.prefix_hash(units, c.length) == c.hash:
             self.synced = c.length
             return
         keep = 0
         for cp in reversed(state.checkpoints):
-            if cp.length <= len(units) and self._hash(units[: cp.length]) == cp.hash:
+            if cp.length <= len(units) and self.wire.prefix_hash(units, cp.length) == cp.hash:
                 keep = cp.length
                 break
         body = TruncateRequest(request_id=new_request_id(), length=keep)

@@ -190,10 +190,8 @@ class _Run:
                     n0 = len(self.gen)
                     self._commit(ids, [TokenSource.CLOUD] * len(ids))
                     self._feed(self.gen[n0:])
-                if self.cfg.mode == "text" and resp.finish_reason == "stop" and self.done is None:
-                    # the cloud ended the answer; its EOS has no text, so nothing above said so (token
-                    # mode commits the EOS id itself)
-                    self.done = "eos"
+                if self.bridge.cloud_ended(resp.finish_reason) and self.done is None:
+                    self.done = "eos"  # the cloud ended the answer with an EOS that has no id here
                 if ids or self.done is not None:
                     return
                 # the cloud produced nothing (context full): keep the local token, it was not verified
@@ -228,8 +226,7 @@ class _Run:
                 self._failed()
             else:
                 accepted, extra = self.bridge.verified_ids(draft, resp, self.gen)
-                # text mode: the cloud's EOS correction has no text (token mode commits its id)
-                cloud_ended = self.cfg.mode == "text" and resp.finish_reason == "stop"
+                cloud_ended = self.bridge.cloud_ended(resp.finish_reason)
                 if accepted == 0 and not extra and not cloud_ended:  # no correction: the cloud's context is full
                     self.runner.truncate(base)
                     self.done = "length"

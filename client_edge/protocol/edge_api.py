@@ -80,6 +80,7 @@ ErrorCode = Literal[
     "rate_limited",  # 429
     "engine_unavailable",  # 503: the pinned vLLM replica cannot be reached
     "engine_error",  # 502: the replica answered with an error
+    "store_unavailable",  # 503: the shared session store (Redis) cannot be reached; nothing was changed
     "internal",  # 500
 ]
 
@@ -103,7 +104,7 @@ def token_prefix_hash(token_ids: Iterable[int]) -> str:
 
 def text_prefix_hash(text: str) -> str:
     """Hash of a committed text prefix: blake2b-128 over its UTF-8 bytes, hex."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    return TextPrefixHasher().update(text).hexdigest()
 
 
 class TokenPrefixHasher:
@@ -119,6 +120,25 @@ class TokenPrefixHasher:
 
     def copy(self) -> TokenPrefixHasher:
         other = TokenPrefixHasher.__new__(TokenPrefixHasher)
+        other._h = self._h.copy()
+        return other
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+class TextPrefixHasher:
+    """Incremental :func:`text_prefix_hash` (feed appended text; ``copy`` to branch)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.blake2b(digest_size=16)
+
+    def update(self, text: str) -> TextPrefixHasher:
+        self._h.update(text.encode("utf-8"))
+        return self
+
+    def copy(self) -> TextPrefixHasher:
+        other = TextPrefixHasher.__new__(TextPrefixHasher)
         other._h = self._h.copy()
         return other
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-import httpx
+from collections.abc import Iterator
+
 import pytest
 
 from client_edge.client import EdgeClient
-from tests.fakes.edge_cloud import FAST_RETRY, FakeCloud
+from tests.client_edge.router_cloud import RouterCloud, router_cloud
 from tests.fakes.edge_runner import FakeRunner
 
 
@@ -14,12 +15,13 @@ def runner() -> FakeRunner:
 
 
 @pytest.fixture
-def cloud(runner: FakeRunner) -> FakeCloud:
-    return FakeCloud(runner.tokenizer_fingerprint)
+def cloud() -> Iterator[RouterCloud]:
+    """The real router on loopback over the toy cloud model (token mode: the edge's tokenizer)."""
+    with router_cloud() as c:
+        yield c
 
 
 @pytest.fixture
-def client(cloud: FakeCloud) -> EdgeClient:
-    return EdgeClient(
-        "http://cloud", retry=FAST_RETRY, http_client=httpx.Client(transport=cloud.transport()), seed=0
-    )
+def client(cloud: RouterCloud) -> Iterator[EdgeClient]:
+    with cloud.client() as c:
+        yield c

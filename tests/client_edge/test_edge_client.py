@@ -1,4 +1,5 @@
-"""EdgeClient / AsyncEdgeClient against the fake cloud: typed errors, retries, idempotency, deadlines."""
+"""EdgeClient / AsyncEdgeClient against the real router on loopback (faults injected on the wire): typed
+errors, retries, idempotency, deadlines."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import pytest
 
 from client_edge import errors
 from client_edge._base_client import RequestOptions, new_request_id
-from client_edge.async_client import AsyncEdgeClient
 from client_edge.client import EdgeClient
 from client_edge.protocol import CreateSessionRequest, PrefixRef, SyncRequest, token_prefix_hash
 from client_edge.retry import RetryPolicy
-from tests.fakes.edge_cloud import FAST_RETRY, FakeCloud
+from tests.client_edge.router_cloud import FAST_RETRY, RouterCloud
 
 
-def _create(client: EdgeClient, cloud: FakeCloud, prompt: list[int], **kw: object) -> str:
+def _create(client: EdgeClient, cloud: RouterCloud, prompt: list[int], **kw: object) -> str:
     body = CreateSessionRequest(
         request_id=new_request_id(), tokenizer_fingerprint=cloud.fingerprint, prompt_token_ids=prompt, **kw
     )
@@ -32,7 +32,7 @@ def _sync(prompt: list[int], new: list[int], rid: str | None = None) -> SyncRequ
     )
 
 
-def test_create_get_sync_roundtrip(client: EdgeClient, cloud: FakeCloud) -> None:
+def test_create_get_sync_roundtrip(client: EdgeClient, cloud: RouterCloud) -> None:
     sid = _create(client, cloud, [1, 2, 3])
     resp = client.sync(sid, _sync([1, 2, 3], [4, 5]))
     assert resp.state.committed.length == 5
@@ -52,14 +52,14 @@ def test_create_get_sync_roundtrip(client: EdgeClient, cloud: FakeCloud) -> None
     ],
 )
 def test_non_retryable_status_raises_typed_error_once(
-    client: EdgeClient, cloud: FakeCloud, status: int, cls: type[errors.APIStatusError]
+    client: EdgeClient, cloud: RouterCloud, status: int, cls: type[errors.APIStatusError]
 ) -> None:
-    cloud.faults = [status]
+    cloud.faults.queue = [status]
     with pytest.raises(cls) as info:
         client.info()
     assert info.value.status_code == status
     assert info.value.code is not None  # the protocol's ErrorInfo was parsed
-    assert len(cloud.calls) == 1  # no retry
+    assert len(cloud.faults.calls) == 1  # no retry
 
 
 def test_unknown_session_is_not_found_with_code(client: EdgeClient) -> None:
@@ -75,48 +75,48 @@ def test_fingerprint_mismatch_is_bad_request(client: EdgeClient) -> None:
     assert info.value.code == "fingerprint_mismatch"
 
 
-def test_503_then_success_retries_with_same_request_id(client: EdgeClient, cloud: FakeCloud) -> None:
+def test_503_then_success_retries_with_same_request_id(client: EdgeClient, cloud: RouterCloud) -> None:
     sid = _create(client, cloud, [1, 2, 3])
-    cloud.faults = [503]
+    cloud.faults.queue = [503]
     client.sync(sid, _sync([1, 2, 3], [9], rid="rid-1"))
-    assert [c[2] for c in cloud.calls[-2:]] == ["rid-1", "rid-1"]
+    assert [c[2] for c in cloud.faults.calls[-2:]] == ["rid-1", "rid-1"]
     assert client.stats.retries == 1
-    assert cloud.sessions[sid]["units"] == [1, 2, 3, 9]
+    assert cloud.state(sid)["token_ids"] == [1, 2, 3, 9]
 
 
-def test_lost_answer_retry_is_idempotent(client: EdgeClient, cloud: FakeCloud) -> None:
+def test_lost_answer_retry_is_idempotent(client: EdgeClient, cloud: RouterCloud) -> None:
     """The first attempt is applied but its answer lost; the retry must not apply it twice."""
     sid = _create(client, cloud, [1, 2, 3])
-    cloud.faults = ["commit_then_timeout"]
+    cloud.faults.queue = ["commit_then_timeout"]
     resp = client.sync(sid, _sync([1, 2, 3], [7, 8]))
     assert resp.state.committed.length == 5
-    assert cloud.sessions[sid]["units"] == [1, 2, 3, 7, 8]
+    assert cloud.state(sid)["token_ids"] == [1, 2, 3, 7, 8]
 
 
-def test_timeouts_exhaust_retries_then_raise_timeout_error(client: EdgeClient, cloud: FakeCloud) -> None:
-    cloud.faults = ["timeout"] * 3
+def test_timeouts_exhaust_retries_then_raise_timeout_error(client: EdgeClient, cloud: RouterCloud) -> None:
+    cloud.faults.queue = ["timeout"] * 3
     with pytest.raises(errors.APITimeoutError):
         client.info()
-    assert len(cloud.calls) == 1 + FAST_RETRY.max_retries
+    assert len(cloud.faults.calls) == 1 + FAST_RETRY.max_retries
 
 
-def test_connection_refused_is_connection_error(client: EdgeClient, cloud: FakeCloud) -> None:
-    cloud.down = True
+def test_connection_refused_is_connection_error(client: EdgeClient, cloud: RouterCloud) -> None:
+    cloud.faults.down = True
     with pytest.raises(errors.APIConnectionError) as info:
         client.info(RequestOptions(max_retries=0))
     assert not isinstance(info.value, errors.APITimeoutError)
-    assert len(cloud.calls) == 1
+    assert len(cloud.faults.calls) == 1
 
 
-def test_deadline_stops_retries_before_a_long_backoff(cloud: FakeCloud) -> None:
+def test_deadline_stops_retries_before_a_long_backoff(cloud: RouterCloud) -> None:
     slow = RetryPolicy(max_retries=5, initial_delay_s=30.0, max_delay_s=60.0)
-    c = EdgeClient("http://cloud", retry=slow, http_client=httpx.Client(transport=cloud.transport()))
-    cloud.faults = [503] * 6
+    c = cloud.client(retry=slow)
+    cloud.faults.queue = [503] * 6
     t0 = time.monotonic()
     with pytest.raises(errors.InternalServerError):
         c.info(RequestOptions(deadline_s=0.5))
     assert time.monotonic() - t0 < 0.5
-    assert len(cloud.calls) == 1
+    assert len(cloud.faults.calls) == 1
 
 
 def test_response_that_breaks_the_protocol_is_a_validation_error() -> None:
@@ -130,16 +130,29 @@ def test_response_that_breaks_the_protocol_is_a_validation_error() -> None:
         c.info()
 
 
-def test_async_client_retries_and_parses(cloud: FakeCloud) -> None:
+def test_async_client_retries_and_parses(cloud: RouterCloud) -> None:
     async def main() -> int:
-        async with AsyncEdgeClient(
-            "http://cloud", retry=FAST_RETRY, http_client=httpx.AsyncClient(transport=cloud.transport())
-        ) as c:
-            cloud.faults = [502]
+        async with cloud.async_client() as c:
+            cloud.faults.queue = [502]
             info = await c.info()
-            assert info.model == "fake"
+            assert info.model == "fake-lm" and info.tokenizer_fingerprint == cloud.fingerprint
             with pytest.raises(errors.NotFoundError):
                 await c.get_session("missing")
             return c.stats.retries
 
     assert asyncio.run(main()) == 1
+
+
+def test_sync_and_async_clients_send_the_same_requests(cloud: RouterCloud) -> None:
+    """One implementation serves both: the same call gives the same request and the same answer."""
+    body = CreateSessionRequest(request_id="same-1", tokenizer_fingerprint=cloud.fingerprint, prompt_token_ids=[1, 2])
+    with cloud.client() as c:
+        sync_state = c.create_session(body).state
+
+    async def main() -> str:
+        async with cloud.async_client() as c:
+            return (await c.create_session(body)).state.session_id
+
+    async_sid = asyncio.run(main())  # the router answers the retried request_id from its record
+    assert async_sid == sync_state.session_id
+    assert cloud.faults.calls == [("POST", "/v1/sessions", "same-1")] * 2

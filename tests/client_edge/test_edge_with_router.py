@@ -16,7 +16,7 @@ from client_edge.result import TokenSource
 from client_edge.runner.base import ModelRunner, StepOutput, TeacherForced
 from client_edge.session import EdgeSession, SessionConfig
 from router.engine.base import EngineUnavailableError
-from tests.fakes.edge_cloud import FAST_RETRY
+from tests.client_edge.router_cloud import FAST_RETRY
 from tests.fakes.edge_runner import FakeRunner
 from tests.fakes.engine import BOS, EOS, FakeEngine, FakeTokenizer, make_app
 

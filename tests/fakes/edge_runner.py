@@ -1,4 +1,5 @@
-"""A deterministic toy language model with a KV "cache" (the token list) for fast SDK tests.
+"""A deterministic toy language model with a KV "cache" (the token list) for fast SDK tests, and the same
+toy model as the cloud behind the real router (``ToyCloudEngine`` + ``ToyTokenizer`` for ``create_app``).
 
 Vocabulary: 39 single characters, 4 bigrams (so re-tokenising text is not trivially 1:1), and EOS.
 The edge model is confident except at every fifth position, where the cloud model (``cloud_next``)
@@ -8,11 +9,14 @@ disagrees with it: escalating exactly there changes the answer.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
 from client_edge.protocol import FINGERPRINT_PROBE_TEXT, fingerprint_probe_ids, tokenizer_fingerprint
 from client_edge.runner.base import ModelRunner, StepOutput, TeacherForced
+from router.tokenizer import CloudTokenizer
+from tests.fakes.engine import FakeEngine
 
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 .,"
 BIGRAMS = ["th", "he", " a", "in"]
@@ -119,3 +123,70 @@ def cloud_greedy(prompt: list[int], n: int) -> list[int]:
     for _ in range(n):
         ids.append(cloud_next(ids))
     return ids[len(prompt) :]
+
+
+
+# ----------------------------------------------------------------------------------------------------
+# The same toy model as the cloud behind the real router (``router.app.create_app`` over the router's fake
+# engine): the SDK is tested against the router as it is, not against a second implementation of it.
+
+
+class ToyTokenizer(CloudTokenizer):
+    """``FakeRunner``'s tokenizer seen from the cloud (same ids, so the same fingerprint)."""
+
+    def __init__(self) -> None:
+        self._runner = FakeRunner()
+        self.vocab_size = V
+        self.start_ids: list[int] = []
+        self.eos_token_ids = frozenset({EOS})
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        ids = self._runner.encode(text)
+        offsets, at = [], 0
+        for i in ids:
+            width = 2 if VOCAB[i] in BIGRAMS else 1
+            offsets.append((at, at + width))
+            at += width
+        return ids, offsets
+
+    def encode(self, text: str) -> list[int]:
+        return self._runner.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._runner.decode(list(ids))
+
+
+class CharCloudTokenizer(ToyTokenizer):
+    """A tokenizer the edge does not share (one token per character, no bigrams): text mode."""
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        ids = [VOCAB.index(c) if c in VOCAB else 0 for c in text]
+        return ids, [(i, i + 1) for i in range(len(text))]
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_with_offsets(text)[0]
+
+
+class ToyCloudEngine(FakeEngine):
+    """The router's fake engine whose greedy next token is ``cloud_next`` (usage from its block cache).
+    ``eos_at``: from this context length on, the cloud says EOS."""
+
+    def __init__(self, block_size: int = 4, eos_at: int | None = None) -> None:
+        super().__init__(V, block_size=block_size, max_model_len=4096)
+        self.eos = EOS
+        self.eos_at = eos_at
+
+    def logprobs(self, context: Sequence[int]) -> list[float]:
+        want = EOS if self.eos_at is not None and len(context) >= self.eos_at else cloud_next(list(context))
+        return [0.0 if i == want else -30.0 for i in range(self.vocab)]
+
+
+def cloud_text(prompt_text: str, n_chars: int) -> str:
+    """What the text-mode toy cloud (``CharCloudTokenizer``) answers greedily after ``prompt_text``, one
+    token per step: the router re-tokenises committed text, so the cloud's context is always the
+    character ids of the whole text (a bigram token it produced comes back as two characters)."""
+    out = ""
+    while len(out) < n_chars:
+        ids = [VOCAB.index(c) if c in VOCAB else 0 for c in prompt_text + out]
+        out += VOCAB[cloud_next(ids)]
+    return out[:n_chars]
