@@ -9,5 +9,14 @@ echo "[test] ruff" >&2
 "$VENV/bin/ruff" check .
 echo "[test] import-linter (one-way dependencies)" >&2
 "$VENV/bin/lint-imports"
+# tests/deploy/test_docker_stack.py builds and runs deploy/ on a real Docker engine (it skips, saying why,
+# without one). Where docker is installed, the shared script starts Debian's engine if none answers and
+# makes a local python:3.11-slim where Docker Hub is unreachable (idempotent; ~1.5 min the first time).
+engine=../shared/docker/offline_engine.sh
+[[ -f "$engine" ]] || engine=/work/shared/docker/offline_engine.sh
+if command -v docker >/dev/null && [[ -f "$engine" ]]; then
+  echo "[test] Docker engine ($engine)" >&2
+  bash "$engine" >&2 || echo "[test] no Docker engine started: the docker tests will skip" >&2
+fi
 echo "[test] pytest (CPU suite: not gpu, not slow)" >&2
 exec "$VENV/bin/python" -m pytest -m "not gpu and not slow" --durations=15 "$@"
