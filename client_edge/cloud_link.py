@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 
 from client_edge._base_client import RequestOptions, TrafficStats, new_request_id
 from client_edge.client import EdgeClient
-from client_edge.errors import ConflictError, NotFoundError
+from client_edge.errors import BadRequestError, ConflictError, NotFoundError, TokenizerMismatchError
 from client_edge.protocol import (
     CloudToken,
     CreateSessionRequest,
@@ -129,7 +129,16 @@ class CloudLink:
             prefill=prefill,
             **self.wire.prompt(units),  # type: ignore[arg-type]
         )
-        resp = self.client.create_session(body, self.options)
+        try:
+            resp = self.client.create_session(body, self.options)
+        except BadRequestError as exc:
+            if exc.code == "fingerprint_mismatch":  # a configuration error, not a cloud failure: raise it
+                raise TokenizerMismatchError(
+                    f"token mode needs the cloud's tokenizer and the edge's ({self.fingerprint}) differs: "
+                    f"{exc.message}; run with SessionConfig(mode='text') or a local model that shares the "
+                    "cloud's tokenizer"
+                ) from exc
+            raise
         self._add_usage(resp.usage)
         self.session_id = resp.state.session_id
         self.synced = resp.state.committed.length

@@ -24,6 +24,30 @@ class UnknownNameError(XEdgeError, RegistryNameError):
     """A registry was asked for a name it does not know; the message lists the valid names."""
 
 
+class ModelFileError(XEdgeError, ValueError):
+    """A local model file cannot be used: unreadable, not a GGUF, or not what the runner needs."""
+
+
+class NotACausalLMError(ModelFileError):
+    """The model file holds something other than a causal (next-token) language model."""
+
+
+class ContextLengthError(XEdgeError, ValueError):
+    """A prompt (plus the tokens asked for) is longer than the local model's context."""
+
+
+class HiddenStatesUnavailableError(XEdgeError):
+    """A gate needs the model's hidden states and the runner does not expose them."""
+
+
+class TokenizerMismatchError(XEdgeError):
+    """Token mode needs the edge and the cloud to share a tokenizer; their fingerprints differ."""
+
+
+class UnsupportedParameterError(XEdgeError, ValueError):
+    """A chat-completions request uses a field or value the edge client does not implement."""
+
+
 class APIError(XEdgeError):
     """A call to the router failed. ``request`` is the httpx request that failed, when one was built."""
 

@@ -13,6 +13,7 @@ Invariants the loop keeps:
 from __future__ import annotations
 
 import time
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,7 +21,7 @@ from client_edge._base_client import RequestOptions
 from client_edge.bridge import Bridge, make_bridge
 from client_edge.client import EdgeClient
 from client_edge.cloud_link import CloudLink, Link, LinkFactory
-from client_edge.errors import APIError
+from client_edge.errors import APIError, HiddenStatesUnavailableError
 from client_edge.gates.base import Gate
 from client_edge.protocol import SamplingSettings, SessionMode
 from client_edge.result import CloudUsage, GenerationResult, TokenSource
@@ -77,6 +78,11 @@ class EdgeSession:
         """``link_factory`` replaces the stateful ``CloudLink`` over ``client`` (give one or neither)."""
         if client is not None and link_factory is not None:
             raise ValueError("give client= or link_factory=, not both")
+        if gate.needs_hidden_states and not runner.provides_hidden_states:
+            raise HiddenStatesUnavailableError(
+                f"the {gate.name!r} gate reads hidden states and {type(runner).__name__} does not expose "
+                "them: use a logits-only gate (entropy, top1, rolling_entropy, random) or the transformers runner"
+            )
         self.runner = runner
         self.gate = gate
         self.client = client
@@ -86,10 +92,47 @@ class EdgeSession:
     def generate(self, prompt_ids: list[int], cloud_prompt_text: str | None = None) -> GenerationResult:
         """Answer ``prompt_ids`` (edge token ids, chat template applied). In text mode the cloud's prompt
         is ``cloud_prompt_text`` (default: the decoded edge prompt)."""
+        stream = self.stream(prompt_ids, cloud_prompt_text)
+        for _ in stream:
+            pass
+        assert stream.result is not None
+        return stream.result
+
+    def stream(self, prompt_ids: list[int], cloud_prompt_text: str | None = None) -> AnswerStream:
+        """Like ``generate``, but yields each round's committed tokens as ``(ids, sources)`` as soon as
+        they are committed; ``result`` holds the ``GenerationResult`` once the iteration ends."""
         if not prompt_ids:
             raise ValueError("prompt_ids must not be empty")
-        run = _Run(self, prompt_ids, cloud_prompt_text)
-        return run.execute()
+        self.runner.check_fits(
+            len(prompt_ids) + self.config.max_new_tokens,
+            f"the prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({self.config.max_new_tokens})",
+        )
+        return AnswerStream(_Run(self, prompt_ids, cloud_prompt_text).execute())
+
+
+Committed = tuple[list[int], list[TokenSource]]
+
+
+class AnswerStream:
+    """Iterator over one answer's commits; ``result`` is set when it is exhausted. ``close()`` stops
+    early: the answer ends there and nothing more is sent to the cloud."""
+
+    def __init__(self, rounds: Generator[Committed, None, GenerationResult]) -> None:
+        self._rounds = rounds
+        self.result: GenerationResult | None = None
+
+    def __iter__(self) -> Iterator[Committed]:
+        return self
+
+    def __next__(self) -> Committed:
+        try:
+            return next(self._rounds)
+        except StopIteration as done:
+            self.result = done.value
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._rounds.close()
 
 
 class _Run:
@@ -151,23 +194,22 @@ class _Run:
         self.cooldown = self.cfg.failure_cooldown
 
     # --- strategies ------------------------------------------------------------------------------
-    def execute(self) -> GenerationResult:
+    def execute(self) -> Generator[Committed, None, GenerationResult]:
         self.s.gate.reset()
         if self.link is not None and self.cfg.prefill_prompt:
             try:
                 self.link.open(self.bridge.units(self.gen), prefill=True)
             except APIError:
                 self._failed()
+        round_ = self._speculative_round if self.cfg.strategy == "speculative" else self._escalation_round
         while self.done is None:
             t0, n0 = time.perf_counter(), len(self.gen)
-            if self.cfg.strategy == "speculative":
-                self._speculative_round()
-            else:
-                self._escalation_round()
+            round_()
             # a round's wall time (cloud call and the edge's forward over what it committed) per token
             n = len(self.gen) - n0
             if n:
                 self.times.extend([(time.perf_counter() - t0) / n] * n)
+                yield self.gen[n0:], self.sources[n0:]
         return self._finish()
 
     def _escalation_round(self) -> None:

@@ -23,6 +23,8 @@ from client_edge.runner.base import StepOutput
 
 class Gate(ABC):
     name: ClassVar[str]
+    #: True for gates that read ``StepOutput.hidden`` (refused on runners without hidden states)
+    needs_hidden_states: ClassVar[bool] = False
 
     def __init__(self, threshold: float) -> None:
         self.threshold = float(threshold)

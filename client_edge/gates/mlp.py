@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from client_edge.errors import HiddenStatesUnavailableError
 from client_edge.gates.base import Gate
 from client_edge.runner.base import StepOutput
 
@@ -90,6 +91,7 @@ class MLPRouterGate(Gate):
     """Score = sigmoid(router(hidden)) = predicted P(the edge's greedy token is wrong)."""
 
     name = "mlp"
+    needs_hidden_states = True
 
     def __init__(
         self, threshold: float = 0.5, router: MLPRouter | None = None, path: Path | None = None
@@ -103,6 +105,12 @@ class MLPRouterGate(Gate):
 
     def score(self, step: StepOutput) -> float:
         expected = self.router.metadata.hidden_size
+        if step.hidden is None:
+            raise HiddenStatesUnavailableError(
+                "the mlp gate reads the edge model's last hidden state; this runner does not expose hidden "
+                "states (llama.cpp): use a logits-only gate (entropy, top1, rolling_entropy, random) or the "
+                "transformers runner"
+            )
         if step.hidden.shape != (expected,):
             raise ValueError(f"router expects hidden [{expected}], got {list(step.hidden.shape)}")
         return float(1.0 / (1.0 + np.exp(-self.router.logit(step.hidden))))

@@ -10,7 +10,11 @@ Contract (every runner):
 - the tokenizer side: ``encode`` (no special tokens unless asked), ``decode``, ``eos_token_ids``,
   ``vocab_size`` and ``tokenizer_fingerprint`` (equal fingerprints = identical token ids for any text).
 
-Logits and hidden states are float32 numpy arrays so gates need no torch.
+Logits and hidden states are float32 numpy arrays so gates need no torch. A runner that cannot expose
+hidden states (llama.cpp) says so with ``provides_hidden_states = False``; its steps carry
+``hidden=None`` and a gate that needs them is refused before generation
+(``client_edge.errors.HiddenStatesUnavailableError``). ``context_length`` (None = unbounded) bounds
+``prompt + generated``; a longer request is a ``ContextLengthError``.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from client_edge.errors import ContextLengthError
+
 
 @dataclass(frozen=True)
 class StepOutput:
     """What the model says about the next token. ``logits: [V]``, ``hidden: [H]`` (last layer, last
-    position, after the final norm)."""
+    position, after the final norm; None from a runner that does not expose hidden states)."""
 
     logits: np.ndarray
-    hidden: np.ndarray
+    hidden: np.ndarray | None
 
     @property
     def greedy_token(self) -> int:
@@ -44,6 +50,23 @@ class TeacherForced:
 
 class ModelRunner(ABC):
     """A causal LM with a KV cache over one sequence, plus its tokenizer. See the module docstring."""
+
+    provides_hidden_states: bool = True
+    #: a short name of the local model (the OpenAI-shaped interface reports it as ``model``)
+    model_name: str = "local"
+
+    @property
+    def context_length(self) -> int | None:
+        """Most tokens the runner can hold (prompt + generated); None = no limit known."""
+        return None
+
+    def check_fits(self, n_tokens: int, what: str = "the sequence") -> None:
+        limit = self.context_length
+        if limit is not None and n_tokens > limit:
+            raise ContextLengthError(
+                f"{what} needs {n_tokens} tokens; the local model's context holds {limit} "
+                f"({type(self).__name__}, {self.model_name})"
+            )
 
     @property
     @abstractmethod
@@ -84,5 +107,10 @@ class ModelRunner(ABC):
     def teacher_forced(self, ids: list[int]) -> TeacherForced: ...
 
     def apply_chat_template(self, user_text: str) -> list[int]:
-        """Prompt ids for one user turn; runners without a chat template use the raw text with BOS."""
-        return self.encode(user_text, add_special_tokens=True)
+        """Prompt ids for one user turn."""
+        return self.apply_chat([{"role": "user", "content": user_text}])
+
+    def apply_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Prompt ids for a conversation (``role``/``content`` dicts) ending with the assistant's turn to
+        speak; runners without a chat template join the contents, one per line, with BOS."""
+        return self.encode("\n".join(m["content"] for m in messages), add_special_tokens=True)

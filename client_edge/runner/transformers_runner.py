@@ -54,6 +54,7 @@ class TransformersRunner(ModelRunner):
             torch.set_num_threads(config.num_threads)
         self._torch = torch
         self.config = config
+        self.model_name = Path(config.model_dir).name
         self.tokenizer = AutoTokenizer.from_pretrained(str(config.model_dir))
         model = AutoModelForCausalLM.from_pretrained(str(config.model_dir), dtype=torch.float32)
         if config.keep_layers is not None:
@@ -96,15 +97,18 @@ class TransformersRunner(ModelRunner):
     def decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
-    def apply_chat_template(self, user_text: str) -> list[int]:
+    @property
+    def context_length(self) -> int | None:
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return int(n) if n else None
+
+    def apply_chat(self, messages: list[dict[str, str]]) -> list[int]:
         if getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True
-            )
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
             if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
                 ids = ids["input_ids"]
             return [int(i) for i in ids]
-        return self.encode(user_text, add_special_tokens=True)
+        return super().apply_chat(messages)
 
     def prefill(self, ids: list[int]) -> StepOutput:
         from transformers import DynamicCache
@@ -132,6 +136,7 @@ class TransformersRunner(ModelRunner):
             raise ValueError("append needs at least one token id")
         if self._cache is None:
             raise RuntimeError("append before prefill: call prefill(prompt_ids) first")
+        self.check_fits(self._length + len(ids))
         torch = self._torch
         input_ids = torch.tensor([ids], dtype=torch.long)
         with torch.inference_mode():

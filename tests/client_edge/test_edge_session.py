@@ -180,3 +180,21 @@ def test_bad_config_rejected() -> None:
         SessionConfig(max_new_tokens=0)
     with pytest.raises(ValueError):
         SessionConfig(draft_len=65)
+
+
+@pytest.mark.parametrize("strategy", ["escalate", "speculative"])
+def test_stream_yields_each_commit_as_it_happens(cloud: RouterCloud, client: EdgeClient, strategy: str) -> None:
+    cfg = SessionConfig(strategy=strategy, max_new_tokens=N)
+    session = EdgeSession(FakeRunner(), EntropyGate(1.0), client, cfg)
+    stream = session.stream(PROMPT)
+    ids, sources, calls_at_commit = [], [], []
+    for new_ids, new_sources in stream:
+        assert new_ids and len(new_ids) == len(new_sources)
+        ids += new_ids
+        sources += new_sources
+        calls_at_commit.append(len(cloud.faults.calls))
+    assert stream.result is not None and stream.result.token_ids == ids == cloud_greedy(PROMPT, N)
+    assert stream.result.sources == sources
+    # commits arrive while the answer is being made: the cloud is called between them, and the final sync
+    # comes after the last one
+    assert calls_at_commit[0] < calls_at_commit[-1] < len(cloud.faults.calls)
