@@ -9,49 +9,33 @@ any step leaves the session exactly as it was.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 
 from client_edge.protocol import (
     PROTOCOL_VERSION,
     CloudInfo,
-    CloudToken,
     CreateSessionRequest,
     EscalateRequest,
     PrefixRef,
     SessionResponse,
     SyncRequest,
-    TokenLogprob,
     TruncateRequest,
     VerifyRequest,
     VerifyResponse,
 )
 from client_edge.protocol import EscalateResponse as EscalateReply
-from client_edge.protocol.engine_xargs import RequestMeta, encode_request_meta
-from client_edge.protocol.verify_spec import XARG, ForceSpec
 from router import verification
-from router.engine.base import (
-    EngineClient,
-    EngineError,
-    EngineToken,
-    EngineUnavailableError,
-    GenerateCall,
-    GenerateResult,
-    ModelInfo,
-)
+from router.engine.base import EngineClient, ModelInfo
 from router.errors import RouterError
 from router.observer import ServiceObserver, observed
 from router.replicas import HashRing
-from router.sessions.content import Content, TextContent, TokenContent
+from router.session_engine import SessionEngine
+from router.sessions.content import CONTENT_BY_MODE, Content, check_ids
 from router.sessions.store import Session, SessionStore, body_digest
 from router.settings import RouterSettings
 from router.speculative import common_prefix
-from router.tenancy import tenant_cache_salt
 from router.tokenizer import CloudTokenizer
 from router.usage import usage_of
-
-# The eviction-policy category of every engine call made for an edge session (sent to vLLM as vllm_xargs).
-EDGE_SESSION_CATEGORY = "edge-session"
 
 
 class EdgeService:
@@ -63,19 +47,17 @@ class EdgeService:
         model: ModelInfo,
     ) -> None:
         self.settings = settings
-        self.engines = list(engines)
+        self.engine = SessionEngine(settings, engines, tokenizer, model)
+        self.engines = self.engine.engines
         self.tok = tokenizer
         self.model = model
         self.ring = HashRing(settings.vllm_urls)
-        if len(self.engines) != len(settings.vllm_urls):
-            raise ValueError(f"{len(self.engines)} engines for {len(settings.vllm_urls)} vllm_urls")
         self.fingerprint = tokenizer.fingerprint
         self.store = SessionStore(
             max_sessions=settings.max_sessions, ttl_s=settings.session_ttl_s, records=settings.idempotency_records
         )
         self._create_locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self.observers: list[ServiceObserver] = []
-        self._verify_ready: set[int] = set()  # replicas where require_verify_processor passed
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -95,24 +77,7 @@ class EdgeService:
         )
 
     def _salt(self, tenant: str) -> str | None:
-        if not self.settings.tenant_cache_salt:
-            return None
-        return tenant_cache_salt(self.settings.cache_salt_secret, tenant)
-
-    def _check_ids(self, ids: Sequence[int], what: str) -> None:
-        bad = next((t for t in ids if t >= self.tok.vocab_size), None)
-        if bad is not None:
-            raise RouterError(
-                "token_out_of_vocab", f"{what} holds token id {bad}; the cloud vocabulary has ids 0..{self.tok.vocab_size - 1}"
-            )
-
-    def check_room(self, prompt_len: int, extra: int, what: str) -> None:
-        limit = self.model.max_model_len
-        if prompt_len + extra > limit:
-            raise RouterError(
-                "context_overflow",
-                f"{what}: {prompt_len} committed tokens + {extra} more exceed the model context of {limit} tokens",
-            )
+        return self.engine.salt(tenant)
 
     @staticmethod
     def _check_base(session: Session, base: PrefixRef) -> None:
@@ -125,99 +90,7 @@ class EdgeService:
             )
 
     def _delta(self, session: Session, new_token_ids: Sequence[int], new_text: str) -> Content:
-        content = session.content
-        if session.mode == "token":
-            if new_text:
-                raise RouterError("mode_mismatch", "session is in token mode: send new_token_ids, not new_text")
-            self._check_ids(new_token_ids, "new_token_ids")
-            assert isinstance(content, TokenContent)
-            return content.append(new_token_ids)
-        if new_token_ids:
-            raise RouterError("mode_mismatch", "session is in text mode: send new_text, not new_token_ids")
-        assert isinstance(content, TextContent)
-        return content.append(new_text, self.tok) if new_text else content
-
-    async def generate(
-        self,
-        session: Session,
-        prompt: Sequence[int],
-        max_tokens: int,
-        *,
-        greedy: bool = False,
-        top_n: int = 0,
-        extra_meta: tuple[tuple[str, str | int | float], ...] = (),
-    ) -> GenerateResult:
-        """One engine call on the session's replica; ``extra_meta`` adds ``vllm_xargs`` entries."""
-        if not prompt:
-            raise RouterError("invalid_request", "the committed prefix is empty: the cloud has nothing to continue")
-        s = session.sampling
-        call = GenerateCall(
-            prompt_ids=tuple(prompt),
-            max_tokens=max_tokens,
-            temperature=0.0 if greedy else s.temperature,
-            top_p=1.0 if greedy else s.top_p,
-            seed=None if s.seed is None else _call_seed(s.seed, len(prompt)),
-            top_n=top_n,
-            cache_salt=self._salt(session.tenant),
-            # Every call of an edge session re-reads the session's whole prefix: tell the eviction policy
-            # which reuse class it belongs to (client_edge/protocol/engine_xargs.py).
-            request_meta=(*encode_request_meta(RequestMeta(category=EDGE_SESSION_CATEGORY, tenant=session.tenant)), *extra_meta),
-        )
-        try:
-            return await self.engines[session.replica].generate(call)
-        except EngineUnavailableError as exc:
-            raise RouterError("engine_unavailable", str(exc)) from exc
-        except EngineError as exc:
-            raise RouterError("engine_error", str(exc)) from exc
-
-    async def require_verify_processor(self, session: Session) -> None:
-        """Raise ``unsupported`` unless the session's replica runs xedge's verify logits processor.
-
-        Checked once per replica (a success is remembered): a greedy 3-token call from a 1-token prompt
-        that asks the processor to force the tokens (a, b, a), two ids from the middle of the vocabulary.
-        Greedy decoding cannot produce that unless the processor forced it, so a replica without it
-        (not installed, or dropped by vLLM as under its own speculative decoding) is caught here instead
-        of silently sampling unverified tokens.
-        """
-        replica = session.replica
-        if replica in self._verify_ready:
-            return
-        # mid-vocabulary ids: ordinary tokens in BPE vocabularies (special and stop tokens sit at the ends)
-        a, b = [t for t in range(self.tok.vocab_size // 2, self.tok.vocab_size) if t not in self.tok.eos_token_ids][:2]
-        probe = GenerateCall(
-            prompt_ids=(b,), max_tokens=3, temperature=0.0, request_meta=((XARG, ForceSpec((a, b, a)).encode()),)
-        )
-        try:
-            result = await self.engines[replica].generate(probe)
-        except EngineUnavailableError as exc:
-            raise RouterError("engine_unavailable", str(exc)) from exc
-        except EngineError as exc:
-            raise RouterError("engine_error", f"verify-processor probe: {exc}") from exc
-        got = [t.token_id for t in result.tokens]
-        if got != [a, b, a]:
-            raise RouterError(
-                "unsupported",
-                f"sampling verify needs xedge's logits processor in vLLM (--logits-processors "
-                f"server.engine.verify.vllm_adapter:SpeculativeVerifyProcessor; `xedge serve --sampling-verify`); replica "
-                f"{self.settings.vllm_urls[replica]} ignored it (probe forced {[a, b, a]}, got {got}). Start vLLM "
-                "with it (and without vLLM's own speculative decoding), or use greedy sessions",
-            )
-        self._verify_ready.add(replica)
-
-    def cloud_tokens(self, context: Sequence[int], tokens: Sequence[EngineToken]) -> list[CloudToken]:
-        """The engine's tokens with the text each adds; an end-of-sequence token adds none (its marker,
-        e.g. "<eos>", is not answer text: a text-mode edge would otherwise re-tokenise it as words)."""
-        texts = self.tok.token_texts(context, [t.token_id for t in tokens])
-        eos = self.tok.eos_token_ids
-        return [
-            CloudToken(
-                token_id=t.token_id,
-                text="" if t.token_id in eos else text,
-                logprob=t.logprob,
-                top_logprobs=[TokenLogprob(token_id=i, text=self.tok.decode([i]), logprob=lp) for i, lp in t.top],
-            )
-            for t, text in zip(tokens, texts, strict=True)
-        ]
+        return session.content.extend(new_token_ids, new_text, self.tok)
 
     async def _locked(self, session: Session, request_id: str, digest: str, op):  # type: ignore[no-untyped-def]
         async with session.lock:
@@ -260,20 +133,11 @@ class EdgeService:
                 del self._create_locks[key]
 
     async def _create(self, req: CreateSessionRequest, tenant: str) -> SessionResponse:
-        content: Content
-        if req.mode == "token":
-            if req.tokenizer_fingerprint != self.fingerprint:
-                raise RouterError(
-                    "fingerprint_mismatch",
-                    f"tokenizer fingerprint {req.tokenizer_fingerprint!r} differs from the cloud's "
-                    f"{self.fingerprint!r}: use mode 'text' for a different tokenizer",
-                )
-            self._check_ids(req.prompt_token_ids, "prompt_token_ids")
-            content = TokenContent.of(req.prompt_token_ids)
-        else:
-            content = TextContent.start(self.tok, self.settings.text_holdback_tokens).append(req.prompt_text, self.tok)
+        content = CONTENT_BY_MODE[req.mode].open(
+            req, self.tok, fingerprint=self.fingerprint, holdback=self.settings.text_holdback_tokens
+        )
         prompt = content.prompt_ids(self.tok)
-        self.check_room(len(prompt), 1 if req.prefill else 0, "prompt")
+        self.engine.check_room(len(prompt), 1 if req.prefill else 0, "prompt")
         session_id = self.store.new_id()
         session = Session(
             id=session_id,
@@ -286,7 +150,7 @@ class EdgeService:
         )
         usage = None
         if req.prefill:
-            usage = usage_of([await self.generate(session, prompt, 1, greedy=True)])
+            usage = usage_of([await self.engine.generate(session, prompt, 1, greedy=True)])
         self.store.add(session)
         return SessionResponse(state=session.state(), usage=usage)
 
@@ -307,8 +171,8 @@ class EdgeService:
             self._check_base(session, req.base)
             content = self._delta(session, req.new_token_ids, req.new_text)
             prompt = content.prompt_ids(self.tok)
-            self.check_room(len(prompt), 1 if req.prefill else 0, "sync")
-            usage = usage_of([await self.generate(session, prompt, 1, greedy=True)]) if req.prefill else None
+            self.engine.check_room(len(prompt), 1 if req.prefill else 0, "sync")
+            usage = usage_of([await self.engine.generate(session, prompt, 1, greedy=True)]) if req.prefill else None
             return content, SessionResponse(state=session.state(content), usage=usage)
 
         return await self._locked(session, req.request_id, body_digest(req), op)
@@ -323,11 +187,7 @@ class EdgeService:
                 raise RouterError(
                     "out_of_range", f"cannot truncate to {req.length}: the session holds {current.length} units"
                 )
-            if isinstance(current, TextContent):
-                content: Content = current.truncate(req.length, self.tok)
-            else:
-                assert isinstance(current, TokenContent)
-                content = current.truncate(req.length)
+            content = current.truncate(req.length, self.tok)
             return content, SessionResponse(state=session.state(content))
 
         return await self._locked(session, req.request_id, body_digest(req), op)
@@ -345,23 +205,13 @@ class EdgeService:
         async def op() -> tuple[Content, EscalateReply]:
             self._check_base(session, req.base)
             content = self._delta(session, req.new_token_ids, req.new_text)
-            if session.mode == "token":
-                if req.proposal_text:
-                    raise RouterError("mode_mismatch", "session is in token mode: send proposal_token_ids")
-                self._check_ids(req.proposal_token_ids, "proposal_token_ids")
-            elif req.proposal_token_ids:
-                raise RouterError("mode_mismatch", "session is in text mode: send proposal_text")
+            proposal = content.units(req.proposal_token_ids, req.proposal_text, "proposal", self.tok)
             prompt = content.prompt_ids(self.tok)
-            self.check_room(len(prompt), req.k, "escalate")
-            result = await self.generate(session, prompt, req.k, top_n=req.top_n)
-            tokens = self.cloud_tokens(prompt, result.tokens)
+            self.engine.check_room(len(prompt), req.k, "escalate")
+            result = await self.engine.generate(session, prompt, req.k, top_n=req.top_n)
+            tokens = self.engine.cloud_tokens(prompt, result.tokens)
             text = "".join(t.text for t in tokens)
-            if session.mode == "token":
-                proposal: Sequence[object] = req.proposal_token_ids
-                agreed_prefix = common_prefix(req.proposal_token_ids, [t.token_id for t in tokens])
-            else:
-                proposal = req.proposal_text
-                agreed_prefix = common_prefix(req.proposal_text, text)
+            agreed_prefix = common_prefix(proposal, content.produced(tokens))
             reply = EscalateReply(
                 state=session.state(content),
                 tokens=tokens,
@@ -389,30 +239,14 @@ class EdgeService:
             self._check_base(session, req.base)
             content = self._delta(session, req.new_token_ids, req.new_text)
             prompt = content.prompt_ids(self.tok)
-            if session.mode == "token":
-                if req.draft_text:
-                    raise RouterError("mode_mismatch", "session is in token mode: send draft_token_ids")
-                self._check_ids(req.draft_token_ids, "draft_token_ids")
-                for row in req.draft_distributions or ():
-                    self._check_ids(list(row), "draft_distributions")
-                if session.sampling.greedy:
-                    body = await verification.greedy(self, session, prompt, req)
-                else:
-                    body = await verification.rejection(self, session, prompt, req)
-            else:
-                if req.draft_token_ids:
-                    raise RouterError("mode_mismatch", "session is in text mode: send draft_text")
-                body = await verification.text(self, session, prompt, req)
+            content.units(req.draft_token_ids, req.draft_text, "draft", self.tok)
+            for row in req.draft_distributions or ():
+                check_ids(list(row), self.tok, "draft_distributions")
+            strategy = verification.STRATEGIES[content.verify_method(session.sampling)]
+            body = await strategy(self.engine, session, prompt, req)
             correction = body["correction"]
             eos = correction is not None and correction.token_id in self.tok.eos_token_ids
             return content, VerifyResponse(state=session.state(content), finish_reason="stop" if eos else "length",
                                            **body)
 
         return await self._locked(session, req.request_id, body_digest(req), op)
-
-
-def _call_seed(seed: int, position: int) -> int:
-    """Per-call engine seed: reproducible for a session seed and position, but not the same random
-    stream on every call (which would correlate the samples of successive escalations)."""
-    digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1

@@ -9,30 +9,31 @@
   processor (``server/engine/verify/vllm_adapter.py``) computes the session's exact sampling distribution p
   over the whole vocabulary at each draft position, keeps or rejects each draft token against the
   edge's q and forces the outcome. The router only reads the tokens back. Before the first such verify
-  on a replica, :meth:`EdgeService.require_verify_processor` checks that the processor is loaded there
+  on a replica, :meth:`SessionEngine.require_verify_processor` checks that the processor is loaded there
   (without it vLLM would sample freely and the answer would be wrong, silently).
 - ``text`` (text mode, greedy): the cloud's greedy text is compared with the draft character by character.
 
-Each returns the fields of :class:`client_edge.protocol.VerifyResponse` except ``state``.
+Each takes the :class:`router.session_engine.SessionEngine` (nothing else of the service) and returns the
+fields of :class:`client_edge.protocol.VerifyResponse` except ``state``. :data:`STRATEGIES` maps the
+session content's ``verify_method`` to its strategy.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from client_edge.protocol import VerifyRequest
 from client_edge.protocol.verify_spec import XARG, VerifySpec
 from router.errors import RouterError
+from router.session_engine import SessionEngine
+from router.sessions.content import VerifyMethod
 from router.sessions.store import Session
 from router.speculative import common_prefix, greedy_accept
 from router.usage import usage_of
 
-if TYPE_CHECKING:
-    from router.service import EdgeService
 
-
-async def greedy(svc: EdgeService, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
+async def greedy(svc: SessionEngine, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
     n = len(req.draft_token_ids)
     svc.check_room(len(prompt), n, "verify")
     max_tokens = min(n + 1, svc.model.max_model_len - len(prompt))
@@ -50,7 +51,7 @@ async def greedy(svc: EdgeService, session: Session, prompt: list[int], req: Ver
         "usage": usage_of([result]),
     }
 
-async def rejection(svc: EdgeService, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
+async def rejection(svc: SessionEngine, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
     if req.draft_distributions is None:
         raise RouterError(
             "invalid_request",
@@ -81,13 +82,13 @@ async def rejection(svc: EdgeService, session: Session, prompt: list[int], req: 
         "usage": usage_of([result]),
     }
 
-async def text(svc: EdgeService, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
+async def text(svc: SessionEngine, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
     if not session.sampling.greedy:
         raise RouterError("unsupported", "text-mode verify is greedy only; use escalate in a sampling text session")
     n = len(svc.tok.encode(req.draft_text))
-    if n > svc.settings.max_draft:
+    if n > svc.max_draft:
         raise RouterError(
-            "out_of_range", f"draft_text is {n} cloud tokens; this router verifies at most {svc.settings.max_draft}"
+            "out_of_range", f"draft_text is {n} cloud tokens; this router verifies at most {svc.max_draft}"
         )
     svc.check_room(len(prompt), n, "verify")
     max_tokens = min(n + 1, svc.model.max_model_len - len(prompt))
@@ -112,3 +113,7 @@ async def text(svc: EdgeService, session: Session, prompt: list[int], req: Verif
         "method": "greedy",
         "usage": usage_of([result]),
     }
+
+
+Strategy = Callable[[SessionEngine, Session, list[int], VerifyRequest], Awaitable[dict]]
+STRATEGIES: dict[VerifyMethod, Strategy] = {"greedy": greedy, "rejection": rejection, "text": text}

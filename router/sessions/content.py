@@ -8,6 +8,10 @@ failed request leaves the session untouched.
   tail. Appended text is tokenised together with that tail; all but the last ``holdback`` tokens are
   frozen (a frozen cloud token never changes again, so vLLM's prefix cache keeps serving it) and the
   rest stays re-tokenisable text, encoded afresh for each engine call.
+
+The session's mode (token or text) is chosen once, when its content is opened (:data:`CONTENT_BY_MODE`);
+every later step asks the content (``extend``, ``units``, ``produced``, ``truncate``, ``verify_method``)
+instead of branching on the mode.
 """
 
 from __future__ import annotations
@@ -15,20 +19,64 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 from client_edge.protocol import (
     CHECKPOINT_INTERVAL,
+    CloudToken,
+    CreateSessionRequest,
     PrefixRef,
+    SamplingSettings,
+    SessionMode,
     TokenPrefixHasher,
     text_prefix_hash,
 )
+from router.errors import RouterError
 from router.tokenizer import CloudTokenizer
+
+#: How a verify of this content is decided (a key of ``router.verification.STRATEGIES``).
+VerifyMethod = Literal["greedy", "rejection", "text"]
+
+
+def check_ids(ids: Sequence[int], tok: CloudTokenizer, what: str) -> None:
+    """``token_out_of_vocab`` unless every id is a valid id of the cloud vocabulary."""
+    bad = next((t for t in ids if not 0 <= t < tok.vocab_size), None)
+    if bad is not None:
+        raise RouterError(
+            "token_out_of_vocab", f"{what} holds token id {bad}; the cloud vocabulary has ids 0..{tok.vocab_size - 1}"
+        )
 
 
 class Content(abc.ABC):
     """Contract: ``length`` (units of the mode), ``hash`` of the committed prefix, ``checkpoints``
     (refs at multiples of CHECKPOINT_INTERVAL), ``prompt_ids`` (the cloud token ids the engine gets for
-    the committed prefix), ``cloud_tokens`` (frozen cloud ids held)."""
+    the committed prefix), ``cloud_tokens`` (frozen cloud ids held).
+
+    Per mode: ``open`` builds the content of a create request; ``extend`` appends a request's delta;
+    ``units`` picks a request's draft or proposal in the mode's units (ids or text); ``produced`` is
+    the cloud's output in those units; ``truncate`` keeps ``length`` units; ``verify_method`` names the
+    verify strategy. Each raises ``mode_mismatch`` when a request fills the other mode's field."""
+
+    mode: ClassVar[SessionMode]
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, req: CreateSessionRequest, tok: CloudTokenizer, *, fingerprint: str, holdback: int) -> Content: ...
+
+    @abc.abstractmethod
+    def extend(self, new_token_ids: Sequence[int], new_text: str, tok: CloudTokenizer) -> Content: ...
+
+    @abc.abstractmethod
+    def units(self, ids: Sequence[int], text: str, what: str, tok: CloudTokenizer) -> Sequence[int] | str: ...
+
+    @abc.abstractmethod
+    def produced(self, tokens: Sequence[CloudToken]) -> Sequence[int] | str: ...
+
+    @abc.abstractmethod
+    def truncate(self, length: int, tok: CloudTokenizer) -> Content: ...
+
+    @abc.abstractmethod
+    def verify_method(self, sampling: SamplingSettings) -> VerifyMethod: ...
 
     @property
     @abc.abstractmethod
@@ -56,10 +104,40 @@ class Content(abc.ABC):
 class TokenContent(Content):
     ids: tuple[int, ...]
     _hasher: TokenPrefixHasher
+    mode: ClassVar[SessionMode] = "token"
 
     @classmethod
     def of(cls, ids: Sequence[int]) -> TokenContent:
         return cls(tuple(ids), TokenPrefixHasher().update(ids))
+
+    @classmethod
+    def open(cls, req: CreateSessionRequest, tok: CloudTokenizer, *, fingerprint: str, holdback: int) -> TokenContent:
+        if req.tokenizer_fingerprint != fingerprint:
+            raise RouterError(
+                "fingerprint_mismatch",
+                f"tokenizer fingerprint {req.tokenizer_fingerprint!r} differs from the cloud's "
+                f"{fingerprint!r}: use mode 'text' for a different tokenizer",
+            )
+        check_ids(req.prompt_token_ids, tok, "prompt_token_ids")
+        return cls.of(req.prompt_token_ids)
+
+    def extend(self, new_token_ids: Sequence[int], new_text: str, tok: CloudTokenizer) -> TokenContent:
+        if new_text:
+            raise RouterError("mode_mismatch", "session is in token mode: send new_token_ids, not new_text")
+        check_ids(new_token_ids, tok, "new_token_ids")
+        return self.append(new_token_ids)
+
+    def units(self, ids: Sequence[int], text: str, what: str, tok: CloudTokenizer) -> Sequence[int]:
+        if text:
+            raise RouterError("mode_mismatch", f"session is in token mode: send {what}_token_ids, not {what}_text")
+        check_ids(ids, tok, f"{what}_token_ids")
+        return ids
+
+    def produced(self, tokens: Sequence[CloudToken]) -> list[int]:
+        return [t.token_id for t in tokens]
+
+    def verify_method(self, sampling: SamplingSettings) -> VerifyMethod:
+        return "greedy" if sampling.greedy else "rejection"
 
     @property
     def length(self) -> int:
@@ -86,7 +164,7 @@ class TokenContent(Content):
     def append(self, ids: Sequence[int]) -> TokenContent:
         return TokenContent(self.ids + tuple(ids), self._hasher.copy().update(ids))
 
-    def truncate(self, length: int) -> TokenContent:
+    def truncate(self, length: int, tok: CloudTokenizer) -> TokenContent:
         return TokenContent.of(self.ids[:length])
 
 
@@ -100,10 +178,31 @@ class TextContent(Content):
     ends: tuple[int, ...]
     holdback: int
     n_start: int  # leading special tokens (BOS) that cover no text
+    mode: ClassVar[SessionMode] = "text"
 
     @classmethod
     def start(cls, tok: CloudTokenizer, holdback: int) -> TextContent:
         return cls("", tuple(tok.start_ids), tuple(0 for _ in tok.start_ids), holdback, len(tok.start_ids))
+
+    @classmethod
+    def open(cls, req: CreateSessionRequest, tok: CloudTokenizer, *, fingerprint: str, holdback: int) -> TextContent:
+        return cls.start(tok, holdback).append(req.prompt_text, tok)
+
+    def extend(self, new_token_ids: Sequence[int], new_text: str, tok: CloudTokenizer) -> TextContent:
+        if new_token_ids:
+            raise RouterError("mode_mismatch", "session is in text mode: send new_text, not new_token_ids")
+        return self.append(new_text, tok) if new_text else self
+
+    def units(self, ids: Sequence[int], text: str, what: str, tok: CloudTokenizer) -> str:
+        if ids:
+            raise RouterError("mode_mismatch", f"session is in text mode: send {what}_text, not {what}_token_ids")
+        return text
+
+    def produced(self, tokens: Sequence[CloudToken]) -> str:
+        return "".join(t.text for t in tokens)
+
+    def verify_method(self, sampling: SamplingSettings) -> VerifyMethod:
+        return "text"
 
     @property
     def length(self) -> int:
@@ -159,3 +258,7 @@ class TextContent(Content):
         while n > self.n_start and tok.decode(self.ids[self.n_start : n]) != self.text[: self.ends[n - 1]]:
             n -= 1
         return TextContent(self.text[:length], self.ids[:n], self.ends[:n], self.holdback, self.n_start)
+
+
+#: The content class of each session mode: the one place the mode is looked at.
+CONTENT_BY_MODE: dict[SessionMode, type[Content]] = {TokenContent.mode: TokenContent, TextContent.mode: TextContent}
