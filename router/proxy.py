@@ -1,7 +1,10 @@
 """Forwarding of OpenAI-compatible calls to the pinned vLLM replica (plain JSON and SSE streams).
 
 Per request: the JSON body must be an object; the tenant's ``cache_salt`` is set (a client-chosen salt
-is refused, since it could target another tenant's cache); the replica is picked by consistent hashing of
+is refused, since it could target another tenant's cache); ``vllm_xargs`` keys that only the router may
+write (``xedge_*``, read inside vLLM by the verify logits processor and the eviction policy:
+:func:`client_edge.protocol.engine_xargs.is_router_owned`) are refused, since they would let a client
+force output tokens or forge another tenant's metadata; the replica is picked by consistent hashing of
 ``tenant`` and the body's ``user`` field, so one conversation keeps one replica's prefix cache. vLLM's
 reply (status, body, SSE events) goes back unchanged; vLLM's ``usage`` is counted in the metrics
 (for streams only when the client asked for it with ``stream_options.include_usage``).
@@ -18,6 +21,7 @@ import httpx
 from fastapi import Response
 from fastapi.responses import StreamingResponse
 
+from client_edge.protocol.engine_xargs import is_router_owned
 from router.errors import RouterError
 from router.metrics import RouterMetrics
 from router.replicas import HashRing
@@ -87,6 +91,16 @@ class OpenAIProxy:
                     "invalid_request", "cache_salt is set by the router for each tenant; remove it from the request"
                 )
             body["cache_salt"] = tenant_cache_salt(self.settings.cache_salt_secret, tenant)
+        xargs = body.get("vllm_xargs")
+        if isinstance(xargs, dict):
+            owned = sorted(k for k in xargs if is_router_owned(str(k)))
+            if owned:
+                raise RouterError(
+                    "invalid_request",
+                    f"vllm_xargs keys {owned[:5]} are reserved for the router (every 'xedge_*' key); remove them",
+                )
+        elif xargs is not None:
+            raise RouterError("invalid_request", f"vllm_xargs must be an object, got {type(xargs).__name__}")
         return body
 
     async def post(self, path: str, raw: bytes, tenant: str) -> Response:

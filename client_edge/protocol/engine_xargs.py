@@ -123,5 +123,7 @@ def encode_request_meta(meta: RequestMeta) -> tuple[tuple[str, str | int | float
 
 
 def is_router_owned(key: str) -> bool:
-    """True for every ``vllm_xargs`` key only the router may write (clients' copies are refused)."""
-    return key.startswith(XARG_PREFIX) or key == "xedge"
+    """True for every ``vllm_xargs`` key only the router may write (clients' copies are refused); any
+    spelling of the prefix counts, so a reader that ever normalises case cannot be reached around it."""
+    folded = key.casefold()
+    return folded.startswith(XARG_PREFIX) or folded == "xedge"

@@ -30,6 +30,15 @@ FLAG_REQUIREMENTS: tuple[Requirement, ...] = (
 )
 """What the launch relies on in vLLM, checked per version by scripts/vllm_compat_check.py."""
 
+VLLM_KEY_FILE = "vllm-api-key"
+"""File in the stack's status dir holding the key of vLLM's local port (mode 0600; the router reads it)."""
+
+
+def vllm_auth_headers(status_dir: Path) -> dict[str, str]:
+    """The header a local client needs for the stack's vLLM port (empty when the port has no key)."""
+    path = status_dir / VLLM_KEY_FILE
+    return {"Authorization": f"Bearer {path.read_text().strip()}"} if path.exists() else {}
+
 
 def resolve_device(requested: str) -> str:
     if requested != "auto":

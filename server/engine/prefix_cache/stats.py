@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Distinct request categories kept per policy; later new ones are counted under OTHER_CATEGORY, so
+#: category names sent with requests cannot grow the engine's memory or the /metrics series without bound.
+MAX_CATEGORIES = 64
+OTHER_CATEGORY = "other"
+
 
 @dataclass
 class CategoryStats:
@@ -29,7 +34,11 @@ class PolicyStats:
     def record_request(self, category: str, query_tokens: int, hit_tokens: int) -> None:
         stats = self.categories.get(category)
         if stats is None:
-            stats = self.categories[category] = CategoryStats()
+            if len(self.categories) >= MAX_CATEGORIES:
+                category = OTHER_CATEGORY
+            stats = self.categories.get(category)
+            if stats is None:
+                stats = self.categories[category] = CategoryStats()
         stats.requests += 1
         stats.query_tokens += query_tokens
         stats.hit_tokens += hit_tokens

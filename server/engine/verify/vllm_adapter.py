@@ -16,10 +16,18 @@ as in vLLM's own min-tokens processor. vLLM also runs the sampler on a partial p
 that sample; such a pass leaves the step unchanged, so a decision is final only once the step advances.
 
 Refused (HTTP 400 from vLLM, via ``validate_params``): penalties and min_p with a spec (they act after
-this processor in vLLM's sampler, so the forced choice could not account for them), and malformed specs.
+this processor in vLLM's sampler, so the forced choice could not account for them), and malformed specs
+(:func:`client_edge.protocol.verify_spec.decode` is strict about types and sizes).
+
+A spec naming a token id outside the logits row (the vocabulary, known only here, not at admission) is
+dropped before it can index the logits (an IndexError would kill vLLM's EngineCore for every tenant):
+the request runs as a plain sample, ``rejected_specs`` counts it and a warning is logged. The router
+never sends such a spec (it checks ids against the vocabulary and refuses clients' ``xedge_*`` keys).
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from vllm import SamplingParams
@@ -30,6 +38,8 @@ from attention_backend.vllm.contract import require_installed
 from client_edge.protocol.verify_spec import XARG, ForceSpec, SpecError, VerifySpec, decode
 from server.engine.verify.rule import speculative_step
 from server.engine.verify.vllm_requirements import REQUIREMENTS
+
+log = logging.getLogger("xedge.verify")
 
 
 def _spec_of(params: SamplingParams) -> VerifySpec | ForceSpec | None:
@@ -42,6 +52,7 @@ class _Request:
 
     def __init__(self, spec: VerifySpec | ForceSpec, params: SamplingParams, out: list[int], device: torch.device):
         self.spec = spec
+        self.max_id = spec.max_token_id()
         self.out = out
         self.temperature = params.temperature
         self.top_k = params.top_k if params.top_k and params.top_k > 0 else None
@@ -86,6 +97,7 @@ class SpeculativeVerifyProcessor(LogitsProcessor):
         require_installed(REQUIREMENTS, "xedge sampling verify")  # VllmIncompatible names what is missing
         self.device = device
         self.requests: dict[int, _Request] = {}
+        self.rejected_specs = 0  # specs dropped for naming a token id outside the vocabulary
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -125,6 +137,14 @@ class SpeculativeVerifyProcessor(LogitsProcessor):
                 self.requests[a] = rb
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        vocab = logits.shape[-1]
+        for index in [i for i, req in self.requests.items() if req.max_id >= vocab]:
+            self.rejected_specs += 1
+            log.warning(
+                "%s names token id %d but the vocabulary has %d ids: spec dropped (%d so far)",
+                XARG, self.requests[index].max_id, vocab, self.rejected_specs,
+            )
+            del self.requests[index]
         for index, req in self.requests.items():
             token = req.choose(logits[index])
             if token is not None:

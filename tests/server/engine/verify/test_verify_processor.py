@@ -106,3 +106,45 @@ def test_emitted_token_follows_vllms_sampling_distribution():
     freq = counts / n
     assert (freq[p == 0] == 0).all()
     assert (freq - p).abs().max() < 0.03, (freq, p)  # sd <= 0.008 at n = 4000
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ForceSpec((7, 99_999_999)),  # the attack of issue 16: an IndexError here killed EngineCore
+        VerifySpec.build([3], [{3: 0.5, V + 5: 0.5}], seed=1, stop_token=0),  # q support beyond the vocabulary
+        VerifySpec.build([3], [{3: 1.0}], seed=1, stop_token=V),  # stop token beyond it
+    ],
+)
+def test_out_of_vocabulary_spec_is_dropped_and_counted_not_raised(spec):
+    proc = SpeculativeVerifyProcessor(None, torch.device("cpu"), False)
+    params = _params(spec) if isinstance(spec, VerifySpec) else SamplingParams(extra_args={XARG: spec.encode()})
+    proc.update_state(BatchUpdate(batch_size=2, removed=[], moved=[], added=[
+        (0, params, [1], []),
+        (1, SamplingParams(temperature=0.0, extra_args={XARG: ForceSpec((4,)).encode()}), [1], []),
+    ]))
+    logits = proc.apply(LOGITS.repeat(2, 1).clone())
+    assert torch.equal(logits[0], LOGITS)  # runs as a plain sample
+    assert _forced(logits[1]) == 4  # the other request's spec still applies
+    assert proc.rejected_specs == 1 and list(proc.requests) == [1]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"v":1,"force":["5"]}',
+        '{"v":1,"force":[true]}',
+        '{"v":1,"force":[-1]}',
+        '{"v":1,"force":[2.5]}',
+        '{"v":1,"force":' + str(list(range(100))) + "}",
+        '{"v":1,"draft":[3],"q":[[[3,NaN]]],"seed":1}',
+        '{"v":1,"draft":[3],"q":[[[3,1.5]]],"seed":1}',
+        '{"v":1,"draft":[3],"q":[[["3",1.0]]],"seed":1}',
+        '{"v":1,"draft":[3],"q":[[[3,1.0]]],"seed":"1"}',
+        '{"v":1,"draft":[3],"q":[[[3,1.0]]]}',
+        "[" * 100_000,
+    ],
+)
+def test_validate_params_refuses_loose_types_and_sizes(raw):
+    with pytest.raises(ValueError, match=XARG):
+        SpeculativeVerifyProcessor.validate_params(SamplingParams(temperature=0.5, extra_args={XARG: raw}))
