@@ -15,45 +15,33 @@ class LRUPolicy(EvictionPolicy):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._free: OrderedDict[int, None] = OrderedDict()
-        self._known: set[int] = set()
 
     def on_cached(
         self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
     ) -> None:
-        self._known.add(block)
+        self._blocks[block] = None
         self.stats.blocks_inserted += 1
 
     def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None:
         self._free.pop(block, None)
-        self._known.add(block)
+        self._blocks[block] = None
         self.stats.block_hits += 1
 
     def on_freed(self, block: int, meta: RequestMeta | None, now: float) -> None:
-        self._known.add(block)
+        self._blocks[block] = None
         self._free[block] = None
         self._free.move_to_end(block)
 
-    def on_dropped(self, block: int) -> None:
-        self._known.discard(block)
+    def _forget(self, block: int, info: None) -> None:
         self._free.pop(block, None)
 
-    def evict(self, n: int, now: float) -> list[int]:
-        self._check_evict_request(n)
+    def _choose(self, n: int, now: float) -> list[int]:
         popitem = self._free.popitem
-        victims = [popitem(last=False)[0] for _ in range(n)]
-        self._known.difference_update(victims)
-        self.stats.evictions += n
-        return victims
-
-    def knows(self, block: int) -> bool:
-        return block in self._known
-
-    def num_cached(self) -> int:
-        return len(self._known)
+        return [popitem(last=False)[0] for _ in range(n)]
 
     def __len__(self) -> int:
         return len(self._free)
 
     def check_integrity(self) -> None:
-        stray = [b for b in self._free if b not in self._known]
+        stray = [b for b in self._free if b not in self._blocks]
         assert not stray, f"lru: free blocks not known as cached: {stray[:10]}"

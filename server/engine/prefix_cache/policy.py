@@ -25,7 +25,7 @@ owns the blocks; the policy owns only the order. Events, all O(1) or O(log n) pe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from client_edge.protocol.engine_xargs import RequestMeta
 from server.engine.prefix_cache.config import PolicyConfig
@@ -33,19 +33,25 @@ from server.engine.prefix_cache.stats import PolicyStats
 
 
 class EvictionPolicy(ABC):
-    """Base class for eviction policies. Subclasses set ``name`` and implement the abstract methods."""
+    """Base class for eviction policies. Subclasses set ``name`` and implement the abstract methods.
+
+    The base class keeps what every policy needs the same way: ``_blocks`` (every cached block the
+    policy knows, mapped to the subclass's per-block record, or None), hence ``knows`` and ``num_cached``;
+    the eviction epilogue (``evict`` checks the request, asks ``_choose`` for the victims, forgets them
+    and counts them); and ``on_dropped`` (forgets the block, then ``_forget`` unlinks a free one)."""
 
     name: ClassVar[str]
 
     def __init__(self, capacity_blocks: int, block_tokens: int, config: PolicyConfig | None = None) -> None:
-        if capacity_blocks <= 0:
+        if isinstance(capacity_blocks, bool) or not isinstance(capacity_blocks, int) or capacity_blocks <= 0:
             raise ValueError(f"capacity_blocks must be a positive integer, got {capacity_blocks}")
-        if block_tokens <= 0:
+        if isinstance(block_tokens, bool) or not isinstance(block_tokens, int) or block_tokens <= 0:
             raise ValueError(f"block_tokens must be a positive integer, got {block_tokens}")
         self.capacity_blocks = capacity_blocks
         self.block_tokens = block_tokens
         self.config = config or PolicyConfig()
         self.stats = PolicyStats(policy=self.name)
+        self._blocks: dict[int, Any] = {}
 
     @abstractmethod
     def on_cached(
@@ -59,24 +65,49 @@ class EvictionPolicy(ABC):
     def on_freed(self, block: int, meta: RequestMeta | None, now: float) -> None: ...
 
     @abstractmethod
-    def on_dropped(self, block: int) -> None: ...
-
-    @abstractmethod
-    def evict(self, n: int, now: float) -> list[int]: ...
-
-    @abstractmethod
-    def knows(self, block: int) -> bool:
-        """True when the block is cached as far as the policy knows (free or in use)."""
-
-    @abstractmethod
-    def num_cached(self) -> int:
-        """Blocks cached as far as the policy knows, free or in use."""
-
-    @abstractmethod
     def __len__(self) -> int: ...
 
     @abstractmethod
     def check_integrity(self) -> None: ...
+
+    @abstractmethod
+    def _choose(self, n: int, now: float) -> list[int]:
+        """Pick ``n`` distinct free blocks (first victim first) and unlink them from the policy's own
+        candidate structures; ``evict`` then forgets them. Called only with 0 <= n <= len(self)."""
+
+    @abstractmethod
+    def _forget(self, block: int, info: Any) -> None:
+        """``block`` (record ``info``) was dropped by the pool; unlink it if it is a candidate."""
+
+    def on_dropped(self, block: int) -> None:
+        if block in self._blocks:
+            self._forget(block, self._blocks.pop(block))
+
+    def evict(self, n: int, now: float) -> list[int]:
+        """Remove and return exactly ``n`` candidates, first victim first."""
+        self._check_evict_request(n)
+        victims = self._choose(n, now)
+        blocks = self._blocks
+        for block in victims:
+            del blocks[block]
+        self.stats.evictions += n
+        return victims
+
+    def evict_chosen(self, blocks: list[int], now: float) -> None:
+        """Evict these free blocks, chosen by someone else (``guarded`` steers its experts this way):
+        forget them as ``on_dropped`` does and count them as evictions."""
+        for block in blocks:
+            info = self._blocks.pop(block)
+            self._forget(block, info)
+        self.stats.evictions += len(blocks)
+
+    def knows(self, block: int) -> bool:
+        """True when the block is cached as far as the policy knows (free or in use)."""
+        return block in self._blocks
+
+    def num_cached(self) -> int:
+        """Blocks cached as far as the policy knows, free or in use."""
+        return len(self._blocks)
 
     def _check_evict_request(self, n: int) -> None:
         if n < 0 or n > len(self):

@@ -33,7 +33,6 @@ class S3FIFOPolicy(EvictionPolicy):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._blocks: dict[int, _Block] = {}
         self._small: OrderedDict[int, None] = OrderedDict()
         self._main: OrderedDict[int, None] = OrderedDict()
         self._ghost: OrderedDict[int, None] = OrderedDict()
@@ -65,22 +64,25 @@ class S3FIFOPolicy(EvictionPolicy):
         info.free = True
         (self._main if info.main else self._small)[block] = None
 
-    def on_dropped(self, block: int) -> None:
-        info = self._blocks.pop(block, None)
-        if info is not None and info.free:
+    def _forget(self, block: int, info: _Block) -> None:
+        if info.free:
             self._unlink(block, info)
 
-    def evict(self, n: int, now: float) -> list[int]:
-        self._check_evict_request(n)
-        victims = [self._evict_one() for _ in range(n)]
-        self.stats.evictions += n
-        return victims
+    def _choose(self, n: int, now: float) -> list[int]:
+        return [self._evict_one() for _ in range(n)]
 
-    def knows(self, block: int) -> bool:
-        return block in self._blocks
+    def evict_chosen(self, blocks: list[int], now: float) -> None:
+        """Victims chosen elsewhere: those still on probation are remembered in the ghost FIFO."""
+        for block in blocks:
+            info = self._blocks.get(block)
+            if info is not None and not info.main and info.content is not None:
+                self._remember(info.content)
+        super().evict_chosen(blocks, now)
 
-    def num_cached(self) -> int:
-        return len(self._blocks)
+    def _remember(self, content: int) -> None:
+        self._ghost[content] = None
+        if len(self._ghost) > self._ghost_size:
+            self._ghost.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._small) + len(self._main)
@@ -105,9 +107,7 @@ class S3FIFOPolicy(EvictionPolicy):
                     main[block] = None
                     continue
                 if info.content is not None:
-                    self._ghost[info.content] = None
-                    if len(self._ghost) > self._ghost_size:
-                        self._ghost.popitem(last=False)
+                    self._remember(info.content)
             else:
                 block, _ = main.popitem(last=False)
                 info = blocks[block]
@@ -115,7 +115,7 @@ class S3FIFOPolicy(EvictionPolicy):
                     info.freq -= 1
                     main[block] = None
                     continue
-            del blocks[block]
+            info.free = False
             return block
 
     def _unlink(self, block: int, info: _Block) -> None:

@@ -73,8 +73,8 @@ def register() -> None:
     from vllm.v1.core.kv_cache_manager import KVCacheManager
 
     if getattr(BlockPool, _PATCHED_ATTR, None) is None:
-        _patch_block_pool(BlockPool, report)
-        _patch_manager(KVCacheManager, report)
+        _BlockPoolPatch(BlockPool, report)
+        _ManagerPatch(KVCacheManager, report)
         setattr(BlockPool, _PATCHED_ATTR, name)
     write_marker("prefix_cache", "registered", {"policy": name, "vllm": report.version})
 
@@ -142,215 +142,210 @@ def _offset_of(block: Any, block_tokens: int) -> int:
     return max(0, (tokens or block_tokens) // block_tokens - 1)
 
 
-def _wrap(cls: type, method: str, make: Callable[[Callable], Callable]) -> None:
-    original = getattr(cls, method)
-    setattr(cls, method, functools.wraps(original)(make(original)))
+class _Patch:
+    """Replacement methods for one vLLM class. ``install`` swaps each listed method for a thin
+    trampoline that calls ``self.<method>(instance, ...)``; the original stays in ``self.orig`` and
+    every replacement calls it."""
+
+    def __init__(self) -> None:
+        self.orig: dict[str, Callable] = {}
+
+    def install(self, cls: type, methods: dict[str, str]) -> None:
+        """``methods``: vLLM method name -> name of the replacement method of this object."""
+        for target, handler_name in methods.items():
+            original = getattr(cls, target)
+            self.orig[target] = original
+            setattr(cls, target, functools.wraps(original)(_trampoline(getattr(self, handler_name))))
 
 
-def _patch_block_pool(pool_cls: type, report: Report) -> None:  # noqa: C901 - one closure per patch point
-    blocks_know_pool = report.found("KVCacheBlock.pool")  # vLLM >= 0.30
+def _trampoline(handler: Callable) -> Callable:
+    def method(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        return handler(instance, *args, **kwargs)
 
-    def init(orig: Callable) -> Callable:
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
-            orig(self, *args, **kwargs)
-            self._xedge = None
-            if not self.enable_caching:
-                logger.info("xedge prefix cache: prefix caching is off; policy not installed")
-                return
-            name = os.environ.get(POLICY_ENV, DEFAULT_POLICY)
-            self._xedge = hook = _PoolHook(self, name)
-            write_marker(
-                "prefix_cache",
-                "block_pool",
-                {"policy": name, "num_blocks": self.num_gpu_blocks, "block_tokens": self.hash_block_size},
-            )
-            _start_stats_writer(hook)
+    return method
 
-        return wrapper
 
-    def get_new_blocks(orig: Callable) -> Callable:
-        def wrapper(self: Any, num_blocks: int) -> list:
-            hook = self._xedge
-            queue = self.free_block_queue
-            if hook is None or num_blocks > queue.num_free_blocks:
-                return orig(self, num_blocks)
+class _BlockPoolPatch(_Patch):
+    """Our methods on vLLM's ``BlockPool`` (``pool`` is the BlockPool instance, ``pool._xedge`` its
+    ``_PoolHook`` or None when prefix caching is off)."""
+
+    def __init__(self, pool_cls: type, report: Report) -> None:
+        super().__init__()
+        self.blocks_know_pool = report.found("KVCacheBlock.pool")  # vLLM >= 0.30
+        self.cache_full_signature = inspect.signature(pool_cls.cache_full_blocks)
+        methods = {
+            "__init__": "init",
+            "get_new_blocks": "get_new_blocks",
+            "cache_full_blocks": "cache_full_blocks",
+            "touch": "touch",
+            "free_blocks": "free_blocks",
+            "_maybe_evict_cached_block": "maybe_evict",
+            "reset_prefix_cache": "reset_prefix_cache",
+            "move_block_hashes": "move_block_hashes",
+        }
+        if report.found("BlockPool.unpin_blocks"):  # vLLM >= 0.30; before, no block is pinned until reuse
+            methods["unpin_blocks"] = "unpin_blocks"
+        self.install(pool_cls, methods)
+
+    def init(self, pool: Any, *args: Any, **kwargs: Any) -> None:
+        self.orig["__init__"](pool, *args, **kwargs)
+        pool._xedge = None
+        if not pool.enable_caching:
+            logger.info("xedge prefix cache: prefix caching is off; policy not installed")
+            return
+        name = os.environ.get(POLICY_ENV, DEFAULT_POLICY)
+        pool._xedge = hook = _PoolHook(pool, name)
+        write_marker(
+            "prefix_cache",
+            "block_pool",
+            {"policy": name, "num_blocks": pool.num_gpu_blocks, "block_tokens": pool.hash_block_size},
+        )
+        _start_stats_writer(hook)
+
+    def get_new_blocks(self, pool: Any, num_blocks: int) -> list:
+        """Move the policy's victims right behind the uncached head blocks; vLLM pops and evicts them."""
+        hook, queue = pool._xedge, pool.free_block_queue
+        if hook is not None and num_blocks <= queue.num_free_blocks:
             policy = hook.policy
             num_plain = queue.num_free_blocks - len(policy)
             k = num_blocks - num_plain
             if k > 0:
                 plain = queue.popleft_n(num_plain) if num_plain else []
-                victims = [self.blocks[i] for i in policy.evict(k, time.monotonic())]
+                victims = [pool.blocks[i] for i in policy.evict(k, time.monotonic())]
                 for block in victims:
                     queue.remove(block)
                 queue.prepend_n(plain + victims)
-            return orig(self, num_blocks)
+        return self.orig["get_new_blocks"](pool, num_blocks)
 
-        return wrapper
+    def cache_full_blocks(self, pool: Any, *args: Any, **kwargs: Any) -> None:
+        self.orig["cache_full_blocks"](pool, *args, **kwargs)
+        hook = pool._xedge
+        if hook is None:
+            return
+        bound = self.cache_full_signature.bind(pool, *args, **kwargs).arguments
+        blocks, start, end = bound["blocks"], bound["num_cached_blocks"], bound["num_full_blocks"]
+        meta = hook.meta_of(bound["request"])
+        policy, now = hook.policy, time.monotonic()
+        for offset in range(start, end):
+            block = blocks[offset]
+            if not block.is_null and block.block_hash is not None and not policy.knows(block.block_id):
+                policy.on_cached(block.block_id, offset, meta, now, hash(block.block_hash))
 
-    def cache_full_blocks(orig: Callable) -> Callable:
-        signature = inspect.signature(orig)
-
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
-            orig(self, *args, **kwargs)
-            hook = self._xedge
-            if hook is None:
-                return
-            bound = signature.bind(self, *args, **kwargs).arguments
-            blocks, start, end = bound["blocks"], bound["num_cached_blocks"], bound["num_full_blocks"]
-            meta = hook.meta_of(bound["request"])
-            policy, now = hook.policy, time.monotonic()
-            for offset in range(start, end):
-                block = blocks[offset]
-                if not block.is_null and block.block_hash is not None and not policy.knows(block.block_id):
-                    policy.on_cached(block.block_id, offset, meta, now, hash(block.block_hash))
-
-        return wrapper
-
-    def touch(orig: Callable) -> Callable:
-        def wrapper(self: Any, blocks: Any) -> None:
-            hook = self._xedge
-            if hook is not None:
-                policy, meta, now = hook.policy, hook.meta, time.monotonic()
-                for block in blocks:
-                    if not block.is_null and block.block_hash is not None:
-                        policy.on_hit(block.block_id, meta, now)
-            orig(self, blocks)
-
-        return wrapper
-
-    def free_blocks(orig: Callable) -> Callable:
-        def wrapper(self: Any, ordered_blocks: Any) -> None:
-            hook = self._xedge
-            if hook is None:
-                return orig(self, ordered_blocks)
-            blocks = list(ordered_blocks)
-            orig(self, blocks)
+    def touch(self, pool: Any, blocks: Any) -> None:
+        hook = pool._xedge
+        if hook is not None:
             policy, meta, now = hook.policy, hook.meta, time.monotonic()
             for block in blocks:
-                if block.ref_cnt or block.is_null or block.block_hash is None:
-                    continue
-                if blocks_know_pool and block.pool is not None and block.pool is not self:
-                    continue  # vLLM >= 0.30 handed it to its own pool's (patched) free_blocks
-                if not policy.knows(block.block_id):
-                    policy.on_cached(
-                        block.block_id, _offset_of(block, self.hash_block_size), meta or DEFAULT_META, now
-                    )
-                policy.on_freed(block.block_id, meta, now)
+                if not block.is_null and block.block_hash is not None:
+                    policy.on_hit(block.block_id, meta, now)
+        self.orig["touch"](pool, blocks)
 
-        return wrapper
+    def free_blocks(self, pool: Any, ordered_blocks: Any) -> None:
+        hook = pool._xedge
+        if hook is None:
+            return self.orig["free_blocks"](pool, ordered_blocks)
+        blocks = list(ordered_blocks)
+        self.orig["free_blocks"](pool, blocks)
+        policy, meta, now = hook.policy, hook.meta, time.monotonic()
+        for block in blocks:
+            if block.ref_cnt or block.is_null or block.block_hash is None:
+                continue
+            if self.blocks_know_pool and block.pool is not None and block.pool is not pool:
+                continue  # vLLM >= 0.30 handed it to its own pool's (patched) free_blocks
+            if not policy.knows(block.block_id):
+                offset = _offset_of(block, pool.hash_block_size)
+                policy.on_cached(block.block_id, offset, meta or DEFAULT_META, now)
+            policy.on_freed(block.block_id, meta, now)
+        return None
 
-    def maybe_evict(orig: Callable) -> Callable:
-        def wrapper(self: Any, block: Any) -> bool:
-            evicted = orig(self, block)
-            hook = self._xedge
-            if evicted and hook is not None:
-                hook.policy.on_dropped(block.block_id)
-                if block.prev_free_block is not None:
-                    # Dropped while free (e.g. a KV connector's evict_blocks): it joins the uncached head.
-                    _move_to_head(self.free_block_queue, block)
-            return evicted
+    def maybe_evict(self, pool: Any, block: Any) -> bool:
+        evicted = self.orig["_maybe_evict_cached_block"](pool, block)
+        hook = pool._xedge
+        if evicted and hook is not None:
+            hook.policy.on_dropped(block.block_id)
+            if block.prev_free_block is not None:
+                # Dropped while free (e.g. a KV connector's evict_blocks): it joins the uncached head.
+                _move_to_head(pool.free_block_queue, block)
+        return evicted
 
-        return wrapper
+    def reset_prefix_cache(self, pool: Any) -> bool:
+        done = self.orig["reset_prefix_cache"](pool)
+        if done and pool._xedge is not None:
+            pool._xedge.reset()
+        return done
 
-    def reset_prefix_cache(orig: Callable) -> Callable:
-        def wrapper(self: Any) -> bool:
-            done = orig(self)
-            if done and self._xedge is not None:
-                self._xedge.reset()
-            return done
+    def move_block_hashes(self, pool: Any, src_block: Any, dst_block: Any) -> None:
+        self.orig["move_block_hashes"](pool, src_block, dst_block)
+        hook = pool._xedge
+        if hook is None:
+            return
+        hook.policy.on_dropped(src_block.block_id)
+        if dst_block.block_hash is not None:
+            offset = _offset_of(dst_block, pool.hash_block_size)
+            hook.policy.on_cached(dst_block.block_id, offset, hook.meta or DEFAULT_META, time.monotonic())
 
-        return wrapper
-
-    def move_block_hashes(orig: Callable) -> Callable:
-        def wrapper(self: Any, src_block: Any, dst_block: Any) -> None:
-            orig(self, src_block, dst_block)
-            hook = self._xedge
-            if hook is None:
-                return
-            hook.policy.on_dropped(src_block.block_id)
-            if dst_block.block_hash is not None:
-                offset = _offset_of(dst_block, self.hash_block_size)
-                hook.policy.on_cached(dst_block.block_id, offset, hook.meta or DEFAULT_META, time.monotonic())
-
-        return wrapper
-
-    def unpin_blocks(orig: Callable) -> Callable:
-        def wrapper(self: Any, blocks: Any, on_reuse: Any) -> None:
-            hook = self._xedge
-            if hook is None:
-                return orig(self, blocks, on_reuse)
-            blocks = list(blocks)
-            orig(self, blocks, on_reuse)
-            now = time.monotonic()
-            for block in blocks:
-                if block.ref_cnt:
-                    continue
-                if block.block_hash is None:
-                    _move_to_head(self.free_block_queue, block)
-                    continue
-                if not hook.policy.knows(block.block_id):
-                    hook.policy.on_cached(
-                        block.block_id, _offset_of(block, self.hash_block_size), DEFAULT_META, now
-                    )
-                hook.policy.on_freed(block.block_id, None, now)
-
-        return wrapper
-
-    _wrap(pool_cls, "__init__", init)
-    _wrap(pool_cls, "get_new_blocks", get_new_blocks)
-    _wrap(pool_cls, "cache_full_blocks", cache_full_blocks)
-    _wrap(pool_cls, "touch", touch)
-    _wrap(pool_cls, "free_blocks", free_blocks)
-    _wrap(pool_cls, "_maybe_evict_cached_block", maybe_evict)
-    _wrap(pool_cls, "reset_prefix_cache", reset_prefix_cache)
-    _wrap(pool_cls, "move_block_hashes", move_block_hashes)
-    if report.found("BlockPool.unpin_blocks"):  # vLLM >= 0.30; before, no block is pinned until reuse
-        _wrap(pool_cls, "unpin_blocks", unpin_blocks)
+    def unpin_blocks(self, pool: Any, blocks: Any, on_reuse: Any) -> None:
+        hook = pool._xedge
+        if hook is None:
+            return self.orig["unpin_blocks"](pool, blocks, on_reuse)
+        blocks = list(blocks)
+        self.orig["unpin_blocks"](pool, blocks, on_reuse)
+        policy, now = hook.policy, time.monotonic()
+        for block in blocks:
+            if block.ref_cnt:
+                continue
+            if block.block_hash is None:
+                _move_to_head(pool.free_block_queue, block)
+                continue
+            if not policy.knows(block.block_id):
+                policy.on_cached(block.block_id, _offset_of(block, pool.hash_block_size), DEFAULT_META, now)
+            policy.on_freed(block.block_id, None, now)
+        return None
 
 
-def _patch_manager(manager_cls: type, report: Report) -> None:
-    def with_request(orig: Callable) -> Callable:
-        def wrapper(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-            hook = getattr(self.block_pool, "_xedge", None)
-            if hook is None:
-                return orig(self, request, *args, **kwargs)
-            hook.meta = hook.meta_of(request)
-            try:
-                return orig(self, request, *args, **kwargs)
-            finally:
-                hook.meta = None
+class _ManagerPatch(_Patch):
+    """Our methods on vLLM's ``KVCacheManager``: note the request being allocated / freed (its metadata
+    reaches the pool's events) and count per-category prefix hits where vLLM counts its own."""
 
-        return wrapper
+    def __init__(self, manager_cls: type, report: Report) -> None:
+        super().__init__()
+        methods = {"allocate_slots": "allocate_slots", "free": "free"}
+        if report.found("KVCacheManager.record_prefix_cache_stats"):  # vLLM >= 0.27
+            methods["record_prefix_cache_stats"] = "record_stats"
+        else:  # the contract check guarantees the 0.26 form then
+            methods["get_computed_blocks"] = "computed_blocks_stats"
+        self.install(manager_cls, methods)
 
-    def record_stats(orig: Callable) -> Callable:
-        def wrapper(self: Any, request: Any, num_hits: int) -> None:
-            orig(self, request, num_hits)
-            hook = getattr(self.block_pool, "_xedge", None)
-            if hook is None or getattr(request, "skip_reading_prefix_cache", False):
-                return
-            hook.policy.stats.record_request(hook.meta_of(request).category, request.num_tokens, num_hits)
+    def allocate_slots(self, manager: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._with_request("allocate_slots", manager, request, *args, **kwargs)
 
-        return wrapper
+    def free(self, manager: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._with_request("free", manager, request, *args, **kwargs)
 
-    def computed_blocks_stats(orig: Callable) -> Callable:
+    def _with_request(self, method: str, manager: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        hook = getattr(manager.block_pool, "_xedge", None)
+        if hook is None:
+            return self.orig[method](manager, request, *args, **kwargs)
+        hook.meta = hook.meta_of(request)
+        try:
+            return self.orig[method](manager, request, *args, **kwargs)
+        finally:
+            hook.meta = None
+
+    def record_stats(self, manager: Any, request: Any, num_hits: int) -> None:
+        self.orig["record_prefix_cache_stats"](manager, request, num_hits)
+        hook = getattr(manager.block_pool, "_xedge", None)
+        if hook is None or getattr(request, "skip_reading_prefix_cache", False):
+            return
+        hook.policy.stats.record_request(hook.meta_of(request).category, request.num_tokens, num_hits)
+
+    def computed_blocks_stats(self, manager: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         # vLLM 0.26 records its own prefix-cache stats inside get_computed_blocks, after the same checks.
-        def wrapper(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-            result = orig(self, request, *args, **kwargs)
-            hook = getattr(self.block_pool, "_xedge", None)
-            if hook is not None and self.enable_caching and not request.skip_reading_prefix_cache:
-                hook.policy.stats.record_request(
-                    hook.meta_of(request).category, request.num_tokens, result[1]
-                )
-            return result
-
-        return wrapper
-
-    _wrap(manager_cls, "allocate_slots", with_request)
-    _wrap(manager_cls, "free", with_request)
-    if report.found("KVCacheManager.record_prefix_cache_stats"):  # vLLM >= 0.27
-        _wrap(manager_cls, "record_prefix_cache_stats", record_stats)
-    else:  # the contract check guarantees the 0.26 form then
-        _wrap(manager_cls, "get_computed_blocks", computed_blocks_stats)
+        result = self.orig["get_computed_blocks"](manager, request, *args, **kwargs)
+        hook = getattr(manager.block_pool, "_xedge", None)
+        if hook is not None and manager.enable_caching and not request.skip_reading_prefix_cache:
+            hook.policy.stats.record_request(hook.meta_of(request).category, request.num_tokens, result[1])
+        return result
 
 
 def _start_stats_writer(hook: _PoolHook) -> None:

@@ -51,7 +51,6 @@ class WorkloadPolicy(EvictionPolicy):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._blocks: dict[int, _Block] = {}
         self._queues: dict[str, OrderedDict[int, None]] = {}
         self._fits: dict[str, ReuseFit] = {}
         self._pinned_free: OrderedDict[int, None] = OrderedDict()
@@ -105,39 +104,44 @@ class WorkloadPolicy(EvictionPolicy):
         else:
             self._queue(info.category)[block] = None
 
-    def on_dropped(self, block: int) -> None:
-        info = self._blocks.pop(block, None)
-        if info is not None and info.free:
+    def _forget(self, block: int, info: _Block) -> None:
+        if info.free:
             self._unlink(block, info)
         self._pins.unpin(block)
 
-    def evict(self, n: int, now: float) -> list[int]:
-        self._check_evict_request(n)
+    def _choose(self, n: int, now: float) -> list[int]:
         self._release_expired_pins(now)
         victims = []
         params = self._params()  # the fits move little within one call: freeze them
         self._heads = None  # queue heads may have changed since the last call
         for _ in range(n):
             block = self._pick(now, params)
-            info = self._blocks.pop(block)
-            self._unlink(block, info)
-            self.life_s += self.config.life_smoothing * (max(now - info.last, 1e-3) - self.life_s)
-            if info.content is not None and self._ghost_size:
-                self._ghosts[info.content] = (info.category, info.last)
-                if len(self._ghosts) > self._ghost_size:
-                    self._ghosts.popitem(last=False)
-            self._pins.unpin(block)
+            self._retire(block, now)
             victims.append(block)
-        self.stats.evictions += n
         return victims
 
+    def evict_chosen(self, blocks: list[int], now: float) -> None:
+        """Evict these free blocks, chosen by someone else (``guarded``'s LRU safety net), keeping the
+        same statistics (ghost entries, look-ahead window) as for victims the policy picks itself."""
+        for block in blocks:
+            if not self._blocks[block].free:
+                raise ValueError(f"{self.name}: block {block} is not free")
+            self._retire(block, now)
+            del self._blocks[block]
+        self.stats.evictions += len(blocks)
+
+    def _retire(self, block: int, now: float) -> None:
+        """Unlink a victim, learn from its idle time and remember its content as a ghost."""
+        info = self._blocks[block]
+        self._unlink(block, info)
+        self.life_s += self.config.life_smoothing * (max(now - info.last, 1e-3) - self.life_s)
+        if info.content is not None and self._ghost_size:
+            self._ghosts[info.content] = (info.category, info.last)
+            if len(self._ghosts) > self._ghost_size:
+                self._ghosts.popitem(last=False)
+        self._pins.unpin(block)
+
     # -- queries ------------------------------------------------------------------------------------------
-    def knows(self, block: int) -> bool:
-        return block in self._blocks
-
-    def num_cached(self) -> int:
-        return len(self._blocks)
-
     def __len__(self) -> int:
         return self._num_free
 

@@ -34,7 +34,6 @@ class BeladyPolicy(EvictionPolicy):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._next: dict[int, int] = {}
-        self._offset: dict[int, int] = {}
         self._free: dict[int, int] = {}  # free block -> version of its heap entry
         self._heap: list[tuple[int, int, int, int]] = []  # (-next use, -offset, version, block)
         self._version = 0
@@ -45,7 +44,7 @@ class BeladyPolicy(EvictionPolicy):
     def on_cached(
         self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
     ) -> None:
-        self._offset[block] = offset
+        self._blocks[block] = offset
         self.stats.blocks_inserted += 1
 
     def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None:
@@ -55,33 +54,23 @@ class BeladyPolicy(EvictionPolicy):
     def on_freed(self, block: int, meta: RequestMeta | None, now: float) -> None:
         self._version += 1
         self._free[block] = self._version
-        offset = self._offset.setdefault(block, 0)
+        offset = self._blocks.setdefault(block, 0)
         heapq.heappush(self._heap, (-self._next.get(block, NEVER), -offset, self._version, block))
 
-    def on_dropped(self, block: int) -> None:
+    def _forget(self, block: int, info: int) -> None:
         self._free.pop(block, None)
-        self._offset.pop(block, None)
         self._next.pop(block, None)
 
-    def evict(self, n: int, now: float) -> list[int]:
-        self._check_evict_request(n)
+    def _choose(self, n: int, now: float) -> list[int]:
         victims = []
         heap, free = self._heap, self._free
         while len(victims) < n:
             _, _, version, block = heapq.heappop(heap)
             if free.get(block) == version:
                 del free[block]
-                self._offset.pop(block, None)
                 self._next.pop(block, None)
                 victims.append(block)
-        self.stats.evictions += n
         return victims
-
-    def knows(self, block: int) -> bool:
-        return block in self._offset
-
-    def num_cached(self) -> int:
-        return len(self._offset)
 
     def __len__(self) -> int:
         return len(self._free)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from client_edge.protocol.engine_xargs import RequestMeta
+from server.engine.prefix_cache.delegating import DelegatingPolicy
 from server.engine.prefix_cache.policy import EvictionPolicy
 from server.engine.prefix_cache.reuse_histogram import ReuseHistogram
 from server.research.cache_sim.belady import NEVER, next_uses
@@ -69,26 +70,16 @@ def knapsack_fit(gaps: list[float], capacity_blocks: int, duration_s: float) -> 
     return count, longest
 
 
-class IdleAgeProbe(EvictionPolicy):
+class IdleAgeProbe(DelegatingPolicy):
     """Delegates every event to ``inner`` and records, per victim, seconds since it was last freed."""
 
     name = "idle-age-probe"  # replaced by the wrapped policy's name
 
     def __init__(self, inner: EvictionPolicy) -> None:
-        super().__init__(inner.capacity_blocks, inner.block_tokens, inner.config)
-        self.inner = inner
+        super().__init__(inner)
         self.name = inner.name  # type: ignore[misc]
-        self.stats = inner.stats
         self.ages: list[float] = []
         self._freed_at: dict[int, float] = {}
-
-    def on_cached(
-        self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
-    ) -> None:
-        self.inner.on_cached(block, offset, meta, now, content)
-
-    def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None:
-        self.inner.on_hit(block, meta, now)
 
     def on_freed(self, block: int, meta: RequestMeta | None, now: float) -> None:
         self._freed_at[block] = now
@@ -102,15 +93,3 @@ class IdleAgeProbe(EvictionPolicy):
         victims = self.inner.evict(n, now)
         self.ages.extend(now - self._freed_at.pop(b) for b in victims)
         return victims
-
-    def knows(self, block: int) -> bool:
-        return self.inner.knows(block)
-
-    def num_cached(self) -> int:
-        return self.inner.num_cached()
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def check_integrity(self) -> None:
-        self.inner.check_integrity()
