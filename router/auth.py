@@ -81,6 +81,7 @@ class KeyAuth:
                     "rate_limited",
                     f"rate limit of this API key ({self.limiter.rate:g} requests/s, burst {self.limiter.burst}) "
                     f"exceeded; retry in {wait:.2f} s",
+                    retry_after_s=wait,
                 )
         return tenant
 

@@ -1,11 +1,14 @@
 """Typed FastAPI dependencies: the service the lifespan built, and the caller's tenant.
 
 The tenant comes from the ``X-Xedge-Tenant`` header (default ``default``). A deployment with API keys
-replaces it: ``app.dependency_overrides[get_tenant] = resolve_tenant_from_key``.
+replaces it: ``app.dependency_overrides[get_tenant] = resolve_tenant_from_key``. Routes take
+:data:`TenantDep`, which also holds one of the tenant's request slots for the request's duration
+(``router.quota``: ``tenant_max_concurrent``) and forgets a deleted session's share of its caps.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -27,5 +30,14 @@ def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None
     return tenant
 
 
+async def tenant_slot(request: Request, tenant: Annotated[str, Depends(get_tenant)]) -> AsyncIterator[str]:
+    quota = request.app.state.service.quota
+    with quota.request(tenant):
+        yield tenant
+    session_id = request.path_params.get("session_id")
+    if request.method == "DELETE" and session_id:  # reached only when the delete succeeded
+        quota.closed(tenant, session_id)
+
+
 ServiceDep = Annotated[EdgeService, Depends(get_service)]
-TenantDep = Annotated[str, Depends(get_tenant)]
+TenantDep = Annotated[str, Depends(tenant_slot)]

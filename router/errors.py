@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,11 +38,14 @@ _STATUS: dict[str, int] = {
 class RouterError(Exception):
     """An error with a protocol ``code``; the HTTP status follows from the code."""
 
-    def __init__(self, code: ErrorCode, message: str, *, state: SessionState | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, state: SessionState | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
         self.state = state
+        self.retry_after_s = retry_after_s  # for 429 / 503: sent as Retry-After (whole seconds, at least 1)
 
     @property
     def status(self) -> int:
@@ -51,10 +55,22 @@ class RouterError(Exception):
         return ErrorInfo(code=self.code, message=self.message, state=self.state)
 
 
-def error_response(status: int, info: ErrorInfo) -> JSONResponse:
+def error_headers(status: int, retry_after_s: float | None = None) -> dict[str, str]:
+    """RFC 9110 headers of an error status: ``Retry-After`` on 429 (and on 503 when known),
+    ``WWW-Authenticate`` on 401."""
+    headers: dict[str, str] = {}
+    if status == 429 or (status == 503 and retry_after_s is not None):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after_s if retry_after_s is not None else 1.0)))
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="xedge"'
+    return headers
+
+
+def error_response(status: int, info: ErrorInfo, *, retry_after_s: float | None = None) -> JSONResponse:
     return JSONResponse(
         status_code=status,
         content={"detail": info.model_dump(mode="json", exclude_none=True)},
+        headers=error_headers(status, retry_after_s),
     )
 
 
@@ -63,7 +79,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RouterError)
     async def _router_error(_: Request, exc: RouterError) -> JSONResponse:
-        return error_response(exc.status, exc.info())
+        return error_response(exc.status, exc.info(), retry_after_s=exc.retry_after_s)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -28,6 +28,7 @@ from router import verification
 from router.engine.base import EngineClient, ModelInfo
 from router.errors import RouterError
 from router.observer import ServiceObserver, observed
+from router.quota import TenantQuota
 from router.replicas import HashRing
 from router.session_engine import SessionEngine
 from router.sessions.content import CONTENT_BY_MODE, Content, check_ids
@@ -58,6 +59,7 @@ class EdgeService:
         )
         self._create_locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self.observers: list[ServiceObserver] = []
+        self.quota = TenantQuota(settings)
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -89,10 +91,14 @@ class EdgeService:
                 state=session.state(),
             )
 
-    def _delta(self, session: Session, new_token_ids: Sequence[int], new_text: str) -> Content:
-        return session.content.extend(new_token_ids, new_text, self.tok)
+    async def _delta(self, session: Session, new_token_ids: Sequence[int], new_text: str) -> Content:
+        if not new_text:  # nothing to tokenise
+            return session.content.extend(new_token_ids, new_text, self.tok)
+        self.engine.check_text(new_text, self.model.max_model_len, "new_text")
+        return await self.engine.off_loop(session.content.extend, new_token_ids, new_text, self.tok)
 
     async def _locked(self, session: Session, request_id: str, digest: str, op):  # type: ignore[no-untyped-def]
+        op = self.quota.metered(session.tenant, session.id, op)  # refused before commit when over the byte budget
         async with session.lock:
             if not self.store.holds(session):  # deleted or expired while this request waited for the lock
                 raise RouterError("unknown_session", f"session {session.id!r} was deleted or expired")
@@ -124,7 +130,9 @@ class EdgeService:
                 if replay is not None:
                     assert isinstance(replay, SessionResponse)
                     return replay
-                reply = await self._create(req, tenant)
+                with self.quota.creating(tenant) as opened:
+                    reply = await self._create(req, tenant)
+                    opened(reply)
                 self.store.create_record(tenant, req.request_id, digest, reply)
                 return reply
         finally:
@@ -133,9 +141,11 @@ class EdgeService:
                 del self._create_locks[key]
 
     async def _create(self, req: CreateSessionRequest, tenant: str) -> SessionResponse:
-        content = CONTENT_BY_MODE[req.mode].open(
-            req, self.tok, fingerprint=self.fingerprint, holdback=self.settings.text_holdback_tokens
-        )
+        self.engine.check_text(req.prompt_text, self.model.max_model_len, "prompt_text")
+        content = await self.engine.off_loop(
+            CONTENT_BY_MODE[req.mode].open,
+            req, self.tok, fingerprint=self.fingerprint, holdback=self.settings.text_holdback_tokens,
+        )  # fmt: skip
         prompt = content.prompt_ids(self.tok)
         self.engine.check_room(len(prompt), 1 if req.prefill else 0, "prompt")
         session_id = self.store.new_id()
@@ -169,7 +179,7 @@ class EdgeService:
 
         async def op() -> tuple[Content, SessionResponse]:
             self._check_base(session, req.base)
-            content = self._delta(session, req.new_token_ids, req.new_text)
+            content = await self._delta(session, req.new_token_ids, req.new_text)
             prompt = content.prompt_ids(self.tok)
             self.engine.check_room(len(prompt), 1 if req.prefill else 0, "sync")
             usage = usage_of([await self.engine.generate(session, prompt, 1, greedy=True)]) if req.prefill else None
@@ -204,7 +214,7 @@ class EdgeService:
 
         async def op() -> tuple[Content, EscalateReply]:
             self._check_base(session, req.base)
-            content = self._delta(session, req.new_token_ids, req.new_text)
+            content = await self._delta(session, req.new_token_ids, req.new_text)
             proposal = content.units(req.proposal_token_ids, req.proposal_text, "proposal", self.tok)
             prompt = content.prompt_ids(self.tok)
             self.engine.check_room(len(prompt), req.k, "escalate")
@@ -237,7 +247,7 @@ class EdgeService:
 
         async def op() -> tuple[Content, VerifyResponse]:
             self._check_base(session, req.base)
-            content = self._delta(session, req.new_token_ids, req.new_text)
+            content = await self._delta(session, req.new_token_ids, req.new_text)
             prompt = content.prompt_ids(self.tok)
             content.units(req.draft_token_ids, req.draft_text, "draft", self.tok)
             for row in req.draft_distributions or ():

@@ -8,7 +8,10 @@ calls on the session's replica.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from client_edge.protocol import CloudToken, TokenLogprob
 from client_edge.protocol.engine_xargs import RequestMeta, encode_request_meta
@@ -27,6 +30,8 @@ from router.sessions.store import Session
 from router.settings import RouterSettings
 from router.tenancy import tenant_cache_salt
 from router.tokenizer import CloudTokenizer
+
+T = TypeVar("T")
 
 # The eviction-policy category of every engine call made for an edge session (sent to vLLM as vllm_xargs).
 EDGE_SESSION_CATEGORY = "edge-session"
@@ -52,6 +57,21 @@ class SessionEngine:
         if not self.settings.tenant_cache_salt:
             return None
         return tenant_cache_salt(self.settings.cache_salt_secret, tenant)
+
+    def check_text(self, text: str, tokens: int, what: str) -> None:
+        """Refuse, before tokenising it, text that cannot fit in ``tokens`` cloud tokens: it would have
+        more than ``max_chars_per_token`` characters per token (a cheap bound on the tokeniser's work)."""
+        limit = tokens * self.settings.max_chars_per_token
+        if len(text) > limit:
+            raise RouterError(
+                "context_overflow",
+                f"{what} has {len(text)} characters; at most {limit} fit in {tokens} tokens "
+                f"({self.settings.max_chars_per_token} characters per token)",
+            )
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run CPU-bound work (tokenising) in a worker thread, so the event loop keeps serving others."""
+        return await run_in_threadpool(fn, *args, **kwargs)
 
     def check_room(self, prompt_len: int, extra: int, what: str) -> None:
         limit = self.model.max_model_len

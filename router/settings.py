@@ -38,6 +38,13 @@ class RouterSettings(BaseSettings):
     max_sessions: int = Field(10_000, ge=1)
     session_ttl_s: float = Field(3600.0, gt=0)
     idempotency_records: int = Field(32, ge=1, description="replies kept per session for retried request ids")
+    # Per-tenant caps (router.quota): no tenant can take the router from the others.
+    tenant_max_sessions: int = Field(1_000, ge=1, description="edge sessions one tenant may hold")
+    tenant_max_bytes: int = Field(256 * 2**20, ge=4096, description="bytes of session state one tenant may hold")
+    tenant_max_concurrent: int = Field(64, ge=1, description="requests of one tenant in flight at once, any route")
+    max_chars_per_token: int = Field(
+        32, ge=1, description="text mode: text longer than this many characters per allowed token is refused untokenised"
+    )
     tenant_cache_salt: bool = True
     cache_salt_secret: str = Field("xedge-dev-salt", min_length=8)
     text_holdback_tokens: int = Field(2, ge=1, description="text mode: trailing cloud tokens kept re-tokenisable")

@@ -85,7 +85,8 @@ async def rejection(svc: SessionEngine, session: Session, prompt: list[int], req
 async def text(svc: SessionEngine, session: Session, prompt: list[int], req: VerifyRequest) -> dict:
     if not session.sampling.greedy:
         raise RouterError("unsupported", "text-mode verify is greedy only; use escalate in a sampling text session")
-    n = len(svc.tok.encode(req.draft_text))
+    svc.check_text(req.draft_text, svc.max_draft, "draft_text")
+    n = len(await svc.off_loop(svc.tok.encode, req.draft_text))
     if n > svc.max_draft:
         raise RouterError(
             "out_of_range", f"draft_text is {n} cloud tokens; this router verifies at most {svc.max_draft}"
