@@ -20,6 +20,10 @@ class PolicyConfig:
         more seconds of idleness, per block-second spent waiting for them.
     density_refresh / density_decay: ``density`` rebuilds its tables every ``density_refresh`` idle
         periods (block frees), then multiplies its counts by ``density_decay`` (1: never forget).
+    guard_window: ``guarded`` compares its shadow caches over about this many cache capacities of block
+        accesses (the decay of its score).
+    guard_margin: the hit-ratio advantage (share of the window's accesses) that ``guarded``'s learned
+        expert needs over LRU to take the lead; it doubles each time the learned expert loses the lead.
     """
 
     pin_share: float = 0.25
@@ -32,6 +36,8 @@ class PolicyConfig:
     density_horizon_s: float = 200.0
     density_refresh: int = 2000
     density_decay: float = 0.995
+    guard_window: float = 4.0
+    guard_margin: float = 0.01
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.pin_share <= 1.0:
@@ -52,4 +58,8 @@ class PolicyConfig:
             raise ValueError(
                 "density_horizon_s must be > 0, density_refresh >= 1 and density_decay in (0, 1], got "
                 f"{self.density_horizon_s}, {self.density_refresh}, {self.density_decay}"
+            )
+        if self.guard_window <= 0 or not 0.0 <= self.guard_margin < 1.0:
+            raise ValueError(
+                f"guard_window must be > 0 and guard_margin in [0, 1), got {self.guard_window}, {self.guard_margin}"
             )

@@ -19,6 +19,7 @@ POLICIES = LazyRegistry(
         "workload-paper": "server.engine.prefix_cache.workload:WorkloadPaperPolicy",
         "s3fifo": "server.engine.prefix_cache.s3fifo:S3FIFOPolicy",
         "density": "server.engine.prefix_cache.density:DensityPolicy",
+        "guarded": "server.engine.prefix_cache.guarded:GuardedPolicy",
     },
     UnknownPolicyError,
 )

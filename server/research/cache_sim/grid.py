@@ -124,11 +124,11 @@ class GridResult:
 _TRACE: Trace | None = None
 
 
-def _run_one(task: tuple[str, int, PolicyConfig, ServiceModel]) -> SimResult:
-    name, capacity_blocks, config, service = task
+def _run_one(task: tuple[str, int, PolicyConfig, ServiceModel, float | None]) -> SimResult:
+    name, capacity_blocks, config, service, score_from_s = task
     assert _TRACE is not None
     policy = policy_class(name, allow_oracle=True)(capacity_blocks, _TRACE.block_tokens, config)
-    result = replay(_TRACE, policy, service)
+    result = replay(_TRACE, policy, service, score_from_s)
     policy.check_integrity()
     return result
 
@@ -141,14 +141,20 @@ def run_grid(
     config: PolicyConfig | None = None,
     service: ServiceModel | None = None,
     jobs: int = 1,
+    score_from_s: float | None = None,
 ) -> GridResult:
-    """Replay ``trace`` for every pair; ``jobs`` > 1 spreads the pairs over forked processes."""
+    """Replay ``trace`` for every pair; ``jobs`` > 1 spreads the pairs over forked processes.
+    ``score_from_s``: score only the requests from this time on (``replay``)."""
     global _TRACE
     config, service = config or PolicyConfig(), service or ServiceModel()
     for c in capacities_tokens:
         if c < trace.block_tokens:
             raise GridInputError(f"capacity {c} tokens is below one {trace.block_tokens}-token block")
-    tasks = [(p, c // trace.block_tokens, config, service) for p in policies for c in capacities_tokens]
+    tasks = [
+        (p, c // trace.block_tokens, config, service, score_from_s)
+        for p in policies
+        for c in capacities_tokens
+    ]
     _TRACE = trace
     try:
         if jobs > 1:
@@ -158,7 +164,7 @@ def run_grid(
             results = [_run_one(t) for t in tasks]
     finally:
         _TRACE = None
-    infinite = replay(trace, None, service)
+    infinite = replay(trace, None, service, score_from_s)
     return GridResult(
         trace_name, len(trace), trace.block_tokens, capacities_tokens, policies, tuple(results), infinite
     )

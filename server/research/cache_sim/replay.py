@@ -83,8 +83,15 @@ class SimResult:
         }
 
 
-def replay(trace: Trace, policy: EvictionPolicy | None, service: ServiceModel | None = None) -> SimResult:
-    """Run the whole trace; ``policy`` None simulates the infinite cache."""
+def replay(
+    trace: Trace,
+    policy: EvictionPolicy | None,
+    service: ServiceModel | None = None,
+    score_from_s: float | None = None,
+) -> SimResult:
+    """Run the whole trace; ``policy`` None simulates the infinite cache. ``score_from_s``: count only
+    requests arriving at or after this time (the policy still sees, and learns from, the earlier ones:
+    fit on the first part, score on the rest)."""
     service = service or ServiceModel()
     start = time.perf_counter()
     bt = trace.block_tokens
@@ -154,6 +161,17 @@ def replay(trace: Trace, policy: EvictionPolicy | None, service: ServiceModel | 
             else:
                 refs[k] = r - 1
 
+    def complete_or_defer(i: int, n_hit: int, now: float, hit_tokens: int) -> None:
+        if service.instant:
+            complete(i, n_hit, now)
+        else:
+            done = (
+                now
+                + service.prefill_s_per_token * (trace.input_tokens[i] - hit_tokens)
+                + service.decode_s_per_token * trace.output_tokens[i]
+            )
+            heapq.heappush(pending, (done, i, n_hit))
+
     for i, now in enumerate(trace.times_s):
         while pending and pending[0][0] <= now:
             t, j, n = heapq.heappop(pending)
@@ -169,6 +187,9 @@ def replay(trace: Trace, policy: EvictionPolicy | None, service: ServiceModel | 
             if policy is not None:
                 policy.on_hit(k, meta, now)
         hit_tokens = min(n_hit * bt, n_in)
+        if score_from_s is not None and now < score_from_s:
+            complete_or_defer(i, n_hit, now, hit_tokens)
+            continue
         result.query_tokens += n_in
         result.hit_tokens += hit_tokens
         result.query_blocks += len(keys)
@@ -178,15 +199,7 @@ def replay(trace: Trace, policy: EvictionPolicy | None, service: ServiceModel | 
             per = categories[meta.category] = [0, 0]
         per[0] += n_in
         per[1] += hit_tokens
-        if service.instant:
-            complete(i, n_hit, now)
-        else:
-            done = (
-                now
-                + service.prefill_s_per_token * (n_in - hit_tokens)
-                + service.decode_s_per_token * trace.output_tokens[i]
-            )
-            heapq.heappush(pending, (done, i, n_hit))
+        complete_or_defer(i, n_hit, now, hit_tokens)
     while pending:
         t, j, n = heapq.heappop(pending)
         complete(j, n, t)

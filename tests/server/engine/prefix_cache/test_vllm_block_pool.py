@@ -126,5 +126,7 @@ def test_unknown_policy_fails_registration(monkeypatch: pytest.MonkeyPatch) -> N
     from server.engine.prefix_cache.registry import UnknownPolicyError
 
     monkeypatch.setenv(vllm_adapter.POLICY_ENV, "fifo")
-    with pytest.raises(UnknownPolicyError, match="valid: density, lru, s3fifo, workload, workload-paper"):
+    with pytest.raises(
+        UnknownPolicyError, match="valid: density, guarded, lru, s3fifo, workload, workload-paper"
+    ):
         vllm_adapter.register()

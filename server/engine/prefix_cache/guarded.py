@@ -1,0 +1,161 @@
+"""``guarded``: learned eviction with an LRU safety net (the recommended policy).
+
+Three experts order the same free blocks: ``lru`` (vLLM's order), ``density`` (reuse-gap hit density
+per request category) and ``s3fifo`` (frequency: scan-resistant, good on Zipf-popular prefixes). For
+each expert the policy also keeps a shadow cache of the pool's size, fed with the pool's own block
+accesses (every hit and every newly cached block, keyed by content) and evicting by that expert
+alone, so it knows at any time how many hits each expert would have had. Per learned expert ``e`` a
+decayed score, ``sum over accesses of decay^age x (shadow e hit - shadow lru hit)`` with
+``decay = 1 - 1 / (guard_window x capacity)``, picks the expert that evicts in the real pool (follow
+the leader with hysteresis): LRU leads from the start; an expert takes the lead once its score exceeds
+a margin (``guard_margin`` x the window) and loses it when the score drops below zero (LRU leads
+again) or another expert's score passes its own by the margin. Each lead lost doubles the margin,
+so the number of switches (and what switching costs) stays bounded (about log2 of the trace's
+length), and on traffic where no learned expert beats LRU the pool runs LRU.
+
+What it guarantees, and what it does not: the real pool follows the expert whose shadow had the
+most (decayed) hits; it is not that shadow (blocks in use cannot be evicted; a hit is a contiguous
+prefix), so "never below lru" is measured, not proven: bench/results/prefix_cache/notes.md, and
+tests/server/research/cache_sim/test_guarded.py pins it on every generated workload at three
+capacities. Only the leader's own rules apply (``density``'s pins only while it leads). The experts
+not leading evict the leader's victims (``evict_chosen``) and keep learning. Cost: five policy
+instances and an OrderedDict, O(categories) per event.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from client_edge.protocol.engine_xargs import DEFAULT_META, RequestMeta
+from server.engine.prefix_cache.config import PolicyConfig
+from server.engine.prefix_cache.density import DensityPolicy
+from server.engine.prefix_cache.lru import LRUPolicy
+from server.engine.prefix_cache.policy import EvictionPolicy
+from server.engine.prefix_cache.s3fifo import S3FIFOPolicy
+
+EXPERTS: dict[str, type[EvictionPolicy]] = {"density": DensityPolicy, "s3fifo": S3FIFOPolicy}
+
+
+class GuardedPolicy(EvictionPolicy):
+    name = "guarded"
+
+    def __init__(self, capacity_blocks: int, block_tokens: int, config: PolicyConfig | None = None) -> None:
+        super().__init__(capacity_blocks, block_tokens, config)
+        args = (capacity_blocks, block_tokens, self.config)
+        self.lru = LRUPolicy(*args)
+        self.experts: dict[str, EvictionPolicy] = {name: cls(*args) for name, cls in EXPERTS.items()}
+        self._shadow_lru: OrderedDict[int, None] = OrderedDict()  # contents
+        self._shadows: dict[str, EvictionPolicy] = {name: cls(*args) for name, cls in EXPERTS.items()}
+        window = max(2.0, self.config.guard_window * capacity_blocks)
+        self._decay = 1.0 - 1.0 / window
+        self._margin = self.config.guard_margin * window
+        self.scores = dict.fromkeys(EXPERTS, 0.0)
+        self.shadow_hits = dict.fromkeys(("lru", *EXPERTS), 0)
+        self.leader = "lru"
+        self.switches = 0
+        self._chain = dict.fromkeys(("lru", *EXPERTS), False)
+
+    def _all(self) -> list[EvictionPolicy]:
+        return [self.lru, *self.experts.values()]
+
+    # -- events -------------------------------------------------------------------------------------------
+    def on_cached(
+        self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
+    ) -> None:
+        for expert in self._all():
+            expert.on_cached(block, offset, meta, now, content)
+        self.stats.blocks_inserted += 1
+        if content is not None:
+            self._blocks[block] = (content, offset)
+            self._access(content, offset, meta, now)
+        else:
+            self._blocks[block] = None
+
+    def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None:
+        for expert in self._all():
+            expert.on_hit(block, meta, now)
+        self.stats.block_hits += 1
+        where = self._blocks.setdefault(block, None)
+        if where is not None:
+            self._access(where[0], where[1], meta or DEFAULT_META, now)
+
+    def on_freed(self, block: int, meta: RequestMeta | None, now: float) -> None:
+        self._blocks.setdefault(block, None)
+        for expert in self._all():
+            expert.on_freed(block, meta, now)
+
+    def _forget(self, block: int, info: object) -> None:
+        for expert in self._all():
+            expert.on_dropped(block)
+
+    def _choose(self, n: int, now: float) -> list[int]:
+        leader = self.lru if self.leader == "lru" else self.experts[self.leader]
+        victims = leader.evict(n, now)
+        for expert in self._all():
+            if expert is not leader:
+                expert.evict_chosen(victims, now)
+        return victims
+
+    def __len__(self) -> int:
+        return len(self.lru)
+
+    def check_integrity(self) -> None:
+        for expert in self._all():
+            expert.check_integrity()
+            assert len(expert) == len(
+                self.lru
+            ), f"guarded: {expert.name} has {len(expert)} free, lru {len(self.lru)}"
+        assert self.lru.num_cached() == len(
+            self._blocks
+        ), "guarded: lru and guarded disagree on cached blocks"
+        assert len(self._shadow_lru) <= self.capacity_blocks, "guarded: shadow lru over capacity"
+        for shadow in self._shadows.values():
+            assert shadow.num_cached() <= self.capacity_blocks, f"guarded: shadow {shadow.name} over capacity"
+
+    # -- the shadow caches and the leader -----------------------------------------------------------------
+    def _access(self, content: int, offset: int, meta: RequestMeta, now: float) -> None:
+        """One block access, in prompt order. A shadow scores a hit only while the prompt's prefix has
+        hit so far in that shadow (as the pool counts hits: the contiguous cached prefix)."""
+        chain, first = self._chain, offset == 0
+        shadow = self._shadow_lru
+        lru_hit = content in shadow
+        if lru_hit:
+            shadow.move_to_end(content)
+        else:
+            shadow[content] = None
+            if len(shadow) > self.capacity_blocks:
+                shadow.popitem(last=False)
+        lru_hit = chain["lru"] = lru_hit and (first or chain["lru"])
+        self.shadow_hits["lru"] += lru_hit
+        decay, scores = self._decay, self.scores
+        for name, policy in self._shadows.items():
+            hit = policy.knows(content)
+            if hit:
+                policy.on_hit(content, meta, now)
+            else:
+                if policy.num_cached() >= self.capacity_blocks:
+                    policy.evict(1, now)
+                policy.on_cached(content, offset, meta, now, content)
+            policy.on_freed(content, meta, now)
+            hit = chain[name] = hit and (first or chain[name])
+            self.shadow_hits[name] += hit
+            scores[name] = scores[name] * decay + (hit - lru_hit)
+        self._elect()
+
+    def _elect(self) -> None:
+        scores, margin = self.scores, self._margin
+        best = max(scores, key=scores.__getitem__)
+        if self.leader == "lru":
+            if scores[best] > margin:
+                self.leader = best
+                self.switches += 1
+        elif scores[self.leader] < 0.0:
+            self.leader = "lru"
+            self._lost_lead()
+        elif best != self.leader and scores[best] > scores[self.leader] + margin:
+            self.leader = best
+            self._lost_lead()
+
+    def _lost_lead(self) -> None:
+        self.switches += 1
+        self._margin *= 2.0
