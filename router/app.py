@@ -99,6 +99,9 @@ def create_app(
                 await ext.shutdown(app)
             for client in clients:
                 await client.aclose()
+            service = getattr(app.state, "service", None)
+            if service is not None:
+                await service.store.aclose()
 
     app = FastAPI(
         title="xedge router",

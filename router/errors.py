@@ -31,6 +31,7 @@ _STATUS: dict[str, int] = {
     "rate_limited": 429,
     "engine_unavailable": 503,
     "engine_error": 502,
+    "store_unavailable": 503,
     "internal": 500,
 }
 

@@ -32,11 +32,14 @@ from router.quota import TenantQuota
 from router.replicas import HashRing
 from router.session_engine import SessionEngine
 from router.sessions.content import CONTENT_BY_MODE, Content, check_ids
-from router.sessions.store import Session, SessionStore, body_digest
+from router.sessions.store import Session, body_digest, open_store
 from router.settings import RouterSettings
 from router.speculative import common_prefix
 from router.tokenizer import CloudTokenizer
 from router.usage import usage_of
+
+# Optimistic commits tried per request before giving up (each failure means another router committed).
+_COMMIT_ATTEMPTS = 16
 
 
 class EdgeService:
@@ -54,8 +57,11 @@ class EdgeService:
         self.model = model
         self.ring = HashRing(settings.vllm_urls)
         self.fingerprint = tokenizer.fingerprint
-        self.store = SessionStore(
-            max_sessions=settings.max_sessions, ttl_s=settings.session_ttl_s, records=settings.idempotency_records
+        self.store = open_store(
+            settings.session_store,
+            max_sessions=settings.max_sessions,
+            ttl_s=settings.session_ttl_s,
+            records=settings.idempotency_records,
         )
         self._create_locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self.observers: list[ServiceObserver] = []
@@ -100,15 +106,19 @@ class EdgeService:
     async def _locked(self, session: Session, request_id: str, digest: str, op):  # type: ignore[no-untyped-def]
         op = self.quota.metered(session.tenant, session.id, op)  # refused before commit when over the byte budget
         async with session.lock:
-            if not self.store.holds(session):  # deleted or expired while this request waited for the lock
-                raise RouterError("unknown_session", f"session {session.id!r} was deleted or expired")
-            replay = session.replay(request_id, digest)
-            if replay is not None:
-                return replay
-            content, reply = await op()
-            session.content = content
-            session.record(request_id, digest, reply, self.settings.idempotency_records)
-            return reply
+            for _ in range(_COMMIT_ATTEMPTS):
+                # The latest committed state (unknown_session if deleted or expired while this request waited).
+                await self.store.refresh(session)
+                replay = await self.store.replay(session, request_id, digest)
+                if replay is not None:
+                    return replay
+                content, reply = await op()
+                if await self.store.commit(session, content, request_id, digest, reply):
+                    return reply
+                # Another router process committed to this session meanwhile: start over on its state.
+            raise RouterError(
+                "store_unavailable", f"session {session.id!r} kept changing under {_COMMIT_ATTEMPTS} attempts; retry"
+            )
 
     # -- operations ----------------------------------------------------------------------------------
 
@@ -126,15 +136,16 @@ class EdgeService:
         entry[1][0] += 1
         try:
             async with entry[0]:
-                replay = self.store.create_replay(tenant, req.request_id, digest)
+                replay = await self.store.create_replay(tenant, req.request_id, digest)
                 if replay is not None:
                     assert isinstance(replay, SessionResponse)
                     return replay
                 with self.quota.creating(tenant) as opened:
                     reply = await self._create(req, tenant)
                     opened(reply)
-                self.store.create_record(tenant, req.request_id, digest, reply)
-                return reply
+                recorded = await self.store.create_record(tenant, req.request_id, digest, reply)
+                assert isinstance(recorded, SessionResponse)
+                return recorded
         finally:
             entry[1][0] -= 1
             if entry[1][0] == 0:
@@ -161,21 +172,22 @@ class EdgeService:
         usage = None
         if req.prefill:
             usage = usage_of([await self.engine.generate(session, prompt, 1, greedy=True)])
-        self.store.add(session)
+        await self.store.add(session)
         return SessionResponse(state=session.state(), usage=usage)
 
-    def get(self, session_id: str, tenant: str, *, include_content: bool) -> SessionResponse:
-        return SessionResponse(state=self.store.get(session_id, tenant).state(include_content=include_content))
+    async def get(self, session_id: str, tenant: str, *, include_content: bool) -> SessionResponse:
+        session = await self.store.get(session_id, tenant)
+        return SessionResponse(state=session.state(include_content=include_content))
 
     @observed("delete")
     async def delete(self, session_id: str, tenant: str) -> None:
-        session = self.store.get(session_id, tenant)
+        session = await self.store.get(session_id, tenant)
         async with session.lock:
-            self.store.remove(session_id, tenant)
+            await self.store.remove(session_id, tenant)
 
     @observed("sync")
     async def sync(self, session_id: str, req: SyncRequest, tenant: str) -> SessionResponse:
-        session = self.store.get(session_id, tenant)
+        session = await self.store.get(session_id, tenant)
 
         async def op() -> tuple[Content, SessionResponse]:
             self._check_base(session, req.base)
@@ -189,7 +201,7 @@ class EdgeService:
 
     @observed("truncate")
     async def truncate(self, session_id: str, req: TruncateRequest, tenant: str) -> SessionResponse:
-        session = self.store.get(session_id, tenant)
+        session = await self.store.get(session_id, tenant)
 
         async def op() -> tuple[Content, SessionResponse]:
             current = session.content
@@ -204,7 +216,7 @@ class EdgeService:
 
     @observed("escalate")
     async def escalate(self, session_id: str, req: EscalateRequest, tenant: str) -> EscalateReply:
-        session = self.store.get(session_id, tenant)
+        session = await self.store.get(session_id, tenant)
         if req.k > self.settings.max_k or req.top_n > self.settings.max_top_n:
             raise RouterError(
                 "out_of_range",
@@ -237,7 +249,7 @@ class EdgeService:
 
     @observed("verify")
     async def verify(self, session_id: str, req: VerifyRequest, tenant: str) -> VerifyResponse:
-        session = self.store.get(session_id, tenant)
+        session = await self.store.get(session_id, tenant)
         if len(req.draft_token_ids) > self.settings.max_draft or req.top_n > self.settings.max_top_n:
             raise RouterError(
                 "out_of_range",

@@ -37,6 +37,9 @@ class RouterSettings(BaseSettings):
     max_draft: int = Field(16, ge=1, le=MAX_DRAFT)
     max_sessions: int = Field(10_000, ge=1)
     session_ttl_s: float = Field(3600.0, gt=0)
+    session_store: str = Field(
+        "memory", description="'memory' (this process only) or a redis:// / rediss:// / unix:// URL (shared, durable)"
+    )
     idempotency_records: int = Field(32, ge=1, description="replies kept per session for retried request ids")
     # Per-tenant caps (router.quota): no tenant can take the router from the others.
     tenant_max_sessions: int = Field(1_000, ge=1, description="edge sessions one tenant may hold")
@@ -68,6 +71,13 @@ class RouterSettings(BaseSettings):
     @classmethod
     def _check_keys(cls, value: dict[str, str]) -> dict[str, str]:
         check_api_keys(value)
+        return value
+
+    @field_validator("session_store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"session_store must be 'memory' or a redis://, rediss:// or unix:// URL, not {value!r}")
         return value
 
     @field_validator("vllm_urls", mode="before")

@@ -18,5 +18,11 @@ if command -v docker >/dev/null && [[ -f "$engine" ]]; then
   echo "[test] Docker engine ($engine)" >&2
   bash "$engine" >&2 || echo "[test] no Docker engine started: the docker tests will skip" >&2
 fi
+# The shared session store's tests start a real redis-server (Debian package; they skip, saying why, without it).
+if ! command -v redis-server >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  echo "[test] installing redis-server (apt-get)" >&2
+  { apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; } >/dev/null \
+    || echo "[test] redis-server not installed: the Redis store tests will skip" >&2
+fi
 echo "[test] pytest (CPU suite: not gpu, not slow)" >&2
 exec "$VENV/bin/python" -m pytest -m "not gpu and not slow" --durations=15 "$@"

@@ -27,7 +27,7 @@ async def get_session(
     session_id: str, service: ServiceDep, tenant: TenantDep, include_content: bool = False
 ) -> SessionResponse:
     """The session's state; ``include_content`` adds the committed token ids (or text)."""
-    return service.get(session_id, tenant, include_content=include_content)
+    return await service.get(session_id, tenant, include_content=include_content)
 
 
 @router.delete(Paths.SESSION, status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))

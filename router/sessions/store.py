@@ -1,16 +1,36 @@
-"""In-memory session store: sessions per tenant, a lock per session, TTL expiry and replayable replies.
+"""Session stores: where edge sessions, their recorded replies and create records live.
+
+:class:`SessionStore` is the contract; :class:`MemorySessionStore` (this process only, the default for a
+single ``xedge serve``) and ``router.sessions.redis_store.RedisSessionStore`` (shared by every router
+process, survives a router restart) implement it. :func:`open_store` picks one from the
+``session_store`` setting.
+
+Contract (every method may raise ``RouterError("store_unavailable")`` when the store cannot be reached;
+nothing is then changed):
+
+- ``add`` stores a new session (``rate_limited`` when the store holds ``max_sessions``); ``get`` loads it
+  for its tenant and renews its TTL (another tenant's session reads as ``unknown_session``, exactly like
+  a missing one); ``remove`` deletes it.
+- ``refresh(session)`` reloads the committed content and version in place (``unknown_session`` if it was
+  deleted or expired meanwhile); ``commit`` swaps new content in and records the reply to ``request_id``
+  in one atomic step, only if nobody committed since the session's version was read (else it returns
+  False and changes nothing: the caller starts over on the newer state). ``replay`` returns the reply
+  recorded for a retried ``request_id`` (``idempotency_conflict`` if the body differs).
+- ``create_replay`` / ``create_record``: creates are recorded per (tenant, request_id); the first record
+  wins (a concurrent duplicate create on another router gets the winner's reply, its own session removed).
 
 Idempotency: each session keeps the last ``records`` replies keyed by ``request_id`` together with a
-digest of the request body. A retry (same id, same body) gets the recorded reply; the same id with a
-different body is a conflict. Creates are recorded store-wide per (tenant, request_id).
+digest of the request body, as compact JSON bytes (router.sessions.codec).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -18,6 +38,7 @@ from pydantic import BaseModel
 
 from client_edge.protocol import SamplingSettings, SessionMode, SessionState
 from router.errors import RouterError
+from router.sessions.codec import decode_reply, encode_reply
 from router.sessions.content import Content
 
 
@@ -25,8 +46,19 @@ def body_digest(body: BaseModel) -> str:
     return hashlib.blake2b(body.model_dump_json().encode("utf-8"), digest_size=16).hexdigest()
 
 
+def unknown_session(session_id: str) -> RouterError:
+    return RouterError("unknown_session", f"no session {session_id!r} (never created, deleted or expired)")
+
+
+def idempotency_conflict(request_id: str) -> RouterError:
+    return RouterError("idempotency_conflict", f"request_id {request_id!r} was already used with a different body")
+
+
 @dataclass
 class Session:
+    """One edge session as this router process sees it. ``version`` counts commits (optimistic locking);
+    ``lock`` serialises this process's requests on the session (the store hands out one per id)."""
+
     id: str
     tenant: str
     mode: SessionMode
@@ -34,9 +66,9 @@ class Session:
     replica: int
     content: Content
     max_model_len: int
+    version: int = 0
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    replies: OrderedDict[str, tuple[str, BaseModel]] = field(default_factory=OrderedDict)
 
     def state(self, content: Content | None = None, *, include_content: bool = False) -> SessionState:
         """The session's state, or what it will be once ``content`` is committed."""
@@ -55,77 +87,147 @@ class Session:
             text=getattr(c, "text", None) if include_content and self.mode == "text" else None,
         )
 
-    def replay(self, request_id: str, digest: str) -> BaseModel | None:
-        """The recorded reply to ``request_id``, None if new; a conflict if the body differs."""
-        hit = self.replies.get(request_id)
-        if hit is None:
-            return None
-        if hit[0] != digest:
-            raise RouterError(
-                "idempotency_conflict", f"request_id {request_id!r} was already used with a different body"
-            )
-        return hit[1]
 
-    def record(self, request_id: str, digest: str, reply: BaseModel, limit: int) -> None:
-        self.replies[request_id] = (digest, reply)
-        while len(self.replies) > limit:
-            self.replies.popitem(last=False)
+class SessionStore(abc.ABC):
+    """The store contract (module docstring). ``len(store)``: sessions held, as last seen by this process."""
 
-
-class SessionStore:
     def __init__(self, *, max_sessions: int, ttl_s: float, records: int) -> None:
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s
         self.records = records
-        self._sessions: dict[str, Session] = {}
-        self._creates: OrderedDict[tuple[str, str], tuple[str, BaseModel]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._sessions)
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @staticmethod
     def new_id() -> str:
         return "s_" + uuid.uuid4().hex
 
+    def lock_for(self, session_id: str) -> asyncio.Lock:
+        """This process's lock for a session id (one while any loaded copy of the session is alive)."""
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[session_id] = lock
+        return lock
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    async def add(self, session: Session) -> None: ...
+
+    @abc.abstractmethod
+    async def get(self, session_id: str, tenant: str) -> Session: ...
+
+    @abc.abstractmethod
+    async def refresh(self, session: Session) -> None: ...
+
+    @abc.abstractmethod
+    async def remove(self, session_id: str, tenant: str) -> None: ...
+
+    @abc.abstractmethod
+    async def replay(self, session: Session, request_id: str, digest: str) -> BaseModel | None: ...
+
+    @abc.abstractmethod
+    async def commit(self, session: Session, content: Content, request_id: str, digest: str, reply: BaseModel) -> bool: ...
+
+    @abc.abstractmethod
+    async def create_replay(self, tenant: str, request_id: str, digest: str) -> BaseModel | None: ...
+
+    @abc.abstractmethod
+    async def create_record(self, tenant: str, request_id: str, digest: str, reply: BaseModel) -> BaseModel: ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers (always, for one in this process)."""
+        return True
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, default is nothing to release
+        """Release connections (default: none)."""
+
+
+def replayed(hit: bytes | None, request_id: str, digest: str) -> BaseModel | None:
+    if hit is None:
+        return None
+    recorded_digest, reply = decode_reply(hit)
+    if recorded_digest != digest:
+        raise idempotency_conflict(request_id)
+    return reply
+
+
+class MemorySessionStore(SessionStore):
+    """Sessions in this process's memory: fast, lost on restart, not shared with other router processes."""
+
+    def __init__(self, *, max_sessions: int, ttl_s: float, records: int) -> None:
+        super().__init__(max_sessions=max_sessions, ttl_s=ttl_s, records=records)
+        self._sessions: dict[str, Session] = {}
+        self._replies: dict[str, OrderedDict[str, bytes]] = {}
+        self._creates: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def _drop(self, session_id: str) -> None:
+        del self._sessions[session_id]
+        self._replies.pop(session_id, None)
+
     def _expire(self) -> None:
         now = time.monotonic()
         for sid in [s.id for s in self._sessions.values() if now - s.last_used > self.ttl_s and not s.lock.locked()]:
-            del self._sessions[sid]
+            self._drop(sid)
 
-    def add(self, session: Session) -> None:
+    async def add(self, session: Session) -> None:
         self._expire()
         if len(self._sessions) >= self.max_sessions:
             raise RouterError("rate_limited", f"the router holds its maximum of {self.max_sessions} sessions")
+        session.lock = self.lock_for(session.id)
         self._sessions[session.id] = session
+        self._replies[session.id] = OrderedDict()
 
-    def get(self, session_id: str, tenant: str) -> Session:
+    async def get(self, session_id: str, tenant: str) -> Session:
         session = self._sessions.get(session_id)
         if session is not None and time.monotonic() - session.last_used > self.ttl_s and not session.lock.locked():
-            del self._sessions[session_id]
+            self._drop(session_id)
             session = None
         # Another tenant's session is reported exactly like a missing one.
         if session is None or session.tenant != tenant:
-            raise RouterError("unknown_session", f"no session {session_id!r} (never created, deleted or expired)")
+            raise unknown_session(session_id)
         session.last_used = time.monotonic()
         return session
 
-    def holds(self, session: Session) -> bool:
-        return self._sessions.get(session.id) is session
+    async def refresh(self, session: Session) -> None:
+        if self._sessions.get(session.id) is not session:  # deleted or expired while a request waited
+            raise RouterError("unknown_session", f"session {session.id!r} was deleted or expired")
 
-    def remove(self, session_id: str, tenant: str) -> Session:
-        session = self.get(session_id, tenant)
-        del self._sessions[session_id]
-        return session
+    async def remove(self, session_id: str, tenant: str) -> None:
+        await self.get(session_id, tenant)
+        self._drop(session_id)
 
-    def create_replay(self, tenant: str, request_id: str, digest: str) -> BaseModel | None:
-        hit = self._creates.get((tenant, request_id))
-        if hit is None:
-            return None
-        if hit[0] != digest:
-            raise RouterError("idempotency_conflict", f"request_id {request_id!r} was already used with a different body")
-        return hit[1]
+    async def replay(self, session: Session, request_id: str, digest: str) -> BaseModel | None:
+        return replayed(self._replies.get(session.id, {}).get(request_id), request_id, digest)
 
-    def create_record(self, tenant: str, request_id: str, digest: str, reply: BaseModel) -> None:
-        self._creates[(tenant, request_id)] = (digest, reply)
+    async def commit(self, session: Session, content: Content, request_id: str, digest: str, reply: BaseModel) -> bool:
+        await self.refresh(session)
+        replies = self._replies[session.id]
+        replies[request_id] = encode_reply(digest, reply)
+        while len(replies) > self.records:
+            replies.popitem(last=False)
+        session.content = content
+        session.version += 1
+        return True
+
+    async def create_replay(self, tenant: str, request_id: str, digest: str) -> BaseModel | None:
+        return replayed(self._creates.get((tenant, request_id)), request_id, digest)
+
+    async def create_record(self, tenant: str, request_id: str, digest: str, reply: BaseModel) -> BaseModel:
+        self._creates[(tenant, request_id)] = encode_reply(digest, reply)
         while len(self._creates) > self.max_sessions:
             self._creates.popitem(last=False)
+        return reply
+
+
+def open_store(url: str, *, max_sessions: int, ttl_s: float, records: int) -> SessionStore:
+    """``memory`` -> :class:`MemorySessionStore`; ``redis://``, ``rediss://`` or ``unix://`` -> Redis."""
+    if url == "memory":
+        return MemorySessionStore(max_sessions=max_sessions, ttl_s=ttl_s, records=records)
+    from router.sessions.redis_store import RedisSessionStore
+
+    return RedisSessionStore(url, max_sessions=max_sessions, ttl_s=ttl_s, records=records)
