@@ -12,6 +12,16 @@ only string / number values there), which vLLM copies into ``SamplingParams.extr
                     "xedge_pin_ttl_s": 600, "xedge_pin_tokens": 512}}
 
 Offline callers may pass the same keys, or one nested dict ``{"xedge": {"category": ...}}``.
+
+Edge-session keys (session-aware eviction, docs/prefix_cache.md "Session-aware eviction"): the router
+sends, with every engine call it makes for an edge session, ``xedge_session`` (an opaque key of the
+session, not its id), ``xedge_session_ttl_s`` (seconds the session lives without another call: the
+engine treats it as closed after that), optionally ``xedge_session_final`` (1: the session ends with
+this call) and ``xedge_closed_sessions`` (comma-separated keys of sessions closed, by DELETE, since
+the router's previous call to this replica: a close is announced on the next call, whoever's it is)::
+
+    {"vllm_xargs": {"xedge_category": "edge-session", "xedge_session": "3f1c...", "xedge_session_ttl_s": 3600,
+                    "xedge_closed_sessions": "9ab0...,77de..."}}
 """
 
 from __future__ import annotations
@@ -23,12 +33,26 @@ from typing import Any
 
 DEFAULT_CATEGORY = "default"
 XARG_PREFIX = "xedge_"
-_FIELDS = ("category", "tenant", "pin_ttl_s", "pin_tokens")
+_FIELDS = (
+    "category",
+    "tenant",
+    "pin_ttl_s",
+    "pin_tokens",
+    "session",
+    "session_ttl_s",
+    "session_final",
+    "closed_sessions",
+)
 _PREFIX = XARG_PREFIX
 KEY_CATEGORY = XARG_PREFIX + "category"
 KEY_TENANT = XARG_PREFIX + "tenant"
 KEY_PIN_TTL_S = XARG_PREFIX + "pin_ttl_s"
 KEY_PIN_TOKENS = XARG_PREFIX + "pin_tokens"
+KEY_SESSION = XARG_PREFIX + "session"
+KEY_SESSION_TTL_S = XARG_PREFIX + "session_ttl_s"
+KEY_SESSION_FINAL = XARG_PREFIX + "session_final"
+KEY_CLOSED_SESSIONS = XARG_PREFIX + "closed_sessions"
+MAX_CLOSED_SESSIONS = 32  # per request; the router carries the rest on later requests
 
 
 class InvalidRequestMeta(ValueError):
@@ -39,12 +63,20 @@ class InvalidRequestMeta(ValueError):
 class RequestMeta:
     """category: reuse class of the request (e.g. ``chat-first``, ``chat-followup``, ``api``).
     tenant: who sent it (metrics only). pin_ttl_s: pin the prompt prefix this long after each use.
-    pin_tokens: how many leading prompt tokens to pin (None: the whole prompt)."""
+    pin_tokens: how many leading prompt tokens to pin (None: the whole prompt).
+    session: the edge session the request belongs to (an opaque key), None for other traffic.
+    session_ttl_s: the session is closed if no request of it comes within this many seconds.
+    session_final: the session ends with this request.
+    closed_sessions: keys of other sessions closed since the router's previous request here."""
 
     category: str = DEFAULT_CATEGORY
     tenant: str | None = None
     pin_ttl_s: float | None = None
     pin_tokens: int | None = None
+    session: str | None = None
+    session_ttl_s: float | None = None
+    session_final: bool = False
+    closed_sessions: tuple[str, ...] = ()
 
     def pin_until(self, offset: int, block_tokens: int, now: float) -> float | None:
         """The pin expiry for prefix block ``offset`` of this request, or None when it is not pinned."""
@@ -83,7 +115,34 @@ def parse_request_meta(extra_args: Mapping[str, Any] | None) -> RequestMeta:
         tenant=_text(raw, "tenant", None),
         pin_ttl_s=_positive(raw, "pin_ttl_s", float),
         pin_tokens=_positive(raw, "pin_tokens", int),
+        session=_text(raw, "session", None),
+        session_ttl_s=_positive(raw, "session_ttl_s", float),
+        session_final=_flag(raw, "session_final"),
+        closed_sessions=_key_list(raw, "closed_sessions"),
     )
+
+
+def _flag(raw: dict[str, Any], field: str) -> bool:
+    value = raw.get(field)
+    if value is None:
+        return False
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    raise InvalidRequestMeta(f"xedge {field} must be 0 or 1, got {value!r}")
+
+
+def _key_list(raw: dict[str, Any], field: str) -> tuple[str, ...]:
+    value = raw.get(field)
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, str):
+        raise InvalidRequestMeta(f"xedge {field} must be a comma-separated string, got {value!r}")
+    keys = tuple(value.split(","))
+    if len(keys) > MAX_CLOSED_SESSIONS or not all(0 < len(k) <= 64 for k in keys):
+        raise InvalidRequestMeta(
+            f"xedge {field} must hold 1 to {MAX_CLOSED_SESSIONS} non-empty keys of <= 64 chars, got {value[:200]!r}"
+        )
+    return keys
 
 
 def _text(raw: dict[str, Any], field: str, default: str | None) -> str | None:
@@ -119,6 +178,18 @@ def encode_request_meta(meta: RequestMeta) -> tuple[tuple[str, str | int | float
         pairs.append((KEY_PIN_TTL_S, meta.pin_ttl_s))
     if meta.pin_tokens is not None:
         pairs.append((KEY_PIN_TOKENS, meta.pin_tokens))
+    if meta.session is not None:
+        pairs.append((KEY_SESSION, meta.session))
+    if meta.session_ttl_s is not None:
+        pairs.append((KEY_SESSION_TTL_S, meta.session_ttl_s))
+    if meta.session_final:
+        pairs.append((KEY_SESSION_FINAL, 1))
+    if meta.closed_sessions:
+        if len(meta.closed_sessions) > MAX_CLOSED_SESSIONS:
+            raise ValueError(
+                f"at most {MAX_CLOSED_SESSIONS} closed sessions per request, got {len(meta.closed_sessions)}"
+            )
+        pairs.append((KEY_CLOSED_SESSIONS, ",".join(meta.closed_sessions)))
     return tuple(pairs)
 
 

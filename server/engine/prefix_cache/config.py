@@ -24,6 +24,10 @@ class PolicyConfig:
         accesses (the decay of its score).
     guard_margin: the hit-ratio advantage (share of the window's accesses) that ``guarded``'s learned
         expert needs over LRU to take the lead; it doubles each time the learned expert loses the lead.
+    session_share: the largest share of the cache that ``session``'s protected edge sessions may hold.
+    session_inner: the policy ``session`` uses for blocks it does not protect (no session, or none left).
+    session_idle_factor: ``session`` takes protection from a session idle for more than this many mean
+        gaps between a session's requests.
     """
 
     pin_share: float = 0.25
@@ -38,6 +42,9 @@ class PolicyConfig:
     density_decay: float = 0.995
     guard_window: float = 4.0
     guard_margin: float = 0.01
+    session_share: float = 0.9
+    session_inner: str = "lru"
+    session_idle_factor: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.pin_share <= 1.0:
@@ -59,6 +66,12 @@ class PolicyConfig:
                 "density_horizon_s must be > 0, density_refresh >= 1 and density_decay in (0, 1], got "
                 f"{self.density_horizon_s}, {self.density_refresh}, {self.density_decay}"
             )
+        if not 0.0 <= self.session_share <= 1.0:
+            raise ValueError(f"session_share must be in [0, 1], got {self.session_share}")
+        if self.session_idle_factor <= 0:
+            raise ValueError(f"session_idle_factor must be > 0, got {self.session_idle_factor}")
+        if self.session_inner == "session":
+            raise ValueError("session_inner cannot be 'session' itself")
         if self.guard_window <= 0 or not 0.0 <= self.guard_margin < 1.0:
             raise ValueError(
                 f"guard_window must be > 0 and guard_margin in [0, 1), got {self.guard_window}, {self.guard_margin}"

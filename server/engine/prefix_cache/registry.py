@@ -20,6 +20,7 @@ POLICIES = LazyRegistry(
         "s3fifo": "server.engine.prefix_cache.s3fifo:S3FIFOPolicy",
         "density": "server.engine.prefix_cache.density:DensityPolicy",
         "guarded": "server.engine.prefix_cache.guarded:GuardedPolicy",
+        "session": "server.engine.prefix_cache.session:SessionPolicy",
     },
     UnknownPolicyError,
 )

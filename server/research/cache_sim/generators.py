@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 
-from client_edge.protocol.engine_xargs import RequestMeta
+from client_edge.protocol.engine_xargs import MAX_CLOSED_SESSIONS, RequestMeta
 from server.research.cache_sim.trace import Trace, turn_category
 
 BLOCK_TOKENS = 64
@@ -32,7 +32,10 @@ class _Builder:
     """Collects (time, content blocks, category, output) requests; ``build`` sorts them by time and
     interns prefix paths as keys, as ``read_trace`` does."""
 
-    requests: list[tuple[float, int, tuple[int, ...], str, int]] = field(default_factory=list)
+    requests: list[tuple[float, int, tuple[int, ...], str, int, RequestMeta | None]] = field(
+        default_factory=list
+    )
+    closes: list[tuple[float, str]] = field(default_factory=list)  # (time, session key) of DELETEs
     _order: Iterator[int] = field(default_factory=count)
     _content: Iterator[int] = field(default_factory=count)
 
@@ -40,15 +43,26 @@ class _Builder:
         """``n`` blocks of content never seen before."""
         return tuple(next(self._content) for _ in range(n))
 
-    def add(self, time_s: float, blocks: tuple[int, ...], category: str, output_tokens: int) -> None:
-        self.requests.append((time_s, next(self._order), blocks, category, output_tokens))
+    def add(
+        self,
+        time_s: float,
+        blocks: tuple[int, ...],
+        category: str,
+        output_tokens: int,
+        meta: RequestMeta | None = None,
+    ) -> None:
+        """One request; ``meta`` (its own metadata, e.g. a session's) replaces the category's."""
+        self.requests.append((time_s, next(self._order), blocks, category, output_tokens, meta))
 
     def build(self) -> Trace:
+        """The trace; a session closed at time t is announced on the first request at or after t (as the
+        router announces a DELETE on its next call to the replica)."""
         self.requests.sort(key=lambda r: (r[0], r[1]))
+        closes = sorted(self.closes, reverse=True)
         paths: dict[tuple[int, int], int] = {}
         metas: dict[str, RequestMeta] = {}
         times, inputs, outputs, keys_out, metas_out = [], [], [], [], []
-        for time_s, _, blocks, category, output in self.requests:
+        for time_s, _, blocks, category, output, own_meta in self.requests:
             keys, parent = [], -1
             for content in blocks:
                 key = paths.get((parent, content))
@@ -56,9 +70,14 @@ class _Builder:
                     key = paths[(parent, content)] = len(paths)
                 keys.append(key)
                 parent = key
-            meta = metas.get(category)
+            meta = own_meta or metas.get(category)
             if meta is None:
                 meta = metas[category] = RequestMeta(category=category)
+            announced = []
+            while closes and closes[-1][0] <= time_s and len(announced) < MAX_CLOSED_SESSIONS:
+                announced.append(closes.pop()[1])
+            if announced:
+                meta = replace(meta, closed_sessions=tuple(announced))
             times.append(time_s)
             inputs.append(len(blocks) * BLOCK_TOKENS)
             outputs.append(output)
@@ -169,6 +188,38 @@ def burst(seed: int, num_requests: int = 4000, chat_rate_per_s: float = 0.5) -> 
                 b.add(bt, b.fresh(rng.randint(4, 12)), "batch", rng.randint(1, 50))
             n += size
             next_burst += rng.expovariate(1 / 60.0)
+    return b.build()
+
+
+def edge_sessions(
+    seed: int,
+    num_sessions: int = 1000,
+    open_rate_per_s: float = 1.0,
+    ttl_s: float = 120.0,
+    delete_share: float = 0.7,
+) -> Trace:
+    """Edge sessions (the router's ``/v1/sessions``): each opens on a context (a shared system prompt
+    and its own 8-24 blocks), escalates a geometric number of times (mean 8) after exponential think
+    times (mean 10 s), each escalation adding one block, then ends: by DELETE (``delete_share``;
+    announced on the next request) or abandoned (the engine sees its TTL run out). Every request of a
+    session carries its key and TTL (``RequestMeta.session``, ``session_ttl_s``)."""
+    rng, b = random.Random(seed), _Builder()
+    system = b.fresh(2)
+    t = 0.0
+    for i in range(num_sessions):
+        t += rng.expovariate(open_rate_per_s)
+        key = f"s{i}"
+        meta = RequestMeta(category="edge-session", session=key, session_ttl_s=ttl_s)
+        context, step_t = system + b.fresh(rng.randint(8, 24)), t
+        b.add(step_t, context, "edge-session", 1, meta)  # create with prefill
+        while True:
+            step_t += rng.expovariate(1 / 10.0)
+            context = context + b.fresh(1)
+            b.add(step_t, context, "edge-session", 4, meta)
+            if rng.random() < 1 / 8:
+                break
+        if rng.random() < delete_share:
+            b.closes.append((step_t + rng.uniform(0.1, 2.0), key))
     return b.build()
 
 

@@ -75,7 +75,7 @@ def test_evict_more_than_candidates_is_refused(name: str) -> None:
 
 
 def test_unknown_policy_lists_valid_names() -> None:
-    with pytest.raises(UnknownPolicyError, match="valid: density, guarded, lru, s3fifo, workload"):
+    with pytest.raises(UnknownPolicyError, match="valid: density, guarded, lru, s3fifo, session, workload"):
         policy_class("lfu")
     with pytest.raises(UnknownPolicyError, match="belady"):
         policy_class("nope", allow_oracle=True)

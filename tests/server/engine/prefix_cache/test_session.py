@@ -1,0 +1,181 @@
+"""``session``: session-aware eviction from the router's session metadata (keys, TTL, closes)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from client_edge.protocol.engine_xargs import RequestMeta
+from server.engine.prefix_cache.config import PolicyConfig
+from server.engine.prefix_cache.registry import create_policy
+
+NONE = RequestMeta()
+
+
+def _session(key: str, ttl: float = 600.0, **kw) -> RequestMeta:
+    return RequestMeta(category="edge-session", session=key, session_ttl_s=ttl, **kw)
+
+
+def _request(policy, blocks: list[int], meta: RequestMeta, now: float) -> None:
+    """Cache blocks (new ones) or hit them (known ones), then free them tail first, as vLLM does."""
+    for offset, block in enumerate(blocks):
+        if policy.knows(block):
+            policy.on_hit(block, meta, now)
+        else:
+            policy.on_cached(block, offset, meta, now, block)
+    for block in reversed(blocks):
+        policy.on_freed(block, meta, now)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_contract_with_random_session_events(seed: int) -> None:
+    rng = random.Random(seed)
+    policy = create_policy("session", 48, 16, PolicyConfig(session_share=0.5))
+    in_use: dict[int, int] = {}
+    free: set[int] = set()
+    next_id, now = 0, 0.0
+    keys = [f"s{i}" for i in range(6)]
+    for _ in range(4000):
+        now += rng.random()
+        meta = rng.choice(
+            [
+                NONE,
+                _session(rng.choice(keys), ttl=rng.choice([5.0, 50.0])),
+                _session(rng.choice(keys), session_final=True),
+                RequestMeta(closed_sessions=(rng.choice(keys),)),
+            ]
+        )
+        op = rng.random()
+        if op < 0.3:
+            block, next_id = next_id, next_id + 1
+            policy.on_cached(block, rng.randrange(8), meta, now, block)
+            in_use[block] = 1
+        elif op < 0.5 and free:
+            block = rng.choice(sorted(free))
+            free.discard(block)
+            policy.on_hit(block, meta, now)
+            in_use[block] = 1
+        elif op < 0.55 and in_use:
+            block = rng.choice(sorted(in_use))
+            policy.on_hit(block, meta, now)
+            in_use[block] += 1
+        elif op < 0.8 and in_use:
+            block = rng.choice(sorted(in_use))
+            in_use[block] -= 1
+            if in_use[block] == 0:
+                del in_use[block]
+                free.add(block)
+                policy.on_freed(block, meta, now)
+        elif op < 0.95 and free:
+            n = rng.randrange(1, len(free) + 1)
+            victims = policy.evict(n, now)
+            assert len(victims) == n == len(set(victims)) and set(victims) <= free
+            free -= set(victims)
+        elif free:
+            block = rng.choice(sorted(free))
+            policy.on_dropped(block)
+            free.discard(block)
+        assert len(policy) == len(free)
+        policy.check_integrity()
+
+
+def test_closed_session_goes_first_then_unprotected_then_protected() -> None:
+    policy = create_policy("session", 100, 16, PolicyConfig(session_share=0.2))  # 20 protected blocks
+    _request(policy, [1, 2, 3], _session("a"), 1.0)  # protected (fits the budget)
+    _request(policy, [10, 11], NONE, 2.0)  # no session
+    _request(policy, [20, 21], _session("b"), 3.0)  # protected too
+    _request(
+        policy,
+        [30],
+        NONE,
+        4.0,
+    )
+    _request(policy, [31], RequestMeta(closed_sessions=("b",)), 5.0)  # DELETE of b announced
+    victims = policy.evict(8, 6.0)
+    assert victims[:2] == [21, 20]  # closed b, in the order it was freed
+    assert victims[2:5] == [11, 10, 30]  # then lru among the rest (no session; freed tail first)
+    assert victims[5] == 31
+    assert victims[6:] == [3, 2]  # protected a last, deepest block first
+    assert policy.sessions_closed == 1
+
+
+def test_live_session_survives_a_flood_that_lru_loses() -> None:
+    for name, survives in (("session", True), ("lru", False)):
+        policy = create_policy(name, 40, 16)
+        context = list(range(10))
+        _request(policy, context, _session("edge"), 0.0)
+        block = 100
+        for t in range(1, 60):  # one-off prompts, 3x the cache in all
+            _request(policy, [block, block + 1], NONE, float(t))
+            block += 2
+            overflow = policy.num_cached() - 40
+            if overflow > 0:
+                policy.evict(overflow, float(t))
+        assert all(policy.knows(b) for b in context) is survives, name
+
+
+def test_ttl_expiry_closes_the_session() -> None:
+    policy = create_policy("session", 100, 16)
+    _request(policy, [1, 2], _session("a", ttl=10.0), 0.0)
+    _request(policy, [5], NONE, 1.0)
+    assert policy.evict(1, 5.0) == [5]  # a is live and protected
+    _request(policy, [6], NONE, 6.0)
+    assert policy.evict(2, 11.0) == [2, 1]  # a expired at 10 s: its blocks go first
+    assert policy.sessions_expired == 1
+
+
+def test_protection_stays_within_the_share() -> None:
+    policy = create_policy("session", 10, 16, PolicyConfig(session_share=0.5))
+    _request(policy, [1, 2, 3], _session("a"), 0.0)
+    _request(policy, [4, 5, 6], _session("b"), 1.0)  # protected at its first block, then 3 + 3 > 5
+    _request(policy, [7], NONE, 2.0)
+    assert policy.evict(4, 3.0) == [6, 7, 5, 4]  # b's tail down to the budget, lru, then b
+    policy.check_integrity()
+
+
+def test_final_request_closes_its_session() -> None:
+    policy = create_policy("session", 100, 16)
+    _request(policy, [1, 2], _session("a", session_final=True), 0.0)
+    _request(policy, [3], NONE, 1.0)
+    assert policy.evict(2, 2.0) == [2, 1]
+
+
+def test_bad_session_config_is_refused() -> None:
+    with pytest.raises(ValueError, match="session_share must be in"):
+        PolicyConfig(session_share=1.5)
+    with pytest.raises(ValueError, match="session_inner cannot be 'session'"):
+        PolicyConfig(session_inner="session")
+
+
+def test_idle_session_loses_protection() -> None:
+    policy = create_policy("session", 100, 16, PolicyConfig(session_idle_factor=2.0))
+    for t in (0.0, 10.0, 20.0):  # session b: requests 10 s apart, so the mean gap is 10 s
+        _request(policy, [50 + int(t)], _session("b"), t)
+    _request(policy, [1, 2], _session("a"), 20.0)
+    _request(policy, [3], NONE, 21.0)
+    assert policy.evict(1, 25.0) == [3]  # a idle 5 s: still protected
+    _request(policy, [4], NONE, 26.0)
+    # a and b idle 25 s > 2 x 10 s: their blocks went stale and go before lru's block 4
+    assert set(policy.evict(5, 45.0)) == {1, 2, 50, 60, 70}
+    assert policy.evict(1, 45.0) == [4]
+    assert policy.sessions_idled >= 1
+
+
+def test_session_keys_round_trip_and_bad_values_are_refused() -> None:
+    from client_edge.protocol.engine_xargs import InvalidRequestMeta, encode_request_meta, parse_request_meta
+
+    meta = _session("3f1c", ttl=60.0, session_final=True, closed_sessions=("a1", "b2"))
+    xargs = dict(encode_request_meta(meta))
+    assert xargs["xedge_closed_sessions"] == "a1,b2" and xargs["xedge_session_final"] == 1
+    assert parse_request_meta(xargs) == meta
+    for bad in (
+        {"xedge_session": ""},
+        {"xedge_session_ttl_s": 0},
+        {"xedge_session_final": "yes"},
+        {"xedge_closed_sessions": 5},
+        {"xedge_closed_sessions": "a,,b"},
+        {"xedge_closed_sessions": ",".join(f"k{i}" for i in range(33))},
+    ):
+        with pytest.raises(InvalidRequestMeta, match="xedge "):
+            parse_request_meta(bad)
