@@ -184,6 +184,7 @@ class EdgeService:
         session = await self.store.get(session_id, tenant)
         async with session.lock:
             await self.store.remove(session_id, tenant)
+            self.engine.session_events.closed(session.replica, tenant, session_id)
 
     @observed("sync")
     async def sync(self, session_id: str, req: SyncRequest, tenant: str) -> SessionResponse:

@@ -26,6 +26,7 @@ from router.engine.base import (
     ModelInfo,
 )
 from router.errors import RouterError
+from router.session_events import SessionEvents, session_key
 from router.sessions.store import Session
 from router.settings import RouterSettings
 from router.tenancy import tenant_cache_salt
@@ -52,6 +53,7 @@ class SessionEngine:
         self.model = model
         self.max_draft = settings.max_draft
         self._verify_ready: set[int] = set()  # replicas where require_verify_processor passed
+        self.session_events = SessionEvents()  # session-aware eviction: closes to announce per replica
 
     def salt(self, tenant: str) -> str | None:
         if not self.settings.tenant_cache_salt:
@@ -105,9 +107,19 @@ class SessionEngine:
             cache_salt=self.salt(session.tenant),
             # Every call of an edge session re-reads the session's whole prefix: tell the eviction policy
             # which reuse class it belongs to (client_edge/protocol/engine_xargs.py).
-            request_meta=(*encode_request_meta(RequestMeta(category=EDGE_SESSION_CATEGORY, tenant=session.tenant)), *extra_meta),
+            request_meta=(*encode_request_meta(self._session_meta(session)), *extra_meta),
         )
         return await self._call(session.replica, call, "")
+
+    def _session_meta(self, session: Session) -> RequestMeta:
+        """The session's reuse class, key and TTL, plus the closes queued for its replica (router/session_events.py)."""
+        return RequestMeta(
+            category=EDGE_SESSION_CATEGORY,
+            tenant=session.tenant,
+            session=session_key(session.tenant, session.id),
+            session_ttl_s=self.settings.session_ttl_s,
+            closed_sessions=self.session_events.take(session.replica),
+        )
 
     async def _call(self, replica: int, call: GenerateCall, what: str) -> GenerateResult:
         try:
