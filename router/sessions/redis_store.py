@@ -41,10 +41,11 @@ from router.sessions.store import Session, SessionStore, idempotency_conflict, r
 log = logging.getLogger("router")
 T = TypeVar("T")
 
-#: Seconds to connect / to wait for an answer, and retries of one call: a dead store answers 503 in ~2 s.
+#: Seconds to connect / to wait for an answer, and retries of one call (a connection reset, a timeout):
+#: a store that refuses connections answers 503 at once, one that hangs in ~2 s.
 CONNECT_TIMEOUT_S = 1.0
-SOCKET_TIMEOUT_S = 2.0
-RETRIES = 2
+SOCKET_TIMEOUT_S = 1.0
+RETRIES = 1
 LIVE = "xedge:live"
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
