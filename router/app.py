@@ -77,7 +77,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         clients = list(engines) if engines is not None else [
-            VLLMHttpEngine(url, timeout_s=settings.engine_timeout_s, model=settings.served_model)
+            VLLMHttpEngine(url, timeout_s=settings.engine_timeout_s, model=settings.served_model,
+                           api_key=settings.vllm_api_key)
             for url in settings.vllm_urls
         ]
         started: list[RouterExtension] = []
@@ -113,7 +114,7 @@ def create_app(
     for module in (info, sessions, escalate, verify, sync):
         app.include_router(module.router)
     # Extensions' middleware wraps the body limit, so their metrics also see 413s.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     for ext in extensions:
         ext.install(app)
     return app

@@ -40,14 +40,15 @@ def parse_api_keys(spec: str) -> dict[str, str]:
 
 
 def check_api_keys(keys: Mapping[str, str]) -> None:
-    """Every tenant is 1-64 chars of [A-Za-z0-9._-]; every key has >= 16 non-blank characters."""
-    for key, tenant in keys.items():
+    """Every tenant is 1-64 chars of [A-Za-z0-9._-]; every key has >= 16 non-blank characters.
+
+    Errors name the entry by position only: a malformed list (say, tenant and key swapped) must not put
+    key material into a log line."""
+    for n, (key, tenant) in enumerate(keys.items()):
         if not _valid_tenant(tenant):
-            raise ValueError(f"api_keys: tenant {tenant!r} must be 1-64 characters of [A-Za-z0-9._-]")
+            raise ValueError(f"api_keys entry {n}: the tenant must be 1-64 characters of [A-Za-z0-9._-]")
         if len(key) < MIN_KEY_CHARS or any(c.isspace() for c in key):
-            raise ValueError(
-                f"api_keys: the key of tenant {tenant!r} must have at least {MIN_KEY_CHARS} characters and no blanks"
-            )
+            raise ValueError(f"api_keys entry {n}: the key must have at least {MIN_KEY_CHARS} characters and no blanks")
 
 
 def _digest(key: str) -> str:
@@ -63,6 +64,15 @@ class KeyAuth:
         check_api_keys(keys)
         self._tenants = {_digest(k): t for k, t in keys.items()}
         self.limiter = limiter
+
+    def tenant_of(self, authorization: str | None) -> str | None:
+        """The tenant of a valid ``Bearer`` header, else None (nothing charged)."""
+        if authorization is None:
+            return None
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return None
+        return self._tenants.get(_digest(key.strip()))
 
     def authenticate(self, authorization: str | None) -> str:
         if authorization is None:

@@ -1,7 +1,12 @@
-"""ASGI middleware: request body size limit (413 before the app sees the body) and the protocol header."""
+"""ASGI middleware: request body size limit (413 before the app sees the body), body deadline (408 for
+a body that stalls), and the protocol header.
+
+A request whose client disconnects before its body is complete never reaches the app (it used to run on
+the partial body)."""
 
 from __future__ import annotations
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from client_edge.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, ErrorInfo
@@ -9,11 +14,13 @@ from router.errors import error_response
 
 
 class BodyLimitMiddleware:
-    """Buffers at most ``max_bytes`` of each request body; a larger one is answered 413 ``body_too_large``."""
+    """Buffers at most ``max_bytes`` of each request body; a larger one is answered 413 ``body_too_large``,
+    one not complete within ``timeout_s`` 408 ``body_timeout``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -26,17 +33,22 @@ class BodyLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send, size)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        with anyio.move_on_after(self.timeout_s) as deadline:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away before its body was complete: nothing to run
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    await self._reject(scope, receive, send, size)
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+        if deadline.cancelled_caught:
+            info = ErrorInfo(code="invalid_request", message=f"the request body did not arrive within {self.timeout_s:g} s")
+            await error_response(408, info)(scope, receive, send)
+            return
         body = b"".join(chunks)
         sent = False
 

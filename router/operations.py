@@ -15,7 +15,9 @@ from router.api import openai, ops
 from router.app import RouterExtension
 from router.auth import KeyAuth, keyed_tenant
 from router.deps import get_tenant
+from router.gate import AuthGateMiddleware
 from router.metrics import GaugeCollector, MetricsMiddleware, RouterMetrics
+from router.openapi_doc import install_openapi
 from router.prefix_cache_metrics import PrefixCacheCollector
 from router.proxy import OpenAIProxy
 from router.ratelimit import TokenBucketLimiter
@@ -34,11 +36,18 @@ class OperationsExtension(RouterExtension):
         app.state.metrics = self.metrics
         app.include_router(openai.router)
         app.include_router(ops.router)
-        app.add_middleware(MetricsMiddleware, metrics=self.metrics)
         if s.api_keys:
             limiter = TokenBucketLimiter(s.rate_limit_rps, s.rate_limit_burst) if s.rate_limit_rps > 0 else None
             app.state.key_auth = KeyAuth(s.api_keys, limiter)
             app.dependency_overrides[get_tenant] = keyed_tenant
+            failures = TokenBucketLimiter(s.auth_failure_rps, s.auth_failure_burst, max_keys=100_000)
+            # Outside the body limit (added at build time), so a request without a valid key never has its
+            # body read; inside the metrics, which count its 401.
+            app.add_middleware(
+                AuthGateMiddleware, auth=app.state.key_auth, open_paths=frozenset(s.open_paths), failures=failures
+            )
+        app.add_middleware(MetricsMiddleware, metrics=self.metrics)
+        install_openapi(app, s)
         registry = self.metrics.registry
 
         def live_sessions() -> float | None:

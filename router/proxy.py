@@ -60,7 +60,10 @@ class OpenAIProxy:
         self.metrics = metrics
         self.ring = HashRing(settings.vllm_urls)
         timeout = httpx.Timeout(settings.engine_timeout_s, connect=5.0)
-        self.clients = [httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout) for url in settings.vllm_urls]
+        headers = {"Authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else None
+        self.clients = [
+            httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout, headers=headers) for url in settings.vllm_urls
+        ]
 
     async def aclose(self) -> None:
         for client in self.clients:
@@ -83,8 +86,12 @@ class OpenAIProxy:
             body = json.loads(raw)
         except ValueError as exc:
             raise RouterError("invalid_request", f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RouterError("invalid_request", "the request body nests JSON too deeply") from None
         if not isinstance(body, dict):
             raise RouterError("invalid_request", f"the request body must be a JSON object, got {type(body).__name__}")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            raise RouterError("invalid_request", f"stream must be true or false, got {body['stream']!r}")
         if self.settings.tenant_cache_salt:
             if "cache_salt" in body:
                 raise RouterError(
@@ -106,7 +113,10 @@ class OpenAIProxy:
     async def post(self, path: str, raw: bytes, tenant: str) -> Response:
         body = self.prepare(raw, tenant)
         client = self.pick(tenant, body.get("user"))
-        content = json.dumps(body).encode()
+        try:
+            content = json.dumps(body).encode()  # ASCII: a lone surrogate travels as an escape, as it came
+        except (RecursionError, ValueError) as exc:
+            raise RouterError("invalid_request", f"the request body cannot be forwarded: {exc}") from None
         if body.get("stream") is True:
             return await self._stream(client, path, content)
         try:
@@ -142,7 +152,7 @@ class OpenAIProxy:
                 # Headers are sent: report the break in-band, as OpenAI streams do (the client raises).
                 log.warning("stream from %s broke: %r", client.base_url, exc)
                 self.metrics.errors.labels("engine_stream_broken").inc()
-                error = {"message": f"the vLLM replica's stream broke: {exc!r}", "type": "engine_unavailable", "code": 503}
+                error = {"message": "the vLLM replica's stream broke", "type": "engine_unavailable", "code": 503}
                 yield f"data: {json.dumps({'error': error})}\n\n".encode()
             finally:
                 await upstream.aclose()
@@ -154,9 +164,12 @@ class OpenAIProxy:
             headers={"cache-control": "no-cache"},
         )  # fmt: skip
 
-    @staticmethod
-    def _unavailable(client: httpx.AsyncClient, path: str, exc: Exception) -> RouterError:
-        return RouterError("engine_unavailable", f"vLLM replica {client.base_url} unreachable on {path}: {exc!r}")
+    def _unavailable(self, client: httpx.AsyncClient, path: str, exc: Exception) -> RouterError:
+        replica = self.clients.index(client)
+        log.warning("replica %d (%s) unreachable on %s: %r", replica, client.base_url, path, exc)  # the URL stays in the log
+        return RouterError(
+            "engine_unavailable", f"vLLM replica {replica} unreachable on {path} ({type(exc).__name__})", retry_after_s=1.0
+        )
 
 
 def _json_field(content: bytes, name: str) -> object:

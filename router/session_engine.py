@@ -8,6 +8,7 @@ calls on the session's replica.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from router.tenancy import tenant_cache_salt
 from router.tokenizer import CloudTokenizer
 
 T = TypeVar("T")
+log = logging.getLogger("router")
 
 # The eviction-policy category of every engine call made for an edge session (sent to vLLM as vllm_xargs).
 EDGE_SESSION_CATEGORY = "edge-session"
@@ -125,9 +127,16 @@ class SessionEngine:
         try:
             return await self.engines[replica].generate(call)
         except EngineUnavailableError as exc:
-            raise RouterError("engine_unavailable", str(exc)) from exc
+            log.warning("replica %d (%s) unavailable: %s", replica, self.settings.vllm_urls[replica], exc)
+            raise RouterError("engine_unavailable", f"{what}{self._public(replica, exc)}", retry_after_s=1.0) from exc
         except EngineError as exc:
-            raise RouterError("engine_error", f"{what}{exc}") from exc
+            log.warning("replica %d (%s) error: %s", replica, self.settings.vllm_urls[replica], exc)
+            raise RouterError("engine_error", f"{what}{self._public(replica, exc)}") from exc
+
+    def _public(self, replica: int, exc: Exception) -> str:
+        """The engine's message without the replica's internal URL (the log keeps it)."""
+        url = self.settings.vllm_urls[replica]
+        return str(exc).replace(url.rstrip("/"), f"replica {replica}").replace(url, f"replica {replica}")
 
     async def require_verify_processor(self, session: Session) -> None:
         """Raise ``unsupported`` unless the session's replica runs xedge's verify logits processor.

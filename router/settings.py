@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,8 @@ class RouterSettings(BaseSettings):
     ``tenant_cache_salt``: salt vLLM's prefix cache per tenant (no cross-tenant hits or timing).
     """
 
-    model_config = SettingsConfigDict(env_prefix="XEDGE_ROUTER_", frozen=True, extra="forbid")
+    # hide_input_in_errors: a malformed api_keys value must not be echoed (with the keys in it) into logs.
+    model_config = SettingsConfigDict(env_prefix="XEDGE_ROUTER_", frozen=True, extra="forbid", hide_input_in_errors=True)
 
     vllm_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["http://127.0.0.1:8000"], min_length=1)
     served_model: str | None = None
@@ -32,6 +34,8 @@ class RouterSettings(BaseSettings):
     engine_timeout_s: float = Field(120.0, gt=0)
     startup_timeout_s: float = Field(60.0, ge=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body not complete within this is answered 408")
+    max_connections: int = Field(4096, ge=1, description="connections and requests at once (uvicorn); more get 503")
     max_k: int = Field(64, ge=1, le=MAX_K)
     max_top_n: int = Field(MAX_TOP_N, ge=0, le=MAX_TOP_N)
     max_draft: int = Field(16, ge=1, le=MAX_DRAFT)
@@ -49,7 +53,11 @@ class RouterSettings(BaseSettings):
         32, ge=1, description="text mode: text longer than this many characters per allowed token is refused untokenised"
     )
     tenant_cache_salt: bool = True
-    cache_salt_secret: str = Field("xedge-dev-salt", min_length=8)
+    cache_salt_secret: str = Field(
+        default_factory=lambda: secrets.token_urlsafe(32), min_length=8, repr=False,
+        description="secret of the tenants' cache salts; default: random per router process (`xedge serve`: per stack)",
+    )  # fmt: skip
+    vllm_api_key: str | None = Field(None, repr=False, description="key of the vLLM replicas' port (vLLM --api-key)")
     text_holdback_tokens: int = Field(2, ge=1, description="text mode: trailing cloud tokens kept re-tokenisable")
     log_level: str = "info"
     # Deployment surface (router.operations): API keys, rate limits, prefix-cache stats for /metrics.
@@ -58,6 +66,12 @@ class RouterSettings(BaseSettings):
     )
     rate_limit_rps: float = Field(0.0, ge=0, description="requests/s per API key (0 = unlimited)")
     rate_limit_burst: int = Field(20, ge=1, description="requests an API key may burst above its rate")
+    open_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/health", "/v1/info"],
+        description="paths served without a key when keys are set (router.gate); comma-separated",
+    )
+    auth_failure_burst: int = Field(20, ge=1, description="failed authentications a client address may make at once")
+    auth_failure_rps: float = Field(0.2, gt=0, description="rate at which a client address regains failed attempts")
     status_dir: Path | None = Field(None, description="the vLLM replicas' XEDGE_STATUS_DIR (prefix-cache stats)")
 
     @field_validator("api_keys", mode="before")
@@ -78,6 +92,13 @@ class RouterSettings(BaseSettings):
     def _store(cls, value: str) -> str:
         if value != "memory" and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"session_store must be 'memory' or a redis://, rediss:// or unix:// URL, not {value!r}")
+        return value
+
+    @field_validator("open_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return json.loads(value) if value.lstrip().startswith("[") else [p.strip() for p in value.split(",") if p.strip()]
         return value
 
     @field_validator("vllm_urls", mode="before")

@@ -23,6 +23,10 @@ class StackSettings(BaseSettings):
     router's verify of sampling sessions needs (without it that verify answers 400). None = on for CPU
     (vLLM's CPU runner is V1 anyway) and off on CUDA: vLLM 0.26+ gives up its V2 model runner whenever a
     custom logits processor is configured (the measured cost: bench/results/verify/vllm_runner_cost.json).
+    `vllm_api_key`: the key of vLLM's local port (the router sends it); None = a random one per stack.
+    `cache_salt_secret`: the secret of the tenants' prefix-cache salts; None = a random one per stack.
+    `allow_open`: let `xedge serve` listen beyond loopback without router API keys (XEDGE_ROUTER_API_KEYS),
+    i.e. trust every caller and take the tenant from a header; refused unless set.
     """
 
     model_config = SettingsConfigDict(env_prefix="XEDGE_", frozen=True, extra="ignore")
@@ -45,6 +49,9 @@ class StackSettings(BaseSettings):
     startup_timeout_s: float = Field(600.0, gt=0)
     router: bool = True
     sampling_verify: bool | None = None
+    vllm_api_key: str | None = Field(None, min_length=16, repr=False)
+    cache_salt_secret: str | None = Field(None, min_length=16, repr=False)
+    allow_open: bool = False
 
     @field_validator("prefix_cache_policy")
     @classmethod

@@ -30,7 +30,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 PROTOCOL_VERSION: Final = 1
 #: Header the router sets on every edge-protocol response.
@@ -61,7 +61,24 @@ class Paths:
 
 
 SessionMode = Literal["token", "text"]
-TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+#: A token id: a JSON integer (strict: "5", 5.0 and true are refused, not coerced).
+TokenId = Annotated[StrictInt, Field(ge=0, lt=2**31)]
+#: A token id as a JSON object key (JSON keys are strings, so "5" is how it arrives).
+TokenIdKey = Annotated[int, Field(ge=0, lt=2**31)]
+
+
+def _unicode_text(value: str) -> str:
+    """Text must be Unicode scalar values: a lone surrogate (JSON "\\ud800") cannot be encoded as UTF-8
+    and would fail every later step (hashing, tokenising, logging)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text holds a lone surrogate at character {exc.start} (not valid Unicode)") from None
+    return value
+
+
+#: Text of the protocol (prompts, deltas, drafts): valid Unicode only.
+Text = Annotated[str, AfterValidator(_unicode_text)]
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 ErrorCode = Literal[
     "invalid_request",  # 422: body failed validation
@@ -196,8 +213,8 @@ class SamplingSettings(_Request):
 class PrefixRef(_Request):
     """A committed prefix: ``length`` units (tokens or code points, per mode) and their hash."""
 
-    length: int = Field(ge=0)
-    hash: str = Field(min_length=1, max_length=64)
+    length: StrictInt = Field(ge=0)
+    hash: Text = Field(min_length=1, max_length=64)
 
 
 class TokenLogprob(_Response):
@@ -272,7 +289,7 @@ class _Delta(_Request):
     """Mixin for requests that append to the committed prefix (ids in token mode, text in text mode)."""
 
     new_token_ids: list[TokenId] = Field(default_factory=list)
-    new_text: str = ""
+    new_text: Text = ""
 
     @model_validator(mode="after")
     def _one_kind(self) -> _Delta:
@@ -287,13 +304,13 @@ class CreateSessionRequest(_Request):
     protocol_version: int = PROTOCOL_VERSION
     request_id: RequestId
     mode: SessionMode = "token"
-    tokenizer_fingerprint: str = Field(
+    tokenizer_fingerprint: Text = Field(
         min_length=1, max_length=128, description="the edge tokenizer's; must equal the cloud's in token mode"
     )
     prompt_token_ids: list[TokenId] = Field(default_factory=list)
-    prompt_text: str = ""
+    prompt_text: Text = ""
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
-    prefill: bool = False
+    prefill: StrictBool = False
 
     @model_validator(mode="after")
     def _prompt_matches_mode(self) -> CreateSessionRequest:
@@ -320,10 +337,10 @@ class EscalateRequest(_Delta):
 
     request_id: RequestId
     base: PrefixRef
-    k: int = Field(1, ge=1, le=MAX_K)
-    top_n: int = Field(0, ge=0, le=MAX_TOP_N)
+    k: StrictInt = Field(1, ge=1, le=MAX_K)
+    top_n: StrictInt = Field(0, ge=0, le=MAX_TOP_N)
     proposal_token_ids: list[TokenId] = Field(default_factory=list)
-    proposal_text: str = ""
+    proposal_text: Text = ""
 
 
 class EscalateResponse(_Response):
@@ -356,9 +373,9 @@ class VerifyRequest(_Delta):
     request_id: RequestId
     base: PrefixRef
     draft_token_ids: list[TokenId] = Field(default_factory=list, max_length=MAX_DRAFT)
-    draft_text: str = ""
-    draft_distributions: list[dict[TokenId, float]] | None = Field(None, max_length=MAX_DRAFT)
-    top_n: int = Field(0, ge=0, le=MAX_TOP_N)
+    draft_text: Text = ""
+    draft_distributions: list[dict[TokenIdKey, float]] | None = Field(None, max_length=MAX_DRAFT)
+    top_n: StrictInt = Field(0, ge=0, le=MAX_TOP_N)
 
     @model_validator(mode="after")
     def _draft(self) -> VerifyRequest:
@@ -406,14 +423,14 @@ class SyncRequest(_Delta):
 
     request_id: RequestId
     base: PrefixRef
-    prefill: bool = True
+    prefill: StrictBool = True
 
 
 class TruncateRequest(_Request):
     """``POST /v1/sessions/{id}/truncate``: keep the first ``length`` committed units."""
 
     request_id: RequestId
-    length: int = Field(ge=0)
+    length: StrictInt = Field(ge=0)
 
 
 class ErrorInfo(_Response):

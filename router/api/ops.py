@@ -27,15 +27,16 @@ async def _replica_ok(client: httpx.AsyncClient) -> bool:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """200 when every replica is healthy, else 503 naming the ones that are not."""
+    """200 when every replica is healthy, else 503 naming (by index: internal URLs stay in the router's
+    settings and logs) the ones that are not."""
     proxy: OpenAIProxy = request.app.state.openai_proxy
     oks = await asyncio.gather(*(_replica_ok(c) for c in proxy.clients))
-    replicas = [{"url": str(c.base_url), "healthy": ok} for c, ok in zip(proxy.clients, oks, strict=True)]
+    replicas = [{"replica": i, "healthy": ok} for i, ok in enumerate(oks)]
     if all(oks):
         return JSONResponse({"status": "ready", "replicas": replicas})
-    down = ", ".join(r["url"] for r in replicas if not r["healthy"])
+    down = ", ".join(f"replica {r['replica']}" for r in replicas if not r["healthy"])
     detail = {"code": "engine_unavailable", "message": f"vLLM replica(s) not healthy: {down}"}
-    return JSONResponse({"detail": detail, "replicas": replicas}, status_code=503)
+    return JSONResponse({"detail": detail, "replicas": replicas}, status_code=503, headers={"Retry-After": "5"})
 
 
 @router.get("/metrics")

@@ -35,10 +35,13 @@ def _parse_token(key: str) -> int:
 class VLLMHttpEngine(EngineClient):
     """One vLLM replica at ``base_url`` (e.g. ``http://127.0.0.1:8000``)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float, model: str | None = None) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float, model: str | None = None, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._model = model
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=5.0))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=5.0), headers=headers
+        )
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from server.launch.process import LaunchError
 from server.models.store import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from server.settings import StackSettings
+
+OPEN_BANNER = """
+[xedge] ==================================================================================
+[xedge]  OPEN: no API keys (XEDGE_ROUTER_API_KEYS). Every caller of {url} is trusted and picks
+[xedge]  its tenant with the X-Xedge-Tenant header: it can read and delete any tenant's sessions.
+[xedge]  Fine on loopback for one user; set keys ('tenant:key,...') before anyone else can connect.
+[xedge] =================================================================================="""
+
+
+def open_listen_refusal(settings: StackSettings, router_keys: str) -> str | None:
+    """Why `xedge serve` must not start (None: it may): listening beyond loopback without API keys,
+    unless ``allow_open`` says so on purpose."""
+    if router_keys or settings.allow_open:
+        return None
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if loopback:
+        return None
+    return (
+        f"refusing to listen on {settings.host} without API keys: anyone who can reach it could use and delete "
+        "every tenant's sessions. Set XEDGE_ROUTER_API_KEYS='tenant:key,...', or pass --allow-open "
+        "(XEDGE_ALLOW_OPEN=1) to run open on purpose"
+    )
 
 
 def one_line(exc: ValidationError) -> str:
@@ -41,11 +71,15 @@ def serve(
         "--sampling-verify/--no-sampling-verify",
         help="Load the verify logits processor (sampling sessions' verify needs it). Default: on for CPU, "
         "off on CUDA, where it moves vLLM off its V2 model runner.")] = None,
+    allow_open: Annotated[bool | None, typer.Option(
+        "--allow-open/--no-allow-open",
+        help="Listen beyond loopback without API keys (every caller trusted). Refused unless given.")] = None,
 ) -> None:
     """Start vLLM (CPU build here, CUDA on a GPU machine) with xedge's plugins, and the router in front."""
     from attention_backend.config import ADDITIONAL_CONFIG_KEY, additional_config_from_flags
     from server.launch.stack import Stack
     from server.launch.supervise import interrupt_on_sigterm, wait_until_stopped
+    from server.launch.vllm_cmd import with_stack_secrets
     from server.settings import StackSettings
 
     try:
@@ -55,7 +89,7 @@ def serve(
         given = dict(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,
             prefix_cache_policy=prefix_cache_policy, kv_cache_gib=kv_cache_gib, max_model_len=max_model_len,
-            block_size=block_size, run_dir=run_dir, sampling_verify=sampling_verify,
+            block_size=block_size, run_dir=run_dir, sampling_verify=sampling_verify, allow_open=allow_open,
         )  # fmt: skip
         # Flags left out fall back to StackSettings (XEDGE_* env, then its defaults): each default is written once.
         settings = StackSettings(xattn=xattn, **{k: v for k, v in given.items() if v is not None})
@@ -66,6 +100,17 @@ def serve(
         typer.echo(f"xedge serve: {exc}", err=True)
         raise typer.Exit(2) from None
 
+    router_keys = os.environ.get("XEDGE_ROUTER_API_KEYS", "").strip()
+    refusal = open_listen_refusal(settings, router_keys)
+    if refusal:
+        typer.echo(f"xedge serve: {refusal}", err=True)
+        raise typer.Exit(2)
+    # Secure defaults: vLLM's local port keyed and the tenants' cache-salt secret random, per stack unless
+    # configured; the router process inherits them through the environment.
+    settings, router_env = with_stack_secrets(settings, os.environ)
+    os.environ.update(router_env)
+    if not router_keys:
+        typer.echo(OPEN_BANNER.format(url=f"http://{settings.host}:{settings.port}"), err=True)
     stack = Stack(settings)
     interrupt_on_sigterm()
     try:

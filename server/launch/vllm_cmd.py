@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from attention_backend.vllm.contract import Requirement
@@ -24,20 +26,34 @@ FLAG_REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("module", API_SERVER_MODULE),
     *(
         Requirement("name", "vllm.envs", env)
-        for env in ("VLLM_PLUGINS", "VLLM_TARGET_DEVICE", "VLLM_NO_USAGE_STATS")
+        for env in ("VLLM_PLUGINS", "VLLM_TARGET_DEVICE", "VLLM_NO_USAGE_STATS", "VLLM_API_KEY")
     ),
     *(Requirement("flag", flag) for flag in VLLM_FLAGS),
 )
 """What the launch relies on in vLLM, checked per version by scripts/vllm_compat_check.py."""
 
-VLLM_KEY_FILE = "vllm-api-key"
-"""File in the stack's status dir holding the key of vLLM's local port (mode 0600; the router reads it)."""
 
 
-def vllm_auth_headers(status_dir: Path) -> dict[str, str]:
+def vllm_auth_headers(settings: StackSettings) -> dict[str, str]:
     """The header a local client needs for the stack's vLLM port (empty when the port has no key)."""
-    path = status_dir / VLLM_KEY_FILE
-    return {"Authorization": f"Bearer {path.read_text().strip()}"} if path.exists() else {}
+    return {"Authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else {}
+
+
+def with_stack_secrets(settings: StackSettings, environ: Mapping[str, str]) -> tuple[StackSettings, dict[str, str]]:
+    """`xedge serve`'s secure defaults: ``settings`` with a random vLLM port key and cache-salt secret where
+    none is configured, and the router's environment entries that hand them over (the router process
+    inherits the environment; an environment variable, unlike a flag, is not in the process list).
+    A secret already set for the router in ``environ`` wins."""
+    router_salt = environ.get("XEDGE_ROUTER_CACHE_SALT_SECRET")
+    settings = settings.model_copy(update={
+        "vllm_api_key": settings.vllm_api_key or secrets.token_urlsafe(32),
+        "cache_salt_secret": settings.cache_salt_secret or router_salt or secrets.token_urlsafe(32),
+    })  # fmt: skip
+    assert settings.vllm_api_key is not None and settings.cache_salt_secret is not None
+    return settings, {
+        "XEDGE_ROUTER_VLLM_API_KEY": settings.vllm_api_key,
+        "XEDGE_ROUTER_CACHE_SALT_SECRET": settings.cache_salt_secret,
+    }
 
 
 def resolve_device(requested: str) -> str:
@@ -87,6 +103,8 @@ def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) 
 
 
 def vllm_env(settings: StackSettings, status_dir: Path, device: str) -> dict[str, str]:
+    """vLLM's environment; with ``settings.vllm_api_key``, vLLM's port requires it (``VLLM_API_KEY``: an
+    environment variable, not a flag, so other local users cannot read it from the process list)."""
     env = {
         "XEDGE_STATUS_DIR": str(status_dir),
         "XEDGE_PREFIX_CACHE_POLICY": settings.prefix_cache_policy,
@@ -99,4 +117,6 @@ def vllm_env(settings: StackSettings, status_dir: Path, device: str) -> dict[str
     }
     if device == "cpu":
         env["VLLM_TARGET_DEVICE"] = "cpu"  # never let platform detection pick the AVX-512 library
+    if settings.vllm_api_key:
+        env["VLLM_API_KEY"] = settings.vllm_api_key
     return env

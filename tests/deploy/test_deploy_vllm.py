@@ -92,9 +92,11 @@ def test_limits_ready_and_metrics(deployed: ComposeStack) -> None:
     with pytest.raises(openai.APIStatusError) as err:  # compose's XEDGE_MAX_BODY_BYTES default: 1 MiB
         client.completions.create(model=model, prompt="x" * (1 << 20), max_tokens=1)
     assert err.value.status_code == 413
-    ready = httpx.get(f"{deployed.router_url}/ready")
+    # From outside the container /ready and /metrics need a key (router.gate); its healthcheck is on loopback.
+    auth = {"Authorization": f"Bearer {KEY_A}"}
+    ready = httpx.get(f"{deployed.router_url}/ready", headers=auth)
     assert ready.status_code == 200 and ready.json()["replicas"][0]["healthy"] is True
-    metrics = httpx.get(f"{deployed.router_url}/metrics").text
+    metrics = httpx.get(f"{deployed.router_url}/metrics", headers=auth).text
     assert 'xedge_router_errors_total{code="body_too_large"}' in metrics
     assert 'xedge_prefix_cache_block_hits_total{' in metrics and 'replica="cloud-cpu"' in metrics
     assert 'route="/v1/completions",status="200"' in metrics

@@ -184,7 +184,8 @@ def test_ready_reports_unreachable_replica(tmp_path: Path) -> None:
         dead = "http://127.0.0.1:9"  # discard port: nothing listens
         env = _start(stack, tmp_path, vllm_urls=[dead])
         r = httpx.get(f"{env.url}/ready")
-        assert r.status_code == 503 and dead in r.json()["detail"]["message"]
+        assert r.status_code == 503 and "replica 0" in r.json()["detail"]["message"]
+        assert dead not in r.text  # internal URLs stay out of replies
         with pytest.raises(openai.InternalServerError) as err:
             env.client().models.list()
         assert err.value.status_code == 503

@@ -24,7 +24,7 @@ def _completion(stack, **extra) -> dict:  # noqa: ANN001
 
 def test_out_of_vocabulary_forced_token_no_longer_kills_the_engine(xedge_stack) -> None:  # noqa: ANN001
     stack = xedge_stack
-    direct = vllm_auth_headers(stack.status_dir)
+    direct = vllm_auth_headers(stack.settings)
     with httpx.Client(timeout=120) as http:
         before = http.post(f"{stack.router_url}/v1/completions", json=_completion(stack))
         assert before.status_code == 200, before.text
