@@ -78,7 +78,7 @@ def serve(
     """Start vLLM (CPU build here, CUDA on a GPU machine) with xedge's plugins, and the router in front."""
     from attention_backend.config import ADDITIONAL_CONFIG_KEY, additional_config_from_flags
     from server.launch.stack import Stack
-    from server.launch.supervise import interrupt_on_sigterm, wait_until_stopped
+    from server.launch.supervise import interrupt_on_sigterm, run_supervised
     from server.launch.vllm_cmd import with_stack_secrets
     from server.settings import StackSettings
 
@@ -125,10 +125,13 @@ def serve(
         typer.echo(f"[xedge] router: {stack.router_url}  (edge API /v1/sessions, docs {stack.router_url}/docs)")
         typer.echo(f"[xedge] ready: serving {stack.served_model_name} at {stack.router_url}")
         sys.stdout.flush()
-        wait_until_stopped(lambda: (stack.vllm, stack.router), lambda m: typer.echo(m, err=True), "xedge serve")
+        # A dead or hung vLLM (or router) is restarted with backoff; the router answers 503 meanwhile.
+        gave_up = not run_supervised(stack.children(), lambda m: typer.echo(m, err=True), "xedge serve")
     finally:
         stack.stop()
         typer.echo("[xedge] stopped")
+    if gave_up:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

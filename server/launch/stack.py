@@ -16,6 +16,7 @@ from types import TracebackType
 from server.launch import plugin_status
 from server.launch.ports import ensure_port_free, free_port
 from server.launch.process import LaunchError, ManagedProcess
+from server.launch.supervise import Child
 from server.launch.vllm_cmd import resolve_device, vllm_argv, vllm_env
 from server.models.store import resolve_model_dir
 from server.settings import StackSettings
@@ -123,6 +124,27 @@ class Stack:
         )
         self.router.start()
         self.router.wait_http_ok(f"{self.router_url}/health", 120.0)
+
+    def restart_vllm(self) -> None:
+        """Stop what is left of vLLM (its whole process group) and start it again on the same port,
+        blocking until it is ready; the router in front keeps running (503 ``engine_unavailable`` meanwhile)."""
+        if self.vllm is not None:
+            self.vllm.stop()
+        self._start_vllm()
+
+    def restart_router(self) -> None:
+        """Stop what is left of the router and start it again on the same port (sessions survive only
+        with a shared store: XEDGE_ROUTER_SESSION_STORE=redis://...)."""
+        if self.router is not None:
+            self.router.stop()
+        self._start_router()
+
+    def children(self) -> list[Child]:
+        """What `xedge serve` supervises: vLLM, and the router when the stack runs one."""
+        kids = [Child("vLLM", lambda: self.vllm, lambda: f"{self.vllm_url}/health", self.restart_vllm)]
+        if self.settings.router:
+            kids.append(Child("router", lambda: self.router, lambda: f"{self.router_url}/health", self.restart_router))
+        return kids
 
     def stop(self) -> None:
         for proc in (self.router, self.vllm):
