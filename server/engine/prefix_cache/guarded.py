@@ -54,6 +54,7 @@ class GuardedPolicy(EvictionPolicy):
         self.leader = "lru"
         self.switches = 0
         self._chain = dict.fromkeys(("lru", *EXPERTS), False)
+        self._pending: list[tuple[int, RequestMeta]] = []  # the current prompt's accesses
 
     def _all(self) -> list[EvictionPolicy]:
         return [self.lru, *self.experts.values()]
@@ -115,13 +116,16 @@ class GuardedPolicy(EvictionPolicy):
     # -- the shadow caches and the leader -----------------------------------------------------------------
     def _access(self, content: int, offset: int, meta: RequestMeta, now: float) -> None:
         """One block access, in prompt order. A shadow scores a hit only while the prompt's prefix has
-        hit so far in that shadow (as the pool counts hits: the contiguous cached prefix)."""
+        hit so far in that shadow (as the pool counts hits: the contiguous cached prefix). A prompt's
+        blocks stay in use in the shadows until the next prompt starts (offset 0), then are freed tail
+        first, as vLLM frees them."""
         chain, first = self._chain, offset == 0
+        if first:
+            self._flush(now)
+        self._pending.append((content, meta))
         shadow = self._shadow_lru
         lru_hit = content in shadow
-        if lru_hit:
-            shadow.move_to_end(content)
-        else:
+        if not lru_hit:
             shadow[content] = None
             if len(shadow) > self.capacity_blocks:
                 shadow.popitem(last=False)
@@ -132,15 +136,25 @@ class GuardedPolicy(EvictionPolicy):
             hit = policy.knows(content)
             if hit:
                 policy.on_hit(content, meta, now)
-            else:
+            elif policy.num_cached() < self.capacity_blocks or len(policy):
                 if policy.num_cached() >= self.capacity_blocks:
                     policy.evict(1, now)
                 policy.on_cached(content, offset, meta, now, content)
-            policy.on_freed(content, meta, now)
             hit = chain[name] = hit and (first or chain[name])
             self.shadow_hits[name] += hit
             scores[name] = scores[name] * decay + (hit - lru_hit)
         self._elect()
+
+    def _flush(self, now: float) -> None:
+        """Free the previous prompt's blocks in the shadows, tail first."""
+        shadow = self._shadow_lru
+        for content, meta in reversed(self._pending):
+            if content in shadow:
+                shadow.move_to_end(content)
+            for policy in self._shadows.values():
+                if policy.knows(content):
+                    policy.on_freed(content, meta, now)
+        self._pending.clear()
 
     def _elect(self) -> None:
         scores, margin = self.scores, self._margin
