@@ -78,7 +78,8 @@ def calibrate_heads(
     """Smallest tau per head (within ``tol``, rounded up) whose selection has mean token recall >= target.
 
     scores: [Hq, nqb, nkb] estimated block masses; mass: [Hq, Lq, nkb] true block masses of the same
-    queries. Returns [Hq] float64 in [0, 1] (tau = 1 keeps every causal block: recall 1).
+    queries. Returns [Hq] float64 in (0, 1] (tau = 1 keeps every causal block: recall 1; a head whose
+    sink + diagonal blocks already reach the target gets ``tol``, the smallest tau a config accepts).
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target: expected a share in (0, 1], got {target!r}")
@@ -88,7 +89,7 @@ def calibrate_heads(
     hi = torch.ones(hq, dtype=torch.float64)
     recall0 = token_recall(mass, select_blocks(scores, 0.0, q_block_offset=first_qb), block_size=block_size, q_offset=q_offset)
     done = recall0.mean(-1).cpu() >= target  # sink + diagonal already enough
-    hi[done] = 0.0
+    hi[done] = tol
     while float((hi - lo).max()) > tol:
         mid = (lo + hi) / 2
         mask = select_blocks(scores, mid, q_block_offset=first_qb)

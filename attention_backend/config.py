@@ -25,10 +25,15 @@ class XAttentionConfig:
     Attributes:
         block_size: B, tokens per block on both the query and the key side.
         stride: S, antidiagonal stride of the estimate; must divide ``block_size``.
-        threshold: tau in [0, 1], the share of each row's *estimated* block mass to keep. A float
+        threshold: tau in (0, 1], the share of each row's *estimated* block mass to keep. A float
             applies to every head; a table ``threshold[layer][head]`` (query heads) gives one per head.
             tau = 1 keeps every causal block (dense attention).
         min_sparse_len: in vLLM, prefill rows whose context has fewer tokens stay dense.
+        dense_above: in vLLM on CUDA, a prefill row whose estimated density (kept / causal blocks, per
+            layer) is above this runs vLLM's dense kernel instead; None = the break-even measured for the
+            card (``attention_backend.break_even``). In (0, 1]; 1 never switches.
+        probe_blocks: on CUDA, the decision is first taken on the last ``probe_blocks`` query blocks of
+            a row (rows longer than twice that), so a dense row pays a fraction of the estimate; 0 = off.
         chunk_tokens: query tokens processed per step by the torch path (bounds peak memory;
             rounded up to a multiple of ``block_size``).
         enabled: False keeps every prefill dense (the vLLM backend then only delegates).
@@ -40,12 +45,16 @@ class XAttentionConfig:
     min_sparse_len: int = 8192
     chunk_tokens: int = 4096
     enabled: bool = True
+    dense_above: float | None = None
+    probe_blocks: int = 8
 
     def __post_init__(self) -> None:
         for name in ("block_size", "stride", "min_sparse_len", "chunk_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"XAttentionConfig.{name}: expected a positive int, got {value!r}")
+        if isinstance(self.probe_blocks, bool) or not isinstance(self.probe_blocks, int) or self.probe_blocks < 0:
+            raise ValueError(f"XAttentionConfig.probe_blocks: expected an int >= 0, got {self.probe_blocks!r}")
         if not isinstance(self.enabled, bool):
             raise ValueError(f"XAttentionConfig.enabled: expected a bool, got {self.enabled!r}")
         if self.block_size % self.stride:
@@ -53,6 +62,11 @@ class XAttentionConfig:
                 f"XAttentionConfig.stride: expected a divisor of block_size={self.block_size}, "
                 f"got {self.stride}"
             )
+        if self.dense_above is not None:
+            if isinstance(self.dense_above, bool) or not isinstance(self.dense_above, int | float):
+                raise ValueError(f"XAttentionConfig.dense_above: expected a density in (0, 1], got {self.dense_above!r}")
+            _check_tau(float(self.dense_above), "dense_above", what="a density")
+            object.__setattr__(self, "dense_above", float(self.dense_above))
         if isinstance(self.threshold, int | float) and not isinstance(self.threshold, bool):
             _check_tau(float(self.threshold), "threshold")
             object.__setattr__(self, "threshold", float(self.threshold))
@@ -61,7 +75,7 @@ class XAttentionConfig:
             object.__setattr__(self, "threshold", table)
         else:
             raise ValueError(
-                f"XAttentionConfig.threshold: expected a float in [0, 1] or a [layers][heads] table, "
+                f"XAttentionConfig.threshold: expected a float in (0, 1] or a [layers][heads] table, "
                 f"got {type(self.threshold).__name__}"
             )
 
@@ -113,9 +127,9 @@ class XAttentionConfig:
         return cls(**data)
 
 
-def _check_tau(value: float, where: str) -> None:
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"XAttentionConfig.{where}: expected tau in [0, 1], got {value!r}")
+def _check_tau(value: float, where: str, what: str = "tau") -> None:
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise ValueError(f"XAttentionConfig.{where}: expected {what} in (0, 1], got {value!r}")
 
 
 def _as_table(rows: Sequence[Any]) -> ThresholdTable:
@@ -148,12 +162,13 @@ def additional_config_from_flags(
     threshold: float | None = None,
     min_len: int | None = None,
     threshold_table: str | Path | None = None,
+    dense_above: float | None = None,
 ) -> dict[str, Any]:
     """Map ``xedge serve --xattn-*`` flags to vLLM's ``additional_config`` (``{"xattn": {...}}``).
 
     Flags left as None keep the defaults of :class:`XAttentionConfig`. The result is validated here
     (ValueError with expected vs got), so a bad flag fails before vLLM starts. A threshold table is
-    inlined, so the engine processes do not need to read the file.
+    inlined, so the engine processes do not need to read the file. Errors name the flag.
     """
     section: dict[str, Any] = {}
     if stride is not None:
@@ -162,9 +177,32 @@ def additional_config_from_flags(
         section["min_sparse_len"] = min_len
     if threshold is not None and threshold_table is not None:
         raise ValueError("--xattn-threshold and --xattn-threshold-table: expected at most one, got both")
+    if dense_above is not None:
+        section["dense_above"] = dense_above
     if threshold is not None:
         section["threshold"] = threshold
-    if threshold_table is not None:
-        section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
-    XAttentionConfig.from_dict(section)
+    try:
+        if threshold_table is not None:
+            section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
+        XAttentionConfig.from_dict(section)
+    except ValueError as exc:
+        raise ValueError(f"{_flag_of(str(exc), threshold_table is not None)}: {exc}") from None
     return {ADDITIONAL_CONFIG_KEY: section}
+
+
+FLAGS = {
+    "stride": "--xattn-stride",
+    "min_sparse_len": "--xattn-min-len",
+    "dense_above": "--xattn-dense-above",
+    "threshold": "--xattn-threshold",
+}
+"""``xedge serve`` flag of each config field (errors name the flag the user typed)."""
+
+
+def _flag_of(message: str, from_table: bool) -> str:
+    if "threshold table" in message or (from_table and "threshold" in message):
+        return "--xattn-threshold-table"
+    for name, flag in FLAGS.items():
+        if f"XAttentionConfig.{name}" in message:
+            return flag
+    return "--xattn-*"

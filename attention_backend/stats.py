@@ -12,7 +12,10 @@ class XAttentionStats:
     attention). Requests are counted once per engine step (not per layer), by the path they took, in
     the steps the adapter plans: those with a prefill and some context of at least ``min_sparse_len``
     tokens (other steps go straight to vLLM's kernel, uncounted). So ``dense_short_prefills`` counts only
-    short prefills that shared such a step. Blocks are summed over layers and heads of sparse prefills.
+    short prefills that shared such a step. Blocks are summed over layers and heads of the estimated
+    prefills (on CUDA: every candidate row, also those then run dense; ``density`` is the estimate's).
+    ``sparse_row_layers`` / ``dense_row_layers`` (CUDA): per (candidate row, layer), whether the sparse
+    kernel ran or vLLM's dense kernel did because the estimated density was above the break-even.
     """
 
     sparse_prefills: int = 0
@@ -21,6 +24,8 @@ class XAttentionStats:
     sparse_tokens: int = 0
     kept_blocks: int = 0
     causal_blocks: int = 0
+    sparse_row_layers: int = 0
+    dense_row_layers: int = 0
 
     @property
     def density(self) -> float | None:

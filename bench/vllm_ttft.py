@@ -7,8 +7,8 @@ and a greedy-output equality check (tau = 1) on a small random model. One backen
 
 The model of ``ttft`` is Llama-3.1-8B-shaped with ``load_format="dummy"`` (random weights, no files).
 The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that ``xattn`` can register
-the backend (``attention_backend.vllm.backend.register``, the plugin entry point) here and read its block
-counters afterwards. ``bench/h200/ttft.sh`` is the exact device sequence; results and notes in
+the backend (``attention_backend.vllm.plugin.register``, the plugin entry point) here and read its
+counters (``attention_backend.vllm.common.STATS``: decisions, estimated density) afterwards. ``bench/h200/ttft.sh`` is the exact device sequence; results and notes in
 ``bench/results/vllm_ttft/notes.md``.
 """
 
@@ -38,9 +38,9 @@ def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], **kw
     from vllm import LLM
 
     if backend == "xattn":
-        from attention_backend.vllm import backend as vllm_backend
+        from attention_backend.vllm import plugin
 
-        vllm_backend.register()
+        plugin.register()
         kw["attention_backend"] = "FLASH_ATTN"  # resolved to our override
         kw["additional_config"] = {"xattn": xattn}
     else:
@@ -49,13 +49,8 @@ def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], **kw
 
 
 def xattn_stats() -> dict[str, Any]:
-    mod = sys.modules.get("attention_backend.vllm.backend")
-    if mod is None:
-        return {}
-    s = mod.STATS.as_dict()
-    s["kept_blocks"] = mod.cuda_kept_blocks()
-    s["density"] = s["kept_blocks"] / s["causal_blocks"] if s["causal_blocks"] else None
-    return s
+    mod = sys.modules.get("attention_backend.vllm.common")
+    return {} if mod is None else mod.STATS.as_dict()
 
 
 def ttft(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,6 +61,8 @@ def ttft(args: argparse.Namespace) -> dict[str, Any]:
     Path("/tmp/l8b/config.json").write_text(json.dumps(LLAMA8B))
     lens = [int(x) for x in args.lens.split(",")]
     xattn = {"threshold": args.tau, "stride": args.stride, "min_sparse_len": args.min_len}
+    if args.dense_above is not None:
+        xattn["dense_above"] = args.dense_above
     t = time.time()
     kw = {"block_size": args.block_size} if args.block_size else {}
     llm = make_llm(args.backend, "/tmp/l8b", max(lens) + 64, xattn, load_format="dummy", skip_tokenizer_init=True,
@@ -100,7 +97,9 @@ def equal(args: argparse.Namespace) -> dict[str, Any]:
 
     # tau = 1 and a small min length: every prefill row of >= 512 tokens takes the sparse kernels,
     # in chunks of 1024 new tokens that attend to the paged cache.
-    xattn = {"threshold": 1.0, "stride": 8, "min_sparse_len": 512}
+    # dense_above 1: density 1.0 is not above it, so every candidate row really runs the sparse kernel
+    # (decodes and the 40-token prompt run FA3 on their rows alone: the mixed-batch path).
+    xattn = {"threshold": 1.0, "stride": 8, "min_sparse_len": 512, "dense_above": 1.0}
     kw = {"block_size": args.block_size} if args.block_size else {}
     llm = make_llm(args.backend, args.model, 8192, xattn, gpu_memory_utilization=0.3, enforce_eager=True,
                    max_num_batched_tokens=1024, seed=0, **kw)
@@ -129,6 +128,7 @@ def main() -> None:
     ap.add_argument("--tau", type=float, default=0.9)
     ap.add_argument("--stride", type=int, default=8)
     ap.add_argument("--min-len", type=int, default=8192)
+    ap.add_argument("--dense-above", type=float, default=None, help="xattn dense_above (default: the card's break-even)")
     ap.add_argument("--model", default="/tmp/model")
     ap.add_argument("--block-size", type=int, default=0, help="vLLM KV block size (0: vLLM's default)")
     ap.add_argument("--out", required=True)

@@ -10,7 +10,8 @@ The function API the rest of ``attention_backend`` calls (shapes in each docstri
 - ``xattention_prefill(q, kv, *, block_size, stride, threshold, q_offset=0, scale=None, out=None, est_tiles,
   attn_tiles) -> (out, block_mask)``
 - ``paged_prefill(query, key_cache, value_cache, block_table, seqs, *, block_size, stride, threshold,
-  scale, out)``: the prefill rows of a vLLM batch, K/V read from the paged cache (vLLM adapter entry).
+  scale, out)``: the prefill rows of a vLLM batch, K/V read from the paged cache; ``paged_select`` +
+  ``paged_attend`` are its two halves (the vLLM adapter decides between them, dense or sparse, per row).
 
 ``kv`` is a ``PagedKV`` (``PagedKV.from_contiguous(k, v)`` for ``k, v: [Lk, Hkv, D]``). Query rows of
 score/mask tensors are ABSOLUTE query blocks ``q_offset // B .. ceil(k_len / B) - 1``. Inputs are fp16 or
@@ -22,7 +23,15 @@ CUDA side of the public functions of ``attention_backend`` (same signatures, con
 
 from attention_backend.kernels.estimate import EstimateTiles, estimate_block_scores
 from attention_backend.kernels.kv_view import PagedKV
-from attention_backend.kernels.prefill import PrefillSeq, paged_prefill, xattention_prefill
+from attention_backend.kernels.prefill import (
+    PrefillSeq,
+    Selection,
+    causal_blocks,
+    paged_attend,
+    paged_prefill,
+    paged_select,
+    xattention_prefill,
+)
 from attention_backend.kernels.select import mask_to_index, select_blocks_indexed
 from attention_backend.kernels.sparse_attention import AttnTiles, block_sparse_attention_indexed
 
@@ -31,10 +40,14 @@ __all__ = [
     "EstimateTiles",
     "PagedKV",
     "PrefillSeq",
+    "Selection",
     "block_sparse_attention_indexed",
+    "causal_blocks",
     "estimate_block_scores",
     "mask_to_index",
+    "paged_attend",
     "paged_prefill",
+    "paged_select",
     "select_blocks_indexed",
     "xattention_prefill",
 ]

@@ -13,9 +13,8 @@ Two launches, and the ``(Lq/S) x (Lk/S)`` score matrix never reaches HBM:
    (head, tile of query rows) one pass over the causal key rows; for each key tile it writes, per query
    row and key block, ``log2 sum 2^(logit*log2e)`` of that block (``[Hq, rows, n_kb]`` fp32: Lk/B
    floats per row instead of Lk/S). Both are one software-pipelined loop over (key tile, offset, head-dim
-   slice). On an H200 at 128K tokens the TMA kernel takes 10.9 ms at S=16 (4.4 % of cuDNN dense
-   attention), the pointer kernel 19.7 ms: the loads, not the softmax epilogue, were the limit
-   (``bench/xattn_est_sweep.py``, ``bench/results/xattn_kernels/notes.md``).
+   slice). The TMA kernel is the faster one: the loads, not the softmax epilogue, were the limit
+   (figures: ``bench/xattn_est_sweep.py``, ``bench/results/xattn_kernels/notes.md``).
 2. ``_xattn_block_score_kernel``: per (head, query block) it turns those into the row's softmax mass
    per key block and sums the block's rows.
 """

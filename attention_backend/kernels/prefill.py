@@ -57,6 +57,79 @@ class PrefillSeq:
     k_len: int
 
 
+@dataclass(frozen=True)
+class Selection:
+    """One prefill row's selected blocks: ``mask [Hq, n_qb, n_kb]`` bool, ``idx`` (kept key blocks,
+    ascending) and ``count [Hq, n_qb]`` int32, as ``select_blocks_indexed`` returns them."""
+
+    mask: torch.Tensor
+    idx: torch.Tensor
+    count: torch.Tensor
+
+
+def causal_blocks(s: PrefillSeq, block_size: int) -> int:
+    """Causal (query block, key block) pairs of one head for row ``s``: what density is a share of."""
+    first, n_kb = (s.k_len - s.q_len) // block_size, -(-s.k_len // block_size)
+    return sum(qb + 1 for qb in range(first, n_kb))
+
+
+def _check_rows(query: torch.Tensor, block_table: torch.Tensor, seqs: list[PrefillSeq]) -> None:
+    if block_table.dim() != 2:
+        raise ValueError(f"block_table must be [rows, max_pages], got {tuple(block_table.shape)}")
+    for s in seqs:
+        if s.q_len < 1 or s.q_len > s.k_len or s.q_start < 0 or s.q_start + s.q_len > query.shape[0]:
+            raise ValueError(f"bad prefill row {s} for {query.shape[0]} query tokens")
+
+
+def paged_select(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqs: list[PrefillSeq],
+    *,
+    block_size: int,
+    stride: int,
+    threshold: float | torch.Tensor,
+    scale: float | None,
+) -> list[Selection]:
+    """Estimate and select for the prefill rows ``seqs`` of a vLLM batch (no host sync): the first half
+    of :func:`paged_prefill`, so a caller can look at the densities before paying for attention."""
+    _check_rows(query, block_table, seqs)
+    selections = []
+    for s in seqs:
+        kv = PagedKV(key_cache, value_cache, block_table[s.row], s.k_len)
+        q = query[s.q_start : s.q_start + s.q_len]
+        q_offset = s.k_len - s.q_len
+        scores = estimate_block_scores(q, kv, block_size=block_size, stride=stride, q_offset=q_offset, scale=scale)
+        selections.append(Selection(*select_blocks_indexed(scores, threshold, first_qb=q_offset // block_size)))
+    return selections
+
+
+def paged_attend(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqs: list[PrefillSeq],
+    selections: list[Selection],
+    *,
+    block_size: int,
+    scale: float | None,
+    out: torch.Tensor,
+) -> None:
+    """Block-sparse attention of the rows ``seqs`` over their ``selections``; writes their rows of ``out``."""
+    check_out(out, tuple(query.shape), query.dtype, query.device)
+    _check_rows(query, block_table, seqs)
+    for s, sel in zip(seqs, selections, strict=True):
+        kv = PagedKV(key_cache, value_cache, block_table[s.row], s.k_len)
+        rows = slice(s.q_start, s.q_start + s.q_len)
+        block_sparse_attention_indexed(
+            query[rows], kv, sel.idx, sel.count, block_size=block_size, q_offset=s.k_len - s.q_len,
+            scale=scale, out=out[rows],
+        )
+
+
 def paged_prefill(
     query: torch.Tensor,
     key_cache: torch.Tensor,
@@ -79,17 +152,9 @@ def paged_prefill(
     block mask (for metrics and tests).
     """
     check_out(out, tuple(query.shape), query.dtype, query.device)
-    if block_table.dim() != 2:
-        raise ValueError(f"block_table must be [rows, max_pages], got {tuple(block_table.shape)}")
-    masks = []
-    for s in seqs:
-        if s.q_len < 1 or s.q_len > s.k_len or s.q_start < 0 or s.q_start + s.q_len > query.shape[0]:
-            raise ValueError(f"bad prefill row {s} for {query.shape[0]} query tokens")
-        kv = PagedKV(key_cache, value_cache, block_table[s.row], s.k_len)
-        sl = slice(s.q_start, s.q_start + s.q_len)
-        _, mask = xattention_prefill(
-            query[sl], kv, block_size=block_size, stride=stride, threshold=threshold,
-            q_offset=s.k_len - s.q_len, scale=scale, out=out[sl],
-        )
-        masks.append(mask)
-    return masks
+    sels = paged_select(
+        query, key_cache, value_cache, block_table, seqs,
+        block_size=block_size, stride=stride, threshold=threshold, scale=scale,
+    )
+    paged_attend(query, key_cache, value_cache, block_table, seqs, sels, block_size=block_size, scale=scale, out=out)
+    return [s.mask for s in sels]

@@ -25,7 +25,7 @@ class AttnTiles:
     """Launch shape of the sparse attention kernel (its tile is one B x B block)."""
 
     num_warps: int = 8
-    num_stages: int = 2  # fastest of 5 shapes at 32K on an H200 (8.74 ms vs 9.12 for 3 stages; xattn_speed.json)
+    num_stages: int = 2  # fastest of 5 launch shapes (bench/results/xattn_kernels/notes.md)
 
 
 @triton.jit

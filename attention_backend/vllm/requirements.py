@@ -1,4 +1,4 @@
-"""What ``attention_backend.vllm.backend`` relies on in vLLM (checked by ``vllm_contract``; no vLLM import).
+"""What ``attention_backend.vllm`` (plugin, cpu, cuda) relies on in vLLM (checked by ``contract``; no vLLM import).
 
 Every name the adapter imports, subclasses, calls or reads is listed; ``source`` entries pin behaviour
 (the CPU platform resolves ``CPU_ATTN`` through the override table; FLASH_ATTN's cache packs K and V
@@ -74,22 +74,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         optional=True,
         why="absent in vLLM 0.26: the scheduler metadata is built without kv_cache_dtype",
     ),
+    Requirement("method", _CPU, "CPUAttentionBackend.get_builder_cls"),
     Requirement(
-        "attr",
+        "method",
         _CPU,
-        "CPUAttentionBackendImpl.isa",
-        optional=True,
-        group="cpu isa",
-        why="vLLM <= 0.28 keeps the kernel ISA on the impl",
+        "CPUAttentionMetadataBuilder.build",
+        ("self", "common_prefix_len", "common_attn_metadata", "fast_build"),
+        exact=True,
     ),
-    Requirement(
-        "source",
-        _CPU,
-        "CPUAttentionMetadataBuilder._set_isa_to_layers",
-        snippet="layer.isa = self.isa",
-        optional=True,
-        group="cpu isa",
-        why="vLLM >= 0.29 keeps the kernel ISA on the attention layer",
+    *(
+        Requirement("attr", _CPU, f"CPUAttentionMetadataBuilder.{attr}")
+        for attr in ("num_heads", "num_kv_heads", "head_dim", "dtype", "window_size", "isa", "vllm_config")
     ),
     # CUDA: FLASH_ATTN backend, impl and metadata builder we subclass
     Requirement("method", _FA, "FlashAttentionBackend.get_impl_cls"),
@@ -117,8 +112,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     *(Requirement("attr", _FA, f"FlashAttentionImpl.{attr}") for attr in _IMPL_ATTRS),
     *(
         Requirement("attr", _FA, f"FlashAttentionMetadata.{field}")
-        for field in ("max_query_len", "max_seq_len", "block_table")
+        for field in (
+            "num_actual_tokens", "max_query_len", "query_start_loc", "max_seq_len", "seq_lens", "block_table",
+            "slot_mapping", "scheduler_metadata", "max_num_splits", "causal",
+        )  # fmt: skip
     ),
+    Requirement("attr", _FA, "FlashAttentionMetadataBuilder.vllm_config"),
     Requirement(
         "attr",
         _FA,

@@ -63,9 +63,10 @@ def serve(
     max_model_len: Annotated[int | None, typer.Option(help="vLLM max model length.")] = None,
     block_size: Annotated[int | None, typer.Option(help="vLLM KV block size (default: vLLM's on CPU, the XAttention block on CUDA).")] = None,
     xattn_stride: Annotated[int | None, typer.Option(help="XAttention antidiagonal stride (8 or 16).")] = None,
-    xattn_threshold: Annotated[float | None, typer.Option(help="XAttention threshold tau in [0, 1].")] = None,
+    xattn_threshold: Annotated[float | None, typer.Option(help="XAttention threshold tau in (0, 1].")] = None,
     xattn_min_len: Annotated[int | None, typer.Option(help="Prompts at least this long take the sparse prefill.")] = None,
     xattn_threshold_table: Annotated[Path | None, typer.Option(help="Per-(layer, head) tau table from `xedge calibrate-xattn`.")] = None,
+    xattn_dense_above: Annotated[float | None, typer.Option(help="CUDA: a prefill row whose estimated density is above this runs vLLM's dense kernel (default: the break-even measured for the card).")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs and plugin status go (default: a temp dir).")] = None,
     sampling_verify: Annotated[bool | None, typer.Option(
         "--sampling-verify/--no-sampling-verify",
@@ -84,7 +85,8 @@ def serve(
 
     try:
         xattn = additional_config_from_flags(
-            stride=xattn_stride, threshold=xattn_threshold, min_len=xattn_min_len, threshold_table=xattn_threshold_table
+            stride=xattn_stride, threshold=xattn_threshold, min_len=xattn_min_len, threshold_table=xattn_threshold_table,
+            dense_above=xattn_dense_above,
         )[ADDITIONAL_CONFIG_KEY]
         given = dict(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,

@@ -107,7 +107,7 @@ def test_bfloat16_inputs():
 
 def test_threshold_table_picks_the_layer_row():
     q, k, v = qkv(256, 256, 2, 1, 16, seed=4)
-    cfg = XAttentionConfig(block_size=32, stride=8, threshold=((0.0, 0.0), (1.0, 0.0)))
+    cfg = XAttentionConfig(block_size=32, stride=8, threshold=((1e-6, 1e-6), (1.0, 1e-6)))
     _, m0 = xattention_prefill(q, k, v, cfg, layer=0)
     _, m1 = xattention_prefill(q, k, v, cfg, layer=1)
     assert_mask_equal(m1[0], causal_block_mask(1, 8, 8)[0], "tau=1 head")

@@ -15,9 +15,12 @@ from tests.attention_backend.xattn_helpers import qkv
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"threshold": 1.5}, r"tau in \[0, 1\]"),
-        ({"threshold": -0.1}, r"tau in \[0, 1\]"),
-        ({"threshold": float("nan")}, r"tau in \[0, 1\]"),
+        ({"threshold": 1.5}, r"tau in \(0, 1\]"),
+        ({"threshold": -0.1}, r"tau in \(0, 1\]"),
+        ({"threshold": 0.0}, r"tau in \(0, 1\]"),
+        ({"threshold": float("nan")}, r"tau in \(0, 1\]"),
+        ({"dense_above": 0.0}, r"dense_above: expected a density in \(0, 1\]"),
+        ({"dense_above": 1.2}, r"dense_above: expected a density in \(0, 1\]"),
         ({"threshold": ((0.5, 2.0),)}, r"threshold\[0\]\[1\]"),
         ({"threshold": ()}, "non-empty"),
         ({"stride": 6}, "divisor of block_size=128"),
@@ -41,11 +44,18 @@ def test_from_dict_and_flags(tmp_path):
     assert extra == {"xattn": {"stride": 16, "min_sparse_len": 1024, "threshold": [[0.5, 0.9], [1.0, 0.2]]}}
     assert XAttentionConfig.from_dict(extra["xattn"]) == cfg.__class__(stride=16, min_sparse_len=1024, threshold=cfg.threshold)
     assert additional_config_from_flags() == {"xattn": {}}
-    with pytest.raises(ValueError, match="divisor"):
+    with pytest.raises(ValueError, match="^--xattn-stride: .*divisor"):
         additional_config_from_flags(stride=7)
+    with pytest.raises(ValueError, match=r"^--xattn-threshold: .*\(0, 1\]"):
+        additional_config_from_flags(threshold=0.0)
+    with pytest.raises(ValueError, match="^--xattn-dense-above: "):
+        additional_config_from_flags(dense_above=1.5)
+    with pytest.raises(ValueError, match="^--xattn-min-len: "):
+        additional_config_from_flags(min_len=0)
+    assert additional_config_from_flags(dense_above=0.4) == {"xattn": {"dense_above": 0.4}}
     with pytest.raises(ValueError, match="at most one"):
         additional_config_from_flags(threshold=0.9, threshold_table=table)
-    with pytest.raises(ValueError, match="existing JSON file"):
+    with pytest.raises(ValueError, match="^--xattn-threshold-table: .*existing JSON file"):
         additional_config_from_flags(threshold_table=tmp_path / "missing.json")
 
 

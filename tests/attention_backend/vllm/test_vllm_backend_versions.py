@@ -1,32 +1,34 @@
 """The attention plugin's version handling: ``register()`` refuses a vLLM that lacks what the backend
-uses (version and symbol named), and the CPU kernel ISA is found where each vLLM keeps it."""
+uses (version and symbol named); both platform adapters import on the installed vLLM."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import importlib
 
 import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed")
 
-from attention_backend.vllm import backend as vllm_backend  # noqa: E402
+from attention_backend.vllm import common, plugin  # noqa: E402
 from attention_backend.vllm.contract import Requirement, VllmIncompatible  # noqa: E402
 
 
 def test_register_raises_naming_version_and_symbol(monkeypatch: pytest.MonkeyPatch) -> None:
     missing = Requirement("attr", "vllm.v1.attention.backends.cpu_attn", "CPUAttentionMetadata.xattn_plan")
-    monkeypatch.setattr(vllm_backend, "REQUIREMENTS", (*vllm_backend.REQUIREMENTS, missing))
-    vllm_backend._vllm.cache_clear()
+    monkeypatch.setattr(common, "REQUIREMENTS", (*common.REQUIREMENTS, missing))
+    common.vllm_report.cache_clear()
     try:
         with pytest.raises(VllmIncompatible, match=r"installed vLLM \d+\.\d+") as err:
-            vllm_backend.register()
+            plugin.register()
         assert "CPUAttentionMetadata.xattn_plan" in str(err.value)
     finally:
-        vllm_backend._vllm.cache_clear()
+        common.vllm_report.cache_clear()
 
 
-def test_cpu_isa_comes_from_the_impl_up_to_0_28_and_the_layer_after() -> None:
-    assert vllm_backend._cpu_isa(SimpleNamespace(isa="vec"), SimpleNamespace()) == "vec"  # vLLM <= 0.28
-    assert vllm_backend._cpu_isa(SimpleNamespace(), SimpleNamespace(isa="amx")) == "amx"  # vLLM >= 0.29
-    with pytest.raises(VllmIncompatible, match="neither the CPU attention impl nor its layer has an ISA"):
-        vllm_backend._cpu_isa(SimpleNamespace(), SimpleNamespace())
+@pytest.mark.parametrize("path", [plugin.CPU_BACKEND_PATH, plugin.CUDA_BACKEND_PATH])
+def test_registered_class_paths_import(path: str) -> None:
+    module, _, name = path.rpartition(".")
+    backend = getattr(importlib.import_module(module), name)
+    assert backend.get_name() in ("CPU_ATTN", "FLASH_ATTN")
+    assert backend.get_builder_cls().__module__ == module
+    assert backend.get_impl_cls().__module__ == module

@@ -1,0 +1,72 @@
+"""What the CPU and CUDA adapters share: the vLLM check, the config, the per-process counters, impl set-up.
+
+Imports vLLM (only ``vllm.config`` and the model utilities every platform has); the platform adapters are
+``attention_backend.vllm.cpu`` and ``attention_backend.vllm.cuda``, the entry point is
+``attention_backend.vllm.plugin.register``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from vllm.config import get_current_vllm_config
+
+from attention_backend.config import ADDITIONAL_CONFIG_KEY, XAttentionConfig
+from attention_backend.stats import XAttentionStats
+from attention_backend.vllm.contract import Report, require_installed
+from attention_backend.vllm.requirements import REQUIREMENTS
+from client_edge.protocol.status_marker import write_marker
+
+logger = logging.getLogger("attention_backend.vllm")
+
+STATS = XAttentionStats()
+"""This process's counters (one process-wide record, like the marker file it is written to:
+``$XEDGE_STATUS_DIR/attention.stats.<pid>.json``). No planning state lives at module level."""
+
+
+@functools.cache
+def vllm_report() -> Report:
+    """The installed vLLM checked against our requirements (once per process; raises if unsupported)."""
+    return require_installed(REQUIREMENTS, "xedge attention backend")
+
+
+@functools.cache
+def warn_once(key: str, message: str, *args: Any) -> None:
+    """Log ``message`` the first time ``key`` (with these arguments) is seen in this process."""
+    logger.warning(message, *args)
+
+
+def config_from_vllm(vllm_config: Any | None = None) -> XAttentionConfig:
+    """Our section of vLLM's ``additional_config`` (``{"xattn": {...}}``), validated."""
+    vllm_config = vllm_config if vllm_config is not None else get_current_vllm_config()
+    extra = vllm_config.additional_config or {}
+    section = extra.get(ADDITIONAL_CONFIG_KEY) if isinstance(extra, dict) else None
+    return XAttentionConfig.from_dict(section or {})
+
+
+def publish_stats(extra: dict[str, Any] | None = None) -> None:
+    write_marker("attention", "stats", {**STATS.as_dict(), **(extra or {})})
+
+
+def init_xattn(impl: Any, unsupported: dict[str, bool]) -> None:
+    """Shared set-up of both impls: config, the features that force a layer dense, the impl marker."""
+    impl.xattn = config_from_vllm()
+    impl.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
+    impl.sparse_enabled = impl.xattn.enabled and not impl.dense_reasons
+    if impl.xattn.enabled and impl.dense_reasons:
+        warn_once("unsupported", "xattn: layers with %s stay dense", impl.dense_reasons)
+    write_marker(
+        "attention",
+        "impl",
+        {
+            "class": type(impl).__name__,
+            "num_heads": impl.num_heads,
+            "num_kv_heads": impl.num_kv_heads,
+            "head_size": impl.head_size,
+            "sparse_enabled": impl.sparse_enabled,
+            "dense_reasons": impl.dense_reasons,
+            "xattn": impl.xattn.to_dict(),
+        },
+    )

@@ -1,0 +1,304 @@
+"""vLLM's FLASH_ATTN backend (FlashAttention 3 on Hopper) with XAttention for long prefills.
+
+The metadata builder plans once per engine step (:class:`CudaStepPlan`, attached to the step's metadata,
+built from vLLM's host copies of the batch layout): which rows are XAttention candidates (prefill rows,
+>= 2 new tokens, context >= ``min_sparse_len``; K/V are read from the paged cache, so chunked prefill and
+prefix hits are included) and which always run dense (decodes, short prefills). The impl runs per layer:
+
+1. a probe: estimate + select only the last ``probe_blocks`` query blocks of each long candidate row
+   (one host sync for the kept block counts); a row above the break-even density measured on this card
+   (``attention_backend.break_even``, or ``dense_above`` from the config) runs dense right away;
+2. estimate + select the other candidates in full (Triton, ``kernels.paged_select``; one host sync);
+   a row whose estimated density is above the break-even runs dense;
+3. vLLM's own FlashAttention runs once, on the dense rows only (the whole batch when every row is
+   dense: no copy), through a sub-metadata built for that set of rows (cached in the step plan);
+4. the sparse rows run ``kernels.paged_attend`` over their selected blocks.
+
+Decisions are counted in the ``attention.stats`` marker; the rule is logged once per process. Version
+differences handled here: ``use_cascade`` exists up to vLLM 0.31; ``seq_lens_cpu_upper_bound`` is used
+where vLLM has it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from vllm.model_executor.models.utils import extract_layer_index
+from vllm.v1.attention.backend import AttentionType
+from vllm.v1.attention.backends.flash_attn import (
+    FlashAttentionBackend,
+    FlashAttentionImpl,
+    FlashAttentionMetadata,
+    FlashAttentionMetadataBuilder,
+)
+
+from attention_backend.break_even import break_even_for
+from attention_backend.config import XAttentionConfig
+from attention_backend.vllm.common import STATS, config_from_vllm, init_xattn, publish_stats, warn_once
+
+logger = logging.getLogger("attention_backend.vllm")
+
+_FIELDS = FlashAttentionMetadata.__dataclass_fields__
+_HAS_CASCADE = "use_cascade" in _FIELDS  # vLLM <= 0.31
+_PER_REQUEST = ("seq_lens", "block_table", "mm_prefix_range_tensor", "rswa_prefix_lens", "dcp_context_kv_lens")
+"""Metadata tensors with one entry per request (indexed when a sub-batch is built), where present."""
+
+
+class XAttentionStartupError(ValueError):
+    """The XAttention settings cannot run on this model or card (raised when vLLM builds the backend)."""
+
+
+def resolve_dense_above(config: XAttentionConfig, device_name: str) -> tuple[float, str]:
+    """The density above which a row runs FA3: the config's ``dense_above``, else the card's measured entry."""
+    if config.dense_above is not None:
+        return config.dense_above, "--xattn-dense-above / additional_config dense_above"
+    entry = break_even_for(device_name)
+    if entry is None:
+        raise XAttentionStartupError(
+            f"--xattn-dense-above: no measured break-even density for GPU {device_name!r} "
+            "(attention_backend/break_even.py); measure it with bench/xattn_curve.py and pass it"
+        )
+    return entry.density, f"{entry.card}: {entry.source}"
+
+
+def check_kernel_support(head_size: int, block_size: int) -> None:
+    """Stop at start-up (one line naming the setting) when the Triton kernels cannot serve this model."""
+    from attention_backend.kernels.checks import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS
+
+    if head_size not in KERNEL_HEAD_DIMS:
+        raise XAttentionStartupError(
+            f"--xattn (enabled): the model's head dim {head_size} is not one the XAttention kernels support "
+            f"{KERNEL_HEAD_DIMS}; serve it without XAttention (additional_config xattn.enabled=false)"
+        )
+    if block_size not in KERNEL_BLOCK_SIZES:
+        raise XAttentionStartupError(
+            f"xattn block_size: expected one of {KERNEL_BLOCK_SIZES} on CUDA, got {block_size}"
+        )
+
+
+@dataclass
+class CudaStepPlan:
+    """One engine step's plan, shared by every layer of the step (it rides on the step's metadata)."""
+
+    meta: Any  # the step's FlashAttentionMetadata
+    qsl: list[int]  # host copies: query_start_loc [B+1], seq_lens [B]
+    seq_lens: list[int]
+    candidates: list[Any]  # kernels.PrefillSeq rows that may run sparse
+    always_dense: tuple[int, ...]  # request indices that run FA3 whatever the estimate
+    counted: bool = False
+    _subsets: dict[tuple[int, ...], tuple[torch.Tensor, Any]] = field(default_factory=dict)
+
+    def dense_subset(self, requests: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
+        """(token rows on the device, FlashAttentionMetadata) for the sorted request indices ``requests``;
+        built once per step and set of rows."""
+        if requests not in self._subsets:
+            self._subsets[requests] = self._build_subset(requests)
+        return self._subsets[requests]
+
+    def _build_subset(self, requests: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
+        meta, device = self.meta, self.meta.query_start_loc.device
+        lens = [self.qsl[r + 1] - self.qsl[r] for r in requests]
+        rows = torch.tensor(
+            [t for r in requests for t in range(self.qsl[r], self.qsl[r + 1])], dtype=torch.long
+        ).to(device, non_blocking=True)
+        idx = torch.tensor(requests, dtype=torch.long).to(device, non_blocking=True)
+        qsl = torch.tensor([0, *lens]).cumsum(0).to(meta.query_start_loc.dtype).to(device, non_blocking=True)
+        changes: dict[str, Any] = {
+            "num_actual_tokens": sum(lens),
+            "max_query_len": max(lens),
+            "query_start_loc": qsl,
+            "max_seq_len": max(self.seq_lens[r] for r in requests),
+            "slot_mapping": meta.slot_mapping[rows],
+            "scheduler_metadata": None,  # FA3 then plans the split itself
+            "max_num_splits": 0,
+        }
+        for name in _PER_REQUEST:
+            value = getattr(meta, name, None)
+            if name in _FIELDS and value is not None:
+                changes[name] = value[idx]
+        if _HAS_CASCADE:
+            changes["use_cascade"] = False
+        return rows, dataclasses.replace(meta, **{k: v for k, v in changes.items() if k in _FIELDS})
+
+
+class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
+    """Adds ``xattn_step`` (a :class:`CudaStepPlan`, or None) to every metadata, from vLLM's CPU copies of the
+    batch layout, so planning never waits for the GPU. ``seq_lens`` comes from ``seq_lens_cpu_upper_bound``
+    where vLLM has it (exact for prefill rows, the only ones planned), else from ``seq_lens`` (one copy to
+    the host; vLLM <= 0.29 did the same in ``seq_lens_cpu``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._xattn = config_from_vllm(self.vllm_config)
+
+    def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
+        meta = super().build(common_prefix_len, common_attn_metadata, fast_build)
+        meta.xattn_step = None
+        cfg = self._xattn
+        if (
+            not cfg.enabled
+            or (_HAS_CASCADE and meta.use_cascade)
+            or meta.causal is not True
+            or meta.max_query_len < 2
+            or meta.max_seq_len < cfg.min_sparse_len
+        ):
+            return meta
+        from attention_backend.kernels import PrefillSeq  # Triton: CUDA hosts only
+
+        n = common_attn_metadata.num_reqs
+        bound = getattr(common_attn_metadata, "seq_lens_cpu_upper_bound", None)
+        seq_lens = (bound if bound is not None else common_attn_metadata.seq_lens.cpu())[:n].tolist()
+        qsl = common_attn_metadata.query_start_loc_cpu[: n + 1].tolist()
+        candidates, dense = [], []
+        for i in range(n):
+            q_len = qsl[i + 1] - qsl[i]
+            if q_len >= 2 and seq_lens[i] >= cfg.min_sparse_len:
+                candidates.append(PrefillSeq(row=i, q_start=qsl[i], q_len=q_len, k_len=seq_lens[i]))
+            else:
+                dense.append(i)
+        if candidates:
+            meta.xattn_step = CudaStepPlan(meta, qsl, seq_lens, candidates, tuple(dense))
+        return meta
+
+
+class XAttentionCudaImpl(FlashAttentionImpl):
+    """FlashAttention impl whose long prefill rows run XAttention when the estimate says it pays off."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from attention_backend import kernels  # Triton: CUDA hosts only
+
+        self._kernels = kernels
+        self._tau: torch.Tensor | None = None
+        init_xattn(
+            self,
+            {
+                "attn_type": self.attn_type != AttentionType.DECODER,
+                "sliding_window": self.sliding_window not in (None, (-1, -1)),
+                "alibi": self.alibi_slopes is not None,
+                "softcap": bool(self.logits_soft_cap),
+                "sinks": getattr(self, "sinks", None) is not None,
+                "kv_cache_dtype": self.kv_cache_dtype != "auto",
+            },
+        )
+        self.dense_above, self.dense_above_source = 1.0, "sparse disabled"
+        if self.sparse_enabled:
+            check_kernel_support(self.head_size, self.xattn.block_size)
+            self.dense_above, self.dense_above_source = resolve_dense_above(
+                self.xattn, torch.cuda.get_device_name()
+            )
+
+    def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
+        if self._tau is None:
+            index = extract_layer_index(layer.layer_name) if self.xattn.has_table else None
+            taus = self.xattn.thresholds(self.num_heads, index)
+            self._tau = torch.tensor(taus, dtype=torch.float32, device=device)
+        return self._tau
+
+    def forward(
+        self,
+        layer: Any,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        attn_metadata: Any,
+        output: torch.Tensor,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        step: CudaStepPlan | None = getattr(attn_metadata, "xattn_step", None)
+        if not self.sparse_enabled or step is None or torch.cuda.is_current_stream_capturing():
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+        block = self.xattn.block_size
+        # FLASH_ATTN cache (0.26 - 0.33, pinned in requirements): [pages, Hkv, page, 2D] -> K, V views
+        # [pages, page, Hkv, D].
+        key_cache, value_cache = kv_cache.transpose(1, 2).split(self.head_size, dim=-1)
+        if key_cache.shape[1] % block:
+            warn_once(
+                "page_size",
+                "xattn: vLLM's KV block size %d is not a multiple of the XAttention block %d, so the sparse "
+                "kernel looks up every key row in the block table (slower, bench/results/vllm_ttft/notes.md); "
+                "start vLLM with --block-size %d",
+                key_cache.shape[1], block, block,
+            )
+        q = query.view(query.shape[0], self.num_heads, self.head_size)
+        out = output.view(output.shape[0], self.num_heads, self.head_size)
+        kv = (key_cache, value_cache, attn_metadata.block_table)
+        tau = self._threshold(layer, query.device)
+        # 1. probe: estimate only the last query blocks of long rows; a row already above the break-even
+        # there runs dense without the full estimate (its cost is then ~probe / query blocks of it).
+        probe_len = self.xattn.probe_blocks * block
+        cands = step.candidates
+        probed = [s for s in cands if probe_len and s.q_len > 2 * probe_len]
+        dense_rows: list[int] = []
+        if probed:
+            tails = [dataclasses.replace(s, q_start=s.q_start + s.q_len - probe_len, q_len=probe_len) for s in probed]
+            dense_rows = [s.row for s, sp in zip(probed, self._decide(q, kv, tails, tau)[1], strict=True) if not sp]
+            cands = [s for s in cands if s.row not in dense_rows]
+        # 2. full estimate + selection of the remaining candidates; the density decides per row.
+        sels, sparse = self._decide(q, kv, cands, tau) if cands else ([], [])
+        dense_rows += [s.row for s, sp in zip(cands, sparse, strict=True) if not sp]
+        # 3. vLLM's FlashAttention on the dense rows only (the whole batch: no copy).
+        dense_reqs = tuple(sorted((*step.always_dense, *dense_rows)))
+        if len(dense_reqs) == len(step.seq_lens):
+            super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+        elif dense_reqs:
+            rows, sub = step.dense_subset(dense_reqs)
+            sub_out = torch.empty((rows.numel(), self.num_heads, self.head_size), dtype=out.dtype, device=out.device)
+            super().forward(layer, q[rows], key, value, kv_cache, sub, sub_out, *args, **kwargs)
+            out[rows] = sub_out
+        # 4. the sparse kernel on the sparse rows.
+        chosen = [(s, sel) for s, sel, sp in zip(cands, sels, sparse, strict=True) if sp]
+        if chosen:
+            self._kernels.paged_attend(
+                q, *kv, [c[0] for c in chosen], [c[1] for c in chosen], block_size=block, scale=self.scale, out=out
+            )
+        self._count_step(step, len(step.candidates) - len(chosen))
+        return output
+
+    def _decide(self, q: torch.Tensor, kv: tuple, seqs: list[Any], tau: torch.Tensor) -> tuple[list[Any], list[bool]]:
+        """Estimate + select ``seqs``; one host sync for the kept counts; sparse = density <= dense_above."""
+        k, block = self._kernels, self.xattn.block_size
+        sels = k.paged_select(q, *kv, seqs, block_size=block, stride=self.xattn.stride, threshold=tau, scale=self.scale)
+        kept = torch.stack([s.count.sum() for s in sels]).tolist()  # the host sync
+        causal = [self.num_heads * k.causal_blocks(s, block) for s in seqs]
+        STATS.kept_blocks += sum(kept)
+        STATS.causal_blocks += sum(causal)
+        return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)]
+
+    def _count_step(self, step: CudaStepPlan, n_dense: int) -> None:
+        """Per-layer decisions into the process counters; per-step counts once; the rule logged once."""
+        n_sparse = len(step.candidates) - n_dense
+        STATS.sparse_row_layers += n_sparse
+        STATS.dense_row_layers += n_dense
+        publish_stats({"dense_above": self.dense_above})
+        if step.counted:
+            return
+        step.counted = True
+        STATS.sparse_prefills += len(step.candidates)
+        STATS.sparse_tokens += sum(s.q_len for s in step.candidates)
+        STATS.dense_short_prefills += sum(1 for r in step.always_dense if step.qsl[r + 1] - step.qsl[r] >= 2)
+        warn_once(
+            "rule",
+            "xattn: prefill rows with context >= %d tokens are estimated per layer (first their last %d query "
+            "blocks); a row whose estimated density is above %.3f (%s) runs vLLM's FlashAttention instead of "
+            "the sparse kernel; counts in the attention.stats marker (sparse_row_layers / dense_row_layers)",
+            self.xattn.min_sparse_len, self.xattn.probe_blocks, self.dense_above, self.dense_above_source,
+        )
+
+
+class XAttentionCudaBackend(FlashAttentionBackend):
+    """vLLM's FLASH_ATTN backend with our builder and impl; ``get_name()`` stays ``FLASH_ATTN``."""
+
+    @staticmethod
+    def get_impl_cls() -> type[XAttentionCudaImpl]:
+        return XAttentionCudaImpl
+
+    @staticmethod
+    def get_builder_cls() -> type[XAttentionCudaMetadataBuilder]:
+        return XAttentionCudaMetadataBuilder

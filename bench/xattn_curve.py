@@ -1,0 +1,256 @@
+"""XAttention kernel speed at FIXED densities, independent of the input (one GPU, attention only, bf16, causal).
+
+For each length (default 32K, 64K, 128K; 32 query heads, 8 KV heads, head dim 128, block 128) and each
+density (default 0.05, 0.1, 0.2, 0.3, 0.5) and block-mask kind:
+- ``random``: every causal block kept with the same probability (sink and diagonal always kept), so kept
+  blocks are scattered: the worst case for locality;
+- ``structured``: per query block the sink, then the blocks nearest the diagonal (a local band), as many
+  as the density asks for: the usual shape of real attention (sink + recent);
+it times our block-sparse kernel on the given blocks, FlexAttention (compiled) on the same blocks, and
+once per length vLLM's FlashAttention 3 (``vllm.vllm_flash_attn.flash_attn_varlen_func``, ``fa_version=3``,
+GQA native), cuDNN SDPA (K/V repeated to 32 heads) and our estimation (S = 8 and 16) + selection, whose
+cost does not depend on the density. End to end = estimation + selection + sparse, against FA3.
+The break-even density (where the sparse kernel alone costs what FA3 costs: once the estimate is paid,
+the vLLM adapter picks the cheaper of the two) is fitted per length and mask kind.
+
+    python3 bench/xattn_curve.py --out $OUT/xattn_curve          # on the GPU: JSON (+ log)
+    python3 bench/xattn_curve.py --render bench/results/xattn_curve/xattn_curve.json   # table + PNG, anywhere
+
+Exact device commands: ``bench/h200/curve.sh``; results and notes: ``bench/results/xattn_curve/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+BLOCK = 128
+
+
+def block_mask(kind: str, density: float, hq: int, n_qb: int, gen: Any) -> Any:
+    """A causal ``[Hq, n_qb, n_qb]`` bool block mask of about ``density`` of the causal blocks."""
+    import torch
+
+    qb = torch.arange(n_qb, device="cuda")
+    kb = torch.arange(n_qb, device="cuda")
+    causal = kb[None, :] <= qb[:, None]
+    forced = causal & ((kb[None, :] == 0) | (kb[None, :] == qb[:, None]))
+    if kind == "random":
+        n_causal = n_qb * (n_qb + 1) / 2
+        n_forced = float(forced.sum())
+        p = max(0.0, (density * n_causal - n_forced) / max(n_causal - n_forced, 1.0))
+        keep = torch.rand((hq, n_qb, n_qb), device="cuda", generator=gen) < p
+        return (keep & causal) | forced
+    if kind == "structured":
+        width = torch.clamp((density * (qb + 1)).round().long(), min=1)  # blocks per row incl. the diagonal
+        band = (kb[None, :] > qb[:, None] - width[:, None]) & causal
+        return (band | forced).expand(hq, n_qb, n_qb).contiguous()
+    raise ValueError(f"mask kind: expected random or structured, got {kind!r}")
+
+
+def fa3_fn(q: Any, k: Any, v: Any) -> Any:
+    """vLLM's FlashAttention 3 on one causal sequence (the kernel FLASH_ATTN runs on Hopper)."""
+    import torch
+    from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+    n = q.shape[0]
+    cu = torch.tensor([0, n], dtype=torch.int32, device="cuda")
+    out = torch.empty_like(q)
+    return functools.partial(
+        flash_attn_varlen_func, q, k, v, max_seqlen_q=n, cu_seqlens_q=cu, max_seqlen_k=n, cu_seqlens_k=cu,
+        causal=True, fa_version=3, out=out,
+    )
+
+
+def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from xattn_speed import bench_ms, computed_pairs, run_flex
+
+    from attention_backend.kernels import (
+        PagedKV,
+        block_sparse_attention_indexed,
+        estimate_block_scores,
+        mask_to_index,
+        select_blocks_indexed,
+    )
+
+    hq, hkv, d = args.heads, args.kv_heads, args.head_dim
+    gen = torch.Generator(device="cuda").manual_seed(length)
+    q, k, v = (torch.randn(length, h, d, device="cuda", generator=gen, dtype=torch.bfloat16) for h in (hq, hkv, hkv))
+    dense_flops = 4.0 * d * hq * length * (length + 1) / 2
+    res: dict[str, Any] = {"length": length, "dense_flops": dense_flops, "points": []}
+    res["fa3_ms"] = bench_ms(fa3_fn(q, k, v))
+    res["fa3_tflops"] = dense_flops / (res["fa3_ms"] * 1e-3) / 1e12
+    group = hq // hkv
+    qt = q.transpose(0, 1).unsqueeze(0)
+    kt, vt = (t.repeat_interleave(group, 1).transpose(0, 1).unsqueeze(0) for t in (k, v))
+    try:
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            res["cudnn_ms"] = bench_ms(functools.partial(F.scaled_dot_product_attention, qt, kt, vt, is_causal=True))
+    except Exception as exc:  # a baseline that cannot run is reported, not hidden
+        res["cudnn_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    del kt, vt
+    torch.cuda.empty_cache()
+    kv = PagedKV.from_contiguous(k, v)
+    for stride in (8, 16):
+        scores = estimate_block_scores(q, kv, block_size=BLOCK, stride=stride)
+        res[f"est_s{stride}_ms"] = bench_ms(
+            functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, out=scores)
+        )
+    res["select_ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, 0.9, first_qb=0))
+    del scores
+    n_qb = -(-length // BLOCK)
+    out = torch.empty_like(q)
+    for kind in args.kinds:
+        for density in args.densities:
+            point: dict[str, Any] = {"kind": kind, "target_density": density}
+            try:
+                mask = block_mask(kind, density, hq, n_qb, gen)
+                idx, count = mask_to_index(mask)
+                point["density"] = float(count.sum()) / (hq * n_qb * (n_qb + 1) / 2)
+                point["sparse_ms"] = bench_ms(
+                    functools.partial(block_sparse_attention_indexed, q, kv, idx, count, block_size=BLOCK, out=out)
+                )
+                point["sparse_tflops"] = 4.0 * d * computed_pairs(count, length) / (point["sparse_ms"] * 1e-3) / 1e12
+                point["sparse_vs_fa3_tflops"] = point["sparse_tflops"] / res["fa3_tflops"]
+                for stride in (8, 16):
+                    total = res[f"est_s{stride}_ms"] + res["select_ms"] + point["sparse_ms"]
+                    point[f"e2e_s{stride}_ms"] = total
+                    point[f"e2e_s{stride}_speedup_vs_fa3"] = res["fa3_ms"] / total
+                if flex is not None:
+                    point.update(run_flex(flex, q, k, v, mask, idx, count, length))
+                del mask, idx, count
+            except Exception as exc:
+                point["error"] = f"{type(exc).__name__}: {exc}"[:400]
+                traceback.print_exc()
+            res["points"].append(point)
+            print(json.dumps({"length": length, **point}), flush=True)
+            torch.cuda.empty_cache()
+    res["break_even"] = break_even(res)
+    return res
+
+
+def break_even(res: dict[str, Any]) -> dict[str, float | None]:
+    """Per mask kind: the density where the sparse kernel's time meets FA3's (line through the measured points)."""
+    out: dict[str, float | None] = {}
+    for kind in sorted({p["kind"] for p in res["points"]}):
+        pts = [(p["density"], p["sparse_ms"]) for p in res["points"] if p["kind"] == kind and "sparse_ms" in p]
+        if len(pts) < 2:
+            out[kind] = None
+            continue
+        n = len(pts)
+        mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+        slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+        out[kind] = (res["fa3_ms"] - (my - slope * mx)) / slope if slope > 0 else None
+    return out
+
+
+def measure(args: argparse.Namespace) -> None:
+    import torch
+
+    flex = None
+    if not args.no_flex:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        flex = torch.compile(flex_attention, dynamic=False)
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim, "block": BLOCK,
+        "rows": [],
+    }  # fmt: skip
+    for length in args.lens:
+        result["rows"].append(run_length(length, args, flex))
+        Path(f"{args.out}.json").write_text(json.dumps(result, indent=1))
+    render(result, Path(f"{args.out}.json"))
+
+
+def render(result: dict[str, Any], json_path: Path) -> None:
+    """Print the table (markdown) and, where matplotlib is installed, write the PNG next to the JSON."""
+    dev = result["device"]
+    print(f"\n## {dev}: kernels at fixed densities (ms; ratios vs vLLM's FA3 in the same run)\n")
+    for row in result["rows"]:
+        fa3 = row["fa3_ms"]
+        print(
+            f"### {row['length']:,} tokens: FA3 {fa3:.1f} ms ({row['fa3_tflops']:.0f} TFLOP/s), "
+            f"cuDNN {row.get('cudnn_ms', float('nan')):.1f} ms, estimation S=8 {row['est_s8_ms']:.1f} ms "
+            f"({100 * row['est_s8_ms'] / fa3:.1f} % of FA3), S=16 {row['est_s16_ms']:.1f} ms "
+            f"({100 * row['est_s16_ms'] / fa3:.1f} %), selection {row['select_ms']:.2f} ms; break-even density "
+            + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in row["break_even"].items())
+            + "\n"
+        )
+        print("| mask | density | sparse ms | sparse TFLOP/s (% of FA3) | Flex ms | e2e S=16 ms | FA3 / e2e S=16 | FA3 / e2e S=8 |")
+        print("|---|---|---|---|---|---|---|---|")
+        for p in row["points"]:
+            if "sparse_ms" not in p:
+                print(f"| {p['kind']} | {p['target_density']} | error: {p.get('error', '')[:80]} |||||")
+                continue
+            flex = f"{p['flex_ms']:.1f}" if "flex_ms" in p else "-"
+            print(
+                f"| {p['kind']} | {p['density']:.3f} | {p['sparse_ms']:.1f} | {p['sparse_tflops']:.0f} "
+                f"({100 * p['sparse_vs_fa3_tflops']:.0f} %) | {flex} | {p['e2e_s16_ms']:.1f} | "
+                f"{p['e2e_s16_speedup_vs_fa3']:.2f}x | {p['e2e_s8_speedup_vs_fa3']:.2f}x |"
+            )
+        print()
+    try:
+        import matplotlib
+    except ImportError:
+        print("(matplotlib not installed: no PNG; run --render on the JSON elsewhere)")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4.2), squeeze=False)
+    for ax, row in zip(axes[0], rows, strict=True):
+        for kind, style in (("random", "o-"), ("structured", "s-")):
+            pts = [p for p in row["points"] if p["kind"] == kind and "sparse_ms" in p]
+            ax.plot([p["density"] for p in pts], [p["e2e_s16_ms"] for p in pts], style, label=f"ours e2e S=16, {kind}")
+            flex = [p for p in pts if "flex_ms" in p]
+            if flex:
+                ax.plot([p["density"] for p in flex], [p["flex_ms"] for p in flex], style.replace("-", ":"),
+                        label=f"Flex on the same blocks, {kind}", alpha=0.6)
+        ax.axhline(row["fa3_ms"], color="k", label="vLLM FA3 (dense)")
+        if "cudnn_ms" in row:
+            ax.axhline(row["cudnn_ms"], color="gray", linestyle="--", label="cuDNN SDPA (dense)")
+        ax.set_title(f"{row['length']:,} tokens")
+        ax.set_xlabel("density (kept / causal blocks)")
+        ax.set_ylabel("ms")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{result['device']}: attention time vs density (32 q / 8 kv heads, d 128, bf16)")
+    fig.tight_layout()
+    png = json_path.with_suffix(".png")
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lens", type=lambda s: [int(x) for x in s.split(",")], default=[32768, 65536, 131072])
+    ap.add_argument("--densities", type=lambda s: [float(x) for x in s.split(",")], default=[0.05, 0.1, 0.2, 0.3, 0.5])
+    ap.add_argument("--kinds", type=lambda s: s.split(","), default=["random", "structured"])
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--out", help="output prefix (writes OUT.json)")
+    ap.add_argument("--render", type=Path, help="re-print the table and write the PNG from a recorded JSON")
+    args = ap.parse_args()
+    if args.render:
+        render(json.loads(args.render.read_text()), args.render)
+        return
+    if not args.out:
+        sys.exit("--out is required when measuring")
+    measure(args)
+
+
+if __name__ == "__main__":
+    main()
