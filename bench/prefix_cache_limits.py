@@ -7,7 +7,7 @@ online server can know, with `lru` and `belady` from the same run as the referen
 lru -> belady gap each closes:
 
 - turn, online: the trace reader's categories, i.e. the committed `density` (checked against
-  bench/results/prefix_cache/prefix_cache_mooncake.json);
+  bench/results/prefix_cache/prefix_cache_grid.json);
 - turn, and turn x previous gap x output length (40 classes), with in-sample statistics: reuse-gap
   histograms of the whole trace (`hindsight.in_sample_histograms`, `DensityPolicy.use_fixed_histograms`);
 - the 40 classes with online statistics;
@@ -49,7 +49,7 @@ from server.research.cache_sim.trace import Trace, read_trace, turn_category
 
 TRACE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDGE_DATA_ROOT or ../shared/data
 RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
-GRID = RESULTS / "prefix_cache_mooncake.json"
+GRID = RESULTS / "prefix_cache_grid.json"  # its "mooncake" trace: the whole-trace grid
 TARGET_SHARE = 0.30
 PREV_GAP_EDGES = (60.0, 240.0)  # 40 classes: previous gap < 60 s, 60-240 s, >= 240 s
 OUTPUT_EDGES = (50.0, 200.0, 400.0)  # ... and output < 50, 50-200, 200-400, >= 400 tokens
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     conv = conversations(trace)
     bt = trace.block_tokens
     committed = {
-        r["policy"] + "@" + str(r["capacity_blocks"]): r for r in json.loads(GRID.read_text())["results"]
+        r["policy"] + "@" + str(r["capacity_blocks"]): r
+        for r in json.loads(GRID.read_text())["traces"]["mooncake"]["results"]
     }
 
     rows, lru_idle, reference = [], {}, {}
@@ -262,7 +263,7 @@ def print_report(rows, reference, checks, facts, predict, capacities) -> None:
             )
             cells += f"{r['token_hit_ratio']:>9.4f} /{r['gap_closed']:>6.1%}"
         print(f"{name:<36} {stats:<10}{cells}")
-    print("\nonline turn row vs bench/results/prefix_cache/prefix_cache_mooncake.json:")
+    print("\nonline turn row vs bench/results/prefix_cache/prefix_cache_grid.json:")
     for c in checks:
         print(
             f"  {c['policy']:<8} {c['capacity_tokens'] / 1e6:g}M  {c['this_run']:.6f} vs {c['committed_grid']}  same={c['same']}"

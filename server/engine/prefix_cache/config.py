@@ -24,6 +24,8 @@ class PolicyConfig:
         accesses (the decay of its score).
     guard_margin: the hit-ratio advantage (share of the window's accesses) that ``guarded``'s learned
         expert needs over LRU to take the lead; it doubles each time the learned expert loses the lead.
+    guard_slack: ``guarded`` hands the pool back to LRU once the pool's hits fall behind its LRU shadow's
+        by more than this share of the accesses so far.
     session_share: the largest share of the cache that ``session``'s protected edge sessions may hold.
     session_inner: the policy ``session`` uses for blocks it does not protect (no session, or none left).
     session_idle_factor: ``session`` takes protection from a session idle for more than this many mean
@@ -42,6 +44,7 @@ class PolicyConfig:
     density_decay: float = 0.995
     guard_window: float = 4.0
     guard_margin: float = 0.01
+    guard_slack: float = 0.001
     session_share: float = 0.9
     session_inner: str = "lru"
     session_idle_factor: float = 2.0
@@ -72,6 +75,8 @@ class PolicyConfig:
             raise ValueError(f"session_idle_factor must be > 0, got {self.session_idle_factor}")
         if self.session_inner == "session":
             raise ValueError("session_inner cannot be 'session' itself")
+        if not 0.0 <= self.guard_slack < 1.0:
+            raise ValueError(f"guard_slack must be in [0, 1), got {self.guard_slack}")
         if self.guard_window <= 0 or not 0.0 <= self.guard_margin < 1.0:
             raise ValueError(
                 f"guard_window must be > 0 and guard_margin in [0, 1), got {self.guard_window}, {self.guard_margin}"
