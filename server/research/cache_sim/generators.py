@@ -223,6 +223,29 @@ def edge_sessions(
     return b.build()
 
 
+def edge_rotation(
+    seed: int, num_sessions: int = 20, rounds: int = 10, context_blocks: tuple[int, int] = (30, 50)
+) -> Trace:
+    """``num_sessions`` concurrent edge sessions that escalate in turn (every 10 s, jittered), each
+    escalation adding one block to a context of ``context_blocks`` blocks: the pattern LRU handles worst
+    (each session's blocks are the least recently used just before it comes back)."""
+    rng, b = random.Random(seed), _Builder()
+    system = b.fresh(2)
+    metas = [
+        RequestMeta(category="edge-session", session=f"r{k}", session_ttl_s=600.0)
+        for k in range(num_sessions)
+    ]
+    contexts = [system + b.fresh(rng.randint(*context_blocks)) for _ in range(num_sessions)]
+    period = 10.0 / num_sessions
+    for r in range(rounds):
+        for k in range(num_sessions):
+            contexts[k] = contexts[k] + b.fresh(1)
+            b.add(
+                r * 10.0 + k * period + rng.uniform(0, 0.5 * period), contexts[k], "edge-session", 4, metas[k]
+            )
+    return b.build()
+
+
 GENERATORS: dict[str, Callable[..., Trace]] = {
     "api": api,
     "chat": chat,

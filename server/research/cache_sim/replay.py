@@ -54,6 +54,7 @@ class SimResult:
     uncacheable_blocks: int = 0
     seconds: float = 0.0
     categories: dict[str, list[int]] = field(default_factory=dict)  # category -> [query, hit] tokens
+    request_hit_tokens: list[int] | None = None  # per scored request, when replay(record=True)
 
     @property
     def token_hit_ratio(self) -> float:
@@ -88,10 +89,11 @@ def replay(
     policy: EvictionPolicy | None,
     service: ServiceModel | None = None,
     score_from_s: float | None = None,
+    record: bool = False,
 ) -> SimResult:
     """Run the whole trace; ``policy`` None simulates the infinite cache. ``score_from_s``: count only
     requests arriving at or after this time (the policy still sees, and learns from, the earlier ones:
-    fit on the first part, score on the rest)."""
+    fit on the first part, score on the rest). ``record``: keep every scored request's hit tokens."""
     service = service or ServiceModel()
     start = time.perf_counter()
     bt = trace.block_tokens
@@ -106,6 +108,7 @@ def replay(
     refs: dict[int, int] = {}
     pending: list[tuple[float, int, int]] = []  # (completion time, request index, hit blocks)
     categories = result.categories
+    hits_of = result.request_hit_tokens = [] if record else None
     partial_metas: dict[str, RequestMeta] = {}
 
     def tail_meta(i: int, meta: RequestMeta) -> RequestMeta:
@@ -192,6 +195,8 @@ def replay(
             continue
         result.query_tokens += n_in
         result.hit_tokens += hit_tokens
+        if hits_of is not None:
+            hits_of.append(hit_tokens)
         result.query_blocks += len(keys)
         result.hit_blocks += n_hit
         per = categories.get(meta.category)
