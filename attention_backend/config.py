@@ -17,6 +17,10 @@ ADDITIONAL_CONFIG_KEY = "xattn"
 
 ThresholdTable = tuple[tuple[float, ...], ...]
 
+KERNEL_BLOCK_SIZES = (64, 128)
+KERNEL_HEAD_DIMS = (64, 128, 256)
+"""What the Triton kernels (``attention_backend.kernels``) support; here so start-up checks need no Triton."""
+
 
 @dataclass(frozen=True)
 class XAttentionConfig:

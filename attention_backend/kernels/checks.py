@@ -7,11 +7,11 @@ import os
 
 import torch
 
+from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS
 from attention_backend.kernels.kv_view import PagedKV
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)
-KERNEL_BLOCK_SIZES = (64, 128)
-KERNEL_HEAD_DIMS = (64, 128, 256)
+__all__ = ["KERNEL_BLOCK_SIZES", "KERNEL_DTYPES", "KERNEL_HEAD_DIMS"]
 
 
 def interpreting() -> bool:

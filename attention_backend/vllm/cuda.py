@@ -37,7 +37,7 @@ from vllm.v1.attention.backends.flash_attn import (
 )
 
 from attention_backend.break_even import break_even_for
-from attention_backend.config import XAttentionConfig
+from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
 from attention_backend.vllm.common import STATS, config_from_vllm, init_xattn, publish_stats, warn_once
 
 logger = logging.getLogger("attention_backend.vllm")
@@ -67,8 +67,6 @@ def resolve_dense_above(config: XAttentionConfig, device_name: str) -> tuple[flo
 
 def check_kernel_support(head_size: int, block_size: int) -> None:
     """Stop at start-up (one line naming the setting) when the Triton kernels cannot serve this model."""
-    from attention_backend.kernels.checks import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS
-
     if head_size not in KERNEL_HEAD_DIMS:
         raise XAttentionStartupError(
             f"--xattn (enabled): the model's head dim {head_size} is not one the XAttention kernels support "
