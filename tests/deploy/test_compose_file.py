@@ -183,10 +183,10 @@ def test_xedge_up_reads_the_file_as_compose_does(profiles: tuple[str, ...]) -> N
 
 def test_every_image_dependency_is_pinned_by_the_lock() -> None:
     """The Dockerfiles install with scripts/constraints-cpu.txt as constraints: each direct dependency they
-    install (base, `router`, `cpu`, gguf) must have a pin there, or the image would take whatever is newest."""
+    install (base, `router`, `cpu`, gguf, accelerate) must have a pin there, or the image would take whatever is newest."""
     lock = {re.sub(r"[-_.]+", "-", ln.split("==")[0]).lower()
             for ln in (DEPLOY.parent / "scripts/constraints-cpu.txt").read_text().splitlines() if "==" in ln}  # fmt: skip
     reqs = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"), str(DEPLOY.parent / "pyproject.toml"), "router", "cpu"],
-                          capture_output=True, text=True, check=True).stdout.split("\n") + ["gguf"]  # fmt: skip
+                          capture_output=True, text=True, check=True).stdout.split("\n") + ["gguf", "accelerate"]  # fmt: skip
     names = {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", r).group(0)).lower() for r in reqs if r.strip()}  # type: ignore[union-attr]
     assert names and not names - lock, sorted(names - lock)
