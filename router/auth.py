@@ -96,7 +96,7 @@ class KeyAuth:
         return tenant
 
 
-def keyed_tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+async def keyed_tenant(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """Drop-in replacement of ``router.deps.get_tenant`` when API keys are configured."""
     auth: KeyAuth = request.app.state.key_auth
     return auth.authenticate(authorization)

@@ -18,11 +18,13 @@ from router.errors import RouterError
 from router.service import EdgeService
 
 
-def get_service(request: Request) -> EdgeService:
+# Dependencies are ``async def`` although they do not await: FastAPI runs a plain ``def`` dependency in a
+# worker thread, a thread hop per request for a dictionary lookup.
+async def get_service(request: Request) -> EdgeService:
     return request.app.state.service
 
 
-def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> str:
+async def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> str:
     if tenant is None:
         return "default"
     if not (0 < len(tenant) <= 64) or not all(c.isalnum() or c in "-_." for c in tenant):

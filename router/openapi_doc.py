@@ -22,6 +22,7 @@ _ERRORS = {
     429: "a rate limit or a per-tenant cap (sessions, bytes held, requests in flight) was reached; see Retry-After",
     503: "the vLLM replica cannot be reached; see Retry-After",
 }
+_PROXIED = frozenset({"/v1/models", "/v1/completions", "/v1/chat/completions"})
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
@@ -54,12 +55,15 @@ def build_openapi(app: FastAPI, s: RouterSettings) -> dict[str, Any]:
             statuses = [429]
             if method in ("post", "put", "patch"):
                 statuses += [408, 413, 422]
-            if keyed and not open_path:
+            if keyed and path in OPS_PATHS:  # a key, or a loopback client without one
+                statuses.append(401)
+                op["security"] = [{"bearer": []}, {}]
+            elif keyed and not open_path:
                 statuses.append(401)
                 op["security"] = [{"bearer": []}]
             elif keyed:
                 op["security"] = []
-            if "503" in responses or path.startswith("/v1/") and path != "/v1/info":
+            if "503" in responses or path == "/ready" or path.startswith("/v1/") and path != "/v1/info":
                 statuses.append(503)
             for status in statuses:
                 entry = responses.setdefault(str(status), {"description": _ERRORS[status]})
@@ -68,6 +72,10 @@ def build_openapi(app: FastAPI, s: RouterSettings) -> dict[str, Any]:
                     entry["headers"] = _RETRY_AFTER
             if path in OPS_PATHS:
                 op.setdefault("description", "Open to loopback clients; from elsewhere it needs an API key when keys are set.")
+            if path in _PROXIED:  # vLLM's own error statuses and bodies come back unchanged
+                for status in (400, 404):
+                    responses.setdefault(str(status), {"description": f"vLLM's {status} (its error body)",
+                                                       "content": {"application/json": {"schema": {"type": "object"}}}})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return spec

@@ -39,7 +39,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"detail": detail, "replicas": replicas}, status_code=503, headers={"Retry-After": "5"})
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}})
 async def metrics(request: Request) -> Response:
     """Prometheus text format: router counters, escalation latency, cloud tokens, sessions, prefix cache."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
