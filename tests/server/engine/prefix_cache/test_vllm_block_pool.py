@@ -130,3 +130,40 @@ def test_unknown_policy_fails_registration(monkeypatch: pytest.MonkeyPatch) -> N
         UnknownPolicyError, match="valid: density, guarded, lru, s3fifo, session, workload, workload-paper"
     ):
         vllm_adapter.register()
+
+
+def _rotation_sequence(bad_meta: bool = False) -> list[tuple[list[int], dict | None]]:
+    """Four edge sessions of 12 blocks each (48 > the 39 usable blocks) escalating in rotation, one new
+    block per escalation; the second round's requests are the ones measured."""
+    contexts = [[s * 100000 + j for j in range(12 * BLOCK)] for s in range(4)]
+    prompts: list[tuple[list[int], dict | None]] = []
+    for r in range(3):
+        for s, ctx in enumerate(contexts):
+            ctx.extend(s * 100000 + 50000 + r * BLOCK + j for j in range(BLOCK))
+            meta: dict = {
+                "xedge_category": "edge-session",
+                "xedge_session": f"k{s}",
+                "xedge_session_ttl_s": 600,
+            }
+            if bad_meta and r == 1 and s == 0:
+                meta["xedge_closed_sessions"] = 7  # not a string: counted, request runs without metadata
+            prompts.append((list(ctx) + [1], meta))
+    return prompts
+
+
+@pytest.mark.parametrize("policy", ["lru", "session"])
+def test_sessions_in_rotation_keep_hits_only_when_session_aware(
+    monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, policy)
+    manager = make_manager(40)
+    run = run_sequence(manager, _rotation_sequence(bad_meta=True))
+    later = run.cached_tokens[4:]
+    installed = vllm_adapter.installed_policy(manager.block_pool)
+    installed.check_integrity()
+    assert installed.stats.invalid_meta == 1
+    if policy == "lru":
+        assert sum(later) == 0  # each session's blocks are the least recently used when it comes back
+    else:
+        # two sessions fit the protected share (0.9 of 39 blocks) and hit (nearly) their whole context
+        assert sum(1 for c in later if c >= 10 * BLOCK) >= 4, later
