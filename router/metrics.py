@@ -90,6 +90,9 @@ class GaugeCollector(Collector):
             yield GaugeMetricFamily(self.name, self.doc, value=value)
 
 
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
 def error_code(status: int, body: bytes) -> str:
     """The error label of a response: the router's ``detail.code``, vLLM's ``upstream_<type>``, else the status."""
     try:
@@ -144,7 +147,9 @@ class MetricsMiddleware:
         route_obj = scope.get("route")
         route = getattr(route_obj, "path", None) or "unmatched"
         m = self.metrics
-        m.requests.labels(route, scope["method"], str(status)).inc()
+        # Label values come from a fixed set only: a client's made-up method must not add a series.
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        m.requests.labels(route, method, str(status)).inc()
         if status >= 400:
             m.errors.labels(error_code(status, body)).inc()
         if scope["method"] != "POST":

@@ -202,3 +202,12 @@ def test_openapi_describes_errors_limits_and_security(keyed) -> None:
     assert "Retry-After" in escalate["429"]["headers"]
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     assert spec["paths"]["/health"]["get"]["security"] == []
+
+
+def test_made_up_methods_do_not_grow_metrics_series(keyed) -> None:
+    _, _, app = keyed
+    with TestClient(app) as client:  # ASGI directly: uvicorn's parser would already refuse these methods
+        for i in range(30):
+            client.request(f"X{i}METHOD", "/v1/models", headers=AUTH)
+        text = client.get("/metrics", headers=AUTH).text
+    assert "X0METHOD" not in text and 'method="OTHER"' in text
