@@ -62,6 +62,7 @@ class EdgeService:
             max_sessions=settings.max_sessions,
             ttl_s=settings.session_ttl_s,
             records=settings.idempotency_records,
+            reply_bytes=settings.idempotency_bytes,
         )
         self._create_locks: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
         self.observers: list[ServiceObserver] = []

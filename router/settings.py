@@ -45,6 +45,9 @@ class RouterSettings(BaseSettings):
         "memory", description="'memory' (this process only) or a redis:// / rediss:// / unix:// URL (shared, durable)"
     )
     idempotency_records: int = Field(32, ge=1, description="replies kept per session for retried request ids")
+    idempotency_bytes: int = Field(
+        1_048_576, ge=1024, description="bytes of those replies kept per session (oldest dropped first, the newest always kept)"
+    )
     # Per-tenant caps (router.quota): no tenant can take the router from the others.
     tenant_max_sessions: int = Field(1_000, ge=1, description="edge sessions one tenant may hold")
     tenant_max_bytes: int = Field(256 * 2**20, ge=4096, description="bytes of session state one tenant may hold")

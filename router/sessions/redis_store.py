@@ -2,7 +2,7 @@
 
 Keys per session (one hash tag, so a cluster keeps them on one slot): ``xedge:{<id>}:s`` (hash: tenant,
 metadata, version, committed content), ``xedge:{<id>}:r`` (hash: request_id -> recorded reply) and
-``xedge:{<id>}:o`` (list: request ids, oldest first, trimmed to ``records``). ``xedge:live`` (sorted set,
+``xedge:{<id>}:o`` (list: request ids, oldest first, trimmed to ``records`` and ``reply_bytes``). ``xedge:live`` (sorted set,
 score = expiry in ms of Redis' clock) counts live sessions for the ``max_sessions`` cap; creates are
 recorded under ``xedge:c:<tenant>:<request_id>``. Every key expires ``ttl_s`` after the session's last
 use (Redis' own expiry: no sweeper).
@@ -75,12 +75,18 @@ local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return -1 end
 if v ~= ARGV[1] then return 0 end
 local nv = tonumber(v) + 1
-redis.call('HSET', KEYS[1], 'version', nv, unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'version', nv, unpack(ARGV, 7))
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[3], ARGV[3])
-while redis.call('LLEN', KEYS[3]) > tonumber(ARGV[5]) do
-  redis.call('HDEL', KEYS[2], redis.call('LPOP', KEYS[3]))
+local held = redis.call('HINCRBY', KEYS[1], 'rbytes', string.len(ARGV[4]))
+local n = redis.call('LLEN', KEYS[3])
+while n > tonumber(ARGV[5]) or (held > tonumber(ARGV[6]) and n > 1) do
+  local old = redis.call('LPOP', KEYS[3])
+  held = held - redis.call('HSTRLEN', KEYS[2], old)
+  redis.call('HDEL', KEYS[2], old)
+  n = n - 1
 end
+redis.call('HSET', KEYS[1], 'rbytes', held)
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return nv
 """
@@ -98,8 +104,8 @@ def _keys(session_id: str) -> list[str]:
 
 
 class RedisSessionStore(SessionStore):
-    def __init__(self, url: str, *, max_sessions: int, ttl_s: float, records: int) -> None:
-        super().__init__(max_sessions=max_sessions, ttl_s=ttl_s, records=records)
+    def __init__(self, url: str, *, max_sessions: int, ttl_s: float, records: int, reply_bytes: int = 1 << 20) -> None:
+        super().__init__(max_sessions=max_sessions, ttl_s=ttl_s, records=records, reply_bytes=reply_bytes)
         self._r = aioredis.Redis.from_url(
             url,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
@@ -178,7 +184,8 @@ class RedisSessionStore(SessionStore):
 
     async def commit(self, session: Session, content: Content, request_id: str, digest: str, reply: BaseModel) -> bool:
         flat = [x for kv in encode_content(content).items() for x in kv]
-        args = [session.version, self._ttl_ms, request_id, encode_reply(digest, reply), self.records, *flat]
+        args = [session.version, self._ttl_ms, request_id, encode_reply(digest, reply), self.records, self.reply_bytes,
+                *flat]
         version = await self._call("commit", self._commit(keys=_keys(session.id), args=args))
         if version < 0:
             raise RouterError("unknown_session", f"session {session.id!r} was deleted or expired")

@@ -20,7 +20,9 @@ nothing is then changed):
   wins (a concurrent duplicate create on another router gets the winner's reply, its own session removed).
 
 Idempotency: each session keeps the last ``records`` replies keyed by ``request_id`` together with a
-digest of the request body, as compact JSON bytes (router.sessions.codec).
+digest of the request body, as compact JSON bytes (router.sessions.codec), and at most ``reply_bytes`` of
+them (oldest dropped first; the newest is always kept). A retry whose reply was dropped runs again: its
+base no longer matches (409) unless it committed nothing new.
 """
 
 from __future__ import annotations
@@ -91,10 +93,11 @@ class Session:
 class SessionStore(abc.ABC):
     """The store contract (module docstring). ``len(store)``: sessions held, as last seen by this process."""
 
-    def __init__(self, *, max_sessions: int, ttl_s: float, records: int) -> None:
+    def __init__(self, *, max_sessions: int, ttl_s: float, records: int, reply_bytes: int = 1 << 20) -> None:
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s
         self.records = records
+        self.reply_bytes = reply_bytes
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @staticmethod
@@ -156,8 +159,8 @@ def replayed(hit: bytes | None, request_id: str, digest: str) -> BaseModel | Non
 class MemorySessionStore(SessionStore):
     """Sessions in this process's memory: fast, lost on restart, not shared with other router processes."""
 
-    def __init__(self, *, max_sessions: int, ttl_s: float, records: int) -> None:
-        super().__init__(max_sessions=max_sessions, ttl_s=ttl_s, records=records)
+    def __init__(self, *, max_sessions: int, ttl_s: float, records: int, reply_bytes: int = 1 << 20) -> None:
+        super().__init__(max_sessions=max_sessions, ttl_s=ttl_s, records=records, reply_bytes=reply_bytes)
         self._sessions: dict[str, Session] = {}
         self._replies: dict[str, OrderedDict[str, bytes]] = {}
         self._creates: OrderedDict[tuple[str, str], bytes] = OrderedDict()
@@ -208,8 +211,9 @@ class MemorySessionStore(SessionStore):
         await self.refresh(session)
         replies = self._replies[session.id]
         replies[request_id] = encode_reply(digest, reply)
-        while len(replies) > self.records:
-            replies.popitem(last=False)
+        held = sum(len(r) for r in replies.values())
+        while len(replies) > self.records or (held > self.reply_bytes and len(replies) > 1):
+            held -= len(replies.popitem(last=False)[1])
         session.content = content
         session.version += 1
         return True
@@ -224,10 +228,11 @@ class MemorySessionStore(SessionStore):
         return reply
 
 
-def open_store(url: str, *, max_sessions: int, ttl_s: float, records: int) -> SessionStore:
+def open_store(url: str, *, max_sessions: int, ttl_s: float, records: int, reply_bytes: int = 1 << 20) -> SessionStore:
     """``memory`` -> :class:`MemorySessionStore`; ``redis://``, ``rediss://`` or ``unix://`` -> Redis."""
+    limits = {"max_sessions": max_sessions, "ttl_s": ttl_s, "records": records, "reply_bytes": reply_bytes}
     if url == "memory":
-        return MemorySessionStore(max_sessions=max_sessions, ttl_s=ttl_s, records=records)
+        return MemorySessionStore(**limits)  # type: ignore[arg-type]
     from router.sessions.redis_store import RedisSessionStore
 
-    return RedisSessionStore(url, max_sessions=max_sessions, ttl_s=ttl_s, records=records)
+    return RedisSessionStore(url, **limits)  # type: ignore[arg-type]

@@ -107,6 +107,30 @@ def test_commit_replay_conflict_and_record_limit(make_store) -> None:
     asyncio.run(run())
 
 
+def test_replies_kept_within_a_byte_budget_newest_always_kept(make_store) -> None:
+    async def run() -> None:
+        s0 = _session(MemorySessionStore(max_sessions=1, ttl_s=1, records=1))
+        size = len(_reply(s0, 1).model_dump_json())
+        store = make_store(records=10, reply_bytes=int(2.5 * (size + 40)))  # room for two replies, not three
+        s = _session(store)
+        await store.add(s)
+        s = await store.get(s.id, "t1")
+        for n in range(1, 5):
+            assert await store.commit(s, s.content, f"r{n}", "d", _reply(s, n))
+        kept = [n for n in range(1, 5) if await store.replay(s, f"r{n}", "d") is not None]
+        assert kept == [3, 4]
+        tiny = make_store(records=10, reply_bytes=1024)
+        await tiny.add(t := _session(tiny))
+        t = await tiny.get(t.id, "t1")
+        big = _reply(t, 0).model_copy(update={"text": "x" * 5000})
+        assert await tiny.commit(t, t.content, "big", "d", big)
+        assert (await tiny.replay(t, "big", "d")).text == "x" * 5000  # type: ignore[union-attr]
+        await store.aclose()
+        await tiny.aclose()
+
+    asyncio.run(run())
+
+
 def test_text_content_round_trips(make_store) -> None:
     async def run() -> None:
         store = make_store()
