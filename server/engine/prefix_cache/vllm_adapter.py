@@ -193,6 +193,11 @@ class _BlockPoolPatch(_Patch):
         if not pool.enable_caching:
             logger.info("xedge prefix cache: prefix caching is off; policy not installed")
             return
+        if pool.num_gpu_blocks < 2:  # block 0 is vLLM's null block: no cacheable block at all
+            logger.warning(
+                "xedge prefix cache: %d KV blocks, none cacheable; policy not installed", pool.num_gpu_blocks
+            )
+            return
         name = os.environ.get(POLICY_ENV, DEFAULT_POLICY)
         pool._xedge = hook = _PoolHook(pool, name)
         write_marker(
