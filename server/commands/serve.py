@@ -111,8 +111,6 @@ def serve(
     # configured; the router process inherits them through the environment.
     settings, router_env = with_stack_secrets(settings, os.environ)
     os.environ.update(router_env)
-    if not router_keys:
-        typer.echo(OPEN_BANNER.format(url=f"http://{settings.host}:{settings.port}"), err=True)
     stack = Stack(settings)
     interrupt_on_sigterm()
     try:
@@ -125,6 +123,8 @@ def serve(
     try:
         typer.echo(f"[xedge] vLLM (internal): {stack.vllm_url}   logs: {stack.run_dir}")
         typer.echo(f"[xedge] router: {stack.router_url}  (edge API /v1/sessions, docs {stack.router_url}/docs)")
+        if not router_keys:  # next to the address it concerns, on the same stream as the ready line
+            typer.echo(OPEN_BANNER.format(url=stack.router_url))
         typer.echo(f"[xedge] ready: serving {stack.served_model_name} at {stack.router_url}")
         sys.stdout.flush()
         # A dead or hung vLLM (or router) is restarted with backoff; the router answers 503 meanwhile.
