@@ -1,4 +1,5 @@
-"""Operations: ``GET /ready`` (every vLLM replica answers ``/health``) and ``GET /metrics`` (Prometheus).
+"""Operations: ``GET /ready`` (every vLLM replica answers ``/health``, and the session store answers) and
+``GET /metrics`` (Prometheus).
 
 ``/health`` (liveness of the router process) lives in ``router.api.info``.
 """
@@ -27,16 +28,22 @@ async def _replica_ok(client: httpx.AsyncClient) -> bool:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """200 when every replica is healthy, else 503 naming (by index: internal URLs stay in the router's
-    settings and logs) the ones that are not."""
+    """200 when every replica is healthy and the session store answers, else 503 naming (by index: internal
+    URLs stay in the router's settings and logs) the replicas that are not, or the store."""
     proxy: OpenAIProxy = request.app.state.openai_proxy
-    oks = await asyncio.gather(*(_replica_ok(c) for c in proxy.clients))
+    oks, store_ok = await asyncio.gather(
+        asyncio.gather(*(_replica_ok(c) for c in proxy.clients)), request.app.state.service.store.ping()
+    )
     replicas = [{"replica": i, "healthy": ok} for i, ok in enumerate(oks)]
-    if all(oks):
-        return JSONResponse({"status": "ready", "replicas": replicas})
-    down = ", ".join(f"replica {r['replica']}" for r in replicas if not r["healthy"])
-    detail = {"code": "engine_unavailable", "message": f"vLLM replica(s) not healthy: {down}"}
-    return JSONResponse({"detail": detail, "replicas": replicas}, status_code=503, headers={"Retry-After": "5"})
+    body = {"replicas": replicas, "store": "ok" if store_ok else "unreachable"}
+    if all(oks) and store_ok:
+        return JSONResponse({"status": "ready", **body})
+    if not all(oks):
+        down = ", ".join(f"replica {r['replica']}" for r in replicas if not r["healthy"])
+        detail = {"code": "engine_unavailable", "message": f"vLLM replica(s) not healthy: {down}"}
+    else:
+        detail = {"code": "store_unavailable", "message": "the session store is unreachable"}
+    return JSONResponse({"detail": detail, **body}, status_code=503, headers={"Retry-After": "5"})
 
 
 @router.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}})

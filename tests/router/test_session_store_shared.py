@@ -91,3 +91,29 @@ def test_a_frozen_store_is_a_503_and_the_retry_after_it_commits_once(redis_serve
         retried = http.post(url + Paths.SYNC.format(session_id=sid), json=sync)
         assert retried.status_code == 200 and retried.json()["state"]["committed"] == base_of([*PROMPT, 5, 6])
         assert http.post(url + Paths.SYNC.format(session_id=sid), json=sync).json() == retried.json()
+
+
+def test_ready_reports_an_unreachable_store(redis_server: RedisServer) -> None:
+    from router.app import create_app
+    from router.operations import OperationsExtension
+    from router.settings import RouterSettings
+    from tests.fakes.engine import FakeEngine, FakeTokenizer
+    from tests.fakes.vllm_server import make_fake_vllm
+
+    with serve(make_fake_vllm()) as vllm_url:  # a replica whose /health answers
+        settings = RouterSettings(vllm_urls=[vllm_url], startup_timeout_s=0, session_store=redis_server.url)
+        tok = FakeTokenizer()
+        app = create_app(settings, engines=[FakeEngine(tok.vocab_size)], tokenizer=tok,
+                         extensions=[OperationsExtension(settings)])  # fmt: skip
+        with serve(app) as url:
+            ok = httpx.get(f"{url}/ready", timeout=10)
+            assert ok.status_code == 200 and ok.json()["store"] == "ok", ok.text
+            assert redis_server.proc is not None
+            os.kill(redis_server.proc.pid, signal.SIGSTOP)
+            try:
+                down = httpx.get(f"{url}/ready", timeout=10)
+            finally:
+                os.kill(redis_server.proc.pid, signal.SIGCONT)
+            assert down.status_code == 503 and down.json()["detail"]["code"] == "store_unavailable", down.text
+            assert down.json()["store"] == "unreachable" and redis_server.url not in down.text
+            assert httpx.get(f"{url}/ready", timeout=10).status_code == 200
