@@ -32,6 +32,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
 TOLERANCE = 0.002
 SHARES = (0.05, 0.15, 0.40)
 SEED = 0
+COLORS = {"lru": "tab:blue", "workload": "tab:orange", "workload-paper": "tab:olive", "s3fifo": "tab:green",
+          "density": "tab:red", "guarded": "tab:purple", "session": "tab:brown", "belady": "black"}  # fmt: skip
 
 
 def _traces(requests: int) -> list[tuple[str, Trace, tuple[int, ...], float | None]]:
@@ -57,7 +59,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000, help="requests per generated trace")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--render-only", action="store_true", help="redraw the PNG from the recorded JSON")
     args = parser.parse_args()
+    if args.render_only:
+        recorded = json.loads((RESULTS / "prefix_cache_grid.json").read_text())
+        print(f"wrote {_plot(recorded['traces'], RESULTS / 'prefix_cache_grid.png')}")
+        return 0
     start = time.perf_counter()
     grids: list[GridResult] = []
     for name, trace, caps, score_from in _traces(args.requests):
@@ -105,38 +112,45 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "prefix_cache_grid.json"
     out.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"{seconds:.1f} s; wrote {out} and {_plot(grids, RESULTS / 'prefix_cache_grid.png')}")
+    print(f"{seconds:.1f} s; wrote {out} and {_plot(payload['traces'], RESULTS / 'prefix_cache_grid.png')}")
     return 0 if verdicts["guarded"]["never_below_lru"] else 1
 
 
-def _plot(grids: list[GridResult], path: Path) -> Path:
+def _plot(traces: dict[str, dict], path: Path) -> Path:
+    """One panel per trace (``traces``: the JSON of each trace's grid), token hit ratio vs capacity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     cols = 4
-    rows = -(-len(grids) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-    for ax, grid in zip(axes.flat, grids, strict=False):
-        xs = [c / grid.block_tokens for c in grid.capacities_tokens]
-        for policy in grid.policies:
-            ys = [grid.get(policy, c).token_hit_ratio for c in grid.capacities_tokens]
+    rows = -(-len(traces) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.6), squeeze=False)
+    for ax, (name, grid) in zip(axes.flat, traces.items(), strict=False):
+        ratio = {(r["policy"], r["capacity_blocks"]): r["token_hit_ratio"] for r in grid["results"]}
+        xs = [c // grid["block_tokens"] for c in grid["capacities_tokens"]]
+        for policy in grid["policies"]:
             style = {"belady": ":", "lru": "--"}.get(policy, "-")
             width = 2.5 if policy in ("guarded", "session") else 1.2
-            ax.plot(xs, ys, style, marker="o", markersize=3, linewidth=width, label=policy)
-        ax.axhline(grid.infinite.token_hit_ratio, color="grey", linestyle=":", linewidth=0.8)
+            ax.plot(xs, [ratio[(policy, x)] for x in xs], style, color=COLORS.get(policy), marker="o", markersize=3,
+                    linewidth=width, label=policy, zorder=3 if policy == "lru" else 2)  # fmt: skip
+        ax.axhline(grid["infinite"]["token_hit_ratio"], color="grey", linestyle=":", linewidth=0.8)
         ax.set_xscale("log")
-        ax.set_title(grid.trace_name, fontsize=10)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(x) for x in xs], fontsize=7)
+        ax.set_title(f"{name} ({grid['block_tokens']}-token blocks)", fontsize=10)
         ax.set_xlabel("capacity (blocks)", fontsize=8)
         ax.set_ylabel("token hit ratio", fontsize=8)
         ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(grids) :]:
+    for ax in list(axes.flat)[len(traces) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower right", ncol=2, fontsize=8)
-    fig.suptitle("prefix-cache token hit ratio per policy, trace and capacity (grey: infinite cache)")
-    fig.tight_layout()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
+    fig.suptitle("prefix-cache token hit ratio per policy, trace and capacity (grey dotted: infinite cache; "
+                 "session = lru where requests carry no session)")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
