@@ -232,6 +232,10 @@ class LlamaCppRunner(ModelRunner):
         lib = self._lib
         lib.llama_memory_seq_rm(lib.llama_get_memory(self._llm.ctx), -1, position, -1)
 
+    def close(self) -> None:
+        """Free the model and its context now (else at garbage collection)."""
+        self._llm.close()
+
     def teacher_forced(self, ids: list[int]) -> TeacherForced:
         raise HiddenStatesUnavailableError(
             "teacher_forced feeds the mlp router's training, which needs hidden states; llama.cpp does not "

@@ -39,14 +39,14 @@ RUNNERS = ["llama.cpp", "transformers"]
 
 
 @pytest.fixture(scope="module")
-def runners() -> dict[str, ModelRunner]:
+def runners() -> Iterator[dict[str, ModelRunner]]:
     """llama.cpp tokenising with the cloud's tokenizer.json (token mode; see test_llama_cpps_own_tokenizer_...)."""
     hf_dir = ensure_default_model()
-    llama = LlamaCppRunnerConfig(SMOLLM2.path(), n_ctx=2048, n_threads=2, tokenizer_json=hf_dir / "tokenizer.json")
-    return {
-        "llama.cpp": LlamaCppRunner(llama),
-        "transformers": TransformersRunner(TransformersRunnerConfig(hf_dir, num_threads=2)),
-    }
+    llama = LlamaCppRunner(
+        LlamaCppRunnerConfig(SMOLLM2.path(), n_ctx=2048, n_threads=2, tokenizer_json=hf_dir / "tokenizer.json")
+    )
+    yield {"llama.cpp": llama, "transformers": TransformersRunner(TransformersRunnerConfig(hf_dir, num_threads=2))}
+    llama.close()
 
 
 @pytest.fixture(params=RUNNERS)
