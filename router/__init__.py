@@ -19,7 +19,11 @@ Edge protocol (models in :mod:`client_edge.protocol`):
 | GET | /health | liveness |
 
 Layout: ``app.py`` (factory + lifespan), ``settings.py``, ``api/`` (one router per resource),
-``service.py`` (session operations), ``verification.py`` (verify strategies), ``speculative.py``
-(acceptance rules), ``sessions/`` (committed content, store), ``engine/`` (engine contract, vLLM HTTP
-client), ``tokenizer.py``, ``replicas.py`` (consistent hashing), ``middleware.py``, ``errors.py``.
+``service.py`` (session operations), ``session_engine.py`` (engine calls for a session: the narrow
+interface ``verification.py``, the verify strategies, depends on), ``speculative.py`` (acceptance rules),
+``sessions/`` (committed content per mode, stores), ``engine/`` (engine contract, vLLM HTTP client),
+``tokenizer.py``, ``replicas.py`` (consistent hashing), ``quota.py`` (per-tenant caps), ``middleware.py``
+(body size and deadline), ``errors.py``. Deployment surface (``operations.py``): ``proxy.py`` (OpenAI
+routes), ``auth.py`` + ``gate.py`` (API keys, checked before bodies; failed-auth throttling),
+``ratelimit.py``, ``metrics.py``, ``openapi_doc.py`` (the OpenAPI document as the router behaves).
 """
