@@ -7,7 +7,8 @@ request last cached or hit it. A session is live until closed, or until ``sessio
 without a request of it (the router's TTL expiry needs no announcement).
 
 Protection: a live session is protected as soon as its blocks fit in what is left of the budget
-(``PolicyConfig.session_share`` of the cache), first come first served, and keeps it while it stays
+(``PolicyConfig.session_share`` of the cache, less the blocks of the largest session seen, so that a
+request of any session finds its blocks without evicting protected ones), first come first served, and keeps it while it stays
 active: a protected session idle for more than ``session_idle_factor`` x the mean gap between a
 session's requests (measured) loses it and its free blocks become stale. A stable protected set is
 what keeps sessions whose contexts together exceed the cache from evicting each other in turn (what
@@ -77,7 +78,8 @@ class SessionPolicy(EvictionPolicy):
             OrderedDict()
         )  # protected sessions, least recently used first
         self._protected_blocks = 0
-        self._budget = int(self.config.session_share * capacity_blocks)
+        self._share_blocks = int(self.config.session_share * capacity_blocks)
+        self._largest = 0  # the most blocks one session has owned: a request needs that many at once
         self._closed: OrderedDict[int, None] = OrderedDict()  # free blocks of closed sessions
         self._stale: OrderedDict[int, None] = OrderedDict()  # free blocks of sessions that idled
         self._aside_free = 0
@@ -178,6 +180,13 @@ class SessionPolicy(EvictionPolicy):
         assert set(self._protected) == set(self._by_use), "session: protected sets disagree"
 
     # -- sessions -----------------------------------------------------------------------------------------
+    @property
+    def _budget(self) -> int:
+        """Blocks protected sessions may hold: ``session_share`` of the cache, and never so many that a
+        request of the largest session seen could not get its blocks without evicting protected ones
+        (vLLM needs a request's whole prompt in blocks at once)."""
+        return min(self._share_blocks, self.capacity_blocks - self._largest - 1)
+
     def _note(self, meta: RequestMeta | None, now: float) -> _Session | None:
         """Apply what the request's metadata says (closes, TTL, activity); its live session, if any."""
         if meta is None:
@@ -209,6 +218,7 @@ class SessionPolicy(EvictionPolicy):
             self._disown(block, info)
             info.session = session
             session.blocks.add(block)
+            self._largest = max(self._largest, len(session.blocks))
             if session.protected:
                 self._protected_blocks += 1
         if not session.protected and len(session.blocks) + self._protected_blocks <= self._budget:
