@@ -167,3 +167,21 @@ def test_sessions_in_rotation_keep_hits_only_when_session_aware(
     else:
         # two sessions fit the protected share (0.9 of 39 blocks) and hit (nearly) their whole context
         assert sum(1 for c in later if c >= 10 * BLOCK) >= 4, later
+
+
+@pytest.mark.parametrize("policy", ["guarded", "session", "density", "s3fifo"])
+def test_every_policy_keeps_vllms_free_queue_and_its_own_books_in_step(
+    monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    """Under pressure, inside vLLM's real pool: the policy's candidates are exactly vLLM's free cached
+    blocks, and its own structures agree with each other."""
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, policy)
+    manager = make_manager(48)
+    run = run_sequence(manager, _conversations(2) + _rotation_sequence())
+    installed = vllm_adapter.installed_policy(manager.block_pool)
+    assert installed is not None and installed.name == policy
+    assert installed.stats.evictions > 20 and sum(run.cached_tokens) > 0
+    installed.check_integrity()
+    assert len(installed) == manager.block_pool.get_num_free_blocks() - sum(
+        1 for b in manager.block_pool.free_block_queue.get_all_free_blocks() if b.block_hash is None
+    )
