@@ -20,7 +20,7 @@ def prefix_cache(
     policy: Annotated[
         str,
         typer.Option(
-            help="Comma list of policies, or 'all' (lru, workload, workload-paper, s3fifo, density, belady)."
+            help="Comma list of policies, or 'all' (lru, workload, workload-paper, s3fifo, density, guarded, session, belady)."
         ),
     ] = "all",
     trace_format: Annotated[
