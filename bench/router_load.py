@@ -8,7 +8,8 @@ under uvicorn, plus one extra route, ``POST /_bench/direct``, that runs the same
 router logic: the baseline on the same HTTP stack, so router - direct is what the router adds.
 
 For each N:
-1. N sessions are opened concurrently (``POST /v1/sessions``, token mode, 64-token prompts);
+1. N sessions are opened concurrently (``POST /v1/sessions``, token mode, 64-token prompts), one tenant each
+   (N edge devices; ``X-Xedge-Tenant``, no keys);
 2. probe (no queueing): ``--probe`` requests one at a time, alternating router ``escalate`` (k=4, 1 new
    token, on the N live sessions round-robin) and ``direct`` (the same engine call), so both see the same
    machine state; the target is p50(router) - p50(direct) <= 2 ms at N = 100;
@@ -83,8 +84,11 @@ async def _run_level(url: str, n: int, rounds: int, probe: int, proc: psutil.Pro
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
         prompts = [[BOS, *[(3 + (i * 7 + j) % 40) for j in range(PROMPT_LEN - 1)]] for i in range(n)]
         t0 = time.perf_counter()
+        # One tenant per edge session (the per-tenant cap on requests in flight is 64 by default).
+        tenants = [{"X-Xedge-Tenant": f"edge-{i}"} for i in range(n)]
         replies = await asyncio.gather(*(
-            http.post("/v1/sessions", json={"request_id": f"c{i}", "tokenizer_fingerprint": fp, "prompt_token_ids": p})
+            http.post("/v1/sessions", headers=tenants[i],
+                      json={"request_id": f"c{i}", "tokenizer_fingerprint": fp, "prompt_token_ids": p})
             for i, p in enumerate(prompts)
         ))  # fmt: skip
         open_s = time.perf_counter() - t0
@@ -100,7 +104,7 @@ async def _run_level(url: str, n: int, rounds: int, probe: int, proc: psutil.Pro
             body = {"request_id": f"e{counter}", "base": {"length": len(committed[i]), "hash": token_prefix_hash(committed[i])},
                     "new_token_ids": [5], "k": K}  # fmt: skip
             t = time.perf_counter()
-            r = await http.post(f"/v1/sessions/{sids[i]}/escalate", json=body)
+            r = await http.post(f"/v1/sessions/{sids[i]}/escalate", json=body, headers=tenants[i])
             ms = (time.perf_counter() - t) * 1e3
             assert r.status_code == 200, r.text
             committed[i].append(5)
@@ -128,8 +132,8 @@ async def _run_level(url: str, n: int, rounds: int, probe: int, proc: psutil.Pro
         per = await asyncio.gather(*(session_loop(i) for i in range(n)))
         load_s = time.perf_counter() - t0
         rss["after_load_mib"] = proc.memory_info().rss / 2**20
-        for sid in sids:
-            await http.delete(f"/v1/sessions/{sid}")
+        for i, sid in enumerate(sids):
+            await http.delete(f"/v1/sessions/{sid}", headers=tenants[i])
     load = [ms for xs in per for ms in xs]
     pr, pd = _summary(probe_router), _summary(probe_direct)
     return {
