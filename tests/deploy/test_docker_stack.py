@@ -52,6 +52,11 @@ class Deployed:
         (model,) = [m.id for m in self.client(KEY_A).models.list().data]
         return model
 
+    def logs(self, service: str) -> str:
+        """The last lines of a service's log and its restart count (for failure messages)."""
+        (c,) = [c for c in self.compose.containers(self.docker) if c["Config"]["Labels"]["com.docker.compose.service"] == service]
+        return f"{service} restarts={c['RestartCount']}:\n" + self.compose("logs", "--no-color", "--tail", "40", service, timeout=60)
+
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ComposeProject, int]]:
@@ -154,12 +159,21 @@ def test_edge_session_through_the_sdk(deployed: Deployed) -> None:
     with TIMER.phase("edge session (SDK, speculative)"):
         runner = TransformersRunner(TransformersRunnerConfig(ensure_default_model(), num_threads=1))
         prompt = runner.apply_chat_template("Name three colours of the rainbow.")
+        errors: list[str] = []
+
+        def record(response: httpx.Response) -> None:
+            if response.status_code >= 400:
+                response.read()
+                errors.append(f"{response.request.method} {response.request.url.path} -> {response.status_code} {response.text[:300]}")
+
+        http = httpx.Client(event_hooks={"response": [record]})
         edge = EdgeClient(deployed.url, api_key=KEY_A, retry=RetryPolicy(max_retries=1, initial_delay_s=0.05, max_delay_s=0.1),
-                          timeout=httpx.Timeout(300.0, connect=5.0))  # fmt: skip
+                          timeout=httpx.Timeout(300.0, connect=5.0), http_client=http)  # fmt: skip
         cfg = SessionConfig(strategy="speculative", draft_len=4, max_new_tokens=12, cloud_deadline_s=300.0)
         with edge:
             res = EdgeSession(runner, RandomGate.at_rate(1.0), edge, cfg).generate(prompt)
-        assert res.cloud_failures == 0 and res.n_unverified == 0, res
+        http.close()
+        assert res.cloud_failures == 0 and res.n_unverified == 0, (errors, deployed.logs("router-cpu"))
         assert res.count(TokenSource.CLOUD) + res.count(TokenSource.VERIFIED) == len(res.token_ids) > 0
         greedy = deployed.client(KEY_A).completions.create(
             model=deployed.model(), prompt=prompt, max_tokens=len(res.token_ids), temperature=0,
@@ -177,7 +191,7 @@ def test_metrics_scraped(deployed: Deployed) -> None:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
         lines = [ln for ln in metrics.splitlines() if ln.startswith(name + "{")
                  and all(f'{k}="{v}"' in ln.split("}")[0] for k, v in labels.items())]  # fmt: skip
-        assert lines, f"no {name} {labels} in /metrics"
+        assert lines, (f"no {name} {labels} in /metrics", [ln for ln in metrics.splitlines() if ln.startswith(name)], deployed.logs("router-cpu"))
         return sum(float(ln.split()[-1]) for ln in lines)
 
     assert value("xedge_router_requests_total", route="/v1/chat/completions", status="200") >= 2
