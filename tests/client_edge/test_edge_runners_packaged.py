@@ -40,12 +40,14 @@ RUNNERS = ["llama.cpp", "transformers"]
 
 @pytest.fixture(scope="module")
 def runners() -> Iterator[dict[str, ModelRunner]]:
-    """llama.cpp tokenising with the cloud's tokenizer.json (token mode; see test_llama_cpps_own_tokenizer_...)."""
+    """llama.cpp tokenising with the cloud's tokenizer.json (token mode; see test_llama_cpps_own_tokenizer_...).
+    One thread each: llama.cpp and torch threads spin while they wait for each other, which crawls on a busy
+    2-core machine."""
     hf_dir = ensure_default_model()
     llama = LlamaCppRunner(
-        LlamaCppRunnerConfig(SMOLLM2.path(), n_ctx=2048, n_threads=2, tokenizer_json=hf_dir / "tokenizer.json")
+        LlamaCppRunnerConfig(SMOLLM2.path(), n_ctx=2048, n_threads=1, tokenizer_json=hf_dir / "tokenizer.json")
     )
-    yield {"llama.cpp": llama, "transformers": TransformersRunner(TransformersRunnerConfig(hf_dir, num_threads=2))}
+    yield {"llama.cpp": llama, "transformers": TransformersRunner(TransformersRunnerConfig(hf_dir, num_threads=1))}
     llama.close()
 
 
@@ -121,7 +123,7 @@ def test_tokenizers_agree_with_the_cloud(runners: dict[str, ModelRunner], hf_tok
 def test_llama_cpps_own_tokenizer_is_refused_in_token_mode_and_works_in_text_mode(cloud: RouterCloud) -> None:
     """The GGUF's own tokenizer (llama.cpp's pre-tokenizer) splits some text differently from the cloud's
     Hugging Face tokenizer: its fingerprint differs, so token mode is a typed error naming the problem."""
-    own = LlamaCppRunner(LlamaCppRunnerConfig(SMOLLM2.path(), n_ctx=512, n_threads=2))
+    own = LlamaCppRunner(LlamaCppRunnerConfig(SMOLLM2.path(), n_ctx=512, n_threads=1))
     text = "3.14159\n\n\t12345678"  # from the fingerprint probe: llama.cpp and HF split it differently
     assert own.encode(text) != cloud.tok.encode(text) and own.decode(own.encode(text)) == text
     assert own.tokenizer_fingerprint != cloud.fingerprint
