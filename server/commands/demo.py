@@ -8,6 +8,7 @@ real GSM8K / CommonsenseQA questions, escalating low-confidence tokens to the cl
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -61,7 +62,8 @@ def demo(
     try:
         console.log(f"stack ready: router {stack.router_url}, vLLM {stack.vllm_url}, logs {stack.run_dir}")
         with console.status(f"loading the edge model ({runner}) ..."):
-            edge, edge_desc = make_edge_runner(runner, stack.model_dir)
+            # the cloud (vLLM) runs on this machine too: half the cores for the edge, so neither spins waiting
+            edge, edge_desc = make_edge_runner(runner, stack.model_dir, n_threads=max(1, (os.cpu_count() or 2) // 2))
         table = Table(title=f"xedge demo: edge {edge_desc} escalating to cloud SmolLM2-135M on vLLM")
         for col in ("prompt", "answer", "generated", "escalated", "cloud computed / cached", "wall s"):
             table.add_column(col, overflow="fold")
