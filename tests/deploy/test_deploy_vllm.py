@@ -81,7 +81,7 @@ def test_tenants_never_share_cached_prefixes(deployed: ComposeStack) -> None:
     _, second_b = cached(b)
     assert second_b >= ((n - 1) // BLOCK) * BLOCK
     print(f"\n[cache_salt] prompt {n} tokens, cached: A1 {first_a}, A2 {second_a}, B1 {first_b}, B2 {second_b}")
-    metrics = httpx.get(f"{deployed.router_url}/metrics").text
+    metrics = httpx.get(f"{deployed.router_url}/metrics", headers={"Authorization": f"Bearer {KEY_A}"}).text
     line = next(ln for ln in metrics.splitlines() if ln.startswith('xedge_router_cloud_prompt_tokens_total{api="openai",kind="cached"}'))
     assert float(line.split()[-1]) >= second_a + second_b
 
