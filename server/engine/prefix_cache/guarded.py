@@ -19,8 +19,8 @@ runs LRU.
 What it guarantees, and what it does not: the real pool follows the expert whose shadow had the
 most (decayed) hits; it is not that shadow (blocks in use cannot be evicted; a hit is a contiguous
 prefix), and after a lead is lost the pool keeps the learned expert's contents for a while, so "never below
-lru" is a budget on the shadow plus a transient, measured rather than proven (on short traces of 600
-requests it fell up to 0.005 below lru): bench/results/prefix_cache/notes.md, and
+lru" is a budget on the shadow plus a transient, measured rather than proven (how far it held, and where
+not, on short traces: bench/results/prefix_cache/notes.md), and
 tests/server/research/cache_sim/test_guarded.py pins it on every generated workload at three
 capacities. Only the leader's own rules apply (``density``'s pins only while it leads). The experts
 not leading evict the leader's victims (``evict_chosen``) and keep learning. Cost: five policy
