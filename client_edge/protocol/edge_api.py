@@ -98,7 +98,6 @@ ErrorCode = Literal[
     "engine_unavailable",  # 503: the pinned vLLM replica cannot be reached
     "engine_error",  # 502: the replica answered with an error
     "store_unavailable",  # 503: the shared session store (Redis) cannot be reached; nothing was changed
-    "store_unavailable",  # 503: the shared session store (Redis) cannot be reached; nothing was changed
     "internal",  # 500
 ]
 
