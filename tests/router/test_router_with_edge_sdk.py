@@ -3,8 +3,6 @@ model being the SDK tests' toy cloud model: both sides of the protocol agree, in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,55 +14,22 @@ from client_edge.retry import RetryPolicy
 from client_edge.session import EdgeSession, SessionConfig
 from router.app import create_app
 from router.settings import RouterSettings
-from router.tokenizer import CloudTokenizer
-from tests.fakes.edge_runner import BIGRAMS, EOS, VOCAB, FakeRunner, V, cloud_greedy, cloud_next
-from tests.fakes.engine import FakeEngine
+from tests.fakes.edge_runner import (
+    CharCloudTokenizer,
+    FakeRunner,
+    ToyCloudEngine,
+    ToyTokenizer,
+    cloud_greedy,
+)
 
 PROMPT = [3, 1, 4, 1, 5, 9, 2]
 N = 40
 
 
-class ToyTokenizer(CloudTokenizer):
-    """The SDK toy model's tokenizer, seen from the cloud (same ids, so the same fingerprint)."""
-
-    def __init__(self) -> None:
-        self._runner = FakeRunner()
-        self.vocab_size = V
-        self.start_ids = []
-        self.eos_token_ids = frozenset({EOS})
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        ids = self._runner.encode(text)
-        offsets, at = [], 0
-        for i in ids:
-            width = 2 if VOCAB[i] in BIGRAMS else 1
-            offsets.append((at, at + width))
-            at += width
-        return ids, offsets
-
-    def encode(self, text: str) -> list[int]:
-        return self._runner.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._runner.decode(list(ids))
-
-
-class ToyCloudEngine(FakeEngine):
-    """Greedy next token = the SDK tests' ``cloud_next``; usage from the fake block cache."""
-
-    def __init__(self, vocab: int, **kw: int) -> None:
-        super().__init__(vocab, **kw)
-        self.eos = EOS  # the toy model's
-
-    def logprobs(self, context: Sequence[int]) -> list[float]:
-        want = cloud_next(list(context))
-        return [0.0 if i == want else -30.0 for i in range(self.vocab)]
-
-
 @pytest.fixture
 def sdk():
     tok = ToyTokenizer()
-    engine = ToyCloudEngine(V, block_size=4)
+    engine = ToyCloudEngine(block_size=4)
     app = create_app(RouterSettings(vllm_urls=["http://toy:1"], startup_timeout_s=0), engines=[engine], tokenizer=tok)
     with TestClient(app) as http:
         client = EdgeClient("http://testserver", http_client=http, retry=RetryPolicy(max_retries=0))
@@ -99,21 +64,10 @@ def test_sdk_speculative_sampling_session_through_router(sdk):
     assert res.unsynced_units == 0 and res.n_unverified == 0
 
 
-class CharCloudTokenizer(ToyTokenizer):
-    """A different cloud tokenizer (one token per character, no bigrams), for text-bridged sessions."""
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        ids = [VOCAB.index(c) if c in VOCAB else 0 for c in text]
-        return ids, [(i, i + 1) for i in range(len(text))]
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_with_offsets(text)[0]
-
-
 @pytest.mark.parametrize("strategy", ["escalate", "speculative"])
 def test_sdk_text_mode_through_router(strategy):
     tok = CharCloudTokenizer()
-    engine = ToyCloudEngine(V, block_size=4)
+    engine = ToyCloudEngine(block_size=4)
     app = create_app(RouterSettings(vllm_urls=["http://toy:1"], startup_timeout_s=0), engines=[engine], tokenizer=tok)
     with TestClient(app) as http:
         client = EdgeClient("http://testserver", http_client=http, retry=RetryPolicy(max_retries=0))
@@ -135,13 +89,7 @@ def test_sdk_text_mode_ends_where_the_cloud_ends(strategy):
     tok = CharCloudTokenizer()
     stop_at = len(PROMPT) + 6  # cloud context length (one token per character here) where the cloud says EOS
 
-    class EndingCloud(ToyCloudEngine):
-        def logprobs(self, context: Sequence[int]) -> list[float]:
-            if len(context) >= stop_at:
-                return [0.0 if i == EOS else -30.0 for i in range(self.vocab)]
-            return super().logprobs(context)
-
-    engine = EndingCloud(V, block_size=4)
+    engine = ToyCloudEngine(block_size=4, eos_at=stop_at)
     app = create_app(RouterSettings(vllm_urls=["http://toy:1"], startup_timeout_s=0), engines=[engine], tokenizer=tok)
     with TestClient(app) as http:
         client = EdgeClient("http://testserver", http_client=http, retry=RetryPolicy(max_retries=0))
