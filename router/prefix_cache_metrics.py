@@ -56,18 +56,13 @@ class PrefixCacheCollector(Collector):
         stats = read_stats(self.status_dir)
         labels = ["replica", "pid", "policy"]
         families: list[Metric] = []
-        for name, doc in _COUNTERS.items():
-            fam = CounterMetricFamily(_PREFIX + name, doc, labels=labels)
-            for replica, pid, d in stats:
-                if name in d:
-                    fam.add_metric([replica, pid, str(d.get("policy", ""))], float(d[name]))
-            families.append(fam)
-        for name, doc in _GAUGES.items():
-            fam = GaugeMetricFamily(_PREFIX + name, doc, labels=labels)
-            for replica, pid, d in stats:
-                if name in d:
-                    fam.add_metric([replica, pid, str(d.get("policy", ""))], float(d[name]))
-            families.append(fam)
+        for family, table in ((CounterMetricFamily, _COUNTERS), (GaugeMetricFamily, _GAUGES)):
+            for name, doc in table.items():
+                fam = family(_PREFIX + name, doc, labels=labels)
+                for replica, pid, d in stats:
+                    if name in d:
+                        fam.add_metric([replica, pid, str(d.get("policy", ""))], float(d[name]))
+                families.append(fam)
         for name, doc in _CATEGORY.items():
             fam = CounterMetricFamily(_PREFIX + "category_" + name, doc, labels=[*labels, "category"])
             for replica, pid, d in stats:
