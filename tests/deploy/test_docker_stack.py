@@ -169,12 +169,6 @@ def test_metrics_scraped(deployed: Deployed) -> None:
     assert value("xedge_prefix_cache_block_hits_total", replica="cloud-cpu") > 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="vLLM's EngineCore in the cpu container crashed (500) on the router's first session call in the "
-    "17:38 run (2026-12-05, built from a working tree with other engineers' uncommitted engine changes); the "
-    "trace was not captured before the deadline: the failure message now carries the cloud-cpu log",
-)
 def test_edge_session_through_the_sdk(deployed: Deployed) -> None:
     """The edge runs SmolLM2 locally (the host's converted copy, same tokenizer as the container's) and the
     cloud verifies every draft: the answer is the cloud's greedy one, token for token."""
