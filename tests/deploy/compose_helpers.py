@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,28 @@ def compose_model(profiles: tuple[str, ...]) -> dict[str, Any]:
     done = compose_config(profiles, SECRETS)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+CPU_BLOCK = 128  # vLLM's CPU KV block size
+
+
+def tenant_cache_isolation(a: Any, b: Any, model: str, block: int = CPU_BLOCK) -> tuple[int, int, int, int, int]:
+    """Two tenants' `openai` clients send the same fresh prompt (a uuid up front, several KV blocks) twice each:
+    the same tenant hits every full block the second time, the other tenant never hits the first one's cache.
+    Returns ``(prompt_tokens, a1, a2, b1, b2)``: the cached tokens of each call."""
+    prompt = f"Run {uuid.uuid4()}. " + "The quick brown fox jumps over the lazy dog. " * 60
+
+    def cached(client: Any) -> tuple[int, int]:
+        r = client.completions.create(model=model, prompt=prompt, max_tokens=1, temperature=0)
+        assert r.usage is not None and r.usage.prompt_tokens_details is not None
+        return r.usage.prompt_tokens, r.usage.prompt_tokens_details.cached_tokens or 0
+
+    n, first_a = cached(a)
+    assert n > 4 * block and first_a == 0
+    _, second_a = cached(a)
+    assert second_a >= ((n - 1) // block) * block  # the same tenant hits every full block
+    _, first_b = cached(b)
+    assert first_b == 0  # another tenant, the same prompt: no hit (nor timing signal)
+    _, second_b = cached(b)
+    assert second_b >= ((n - 1) // block) * block
+    return n, first_a, second_a, first_b, second_b

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 
 from server.launch.compose.launcher import ComposeStack
 from server.launch.compose.topology import load_topology
-from tests.deploy.compose_helpers import COMPOSE, ENV_EXAMPLE, SECRETS
+from tests.deploy.compose_helpers import COMPOSE, ENV_EXAMPLE, SECRETS, tenant_cache_isolation
 
 pytestmark = pytest.mark.vllm
 KEY_A = "sk-acme-0123456789abcdef"
@@ -64,22 +63,7 @@ def test_openai_client_through_the_router(deployed: ComposeStack) -> None:
 def test_tenants_never_share_cached_prefixes(deployed: ComposeStack) -> None:
     a, b = _client(deployed, KEY_A), _client(deployed, KEY_B)
     model = a.models.list().data[0].id
-    # A fresh prefix (a uuid up front) of several KV blocks, so no earlier request can have cached it.
-    prompt = f"Run {uuid.uuid4()}. " + "The quick brown fox jumps over the lazy dog. " * 60
-
-    def cached(client: openai.OpenAI) -> tuple[int, int]:
-        r = client.completions.create(model=model, prompt=prompt, max_tokens=1, temperature=0)
-        assert r.usage is not None and r.usage.prompt_tokens_details is not None
-        return r.usage.prompt_tokens, r.usage.prompt_tokens_details.cached_tokens or 0
-
-    n, first_a = cached(a)
-    assert n > 4 * BLOCK and first_a == 0
-    _, second_a = cached(a)
-    assert second_a >= ((n - 1) // BLOCK) * BLOCK  # the same tenant hits every full block
-    _, first_b = cached(b)
-    assert first_b == 0  # another tenant, same prompt: no hit (nor timing signal)
-    _, second_b = cached(b)
-    assert second_b >= ((n - 1) // BLOCK) * BLOCK
+    n, first_a, second_a, first_b, second_b = tenant_cache_isolation(a, b, model, BLOCK)
     print(f"\n[cache_salt] prompt {n} tokens, cached: A1 {first_a}, A2 {second_a}, B1 {first_b}, B2 {second_b}")
     metrics = httpx.get(f"{deployed.router_url}/metrics", headers={"Authorization": f"Bearer {KEY_A}"}).text
     line = next(ln for ln in metrics.splitlines() if ln.startswith('xedge_router_cloud_prompt_tokens_total{api="openai",kind="cached"}'))

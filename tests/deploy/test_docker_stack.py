@@ -27,6 +27,7 @@ from client_edge.result import TokenSource
 from client_edge.retry import RetryPolicy
 from client_edge.session import EdgeSession, SessionConfig
 from server.launch.ports import free_port
+from tests.deploy.compose_helpers import tenant_cache_isolation
 from tests.deploy.docker_helpers import ComposeProject, Timer, docker_or_skip, run, torch_index
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
@@ -132,21 +133,7 @@ def test_second_tenant_never_hits_the_first_ones_cache(deployed: Deployed) -> No
     with TIMER.phase("tenant isolation (cached tokens)"):
         a, b = deployed.client(KEY_A), deployed.client(KEY_B)
         model = deployed.model()
-        prompt = f"Run {uuid.uuid4()}. " + "The quick brown fox jumps over the lazy dog. " * 60
-
-        def cached(client: openai.OpenAI) -> tuple[int, int]:
-            r = client.completions.create(model=model, prompt=prompt, max_tokens=1, temperature=0)
-            assert r.usage is not None and r.usage.prompt_tokens_details is not None
-            return r.usage.prompt_tokens, r.usage.prompt_tokens_details.cached_tokens or 0
-
-        n, first_a = cached(a)
-        assert n > 4 * BLOCK and first_a == 0
-        _, second_a = cached(a)
-        assert second_a >= ((n - 1) // BLOCK) * BLOCK  # the same tenant hits every full block
-        _, first_b = cached(b)
-        assert first_b == 0  # another tenant, the same prompt: no hit
-        _, second_b = cached(b)
-        assert second_b >= ((n - 1) // BLOCK) * BLOCK
+        n, first_a, second_a, first_b, second_b = tenant_cache_isolation(a, b, model, BLOCK)
         print(f"[docker stack] cached tokens of a {n}-token prompt: A {first_a}, {second_a}; B {first_b}, {second_b}", file=sys.stderr)
 
 
