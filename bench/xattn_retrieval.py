@@ -6,7 +6,8 @@ one file): single needle, multi-key (3 distractor keys), multi-value (3 values o
 repeated filler), each at 10 depths and each length. Every engine answers the same prompts greedily;
 ``compare`` reports accuracy per task and length, exact answer agreement with dense (token ids), TTFT ratios
 and the estimated density per layer. SmolLM2 was trained to 8,192 positions: the model is run with a YaRN
-x4 rope config (``convert --extend 4``) at every length, and rows past 8,192 are labelled extended.
+rope config (``convert --extend F``: SmolLM2 x16 to 131K, Gemma-3-270M x4 from 32K) at every length, and rows
+past the trained length are labelled extended. Gemma-3's sliding-window layers run dense in both engines.
 
     python3 bench/xattn_retrieval.py convert GGUF OUTDIR --extend 4
     python3 bench/xattn_retrieval.py suite --model DIR --haystack FILE --lens 8000,16000,32000 --out suite.json
@@ -36,7 +37,8 @@ NATIVE_LEN = 8192
 
 
 def convert(gguf: Path, out: Path, extend: float) -> None:
-    """GGUF -> HF bf16 safetensors dir (transformers); ``extend`` > 1 writes a YaRN rope config."""
+    """GGUF -> HF bf16 safetensors dir (transformers); ``extend`` > 1 writes a YaRN rope config over the
+    model's trained length (Gemma-3: its full-attention layers only; the sliding ones keep their rope)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -45,16 +47,28 @@ def convert(gguf: Path, out: Path, extend: float) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(out))
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if "gemma" in model.config.model_type:
+        tok.add_bos_token = True  # the converted Gemma tokenizer drops BOS (../shared/RUNBOOK.md)
+    tok.save_pretrained(str(out))
     cfg = json.loads((out / "config.json").read_text())
+    native = int(cfg.get("max_position_embeddings") or NATIVE_LEN)
     if extend > 1:
-        theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", 100000.0))
-        rope = {"rope_type": "yarn", "factor": extend, "original_max_position_embeddings": NATIVE_LEN,
+        params = cfg.get("rope_parameters") or {}
+        per_type = "full_attention" in params  # Gemma-3: one rope per layer type
+        base = params.get("full_attention", params) if per_type else params
+        theta = base.get("rope_theta", cfg.get("rope_theta", 100000.0))
+        rope = {"rope_type": "yarn", "factor": extend, "original_max_position_embeddings": native,
                 "rope_theta": theta}  # fmt: skip
-        cfg["rope_parameters"] = rope
-        cfg["rope_scaling"] = rope
+        if per_type:
+            cfg["rope_parameters"] = {**params, "full_attention": rope}
+        else:
+            cfg["rope_parameters"] = rope
+            cfg["rope_scaling"] = rope
+        cfg["max_position_embeddings"] = int(native * extend)
+    cfg["xedge_trained_len"] = native
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
-    print(json.dumps({"converted": str(out), "rope": cfg.get("rope_parameters")}))
+    print(json.dumps({"converted": str(out), "native": native, "rope": cfg.get("rope_parameters")}))
 
 
 def _needles(task: str, rng: random.Random) -> tuple[list[str], list[str], str]:
@@ -87,9 +101,12 @@ def suite(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(args.model)
+    native = json.loads((Path(args.model) / "config.json").read_text()).get("xedge_trained_len", NATIVE_LEN)
     hay = tok(Path(args.haystack).read_text(), add_special_tokens=False)["input_ids"]
-    filler = tok(FILLER * 4000, add_special_tokens=False)["input_ids"]
     lens = [int(x) for x in args.lens.split(",")]
+    if len(hay) < max(lens):
+        raise SystemExit(f"--haystack: {len(hay)} tokens, expected at least the longest length {max(lens)}")
+    filler = tok(FILLER * (max(lens) // 10 + 100), add_special_tokens=False)["input_ids"]
     items = []
     for length in lens:
         for t, task in enumerate(TASKS):
@@ -108,9 +125,9 @@ def suite(args: argparse.Namespace) -> None:
                     body[pos:pos] = ids
                 items.append({
                     "task": task, "length": length, "depth": depth, "answers": answers,
-                    "extended": length > NATIVE_LEN, "prompt_token_ids": body + q_ids,
+                    "extended": length > native, "prompt_token_ids": body + q_ids,
                 })  # fmt: skip
-    Path(args.out).write_text(json.dumps({"model": args.model, "lens": lens, "items": items}))
+    Path(args.out).write_text(json.dumps({"model": args.model, "trained_len": native, "lens": lens, "items": items}))
     print(json.dumps({"suite": args.out, "items": len(items), "lens": lens}))
 
 
@@ -133,7 +150,8 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.time()
     llm = LLM(model=args.model, dtype="bfloat16", max_model_len=max(data["lens"]) + 64, block_size=128,
               enable_prefix_caching=False, enforce_eager=True, gpu_memory_utilization=0.8, seed=0, **kw)  # fmt: skip
-    res: dict[str, Any] = {"backend": args.backend, "label": args.label, "xattn": xattn, "init_s": time.time() - t0}
+    res: dict[str, Any] = {"backend": args.backend, "label": args.label, "xattn": xattn, "init_s": time.time() - t0,
+                           "model": data["model"], "trained_len": data.get("trained_len", NATIVE_LEN)}  # fmt: skip
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
     res["ttft_s"] = {}
     for length in data["lens"]:
@@ -170,7 +188,8 @@ def compare(paths: list[str], out: str) -> None:
     runs = [json.loads(Path(p).read_text()) for p in paths]
     base = runs[0]
     lens = sorted({a["length"] for a in base["answers"]})
-    summary: dict[str, Any] = {"runs": [], "lens": lens}
+    native = base.get("trained_len", NATIVE_LEN)
+    summary: dict[str, Any] = {"runs": [], "lens": lens, "model": base.get("model"), "trained_len": native}
     print("| engine | " + " | ".join(f"TTFT {n:,} (ratio vs dense)" for n in lens) + " | accuracy | agreement with dense |")
     print("|---|" + "---|" * (len(lens) + 2))
     for r in runs:
@@ -188,7 +207,7 @@ def compare(paths: list[str], out: str) -> None:
     print("\naccuracy per task and length (dense / each XAttention engine):")
     for t in TASKS:
         for n in lens:
-            print(f"  {t:10s} {n:6d}{' (extended)' if n > NATIVE_LEN else ''}: "
+            print(f"  {t:10s} {n:6d}{' (extended)' if n > native else ''}: "
                   + " / ".join(f"{row['accuracy'][f'{t}@{n}']:.2f}" for row in summary["runs"]))  # fmt: skip
     for row in summary["runs"]:
         stats = row.get("xattn_stats") or {}
@@ -219,13 +238,13 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         if stats.get("per_layer"):
             pl = {int(k): v[0] / v[1] for k, v in stats["per_layer"].items() if v[1]}
             a2.plot(sorted(pl), [pl[k] for k in sorted(pl)], "o-", label=row["label"])
-    a1.set_xlabel("prompt tokens (past 8,192: extended, YaRN x4)")
+    a1.set_xlabel(f"prompt tokens (past {summary['trained_len']:,}: extended, YaRN)")
     a1.set_ylabel("TTFT ms")
     a1.legend(fontsize=8)
     a2.set_xlabel("layer")
     a2.set_ylabel("estimated density (kept / causal blocks)")
     a2.legend(fontsize=8)
-    fig.suptitle("SmolLM2-135M-Instruct (real weights), vLLM 0.26")
+    fig.suptitle(f"{Path(str(summary['model'])).name} (real weights), vLLM 0.26")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -21,6 +21,7 @@ Two launches, and the ``(Lq/S) x (Lk/S)`` score matrix never reaches HBM:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -47,9 +48,16 @@ class EstimateTiles:
     num_stages: int = 3
     bk: int = 64  # head-dim slice per MMA step (0: the whole head dim)
     tma: bool = True  # TMA tensor-descriptor loads (keys gathered contiguous first); False: pointer loads
+    splits: int = 0  # key-range splits per (head, query tile); 0: enough programs to fill the GPU twice
 
 
 POINTER_TILES = EstimateTiles(tma=False)
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (1 off CUDA: the interpreter runs one program at a time)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
 def default_tiles(device: torch.device) -> EstimateTiles:
@@ -88,7 +96,7 @@ def _store_tile_lse(acc, rows, row_ok, j0, j_end, lse_ptr, row0, n_kb, scale_log
 @triton.jit
 def _xattn_lse_flat_kernel(
     q_ptr, k_ptr, bt_ptr, lse_ptr,
-    k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2,
+    k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2, tiles_per_split,
     s_qt, s_qh, s_kp, s_kt, s_kh, s_lh, s_lr,
     GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
@@ -96,7 +104,10 @@ def _xattn_lse_flat_kernel(
     """Per (head, tile of BM query rows): ONE loop over (key tile, antidiagonal offset t, head-dim slice),
     so the software pipeline keeps loading across key tiles; each key tile's softmax epilogue runs under
     ``if`` on its last step (the persistent-matmul pattern). Keys are read row by row through the block
-    table (any page size). For GPUs without TMA; ``_xattn_lse_tma_kernel`` is the same loop with TMA loads."""
+    table (any page size). For GPUs without TMA; ``_xattn_lse_tma_kernel`` is the same loop with TMA loads.
+    Program axis 2 splits the causal key tiles into ranges of ``tiles_per_split``: every key tile's
+    epilogue writes only its own key blocks, so the splits need no reduction (short chunks and few heads
+    would otherwise leave most SMs idle)."""
     n_tiles = tl.cdiv(n_rows, BM)
     tile = n_tiles - 1 - tl.program_id(0)
     h = tl.program_id(1)
@@ -108,8 +119,10 @@ def _xattn_lse_flat_kernel(
     row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
     q_base = q_ptr + h.to(tl.int64) * s_qh
     j_end = row0 + tile * BM + BM
+    kt0 = tl.program_id(2) * tiles_per_split
+    kt1 = tl.minimum(tl.cdiv(j_end, BN), kt0 + tiles_per_split)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for it in range(tl.cdiv(j_end, BN) * NK):
+    for it in range(kt0 * NK, kt1 * NK):
         kk = it % NK
         j0 = (it // NK) * BN
         t = kk // NSL
@@ -132,13 +145,14 @@ def _xattn_lse_flat_kernel(
 @triton.jit
 def _xattn_lse_tma_kernel(
     q_desc, k_desc, lse_ptr,
-    k_len, q_offset, row0, n_rows, n_kb, scale_log2, s_lh, s_lr,
+    k_len, q_offset, row0, n_rows, n_kb, scale_log2, tiles_per_split, s_lh, s_lr,
     GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):
     """The flat kernel with TMA loads: ``q_desc`` views the queries as ``[n_rows, S, Hq, D]`` from
     absolute token ``row0 * S`` (zeros before ``q_offset``), ``k_desc`` the keys as ``[rows, S, Hkv, D]``
-    (zeros from ``k_len``); a reshaped row's offset ``t`` is then one strided box per operand."""
+    (zeros from ``k_len``); a reshaped row's offset ``t`` is then one strided box per operand. Key-range
+    splits on program axis 2 as in the flat kernel."""
     n_tiles = tl.cdiv(n_rows, BM)
     tile = n_tiles - 1 - tl.program_id(0)
     h = tl.program_id(1)
@@ -148,8 +162,10 @@ def _xattn_lse_tma_kernel(
     rows = row0 + tile * BM + tl.arange(0, BM)
     row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
     j_end = row0 + tile * BM + BM
+    kt0 = tl.program_id(2) * tiles_per_split
+    kt1 = tl.minimum(tl.cdiv(j_end, BN), kt0 + tiles_per_split)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for it in range(tl.cdiv(j_end, BN) * NK):
+    for it in range(kt0 * NK, kt1 * NK):
         kk = it % NK
         j0 = (it // NK) * BN
         t = kk // NSL
@@ -248,7 +264,11 @@ def estimate_block_scores(
     bk = tiles.bk or d
     if d % bk:
         raise ValueError(f"head-dim slice bk={bk} must divide the head dim {d}")
-    grid = (triton.cdiv(n_rows, tiles.bm), hq)
+    n_tiles = triton.cdiv(n_rows, tiles.bm)
+    key_tiles = triton.cdiv(first_qb * r + n_tiles * tiles.bm, tiles.bn)  # the last query tile's causal key tiles
+    splits = tiles.splits or triton.cdiv(2 * _sm_count(q.device), n_tiles * hq)
+    per_split = triton.cdiv(key_tiles, max(1, min(splits, key_tiles)))
+    grid = (n_tiles, hq, triton.cdiv(key_tiles, per_split))
     shape = dict(GROUP=hq // kv.num_kv_heads, S=stride, R=r, D=d, BM=tiles.bm, BN=tiles.bn)
     launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     if tiles.tma:
@@ -263,14 +283,14 @@ def estimate_block_scores(
             for x, blk in ((qp, tiles.bm), (kp, tiles.bn))
         )
         _xattn_lse_tma_kernel[grid](
-            q_desc, k_desc, lse, k_len, q_offset, first_qb * r, n_rows, n_kb, scale_log2,
+            q_desc, k_desc, lse, k_len, q_offset, first_qb * r, n_rows, n_kb, scale_log2, per_split,
             lse.stride(0), lse.stride(1), **shape, BK=bk, **launch,
         )
     else:
         kc = kv.key_cache
         _xattn_lse_flat_kernel[grid](
             q, kc, kv.block_table, lse,
-            k_len, q_offset, kv.page_size, first_qb * r, n_rows, n_kb, scale_log2,
+            k_len, q_offset, kv.page_size, first_qb * r, n_rows, n_kb, scale_log2, per_split,
             q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), lse.stride(0), lse.stride(1),
             **shape, BK=bk, **launch,
         )

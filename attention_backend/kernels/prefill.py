@@ -70,7 +70,7 @@ class Selection:
 def causal_blocks(s: PrefillSeq, block_size: int) -> int:
     """Causal (query block, key block) pairs of one head for row ``s``: what density is a share of."""
     first, n_kb = (s.k_len - s.q_len) // block_size, -(-s.k_len // block_size)
-    return sum(qb + 1 for qb in range(first, n_kb))
+    return (n_kb * (n_kb + 1) - first * (first + 1)) // 2  # sum of qb + 1 for qb in [first, n_kb)
 
 
 def _check_rows(query: torch.Tensor, block_table: torch.Tensor, seqs: list[PrefillSeq]) -> None:

@@ -7,14 +7,19 @@ prefix hits are included) and which always run dense (decodes, short prefills). 
 
 1. a probe: estimate + select only the last ``probe_blocks`` query blocks of each long candidate row
    (one host sync for the kept block counts); a row above the break-even density measured on this card
-   (``attention_backend.break_even``, or ``dense_above`` from the config) runs dense right away;
+   (``attention_backend.break_even``, or ``dense_above`` from the config) runs dense right away. The probe
+   is skipped in a layer whose estimated density so far (this process) is under half the break-even: it
+   would only add a sync there, the full estimate below still decides;
 2. estimate + select the other candidates in full (Triton, ``kernels.paged_select``; one host sync);
-   a row whose estimated density is above the break-even runs dense;
+   a row whose estimated density is above the break-even runs dense. With ``dense_above >= 1`` (every
+   row sparse) there is nothing to decide and no sync: the kept counts stay on the device
+   (:class:`DeviceCounts`) and reach the counters once per step;
 3. vLLM's own FlashAttention runs once, on the dense rows only (the whole batch when every row is
    dense: no copy), through a sub-metadata built for that set of rows (cached in the step plan);
 4. the sparse rows run ``kernels.paged_attend`` over their selected blocks.
 
-Decisions are counted in the ``attention.stats`` marker; the rule is logged once per process. Version
+Decisions are counted in the ``attention.stats`` marker (written once per step, at the step's last
+XAttention layer); the rule is logged once per process. Version
 differences handled here: ``use_cascade`` exists up to vLLM 0.31; ``seq_lens_cpu_upper_bound`` is used
 where vLLM has it.
 """
@@ -123,6 +128,31 @@ class CudaStepPlan:
         return rows, dataclasses.replace(meta, **{k: v for k, v in changes.items() if k in _FIELDS})
 
 
+class DeviceCounts:
+    """Kept-block counts still on the GPU, per layer: added without a host sync, read into ``STATS`` with
+    one sync (``flush``) at the end of a step. One per process, like ``STATS``."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[int, torch.Tensor, int]] = []  # (layer, kept count tensor, causal blocks)
+        self.last_layer = -1  # the highest XAttention layer index seen: where a step ends
+
+    def add(self, layer: int, kept: torch.Tensor, causal: int) -> None:
+        self._pending.append((layer, kept, causal))
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        kept = torch.stack([k for _, k, _ in self._pending]).tolist()  # the one host sync
+        for (layer, _, causal), n in zip(self._pending, kept, strict=True):
+            STATS.kept_blocks += int(n)
+            STATS.causal_blocks += causal
+            STATS.add_layer(layer, int(n), causal)
+        self._pending.clear()
+
+
+DEVICE_COUNTS = DeviceCounts()
+
+
 class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
     """Adds ``xattn_step`` (a :class:`CudaStepPlan`, or None) to every metadata, from vLLM's CPU copies of the
     batch layout, so planning never waits for the GPU. ``seq_lens`` comes from ``seq_lens_cpu_upper_bound``
@@ -229,9 +259,10 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         out = output.view(output.shape[0], self.num_heads, self.head_size)
         kv = (key_cache, value_cache, attn_metadata.block_table)
         tau = self._threshold(layer, query.device)
+        self._layer(layer)
         # 1. probe: estimate only the last query blocks of long rows; a row already above the break-even
         # there runs dense without the full estimate (its cost is then ~probe / query blocks of it).
-        probe_len = self.xattn.probe_blocks * block
+        probe_len = self.xattn.probe_blocks * block if self._probe_pays(layer) else 0
         cands = step.candidates
         probed = [s for s in cands if probe_len and s.q_len > 2 * probe_len]
         dense_rows: list[int] = []
@@ -261,19 +292,35 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._count_step(step, len(step.candidates) - len(chosen))
         return output
 
+    def _layer(self, layer: Any) -> int:
+        if self._layer_index is None:
+            self._layer_index = extract_layer_index(layer.layer_name)
+            DEVICE_COUNTS.last_layer = max(DEVICE_COUNTS.last_layer, self._layer_index)
+        return self._layer_index
+
+    def _probe_pays(self, layer: Any) -> bool:
+        """Probe unless this layer's estimated density so far is under half the break-even (or nothing is
+        decided: ``dense_above >= 1``). Only the cost changes: the full estimate decides the same rows."""
+        if self.dense_above >= 1.0:
+            return False
+        kept, causal = STATS.per_layer.get(self._layer(layer), (0, 0))
+        return not causal or kept / causal >= 0.5 * self.dense_above
+
     def _decide(
         self, layer: Any, q: torch.Tensor, kv: tuple, seqs: list[Any], tau: torch.Tensor
     ) -> tuple[list[Any], list[bool]]:
         """Estimate + select ``seqs``; one host sync for the kept counts; sparse = density <= dense_above."""
         k, block = self._kernels, self.xattn.block_size
         sels = k.paged_select(q, *kv, seqs, block_size=block, stride=self.xattn.stride, threshold=tau, scale=self.scale)
-        kept = torch.stack([s.count.sum() for s in sels]).tolist()  # the host sync
         causal = [self.num_heads * k.causal_blocks(s, block) for s in seqs]
+        kept_t = torch.stack([s.count.sum() for s in sels])
+        if self.dense_above >= 1.0:  # every row runs sparse: no decision, no sync
+            DEVICE_COUNTS.add(self._layer(layer), kept_t.sum(), sum(causal))
+            return sels, [True] * len(seqs)
+        kept = kept_t.tolist()  # the host sync
         STATS.kept_blocks += sum(kept)
         STATS.causal_blocks += sum(causal)
-        if self._layer_index is None:
-            self._layer_index = extract_layer_index(layer.layer_name)
-        STATS.add_layer(self._layer_index, sum(kept), sum(causal))
+        STATS.add_layer(self._layer(layer), sum(kept), sum(causal))
         return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)]
 
     def _count_step(self, step: CudaStepPlan, n_dense: int) -> None:
@@ -281,7 +328,9 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         n_sparse = len(step.candidates) - n_dense
         STATS.sparse_row_layers += n_sparse
         STATS.dense_row_layers += n_dense
-        publish_stats({"dense_above": self.dense_above})
+        if self._layer_index == DEVICE_COUNTS.last_layer:  # the step's last XAttention layer
+            DEVICE_COUNTS.flush()
+            publish_stats({"dense_above": self.dense_above})
         if step.counted:
             return
         step.counted = True

