@@ -6,6 +6,10 @@ the density where the two meet; above it the vLLM adapter runs FA3 for that row 
 ``attention.stats`` marker and logged. Each entry names the run that measured it (the kernel speed curve,
 ``bench/xattn_curve.py``; table and JSON in ``bench/results/xattn_curve/``). A card with no entry needs
 ``dense_above`` in the config (``xedge serve --xattn-dense-above``): the adapter refuses to guess.
+
+The second rule is a minimum of work: a row whose dense attention in one layer would take under
+``min_sparse_ms`` on the card (causal FLOPs / ``fa3_tflops``) runs FA3 without an estimate, because the
+sparse path's fixed per-layer cost (host work and launches) is then not won back.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ class BreakEven:
     card: str  # substring of torch.cuda.get_device_name()
     density: float  # run FA3 when the estimated density of a row is above this
     source: str  # the measurement
+    fa3_tflops: float  # FA3's causal prefill throughput on this card (d 128, bf16, 128K)
+    min_sparse_ms: float  # rows whose dense attention in a layer takes less run FA3 (fixed per-layer cost)
+    min_source: str  # the measurement behind min_sparse_ms
 
 
 BREAK_EVEN: tuple[BreakEven, ...] = (
@@ -29,6 +36,13 @@ BREAK_EVEN: tuple[BreakEven, ...] = (
             "0.59-0.62 (32K-128K, random and structured masks; bench/results/xattn_curve/notes.md): "
             "the smallest, rounded down"
         ),
+        fa3_tflops=667.0,
+        min_sparse_ms=0.6,
+        min_source=(
+            "bench/xattn_profile.py, SmolLM2-135M at 32K on an NVIDIA H100 80GB HBM3, 2026-12-05: the XAttention "
+            "path costs ~0.6-1.0 ms of host time per layer and chunk (estimate + select + sparse launches), "
+            "more than FA3's whole layer for short rows (bench/results/xattn_real/notes.md)"
+        ),
     ),
 )
 
@@ -39,3 +53,10 @@ def break_even_for(device_name: str) -> BreakEven | None:
         if entry.card.lower() in device_name.lower():
             return entry
     return None
+
+
+def causal_attention_flops(q_len: int, k_len: int, num_heads: int, head_dim: int) -> float:
+    """FLOPs of dense causal attention for ``q_len`` new queries (the last of ``k_len`` positions):
+    two matmuls of 2 FLOPs per multiply-add over the visible (query, key) pairs."""
+    pairs = q_len * (k_len - q_len) + q_len * (q_len + 1) / 2
+    return 4.0 * pairs * num_heads * head_dim

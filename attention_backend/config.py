@@ -36,6 +36,11 @@ class XAttentionConfig:
         dense_above: in vLLM on CUDA, a prefill row whose estimated density (kept / causal blocks, per
             layer) is above this runs vLLM's dense kernel instead; None = the break-even measured for the
             card (``attention_backend.break_even``). In (0, 1]; 1 never switches.
+        min_sparse_ms: in vLLM on CUDA, a prefill row runs XAttention in a layer only when dense attention
+            of it there would take at least this long on the card (its causal FLOPs over the FA3 TFLOP/s
+            measured for the card): below, the fixed per-layer cost of estimating and launching is not
+            won back (bench/results/xattn_real/notes.md). None = the card's measured value
+            (``attention_backend.break_even``); 0 = no minimum.
         probe_blocks: on CUDA, the decision is first taken on the last ``probe_blocks`` query blocks of
             a row (rows longer than twice that), so a dense row pays a fraction of the estimate; 0 = off.
         chunk_tokens: query tokens processed per step by the torch path (bounds peak memory;
@@ -50,6 +55,7 @@ class XAttentionConfig:
     chunk_tokens: int = 4096
     enabled: bool = True
     dense_above: float | None = None
+    min_sparse_ms: float | None = None
     probe_blocks: int = 8
 
     def __post_init__(self) -> None:
@@ -71,6 +77,11 @@ class XAttentionConfig:
                 raise ValueError(f"XAttentionConfig.dense_above: expected a density in (0, 1], got {self.dense_above!r}")
             _check_tau(float(self.dense_above), "dense_above", what="a density")
             object.__setattr__(self, "dense_above", float(self.dense_above))
+        if self.min_sparse_ms is not None:
+            ms = self.min_sparse_ms
+            if isinstance(ms, bool) or not isinstance(ms, int | float) or not math.isfinite(ms) or ms < 0:
+                raise ValueError(f"XAttentionConfig.min_sparse_ms: expected a number of ms >= 0, got {ms!r}")
+            object.__setattr__(self, "min_sparse_ms", float(ms))
         if isinstance(self.threshold, int | float) and not isinstance(self.threshold, bool):
             _check_tau(float(self.threshold), "threshold")
             object.__setattr__(self, "threshold", float(self.threshold))
@@ -167,6 +178,7 @@ def additional_config_from_flags(
     min_len: int | None = None,
     threshold_table: str | Path | None = None,
     dense_above: float | None = None,
+    min_sparse_ms: float | None = None,
 ) -> dict[str, Any]:
     """Map ``xedge serve --xattn-*`` flags to vLLM's ``additional_config`` (``{"xattn": {...}}``).
 
@@ -183,6 +195,8 @@ def additional_config_from_flags(
         raise ValueError("--xattn-threshold and --xattn-threshold-table: expected at most one, got both")
     if dense_above is not None:
         section["dense_above"] = dense_above
+    if min_sparse_ms is not None:
+        section["min_sparse_ms"] = min_sparse_ms
     if threshold is not None:
         section["threshold"] = threshold
     try:
@@ -198,6 +212,7 @@ FLAGS = {
     "stride": "--xattn-stride",
     "min_sparse_len": "--xattn-min-len",
     "dense_above": "--xattn-dense-above",
+    "min_sparse_ms": "--xattn-min-sparse-ms",
     "threshold": "--xattn-threshold",
 }
 """``xedge serve`` flag of each config field (errors name the flag the user typed)."""

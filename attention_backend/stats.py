@@ -21,6 +21,7 @@ class XAttentionStats:
     sparse_prefills: int = 0
     dense_short_prefills: int = 0
     fallback_cached_prefills: int = 0
+    dense_small_prefills: int = 0  # CUDA: long prefill rows under the minimum of work (min_sparse_ms), per step
     sparse_tokens: int = 0
     kept_blocks: int = 0
     causal_blocks: int = 0

@@ -41,7 +41,7 @@ from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionMetadataBuilder,
 )
 
-from attention_backend.break_even import break_even_for
+from attention_backend.break_even import break_even_for, causal_attention_flops
 from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
 from attention_backend.vllm.common import STATS, config_from_vllm, init_xattn, publish_stats, warn_once
 
@@ -70,6 +70,22 @@ def resolve_dense_above(config: XAttentionConfig, device_name: str) -> tuple[flo
     return entry.density, f"{entry.card}: {entry.source}"
 
 
+def resolve_min_sparse_flops(config: XAttentionConfig, device_name: str) -> tuple[float, str]:
+    """The causal attention FLOPs a row needs in a layer to run XAttention: ``min_sparse_ms`` (the config's,
+    else the card's) times the card's measured FA3 throughput; 0 when the minimum is off."""
+    entry = break_even_for(device_name)
+    ms = config.min_sparse_ms if config.min_sparse_ms is not None else (entry.min_sparse_ms if entry else None)
+    if ms == 0.0:
+        return 0.0, "--xattn-min-sparse-ms 0 (no minimum)"
+    if entry is None:
+        raise XAttentionStartupError(
+            f"--xattn-min-sparse-ms: no measured FA3 throughput for GPU {device_name!r} "
+            "(attention_backend/break_even.py); measure it with bench/xattn_curve.py, or pass 0 (no minimum)"
+        )
+    source = "--xattn-min-sparse-ms" if config.min_sparse_ms is not None else f"{entry.card}: {entry.min_source}"
+    return ms * 1e-3 * entry.fa3_tflops * 1e12, f"{ms:g} ms at {entry.fa3_tflops:g} TFLOP/s ({source})"
+
+
 def check_kernel_support(head_size: int, block_size: int) -> None:
     """Stop at start-up (one line naming the setting) when the Triton kernels cannot serve this model."""
     if head_size not in KERNEL_HEAD_DIMS:
@@ -92,6 +108,7 @@ class CudaStepPlan:
     seq_lens: list[int]
     candidates: list[Any]  # kernels.PrefillSeq rows that may run sparse
     always_dense: tuple[int, ...]  # request indices that run FA3 whatever the estimate
+    small: int = 0  # long prefill rows under the minimum of work (among always_dense)
     counted: bool = False
     _subsets: dict[tuple[int, ...], tuple[torch.Tensor, Any]] = field(default_factory=dict)
 
@@ -162,6 +179,12 @@ class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._xattn = config_from_vllm(self.vllm_config)
+        self._heads = self.vllm_config.model_config.get_num_attention_heads(self.vllm_config.parallel_config)
+        self._head_dim = self.kv_cache_spec.head_size
+        self._min_flops = 0.0
+        if self._xattn.enabled:
+            self._min_flops, rule = resolve_min_sparse_flops(self._xattn, torch.cuda.get_device_name())
+            warn_once("min_work", "xattn: prefill rows whose dense attention per layer is under %s run FA3", rule)
 
     def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
         meta = super().build(common_prefix_len, common_attn_metadata, fast_build)
@@ -181,15 +204,20 @@ class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
         bound = getattr(common_attn_metadata, "seq_lens_cpu_upper_bound", None)
         seq_lens = (bound if bound is not None else common_attn_metadata.seq_lens.cpu())[:n].tolist()
         qsl = common_attn_metadata.query_start_loc_cpu[: n + 1].tolist()
-        candidates, dense = [], []
+        candidates, dense, small = [], [], 0
         for i in range(n):
             q_len = qsl[i + 1] - qsl[i]
-            if q_len >= 2 and seq_lens[i] >= cfg.min_sparse_len:
-                candidates.append(PrefillSeq(row=i, q_start=qsl[i], q_len=q_len, k_len=seq_lens[i]))
-            else:
+            if q_len < 2 or seq_lens[i] < cfg.min_sparse_len:
                 dense.append(i)
+            elif causal_attention_flops(q_len, seq_lens[i], self._heads, self._head_dim) < self._min_flops:
+                dense.append(i)
+                small += 1
+            else:
+                candidates.append(PrefillSeq(row=i, q_start=qsl[i], q_len=q_len, k_len=seq_lens[i]))
         if candidates:
-            meta.xattn_step = CudaStepPlan(meta, qsl, seq_lens, candidates, tuple(dense))
+            meta.xattn_step = CudaStepPlan(meta, qsl, seq_lens, candidates, tuple(dense), small)
+        elif small:
+            STATS.dense_small_prefills += small  # the whole step runs FA3 untouched: counted here
         return meta
 
 
@@ -336,7 +364,10 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         step.counted = True
         STATS.sparse_prefills += len(step.candidates)
         STATS.sparse_tokens += sum(s.q_len for s in step.candidates)
-        STATS.dense_short_prefills += sum(1 for r in step.always_dense if step.qsl[r + 1] - step.qsl[r] >= 2)
+        STATS.dense_small_prefills += step.small
+        STATS.dense_short_prefills += (
+            sum(1 for r in step.always_dense if step.qsl[r + 1] - step.qsl[r] >= 2) - step.small
+        )
         warn_once(
             "rule",
             "xattn: prefill rows with context >= %d tokens are estimated per layer (first their last %d query "

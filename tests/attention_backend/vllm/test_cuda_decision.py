@@ -37,3 +37,32 @@ def test_unsupported_head_dim_or_block_stops_at_start_up() -> None:
         check_kernel_support(96, 128)
     with pytest.raises(XAttentionStartupError, match="block_size"):
         check_kernel_support(128, 32)
+
+
+def test_minimum_of_work_comes_from_the_card_or_the_setting() -> None:
+    from attention_backend.break_even import causal_attention_flops
+    from attention_backend.vllm.cuda import resolve_min_sparse_flops
+
+    h100 = break_even_for("NVIDIA H100 80GB HBM3")
+    flops, source = resolve_min_sparse_flops(XAttentionConfig(), "NVIDIA H100 80GB HBM3")
+    assert flops == pytest.approx(h100.min_sparse_ms * 1e-3 * h100.fa3_tflops * 1e12) and "H100" in source
+    off, off_source = resolve_min_sparse_flops(XAttentionConfig(min_sparse_ms=0), "Some Future GPU")
+    assert off == 0.0 and "no minimum" in off_source
+    assert resolve_min_sparse_flops(XAttentionConfig(min_sparse_ms=2.0), "NVIDIA H100 80GB HBM3")[0] == pytest.approx(
+        2e-3 * h100.fa3_tflops * 1e12
+    )
+    with pytest.raises(XAttentionStartupError, match="^--xattn-min-sparse-ms: no measured FA3 throughput"):
+        resolve_min_sparse_flops(XAttentionConfig(), "Some Future GPU")
+    # SmolLM2 (9 x 64): an 8K prompt is under the H100 minimum, the second 16K chunk of a 32K prompt is over.
+    assert causal_attention_flops(8192, 8192, 9, 64) < flops < causal_attention_flops(16384, 32768, 9, 64)
+    # one query at the end of k keys sees k of them; a whole causal prompt of n sees n(n+1)/2 pairs
+    assert causal_attention_flops(1, 100, 1, 1) == 4 * 100
+    assert causal_attention_flops(10, 10, 2, 3) == 4 * 55 * 6
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "1", True])
+def test_bad_minimum_of_work_names_the_flag(bad) -> None:
+    from attention_backend.config import additional_config_from_flags
+
+    with pytest.raises(ValueError, match="^--xattn-min-sparse-ms: XAttentionConfig.min_sparse_ms"):
+        additional_config_from_flags(min_sparse_ms=bad)
