@@ -52,6 +52,7 @@ def convert(gguf: Path, out: Path, extend: float) -> None:
         tok.add_bos_token = True  # the converted Gemma tokenizer drops BOS (../shared/RUNBOOK.md)
     tok.save_pretrained(str(out))
     cfg = json.loads((out / "config.json").read_text())
+    (out / "config.native.json").write_text(json.dumps(cfg, indent=1))  # the trained rope, for captures
     native = int(cfg.get("max_position_embeddings") or NATIVE_LEN)
     if extend > 1:
         params = cfg.get("rope_parameters") or {}

@@ -35,6 +35,9 @@ PY
   GGUF=/tmp/gm/gemma-3-270m-q4_k_m.gguf
 fi
 [ -d $DIR ] || python3 bench/xattn_retrieval.py convert $GGUF $DIR --extend $EXTEND > "$OUT/convert_$MODEL.log" 2>&1 || { tail -5 "$OUT/convert_$MODEL.log"; exit 1; }
+# the same weights with the trained rope config (for bench/h200/density.sh): /tmp/smol, /tmp/gemma
+NATIVE=/tmp/$([ "$MODEL" = smol ] && echo smol || echo gemma); mkdir -p $NATIVE
+for f in $DIR/*; do [ "$(basename $f)" = config.json ] || ln -sf $f $NATIVE/; done; cp $DIR/config.native.json $NATIVE/config.json
 python3 bench/xattn_retrieval.py suite --model $DIR --haystack .xattn_carry/run/haystack.txt \
   --lens "${LENS:-8000,16000,32000,64000,128000}" --out /tmp/suite_$MODEL.json 2>&1 | tail -1
 run() { local name=$1; shift; local t0=$(date +%s)
