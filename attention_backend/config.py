@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +112,29 @@ class XAttentionConfig:
         if len(row) != num_heads:
             raise ValueError(
                 f"XAttentionConfig.thresholds: layer {layer} of the table has {len(row)} heads, "
-                f"expected {num_heads} (query heads of the model)"
+                f"expected {num_heads} (the query heads of the model, or of one tensor-parallel rank after "
+                "for_tensor_parallel)"
             )
         return list(row)
+
+    def for_tensor_parallel(self, rank: int, size: int) -> XAttentionConfig:
+        """This tensor-parallel rank's view of the config (the same config when ``size`` is 1 or tau a float).
+
+        A table lists the FULL model's query heads per layer; vLLM gives rank ``r`` of ``size`` the query
+        heads ``[r * H / size, (r + 1) * H / size)`` (``QKVParallelLinear`` splits them contiguously), so
+        each row keeps that slice and ``thresholds(H / size, layer)`` then answers for the rank's heads."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 or not 0 <= rank < size:
+            raise ValueError(f"XAttentionConfig.for_tensor_parallel: expected 0 <= rank < size, got {rank}, {size}")
+        if size == 1 or not isinstance(self.threshold, tuple):
+            return self
+        for i, row in enumerate(self.threshold):
+            if len(row) % size:
+                raise ValueError(
+                    f"XAttentionConfig.threshold[{i}]: expected a head count divisible by the tensor-parallel "
+                    f"size {size}, got {len(row)} heads"
+                )
+        table = tuple(row[rank * (len(row) // size) : (rank + 1) * (len(row) // size)] for row in self.threshold)
+        return replace(self, threshold=table)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

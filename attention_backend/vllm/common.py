@@ -1,8 +1,8 @@
 """What the CPU and CUDA adapters share: the vLLM check, the config, the per-process counters, impl set-up.
 
-Imports vLLM (only ``vllm.config`` and the model utilities every platform has); the platform adapters are
-``attention_backend.vllm.cpu`` and ``attention_backend.vllm.cuda``, the entry point is
-``attention_backend.vllm.plugin.register``.
+Imports vLLM (only ``vllm.config`` and the tensor-parallel rank from ``vllm.distributed``, which every
+platform has); the platform adapters are ``attention_backend.vllm.cpu`` and ``attention_backend.vllm.cuda``,
+the entry point is ``attention_backend.vllm.plugin.register``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ import logging
 from typing import Any
 
 from vllm.config import get_current_vllm_config
+from vllm.distributed.parallel_state import (
+    get_tensor_model_parallel_rank,
+    get_tensor_model_parallel_world_size,
+    model_parallel_is_initialized,
+)
 
 from attention_backend.config import ADDITIONAL_CONFIG_KEY, XAttentionConfig
 from attention_backend.stats import XAttentionStats
@@ -50,9 +55,28 @@ def publish_stats(extra: dict[str, Any] | None = None) -> None:
     write_marker("attention", "stats", {**STATS.as_dict(), **(extra or {})})
 
 
+def tensor_parallel_rank() -> tuple[int, int]:
+    """(rank, size) of this worker in vLLM's tensor-parallel group; (0, 1) where no group exists."""
+    if not model_parallel_is_initialized():
+        return 0, 1
+    return get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size()
+
+
 def init_xattn(impl: Any, unsupported: dict[str, bool]) -> None:
-    """Shared set-up of both impls: config, the features that force a layer dense, the impl marker."""
-    impl.xattn = config_from_vllm()
+    """Shared set-up of both impls: config, the features that force a layer dense, the impl marker.
+
+    ``impl.xattn`` is this tensor-parallel rank's view of the config: a per-head threshold table (written
+    for the full model) keeps the rank's query heads, so ``impl.xattn.thresholds(impl.num_heads, layer)``
+    answers for the heads this worker computes."""
+    tp_rank, tp_size = tensor_parallel_rank()
+    impl.xattn = config_from_vllm().for_tensor_parallel(tp_rank, tp_size)
+    if impl.xattn.has_table:  # at start-up, not at the first long prefill
+        wrong = sorted({len(row) * tp_size for row in impl.xattn.threshold} - {impl.num_heads * tp_size})
+        if wrong:
+            raise ValueError(
+                f"--xattn-threshold-table: expected {impl.num_heads * tp_size} query heads per layer "
+                f"(the model's), got rows of {wrong}"
+            )
     impl.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
     impl.sparse_enabled = impl.xattn.enabled and not impl.dense_reasons
     if impl.xattn.enabled and impl.dense_reasons:
@@ -63,6 +87,8 @@ def init_xattn(impl: Any, unsupported: dict[str, bool]) -> None:
         {
             "class": type(impl).__name__,
             "num_heads": impl.num_heads,
+            "tp_rank": tp_rank,
+            "tp_size": tp_size,
             "num_kv_heads": impl.num_kv_heads,
             "head_size": impl.head_size,
             "sparse_enabled": impl.sparse_enabled,

@@ -31,6 +31,15 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("attr", "vllm.config.vllm", "VllmConfig.additional_config"),
     Requirement("function", "vllm.model_executor.models.utils", "extract_layer_index", ("layer_name",)),
     Requirement("name", "vllm.platforms", "current_platform"),
+    # tensor parallel: which query heads this worker holds (a per-head threshold table is sliced by rank)
+    *(
+        Requirement("function", "vllm.distributed.parallel_state", name, ())
+        for name in (
+            "model_parallel_is_initialized",
+            "get_tensor_model_parallel_rank",
+            "get_tensor_model_parallel_world_size",
+        )
+    ),
     Requirement("attr", _BACKEND, "AttentionType.DECODER"),
     # registration: override CPU_ATTN / FLASH_ATTN by enum member, resolved through the override table
     Requirement("function", _REGISTRY, "register_backend", ("backend", "class_path")),
