@@ -6,18 +6,14 @@ XEDGE_STATUS_DIR prove that our impl ran and count which path each prefill took.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.attention_backend.vllm.engine_runs import run_engine
+
 pytestmark = pytest.mark.vllm
 
-RUNNER = Path(__file__).with_name("xattn_vllm_run.py")
 SHORT = ["The capital of France is", "Write one sentence about the sea:"]
 
 
@@ -43,30 +39,8 @@ def texts() -> list[str]:
 
 def _run(tmp: Path, name: str, spec: dict) -> tuple[dict, dict]:
     """Run one engine; return (its result, its attention.stats marker detail or {})."""
-    status = tmp / f"{name}-status"
-    (tmp / f"{name}.json").write_text(json.dumps(spec))
-    env = {
-        **os.environ,
-        "VLLM_TARGET_DEVICE": "cpu",
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "XEDGE_STATUS_DIR": str(status),
-    }
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(RUNNER), str(tmp / f"{name}.json"), str(tmp / f"{name}.out.json")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"{name} engine failed:\n{proc.stderr[-4000:]}"
-    print(f"{name}: engine run took {time.monotonic() - started:.1f} s")
-    assert "Failed to load plugin" not in proc.stderr, proc.stderr[-4000:]
-    impl = list(status.glob("attention.impl.*.json"))
-    assert impl, f"{name}: no attention.impl marker: our impl never ran"
-    stats = list(status.glob("attention.stats.*.json"))
-    detail = json.loads(stats[0].read_text())["detail"] if stats else {}
-    return json.loads((tmp / f"{name}.out.json").read_text()), detail
+    run = run_engine(tmp, name, spec)
+    return run.result, next(iter(run.stats.values()), {})
 
 
 def _spec(model_dir: Path, xattn: dict, rounds: list[list[str]], **extra) -> dict:
