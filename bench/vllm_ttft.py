@@ -4,11 +4,15 @@ and a greedy-output equality check (tau = 1) on a small random model. One backen
     python bench/vllm_ttft.py ttft  --backend FLASH_ATTN|xattn --lens 32768,65536,131000 --out F.json
     python bench/vllm_ttft.py equal --backend FLASH_ATTN|xattn --model /tmp/model --out F.json
     python bench/vllm_ttft.py compare A.json B.json   # equality of the two 'equal' runs
+    --tp 2: tensor parallel, one worker process per GPU (bench/h200/tp2.sh)
 
 The model of ``ttft`` is Llama-3.1-8B-shaped with ``load_format="dummy"`` (random weights, no files).
 The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that ``xattn`` can register
 the backend (``attention_backend.vllm.plugin.register``, the plugin entry point) here and read its
-counters (``attention_backend.vllm.common.STATS``: decisions, estimated density) afterwards. ``bench/h200/ttft.sh`` is the exact device sequence; results and notes in
+counters (``attention_backend.vllm.common.STATS``: decisions, estimated density) afterwards. With ``--tp`` > 1
+the impl runs in the worker processes, which find the backend through the plugin entry point (select it
+with ``VLLM_PLUGINS``) and report through their status markers (``XEDGE_STATUS_DIR``, one per worker).
+``bench/h200/ttft.sh`` (``tp2.sh`` for TP=2) is the exact device sequence; results and notes in
 ``bench/results/vllm_ttft/notes.md``.
 """
 
@@ -33,8 +37,11 @@ LLAMA8B = {
 }
 
 
-def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], **kw: Any) -> Any:
+def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], tp: int = 1, **kw: Any) -> Any:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if tp > 1:  # plain NCCL all-reduce: no custom / symmetric-memory all-reduce (NVLink multicast stays off)
+        os.environ["VLLM_ALLREDUCE_USE_SYMM_MEM"] = "0"
+        kw.update(tensor_parallel_size=tp, distributed_executor_backend="mp", disable_custom_all_reduce=True)
     from vllm import LLM
 
     if backend == "xattn":
@@ -49,8 +56,16 @@ def make_llm(backend: str, model: str, max_len: int, xattn: dict[str, Any], **kw
 
 
 def xattn_stats() -> dict[str, Any]:
+    """This process's counters; plus, where ``XEDGE_STATUS_DIR`` is set, every worker's impl and stats markers."""
     mod = sys.modules.get("attention_backend.vllm.common")
-    return {} if mod is None else mod.STATS.as_dict()
+    stats = {} if mod is None else mod.STATS.as_dict()
+    status = os.environ.get("XEDGE_STATUS_DIR")
+    if status:
+        from client_edge.protocol.status_marker import read_markers
+
+        for event in ("impl", "stats"):
+            stats[f"workers_{event}"] = {m.pid: m.detail for m in read_markers(Path(status), f"attention.{event}.*.json")}
+    return stats
 
 
 def ttft(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,8 +80,8 @@ def ttft(args: argparse.Namespace) -> dict[str, Any]:
         xattn["dense_above"] = args.dense_above
     t = time.time()
     kw = {"block_size": args.block_size} if args.block_size else {}
-    llm = make_llm(args.backend, "/tmp/l8b", max(lens) + 64, xattn, load_format="dummy", skip_tokenizer_init=True,
-                   gpu_memory_utilization=0.85, enforce_eager=False, **kw)
+    llm = make_llm(args.backend, "/tmp/l8b", max(lens) + 64, xattn, args.tp, load_format="dummy",
+                   skip_tokenizer_init=True, gpu_memory_utilization=0.85, enforce_eager=False, **kw)
     init_s = time.time() - t
     rng = random.Random(0)
 
@@ -76,7 +91,8 @@ def ttft(args: argparse.Namespace) -> dict[str, Any]:
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
     llm.generate([mk(8192)], one, use_tqdm=False)
     res: dict[str, Any] = {
-        "backend": args.backend, "init_s": init_s, "xattn": xattn, "block_size": args.block_size, "ttft_s": {}
+        "backend": args.backend, "init_s": init_s, "xattn": xattn, "block_size": args.block_size, "tp": args.tp,
+        "ttft_s": {},
     }
     for n in lens:
         ts = []
@@ -101,12 +117,12 @@ def equal(args: argparse.Namespace) -> dict[str, Any]:
     # (decodes and the 40-token prompt run FA3 on their rows alone: the mixed-batch path).
     xattn = {"threshold": 1.0, "stride": 8, "min_sparse_len": 512, "dense_above": 1.0}
     kw = {"block_size": args.block_size} if args.block_size else {}
-    llm = make_llm(args.backend, args.model, 8192, xattn, gpu_memory_utilization=0.3, enforce_eager=True,
+    llm = make_llm(args.backend, args.model, 8192, xattn, args.tp, gpu_memory_utilization=0.3, enforce_eager=True,
                    max_num_batched_tokens=1024, seed=0, **kw)
     rng = random.Random(1)
     prompts = [TokensPrompt(prompt_token_ids=[rng.randrange(100, 49000) for _ in range(n)]) for n in (3000, 1500, 700, 40)]
     outs = llm.generate(prompts, SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True), use_tqdm=False)
-    return {"backend": args.backend, "block_size": args.block_size, "tokens": [list(o.outputs[0].token_ids) for o in outs],
+    return {"backend": args.backend, "block_size": args.block_size, "tp": args.tp, "tokens": [list(o.outputs[0].token_ids) for o in outs],
             "xattn_stats": xattn_stats()}
 
 
@@ -131,6 +147,7 @@ def main() -> None:
     ap.add_argument("--dense-above", type=float, default=None, help="xattn dense_above (default: the card's break-even)")
     ap.add_argument("--model", default="/tmp/model")
     ap.add_argument("--block-size", type=int, default=0, help="vLLM KV block size (0: vLLM's default)")
+    ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size (> 1: one worker process per GPU)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.mode == "ttft":
