@@ -147,7 +147,31 @@ def measure(args: argparse.Namespace) -> None:
     rope = getattr(text_config, "rope_parameters", None) or getattr(text_config, "rope_scaling", None)
     print(f"[load] {model_dir.name}: {cap.num_layers} layers, full attention in {full}, {device} {dtype}, rope {rope}, {time.perf_counter() - t0:.1f} s", flush=True)
     ids = prompt_ids(cap.tokenizer, args.text_file, args.prompts, max(lengths), args.bos)
-    per_length = []
+    key = model_key(text_config)
+    hq = int(text_config.num_attention_heads)
+    header = {
+        "bench": "xattn_density",
+        "model": model_dir.name,
+        "model_dir": str(model_dir),
+        "model_key": key,
+        "num_layers": cap.num_layers,
+        "rope": rope,
+        "max_position_embeddings": cap.max_positions,
+        "full_attention_layers": full,
+        "num_heads": hq,
+        "block_size": args.block,
+        "stride": args.stride,
+        "targets": targets,
+        "prompts": args.prompts,
+        "text": args.text_file or "router_train GSM8K/CSQA prompts + chains of thought (../shared/data)",
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "dtype": str(dtype),
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+        "command": "python bench/xattn_density.py measure " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k not in ("func", "cmd")),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    per_length: list[dict[str, Any]] = []
     for n_tok in lengths:
         t1 = time.perf_counter()
         layers = []
@@ -165,37 +189,16 @@ def measure(args: argparse.Namespace) -> None:
             print_row(model_dir.name, n_tok, r, rows[f"{r:g}"])
         if device == "cuda":
             torch.cuda.empty_cache()
-
-    result = {
-        "bench": "xattn_density",
-        "model": model_dir.name,
-        "model_dir": str(model_dir),
-        "model_key": model_key(text_config),
-        "num_layers": cap.num_layers,
-        "rope": rope,
-        "max_position_embeddings": cap.max_positions,
-        "full_attention_layers": full,
-        "num_heads": int(text_config.num_attention_heads),
-        "block_size": args.block,
-        "stride": args.stride,
-        "targets": targets,
-        "prompts": args.prompts,
-        "text": args.text_file or "router_train GSM8K/CSQA prompts + chains of thought (../shared/data)",
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
-        "dtype": str(dtype),
-        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
-        "lengths": per_length,
-        "table": threshold_table(result_lengths=per_length, args=args, num_layers=cap.num_layers, hq=int(text_config.num_attention_heads), model=model_dir.name, key=model_key(text_config)),
-        "command": "python bench/xattn_density.py measure " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k not in ("func", "cmd")),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
+        # written after every length: a run stopped by a time limit keeps what it measured
+        table = threshold_table(result_lengths=per_length, args=args, num_layers=cap.num_layers, hq=hq, model=model_dir.name, key=key)
+        result = {**header, "complete": len(per_length) == len(lengths), "lengths": per_length, "table": table}
+        out.write_text(json.dumps(result, indent=1, default=str))
+        if args.table_out:
+            Path(args.table_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.table_out).write_text(json.dumps(table, indent=1))
     print(f"[measure] {model_dir.name}: {time.perf_counter() - t0:.0f} s in all; wrote {out}", flush=True)
     if args.table_out:
-        Path(args.table_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.table_out).write_text(json.dumps(result["table"], indent=1))
-        print(f"[table] wrote {args.table_out}: target {args.table_target}, mean tau {result['table']['mean_tau']:.3f}, from {result['table']['calibrated_on']}")
+        print(f"[table] wrote {args.table_out}: target {args.table_target}, mean tau {table['mean_tau']:.3f}, from {table['calibrated_on']}")
 
 
 def threshold_table(*, result_lengths: list[dict[str, Any]], args: argparse.Namespace, num_layers: int, hq: int, model: str, key: str) -> dict[str, Any]:

@@ -27,34 +27,12 @@ from typing import Any
 import torch
 
 from attention_backend import block_sparse_attention, estimate_block_scores, select_blocks
+from attention_backend.baselines import oracle_mask, row_block_mass, streaming_mask
 from attention_backend.calibrate import calibrate_layer, token_recall, true_block_mass
 from attention_backend.capture import CapturedLayer, QKCapture
 from attention_backend.sample_text import long_texts
 
 BLOCK = 128
-
-
-def streaming_mask(kept: torch.Tensor) -> torch.Tensor:
-    """Sink + most recent blocks, as many per (head, row) as ``kept`` [Hq, nqb, nkb] holds."""
-    hq, nqb, nkb = kept.shape
-    counts = kept.sum(-1)  # [Hq, nqb]
-    col = torch.arange(nkb)
-    diag = torch.arange(nqb)[:, None]
-    recent = (col[None, None, :] <= diag[None]) & (col[None, None, :] > diag[None] - (counts[..., None] - 1))
-    return recent | (col == 0)[None, None, :]
-
-
-def oracle_mask(kept: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
-    """Upper bound: per (head, row), the same number of causal blocks as ``kept``, chosen by TRUE mass
-    (``mass`` [Hq, L, nkb] summed over the row's tokens)."""
-    hq, nqb, nkb = kept.shape
-    n_tok = mass.shape[1]
-    padded = torch.nn.functional.pad(mass, (0, 0, 0, nqb * BLOCK - n_tok))
-    block_mass = padded.view(hq, nqb, BLOCK, nkb).sum(2)
-    causal = torch.arange(nkb)[None, :] <= torch.arange(nqb)[:, None]
-    ranked = block_mass.masked_fill(~causal, -1.0).argsort(-1, descending=True)
-    take = torch.arange(nkb)[None, None, :] < kept.sum(-1, keepdim=True)
-    return torch.zeros_like(kept).scatter_(-1, ranked, take)
 
 
 def evaluate(layers: list[CapturedLayer], stride: int, taus: list[torch.Tensor], truth: list[dict]) -> dict[str, Any]:
@@ -75,7 +53,7 @@ def evaluate(layers: list[CapturedLayer], stride: int, taus: list[torch.Tensor],
         causal += mask.shape[0] * nqb * (nqb + 1) // 2
         recalls.append(token_recall(ref["mass"], mask, block_size=BLOCK, q_offset=0).flatten())
         stream_recalls.append(token_recall(ref["mass"], stream, block_size=BLOCK, q_offset=0).flatten())
-        oracle = oracle_mask(mask, ref["mass"])
+        oracle = oracle_mask(mask, row_block_mass(ref["mass"], BLOCK))
         oracle_recalls.append(token_recall(ref["mass"], oracle, block_size=BLOCK, q_offset=0).flatten())
         dense = ref["dense"]
         errs.append(float((out - dense).norm() / dense.norm()))
