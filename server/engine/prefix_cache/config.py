@@ -29,7 +29,8 @@ class PolicyConfig:
     session_share: the largest share of the cache that ``session``'s protected edge sessions may hold.
     session_inner: the policy ``session`` uses for blocks it does not protect (no session, or none left).
     session_idle_factor: ``session`` takes protection from a session idle for more than this many mean
-        gaps between a session's requests.
+        gaps between a session's requests, and never from one idle for less than ``session_idle_min_s``
+        (back-to-back requests, milliseconds apart, would otherwise make a pause of a moment look idle).
     """
 
     pin_share: float = 0.25
@@ -48,6 +49,7 @@ class PolicyConfig:
     session_share: float = 0.9
     session_inner: str = "lru"
     session_idle_factor: float = 2.0
+    session_idle_min_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.pin_share <= 1.0:
@@ -71,8 +73,11 @@ class PolicyConfig:
             )
         if not 0.0 <= self.session_share <= 1.0:
             raise ValueError(f"session_share must be in [0, 1], got {self.session_share}")
-        if self.session_idle_factor <= 0:
-            raise ValueError(f"session_idle_factor must be > 0, got {self.session_idle_factor}")
+        if self.session_idle_factor <= 0 or self.session_idle_min_s < 0:
+            raise ValueError(
+                "session_idle_factor must be > 0 and session_idle_min_s >= 0, got "
+                f"{self.session_idle_factor}, {self.session_idle_min_s}"
+            )
         if self.session_inner == "session":
             raise ValueError("session_inner cannot be 'session' itself")
         if not 0.0 <= self.guard_slack < 1.0:

@@ -8,12 +8,16 @@ without a request of it (the router's TTL expiry needs no announcement).
 
 Protection: a live session is protected as soon as its blocks fit in what is left of the budget
 (``PolicyConfig.session_share`` of the cache, less the blocks of the largest session seen, so that a
-request of any session finds its blocks without evicting protected ones), first come first served, and keeps it while it stays
-active: a protected session idle for more than ``session_idle_factor`` x the mean gap between a
-session's requests (measured) loses it and its free blocks become stale. A stable protected set is
-what keeps sessions whose contexts together exceed the cache from evicting each other in turn (what
-LRU does to sessions that escalate in rotation); the idle rule keeps abandoned sessions (waiting for
-their TTL) from holding the budget.
+request of any session finds its blocks without evicting protected ones), first come first served,
+and keeps it while it stays active: a protected session idle for more than ``session_idle_factor`` x
+the mean gap between a session's requests (and at least ``session_idle_min_s``) loses it and its
+free blocks become stale. A gap runs from
+the end of one request of the session (its blocks freed) to the start of the next; the time a request
+holds its blocks is not a gap (counting it, on an engine whose prefills take a second, made the mean
+gap small enough to take protection from sessions in use). A stable protected set is what keeps
+sessions whose contexts together exceed the cache from evicting each other in turn (what LRU does to
+sessions that escalate in rotation); the idle rule keeps abandoned sessions (waiting for their TTL)
+from holding the budget.
 
 Eviction order, first victim first:
 1. free blocks of closed or expired sessions (oldest close first);
@@ -39,17 +43,17 @@ from server.engine.prefix_cache.config import PolicyConfig
 from server.engine.prefix_cache.policy import EvictionPolicy
 
 USED, INNER, ASIDE, CLOSED, STALE = range(5)  # where a cached block is
-_NEW_REQUEST_S = 0.5  # events of one session closer than this belong to one request
 _NO_META = RequestMeta()
 
 
 class _Session:
-    __slots__ = ("key", "expires", "last", "blocks", "aside", "protected")
+    __slots__ = ("key", "expires", "last", "between", "blocks", "aside", "protected")
 
     def __init__(self, key: str, now: float) -> None:
         self.key = key
         self.expires = float("inf")
         self.last = now
+        self.between = False  # its last request freed its blocks and no later request started yet
         self.blocks: set[int] = set()  # cached blocks it owns (free or in use)
         self.aside: dict[int, int] = {}  # its free blocks while protected: block -> offset
         self.protected = False
@@ -94,7 +98,7 @@ class SessionPolicy(EvictionPolicy):
         self, block: int, offset: int, meta: RequestMeta, now: float, content: int | None = None
     ) -> None:
         self.stats.blocks_inserted += 1
-        session = self._note(meta, now)
+        session = self._note(meta, now, freed=False)
         self._blocks[block] = info = _Block(offset)
         self.inner.on_cached(block, offset, meta, now, content)
         if session is not None:
@@ -102,14 +106,14 @@ class SessionPolicy(EvictionPolicy):
 
     def on_hit(self, block: int, meta: RequestMeta | None, now: float) -> None:
         self.stats.block_hits += 1
-        session = self._note(meta, now)
+        session = self._note(meta, now, freed=False)
         info = self._use(block, meta, now)
         self.inner.on_hit(block, meta, now)
         if session is not None:
             self._own(block, info, session)
 
     def on_freed(self, block: int, meta: RequestMeta | None, now: float) -> None:
-        session = self._note(meta, now)
+        session = self._note(meta, now, freed=True)
         info = self._use(block, meta, now)
         if session is not None:
             self._own(block, info, session)
@@ -187,8 +191,9 @@ class SessionPolicy(EvictionPolicy):
         (vLLM needs a request's whole prompt in blocks at once)."""
         return min(self._share_blocks, self.capacity_blocks - self._largest - 1)
 
-    def _note(self, meta: RequestMeta | None, now: float) -> _Session | None:
-        """Apply what the request's metadata says (closes, TTL, activity); its live session, if any."""
+    def _note(self, meta: RequestMeta | None, now: float, freed: bool) -> _Session | None:
+        """Apply what the request's metadata says (closes, TTL, activity); its live session, if any.
+        ``freed``: the event is a block freed at the end of a request (the others start or run one)."""
         if meta is None:
             return None
         for key in meta.closed_sessions:
@@ -200,11 +205,12 @@ class SessionPolicy(EvictionPolicy):
         session = self._sessions.get(meta.session)
         if session is None:
             session = self._sessions[meta.session] = _Session(meta.session, now)
-        elif now - session.last > _NEW_REQUEST_S:
+        elif session.between and not freed:  # a new request, after the previous one ended at ``last``
             gap = now - session.last
             self.mean_gap_s = (
                 gap if self.mean_gap_s is None else self.mean_gap_s + 0.05 * (gap - self.mean_gap_s)
             )
+        session.between = freed
         session.last = now
         if session.protected:
             self._by_use.move_to_end(session.key)
@@ -282,7 +288,7 @@ class SessionPolicy(EvictionPolicy):
     def _idle(self, now: float) -> None:
         if self.mean_gap_s is None:
             return
-        limit = self.config.session_idle_factor * self.mean_gap_s
+        limit = max(self.config.session_idle_min_s, self.config.session_idle_factor * self.mean_gap_s)
         while self._by_use:
             session = next(iter(self._by_use.values()))
             if now - session.last <= limit:

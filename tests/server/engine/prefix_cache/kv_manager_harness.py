@@ -7,6 +7,7 @@ would have returned (the head of the free queue just before the call).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,11 @@ def make_manager(num_blocks: int) -> Any:
     )
 
 
-def run_sequence(manager: Any, prompts: list[tuple[list[int], dict | None]]) -> Run:
+def run_sequence(
+    manager: Any, prompts: list[tuple[list[int], dict | None]], computing: Callable[[], None] | None = None
+) -> Run:
+    """``computing``: called while each request holds its blocks (between caching and free), e.g. to
+    advance a fake clock by the time an engine spends on the request."""
     from vllm.sampling_params import SamplingParams
     from vllm.utils.hashing import sha256
     from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
@@ -62,6 +67,8 @@ def run_sequence(manager: Any, prompts: list[tuple[list[int], dict | None]]) -> 
         assert new is not None, f"request {i} did not fit"
         req.num_computed_tokens = len(tokens)
         manager.cache_blocks(req, len(tokens))
+        if computing is not None:
+            computing()
         manager.free(req)
         run.cached_tokens.append(hit_tokens)
     return run

@@ -144,6 +144,8 @@ def test_final_request_closes_its_session() -> None:
 def test_bad_session_config_is_refused() -> None:
     with pytest.raises(ValueError, match="session_share must be in"):
         PolicyConfig(session_share=1.5)
+    with pytest.raises(ValueError, match="session_idle_min_s >= 0"):
+        PolicyConfig(session_idle_min_s=-1.0)
     with pytest.raises(ValueError, match="session_inner cannot be 'session'"):
         PolicyConfig(session_inner="session")
 
@@ -160,6 +162,39 @@ def test_idle_session_loses_protection() -> None:
     assert set(policy.evict(5, 45.0)) == {1, 2, 50, 60, 70}
     assert policy.evict(1, 45.0) == [4]
     assert policy.sessions_idled >= 1
+
+
+def _long_request(policy, blocks: list[int], meta: RequestMeta, start: float, hold_s: float) -> None:
+    """A request that holds its blocks ``hold_s`` seconds (prefill on a slow engine), then frees them."""
+    for offset, block in enumerate(blocks):
+        if policy.knows(block):
+            policy.on_hit(block, meta, start)
+        else:
+            policy.on_cached(block, offset, meta, start, block)
+    for block in reversed(blocks):
+        policy.on_freed(block, meta, start + hold_s)
+
+
+def test_the_time_a_request_holds_its_blocks_is_not_a_gap_between_requests() -> None:
+    """The idle rule compares idleness with the gaps between a session's requests (end of one to the
+    start of the next). Counting a request's own duration as a gap (as the vLLM bench's 1.3 s CPU
+    prefills did) shrank the mean gap and took protection from sessions in use."""
+    policy = create_policy("session", 100, 16, PolicyConfig(session_idle_factor=2.0))
+    for start in (0.0, 10.0, 20.0, 30.0):  # a: one request every 10 s, each holding its blocks 3 s
+        _long_request(policy, [1, 2, 3], _session("a"), start, 3.0)
+    assert policy.mean_gap_s == pytest.approx(7.0)
+    _request(policy, [9], NONE, 34.0)
+    assert policy.evict(1, 45.0) == [9]  # a idle 12 s < 2 x 7 s: still protected
+    assert policy.sessions_idled == 0
+
+
+def test_back_to_back_requests_do_not_make_a_short_pause_idle() -> None:
+    policy = create_policy("session", 100, 16, PolicyConfig(session_idle_min_s=5.0))
+    for i in range(5):  # requests 10 ms apart: the mean gap is 10 ms
+        _request(policy, [1, 2], _session("a"), i * 0.01)
+    _request(policy, [9], NONE, 0.1)
+    assert policy.evict(1, 1.0) == [9]  # idle 1 s, far beyond 2 x 10 ms but under the 5 s floor
+    assert policy.sessions_idled == 0
 
 
 def test_session_keys_round_trip_and_bad_values_are_refused() -> None:
