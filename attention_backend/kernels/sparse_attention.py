@@ -4,28 +4,97 @@ One program per (absolute query block, query head): it walks the kept key blocks
 from ``select_blocks_indexed`` or ``mask_to_index``) with an fp32 online softmax; a key block that
 reaches past the first query of the block gets the causal token mask. GQA reads KV head
 ``h // (Hq / Hkv)``: K/V are never repeated. A query row with no kept key is written as zeros.
+
+Two kernels, chosen by ``AttnTiles.kernel``:
+
+- ``pointer`` (``_block_sparse_attn_kernel`` below): pointer loads through the block table, any page size,
+  any GPU;
+- ``tma`` (``sparse_attention_tma``): TMA tile loads, sm_90+ only, and every ``bn``-row key tile must lie
+  in one page: ``page_size % bn == 0`` (vLLM ``--block-size 128`` with B = 128), or the whole context in
+  the first page (a contiguous ``PagedKV.from_contiguous``); cache base and strides 16-byte aligned.
+
+``default_attn_tiles`` is the rule when no tiles are given: ``HOPPER_TILES`` where the ``tma`` kernel can
+run (capability >= 9.0, or the Triton interpreter, and the layout above), ``POINTER_TILES`` elsewhere.
+Tiles that ask for ``tma`` where it cannot run raise ValueError with the reason: no silent fallback.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import triton
 import triton.language as tl
 
-from attention_backend.kernels.checks import block_grid, check_block_size, check_out, check_query
+from attention_backend.kernels.checks import (
+    block_grid,
+    check_block_size,
+    check_out,
+    check_query,
+    interpreting,
+)
 from attention_backend.kernels.estimate import LOG2E, _load_kv_rows
 from attention_backend.kernels.kv_view import PagedKV
+from attention_backend.kernels.sparse_attention_tma import _block_sparse_attn_tma_kernel
+
+TMA_KEY_ROWS = (0, 32, 64, 128)
 
 
 @dataclass(frozen=True)
 class AttnTiles:
-    """Launch shape of the sparse attention kernel (its tile is one B x B block)."""
+    """Kernel and launch shape of the sparse attention (query tile: one B-row block).
+
+    ``kernel``: ``pointer`` (any GPU, any page size) or ``tma`` (sm_90+, page-aligned caches: see the module
+    docstring). The last three fields are for ``tma`` only: ``bn`` key rows per step (0: the whole block
+    B; B must be a multiple), ``warp_specialize`` (Triton's automatic warp specialisation of the kept-block
+    loop; compiled only on a GPU: the Triton interpreter ignores it) and ``prefetch`` (load the next
+    steps' block-table coordinates one step ahead)."""
 
     num_warps: int = 8
-    num_stages: int = 2  # fastest of 5 launch shapes (bench/results/xattn_kernels/notes.md)
+    num_stages: int = 2  # pointer: fastest of 5 launch shapes (bench/results/xattn_kernels/notes.md)
+    kernel: Literal["pointer", "tma"] = "pointer"
+    bn: int = 0
+    warp_specialize: bool = False
+    prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kernel not in ("pointer", "tma"):
+            raise ValueError(f"AttnTiles.kernel must be 'pointer' or 'tma', got {self.kernel!r}")
+        if self.bn not in TMA_KEY_ROWS:
+            raise ValueError(f"AttnTiles.bn must be one of {TMA_KEY_ROWS}, got {self.bn}")
+        if self.kernel == "pointer" and (self.bn or self.warp_specialize):
+            raise ValueError(f"bn and warp_specialize are options of the tma kernel, got {self}")
+
+
+POINTER_TILES = AttnTiles()
+# Where the tma kernel can run. Still the pointer kernel until bench/xattn_sparse_variants.py has measured
+# the tma variants on an H100 (bench/results/xattn_sparse_variants/).
+HOPPER_TILES = POINTER_TILES
+
+
+def tma_unsupported(q: torch.Tensor, kv: PagedKV, bn: int) -> str | None:
+    """Why the ``tma`` kernel cannot run on ``q``/``kv`` with ``bn``-row key tiles, or None if it can."""
+    if q.is_cuda and torch.cuda.get_device_capability(q.device)[0] < 9:
+        cap = ".".join(map(str, torch.cuda.get_device_capability(q.device)))
+        return f"TMA loads need compute capability >= 9.0, got {cap}"
+    if not q.is_cuda and not interpreting():
+        return f"TMA loads need CUDA tensors, got {q.device}"
+    if kv.page_size % bn and kv.k_len > kv.page_size:
+        return f"a {bn}-row key tile must lie in one page: page_size % {bn} == 0, got page_size {kv.page_size}"
+    for name, t in (("key_cache", kv.key_cache), ("value_cache", kv.value_cache)):
+        item = t.element_size()
+        if t.data_ptr() % 16 or any(st * item % 16 for st in t.stride()[:3]):
+            return f"TMA needs {name} base and strides 16-byte aligned, got strides {t.stride()} ({item} B items)"
+    return None
+
+
+def default_attn_tiles(q: torch.Tensor, kv: PagedKV, block_size: int) -> AttnTiles:
+    """The documented rule: ``HOPPER_TILES`` where the tma kernel can run, else ``POINTER_TILES``."""
+    if HOPPER_TILES.kernel == "tma" and tma_unsupported(q, kv, HOPPER_TILES.bn or block_size) is not None:
+        return POINTER_TILES
+    return HOPPER_TILES
 
 
 @triton.jit
@@ -116,12 +185,12 @@ def block_sparse_attention_indexed(
     q_offset: int = 0,
     scale: float | None = None,
     out: torch.Tensor | None = None,
-    tiles: AttnTiles = AttnTiles(),
+    tiles: AttnTiles | None = None,
 ) -> torch.Tensor:
     """Attention of ``q: [Lq, Hq, D]`` (positions ``q_offset..k_len-1``) over the key blocks listed in
     ``idx: [Hq, n_qb, >=1]`` int32 (ascending, causal: none above the diagonal; first ``count: [Hq, n_qb]``
-    entries valid), rows the
-    absolute query blocks ``q_offset // B ..``. Writes ``out: [Lq, Hq, D]`` (q's dtype) and returns it."""
+    entries valid), rows the absolute query blocks ``q_offset // B ..``. Writes ``out: [Lq, Hq, D]`` (q's
+    dtype) and returns it. ``tiles``: kernel and launch shape (None: ``default_attn_tiles``)."""
     check_query(q, kv, q_offset)
     check_block_size(block_size)
     lq, hq, d = q.shape
@@ -136,6 +205,10 @@ def block_sparse_attention_indexed(
     if out.stride(2) != 1:
         raise ValueError(f"out last dim must be contiguous, got strides {out.stride()}")
     scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d))
+    tiles = tiles if tiles is not None else default_attn_tiles(q, kv, block_size)
+    if tiles.kernel == "tma":
+        _launch_tma(q, kv, idx, count, out, block_size, q_offset, first_qb, n_qb, scale_log2, tiles)
+        return out
     kc, vc = kv.key_cache, kv.value_cache
     _block_sparse_attn_kernel[(n_qb, hq)](
         q, kc, vc, kv.block_table, idx, count, out,
@@ -147,3 +220,29 @@ def block_sparse_attention_indexed(
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out
+
+
+def _launch_tma(
+    q: torch.Tensor, kv: PagedKV, idx: torch.Tensor, count: torch.Tensor, out: torch.Tensor,
+    block_size: int, q_offset: int, first_qb: int, n_qb: int, scale_log2: float, tiles: AttnTiles,
+) -> None:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    bn = tiles.bn or block_size
+    if block_size % bn:
+        raise ValueError(f"AttnTiles.bn={bn} must divide the block size {block_size}")
+    reason = tma_unsupported(q, kv, bn)
+    if reason is not None:
+        raise ValueError(f"AttnTiles(kernel='tma') cannot run here: {reason}; use the pointer kernel")
+    hq, d = q.shape[1], q.shape[2]
+    group = hq // kv.num_kv_heads
+    k_desc, v_desc = (
+        TensorDescriptor(c, list(c.shape), list(c.stride()), [1, bn, 1, d]) for c in (kv.key_cache, kv.value_cache)
+    )
+    _block_sparse_attn_tma_kernel[(n_qb * group, kv.num_kv_heads)](
+        q, k_desc, v_desc, kv.block_table, idx, count, out,
+        kv.k_len, q_offset, kv.page_size, first_qb, n_qb, scale_log2,
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1), idx.stride(0), idx.stride(1), count.stride(0),
+        GROUP=group, B=block_size, D=d, BN=bn, PREFETCH=tiles.prefetch, WARP_SPECIALIZE=tiles.warp_specialize,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )

@@ -45,6 +45,7 @@ OUT_TOL = {torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
 
 if DEV:
     from attention_backend.kernels import (
+        AttnTiles,
         EstimateTiles,
         PagedKV,
         PrefillSeq,
@@ -212,25 +213,43 @@ def _dense_sdpa(q, k, v, off):
     return out.transpose(0, 1)
 
 
+# The sparse attention kernels: the pointer-load one and the TMA one (whole-block and 32-row key tiles,
+# with and without the block-table prefetch). Warp specialisation only compiles on a GPU (the Triton
+# interpreter ignores it), so its variant runs on CUDA only.
+ATTN_VARIANTS = ["pointer", "tma", "tma-bn32", "tma-noprefetch"] + (["tma-ws"] if DEV == "cuda" else [])
+
+
+def _attn_tiles(variant: str) -> AttnTiles:
+    if variant == "pointer":
+        return AttnTiles()
+    opts = {"tma-bn32": dict(bn=32), "tma-noprefetch": dict(prefetch=False), "tma-ws": dict(warp_specialize=True)}
+    return AttnTiles(kernel="tma", num_stages=3, **opts.get(variant, {}))
+
+
+@pytest.mark.parametrize("variant", ATTN_VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES, ids=SHAPE_IDS)
-def test_all_blocks_equals_dense_sdpa(lk, off, hq, hkv, block, stride, dtype):
+def test_all_blocks_equals_dense_sdpa(lk, off, hq, hkv, block, stride, dtype, variant):
     d = 64 if DEV == "cpu" else 128
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=3 * lk + off)
     first, nqb, nkb = _first_qb_nqb(lk, off, block)
     idx, count = mask_to_index(causal_block_mask(hq, nqb, nkb, first).to(DEV), first_qb=first)
     out = torch.full_like(q, float("nan"))
     block_sparse_attention_indexed(
-        q, PagedKV.from_contiguous(k, v), idx, count, block_size=block, q_offset=off, out=out
+        q, PagedKV.from_contiguous(k, v), idx, count, block_size=block, q_offset=off, out=out,
+        tiles=_attn_tiles(variant),
     )
     assert bool(torch.isfinite(out).all()), "output not fully written"
     assert_close(out.float(), _dense_sdpa(q, k, v, off), OUT_TOL[dtype], "all blocks vs dense SDPA")
 
 
+@pytest.mark.parametrize("variant", ATTN_VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("page", [16, 64, 256])
+@pytest.mark.parametrize("page", [16, 64, 128, 256])
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES, ids=SHAPE_IDS)
-def test_random_block_mask_paged_matches_reference(lk, off, hq, hkv, block, stride, page, dtype):
+def test_random_block_mask_paged_matches_reference(lk, off, hq, hkv, block, stride, page, dtype, variant):
+    """vLLM's cache layout (K/V strided views, shuffled pages, NaN past the sequence), a random block mask
+    (diagonal kept) and chunk offsets; the TMA kernel refuses key tiles that straddle pages."""
     d = 64
     q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=5 * lk + off + page)
     first, nqb, nkb = _first_qb_nqb(lk, off, block)
@@ -239,7 +258,13 @@ def test_random_block_mask_paged_matches_reference(lk, off, hq, hkv, block, stri
     mask[:, torch.arange(nqb), torch.arange(first, first + nqb)] = True
     idx, count = mask_to_index(mask.to(DEV), first_qb=first)
     out = torch.full_like(q, float("nan"))
-    block_sparse_attention_indexed(q, _paged(k, v, page, seed=lk), idx, count, block_size=block, q_offset=off, out=out)
+    tiles = _attn_tiles(variant)
+    kv = _paged(k, v, page, seed=lk)
+    if tiles.kernel == "tma" and page % (tiles.bn or block) and lk > page:
+        with pytest.raises(ValueError, match="must lie in one page"):
+            block_sparse_attention_indexed(q, kv, idx, count, block_size=block, q_offset=off, out=out, tiles=tiles)
+        return
+    block_sparse_attention_indexed(q, kv, idx, count, block_size=block, q_offset=off, out=out, tiles=tiles)
     assert bool(torch.isfinite(out).all()), "output not fully written"
     qc, kc, vc = _cpu(q, k, v)
     want = ref_block_sparse_attention(qc, kc, vc, mask, block_size=block, q_offset=off)
@@ -384,3 +409,27 @@ def test_scale_argument_is_used():
     out = block_sparse_attention_indexed(q, kv, idx, count, block_size=64, scale=0.3)
     want_out = ref_dense_attention(qc, kc, v.cpu(), scale=0.3)
     assert_close(out.cpu(), want_out, OUT_TOL[torch.float16], "attention with a custom scale")
+
+
+def test_default_attention_tiles_follow_the_documented_rule(monkeypatch):
+    """``default_attn_tiles``: ``HOPPER_TILES`` where the TMA kernel can run (page-aligned key tiles, or the
+    whole context in one page), the pointer kernel elsewhere; explicit TMA tiles never fall back."""
+    from attention_backend.kernels import sparse_attention as sa
+
+    q, k, v = _inputs(300, 300, 2, 1, 64, torch.float16, seed=61)
+    tma = AttnTiles(kernel="tma", num_stages=3)
+    monkeypatch.setattr(sa, "HOPPER_TILES", tma)
+    assert sa.default_attn_tiles(q, _paged(k, v, 128, seed=1), 128) == tma
+    assert sa.default_attn_tiles(q, PagedKV.from_contiguous(k, v), 128) == tma  # one page of 300 rows
+    assert sa.default_attn_tiles(q, _paged(k, v, 16, seed=1), 128) == sa.POINTER_TILES
+    mask = causal_block_mask(2, 3, 3).to(DEV)
+    idx, count = mask_to_index(mask)
+    with pytest.raises(ValueError, match="must lie in one page"):
+        block_sparse_attention_indexed(q, _paged(k, v, 16, seed=1), idx, count, block_size=128, tiles=tma)
+    with pytest.raises(ValueError, match="bn"):
+        AttnTiles(bn=64)  # key-tile rows are a TMA option
+    idx64, count64 = mask_to_index(causal_block_mask(2, 5, 5).to(DEV))
+    with pytest.raises(ValueError, match="divide the block size"):
+        block_sparse_attention_indexed(
+            q, _paged(k, v, 128, seed=1), idx64, count64, block_size=64, tiles=AttnTiles(kernel="tma", bn=128)
+        )
