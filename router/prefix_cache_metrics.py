@@ -35,6 +35,46 @@ _CATEGORY = {
     "query_tokens": "Prompt tokens looked up in the prefix cache, by category",
     "hit_tokens": "Prompt tokens served from the prefix cache, by category",
 }
+# The policies' own figures (``EvictionPolicy.own_stats``, under ``policy_stats`` in the marker): key ->
+# (kind, help, the label of a per-name mapping or None). Keys not listed here are not exported, so the
+# engine cannot grow the router's series with names of its choosing.
+_OWN: dict[str, tuple[type[CounterMetricFamily] | type[GaugeMetricFamily], str, str | None]] = {
+    "guard_switches": (CounterMetricFamily, "Times guarded's leading expert changed", None),
+    "guard_accesses": (CounterMetricFamily, "Block accesses guarded's shadow caches scored", None),
+    "guard_shadow_hits": (CounterMetricFamily, "Block hits of guarded's shadow cache, per expert", "expert"),
+    "guard_scores": (
+        GaugeMetricFamily,
+        "guarded's decayed hit score over the lru shadow, per learned expert",
+        "expert",
+    ),
+    "guard_margin": (GaugeMetricFamily, "Score lead guarded's learned expert needs to take the lead", None),
+    "guard_pool_minus_lru_hits": (
+        GaugeMetricFamily,
+        "guarded pool's block hits minus its lru shadow's",
+        None,
+    ),
+    "guard_loss_budget_used": (
+        GaugeMetricFamily,
+        "Share of guarded's loss budget (guard_slack x accesses) used; >= 1 hands the pool back to lru",
+        None,
+    ),
+    "session_live": (GaugeMetricFamily, "Edge sessions the session policy holds as live", None),
+    "session_protected": (GaugeMetricFamily, "Live edge sessions whose blocks are protected", None),
+    "session_protected_blocks": (GaugeMetricFamily, "Blocks of protected edge sessions", None),
+    "session_budget_blocks": (GaugeMetricFamily, "Blocks protected edge sessions may hold", None),
+    "session_mean_gap_s": (GaugeMetricFamily, "Mean gap between an edge session's requests, seconds", None),
+    "session_closed": (CounterMetricFamily, "Edge sessions closed (DELETE announced or final request)", None),
+    "session_expired": (CounterMetricFamily, "Edge sessions ended by their TTL", None),
+    "session_idled": (CounterMetricFamily, "Protected edge sessions that lost protection by idling", None),
+    "session_evictions": (
+        CounterMetricFamily,
+        "Blocks evicted by the session policy, per step of its order (closed, over_budget, stale, "
+        "unprotected, protected)",
+        "kind",
+    ),
+}
+_LEADER = "guard_leader"
+_MAX_NAMES = 16  # per mapping (experts, eviction steps: a handful)
 _PREFIX = "xedge_prefix_cache_"
 
 
@@ -70,4 +110,41 @@ class PrefixCacheCollector(Collector):
                     if isinstance(c, dict) and name in c:
                         fam.add_metric([replica, pid, str(d.get("policy", "")), category], float(c[name]))
             families.append(fam)
+        families += _own_families(stats, labels)
         yield from families
+
+
+def _own_families(stats: list[tuple[str, str, dict[str, Any]]], labels: list[str]) -> list[Metric]:
+    """The documented ``policy_stats`` keys of every marker; values that are not numbers are skipped."""
+    families: list[Metric] = []
+    for key, (family, doc, label) in _OWN.items():
+        fam = family(_PREFIX + key, doc, labels=labels if label is None else [*labels, label])
+        for replica, pid, d in stats:
+            value, base = _own(d).get(key), [replica, pid, str(d.get("policy", ""))]
+            if label is None and _is_number(value):
+                fam.add_metric(base, float(value))
+            elif label is not None and isinstance(value, dict):
+                for name, v in list(value.items())[:_MAX_NAMES]:
+                    if _is_number(v):
+                        fam.add_metric([*base, str(name)], float(v))
+        families.append(fam)
+    leader = GaugeMetricFamily(
+        _PREFIX + _LEADER,
+        "The expert that evicts in guarded's pool (1 for the leader)",
+        labels=[*labels, "expert"],
+    )
+    for replica, pid, d in stats:
+        name = _own(d).get(_LEADER)
+        if isinstance(name, str):
+            leader.add_metric([replica, pid, str(d.get("policy", "")), name], 1.0)
+    families.append(leader)
+    return families
+
+
+def _own(detail: dict[str, Any]) -> dict[str, Any]:
+    own = detail.get("policy_stats")
+    return own if isinstance(own, dict) else {}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

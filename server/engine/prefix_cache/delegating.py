@@ -7,7 +7,7 @@ LRU safety net) and share the inner policy's counters; the block bookkeeping sta
 from __future__ import annotations
 
 from client_edge.protocol.engine_xargs import RequestMeta
-from server.engine.prefix_cache.policy import EvictionPolicy
+from server.engine.prefix_cache.policy import EvictionPolicy, OwnStat
 
 
 class DelegatingPolicy(EvictionPolicy):
@@ -34,6 +34,9 @@ class DelegatingPolicy(EvictionPolicy):
 
     def evict(self, n: int, now: float) -> list[int]:
         return self.inner.evict(n, now)  # the inner policy checks, counts and forgets
+
+    def own_stats(self) -> dict[str, OwnStat]:
+        return self.inner.own_stats()
 
     def knows(self, block: int) -> bool:
         return self.inner.knows(block)

@@ -35,7 +35,7 @@ from client_edge.protocol.engine_xargs import DEFAULT_META, RequestMeta
 from server.engine.prefix_cache.config import PolicyConfig
 from server.engine.prefix_cache.density import DensityPolicy
 from server.engine.prefix_cache.lru import LRUPolicy
-from server.engine.prefix_cache.policy import EvictionPolicy
+from server.engine.prefix_cache.policy import EvictionPolicy, OwnStat
 from server.engine.prefix_cache.s3fifo import S3FIFOPolicy
 
 EXPERTS: dict[str, type[EvictionPolicy]] = {"density": DensityPolicy, "s3fifo": S3FIFOPolicy}
@@ -107,6 +107,22 @@ class GuardedPolicy(EvictionPolicy):
 
     def __len__(self) -> int:
         return len(self.lru)
+
+    def own_stats(self) -> dict[str, OwnStat]:
+        """Which expert leads, how often the lead changed, and how much of the loss budget (the pool's
+        hits behind its lru shadow's, ``guard_slack`` x the accesses so far) is used."""
+        budget = self.config.guard_slack * self.accesses
+        behind = max(0, -self.real_total)
+        return {
+            "guard_leader": self.leader,
+            "guard_switches": self.switches,
+            "guard_accesses": self.accesses,
+            "guard_shadow_hits": dict(self.shadow_hits),
+            "guard_scores": {name: round(score, 3) for name, score in self.scores.items()},
+            "guard_margin": round(self._margin, 3),
+            "guard_pool_minus_lru_hits": self.real_total,
+            "guard_loss_budget_used": round(behind / budget, 4) if budget else float(behind > 0),
+        }
 
     def check_integrity(self) -> None:
         for expert in self._all():

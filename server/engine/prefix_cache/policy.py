@@ -20,16 +20,21 @@ owns the blocks; the policy owns only the order. Events, all O(1) or O(log n) pe
 
 ``len(policy)`` is the number of eviction candidates; ``knows(block)`` says whether a block is cached.
 ``block_tokens`` (tokens per block) converts a request's pinned token count into blocks.
+``own_stats()``: the policy's own figures beyond the shared ``PolicyStats`` (which expert leads, how
+many sessions are protected...), for the engine's stats marker and the router's ``/metrics``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 from client_edge.protocol.engine_xargs import RequestMeta
 from server.engine.prefix_cache.config import PolicyConfig
 from server.engine.prefix_cache.stats import PolicyStats
+
+#: ``own_stats`` values: a number, a name (e.g. the leading expert), or numbers by name (e.g. per expert).
+OwnStat: TypeAlias = float | int | str | dict[str, float | int]
 
 
 class EvictionPolicy(ABC):
@@ -100,6 +105,12 @@ class EvictionPolicy(ABC):
             info = self._blocks.pop(block)
             self._forget(block, info)
         self.stats.evictions += len(blocks)
+
+    def own_stats(self) -> dict[str, OwnStat]:
+        """The policy's own counters and gauges, JSON-able, keys prefixed by the policy's family (the
+        router's collector exports the keys it documents, ``router/prefix_cache_metrics.py``). None by
+        default."""
+        return {}
 
     def knows(self, block: int) -> bool:
         """True when the block is cached as far as the policy knows (free or in use)."""

@@ -40,9 +40,11 @@ from collections import OrderedDict
 
 from client_edge.protocol.engine_xargs import RequestMeta
 from server.engine.prefix_cache.config import PolicyConfig
-from server.engine.prefix_cache.policy import EvictionPolicy
+from server.engine.prefix_cache.policy import EvictionPolicy, OwnStat
 
 USED, INNER, ASIDE, CLOSED, STALE = range(5)  # where a cached block is
+#: The steps of the eviction order (module docstring), as ``own_stats`` counts victims.
+EVICTION_KINDS = ("closed", "over_budget", "stale", "unprotected", "protected")
 _NO_META = RequestMeta()
 
 
@@ -92,6 +94,7 @@ class SessionPolicy(EvictionPolicy):
         self.sessions_closed = 0
         self.sessions_expired = 0
         self.sessions_idled = 0
+        self.evicted = dict.fromkeys(EVICTION_KINDS, 0)  # victims by the step of the order that chose them
 
     # -- events -------------------------------------------------------------------------------------------
     def on_cached(
@@ -137,8 +140,11 @@ class SessionPolicy(EvictionPolicy):
         self._expire(now)
         self._idle(now)
         victims: list[int] = []
+        evicted, counted = self.evicted, 0
         while self._closed and len(victims) < n:
             victims.append(self._closed.popitem(last=False)[0])
+        evicted["closed"] += len(victims) - counted
+        counted = len(victims)
         while len(victims) < n and self._protected_blocks > self._budget:
             latest = next(reversed(self._protected.values()))
             if latest.aside:  # over the budget: the latest protected session's tail goes first
@@ -147,10 +153,16 @@ class SessionPolicy(EvictionPolicy):
                 self._disown(block, self._blocks[block])
             else:
                 self._unprotect(latest, stale=False)
+        evicted["over_budget"] += len(victims) - counted
+        counted = len(victims)
         while self._stale and len(victims) < n:
             victims.append(self._stale.popitem(last=False)[0])
+        evicted["stale"] += len(victims) - counted
+        counted = len(victims)
         if len(victims) < n and len(self.inner):
             victims += self.inner.evict(min(n - len(victims), len(self.inner)), now)
+        evicted["unprotected"] += len(victims) - counted
+        evicted["protected"] += n - len(victims)
         while len(victims) < n:
             latest = next(s for s in reversed(self._protected.values()) if s.aside)
             victims.append(self._pop_deepest(latest))
@@ -160,6 +172,22 @@ class SessionPolicy(EvictionPolicy):
 
     def __len__(self) -> int:
         return len(self.inner) + len(self._closed) + len(self._stale) + self._aside_free
+
+    def own_stats(self) -> dict[str, OwnStat]:
+        """Live and protected sessions, the protected blocks and their budget, sessions ended by close,
+        TTL or idling, and victims by the step of the eviction order; the inner policy's own figures too."""
+        return {
+            **self.inner.own_stats(),
+            "session_live": len(self._sessions),
+            "session_protected": len(self._protected),
+            "session_protected_blocks": self._protected_blocks,
+            "session_budget_blocks": max(0, self._budget),
+            "session_mean_gap_s": round(self.mean_gap_s or 0.0, 3),
+            "session_closed": self.sessions_closed,
+            "session_expired": self.sessions_expired,
+            "session_idled": self.sessions_idled,
+            "session_evictions": dict(self.evicted),
+        }
 
     def check_integrity(self) -> None:
         self.inner.check_integrity()

@@ -124,6 +124,7 @@ class _PoolHook:
             "blocks_cached": self.policy.num_cached(),
             "num_blocks": self.pool.num_gpu_blocks - 1,
             "block_tokens": self.pool.hash_block_size,
+            "policy_stats": self.policy.own_stats(),
         }
 
     def reset(self) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 
 from client_edge.protocol.engine_xargs import RequestMeta
 from server.engine.prefix_cache.config import PolicyConfig
+from server.engine.prefix_cache.policy import EvictionPolicy
 from server.engine.prefix_cache.registry import POLICIES, UnknownPolicyError, create_policy, policy_class
 
 META = RequestMeta()
 
 
-def _drive(name: str, seed: int, steps: int = 3000) -> None:
+def _drive(name: str, seed: int, steps: int = 3000) -> EvictionPolicy:
     """Random cache/hit/free/evict/drop events against a model of which blocks are free."""
     rng = random.Random(seed)
     policy = create_policy(name, capacity_blocks=64, block_tokens=16)
@@ -57,12 +59,25 @@ def _drive(name: str, seed: int, steps: int = 3000) -> None:
             free.discard(block)
         assert len(policy) == len(free)
     policy.check_integrity()
+    return policy
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_contract_on_random_events(name: str, seed: int) -> None:
     _drive(name, seed)
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_own_stats_are_json_numbers_names_or_numbers_by_name(name: str) -> None:
+    """What ``own_stats`` returns goes into the stats marker (JSON) and the router's /metrics."""
+    own = _drive(name, 0, steps=500).own_stats()
+    assert json.loads(json.dumps(own)) == own
+    for key, value in own.items():
+        assert isinstance(value, int | float | str) or (
+            isinstance(value, dict) and all(isinstance(v, int | float) for v in value.values())
+        ), (key, value)
+    assert bool(own) == (name in ("guarded", "session")), own
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

@@ -98,6 +98,16 @@ def test_closed_session_goes_first_then_unprotected_then_protected() -> None:
     assert victims[5] == 31
     assert victims[6:] == [3, 2]  # protected a last, deepest block first
     assert policy.sessions_closed == 1
+    own = policy.own_stats()  # what the engine's stats marker and the router's /metrics show
+    assert own["session_evictions"] == {
+        "closed": 2,
+        "over_budget": 0,
+        "stale": 0,
+        "unprotected": 4,
+        "protected": 2,
+    }
+    assert (own["session_live"], own["session_protected"], own["session_closed"]) == (1, 1, 1)
+    assert own["session_protected_blocks"] == 1 and own["session_budget_blocks"] == 20  # block 1; 0.2 of 100
 
 
 def test_live_session_survives_a_flood_that_lru_loses() -> None:

@@ -123,6 +123,29 @@ def test_markers_name_the_policy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert markers["stats"]["detail"]["policy"] == "s3fifo"
 
 
+@pytest.mark.parametrize(
+    ("policy", "keys"),
+    [
+        ("guarded", ("guard_leader", "guard_switches", "guard_loss_budget_used")),
+        ("session", ("session_evictions",)),
+    ],
+)
+def test_stats_marker_carries_the_policys_own_figures(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: str, keys: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("XEDGE_STATUS_DIR", str(tmp_path))
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, policy)
+    manager = make_manager(40)
+    run_sequence(manager, _rotation_sequence())
+    vllm_adapter.flush_stats(manager.block_pool)
+    (marker,) = tmp_path.glob("prefix_cache.stats.*.json")
+    own = json.loads(marker.read_text())["detail"]["policy_stats"]
+    assert own == vllm_adapter.installed_policy(manager.block_pool).own_stats()
+    assert set(keys) <= set(own)
+    if policy == "session":
+        assert own["session_live"] == 4 and sum(own["session_evictions"].values()) > 0
+
+
 def test_unknown_policy_fails_registration(monkeypatch: pytest.MonkeyPatch) -> None:
     from server.engine.prefix_cache.registry import UnknownPolicyError
 

@@ -37,6 +37,11 @@ def test_guarded_follows_the_better_expert() -> None:
     guarded = replay(trace, policy).token_hit_ratio
     assert policy.leader == "s3fifo"
     assert guarded > lru + 0.03
+    own = policy.own_stats()  # what the engine's stats marker and the router's /metrics show
+    assert own["guard_leader"] == "s3fifo" and own["guard_switches"] == policy.switches >= 1
+    assert own["guard_shadow_hits"]["s3fifo"] > own["guard_shadow_hits"]["lru"]
+    assert own["guard_accesses"] == policy.accesses > 0
+    assert own["guard_pool_minus_lru_hits"] > 0 and own["guard_loss_budget_used"] == 0.0
 
 
 def test_unknown_workload_and_bad_size_are_refused() -> None:
