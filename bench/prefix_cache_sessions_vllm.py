@@ -8,8 +8,16 @@ random tokens each, created with prefill) together exceed the KV cache 2x, then 
 2x ones are DELETEd first), each escalating ROUNDS times in rotation, each escalation appending 32 new
 tokens and asking the cloud for 1 token. Per escalation, from vLLM's own usage as the router returns it:
 prompt tokens computed (prompt - cached), and the router call's latency. Target: computed tokens per
-escalation <= 2 x (new tokens + one block) = 128 at 2x. Writes
-bench/results/prefix_cache/prefix_cache_sessions_vllm.{json,png} and prints a table with ratios to lru.
+escalation <= 2 x (new tokens + one block) = 128 at 2x. After each phase the engine's own policy
+figures (the stats marker's ``policy_stats``: sessions protected / idled, evictions per step) are kept.
+
+The same request sequence is also replayed in the simulator (a cache of the engine's usable blocks) with
+lru, session, guarded and belady (the offline optimum), next to the capacity bound of a rotation: between
+two escalations of a session the K - 1 others each hold their whole prompt (plus the block of the token
+they decode), so the blocks kept for the other sessions' next escalations never exceed the cache minus
+that; the mean hit per escalation is at most (C - P - 1) / (K - 1) blocks (C usable blocks, P the mean
+prompt in blocks), whatever the policy. Writes
+bench/results/prefix_cache/prefix_cache_sessions_vllm.{json,png} and prints tables with ratios to lru.
 """
 
 from __future__ import annotations
@@ -28,47 +36,67 @@ import httpx
 
 from client_edge import EdgeClient, new_request_id
 from client_edge.protocol import CreateSessionRequest, EscalateRequest, PrefixRef, token_prefix_hash
+from client_edge.protocol.engine_xargs import RequestMeta
+from client_edge.protocol.status_marker import read_markers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
 POLICIES = ("lru", "session", "guarded")
+SIM_POLICIES = ("lru", "session", "guarded", "belady")
 BLOCK = 32
 NUM_BLOCKS = 64
 CONTEXT = 480
 NEW = 32
 ROUNDS = 4
 TARGET = 2 * (NEW + BLOCK)
+USABLE_BLOCKS = NUM_BLOCKS - 1  # vLLM's block 0 is its null block
+SIM_REQUEST_S = 1.3  # simulated time per request (the engine's escalation latency, about)
 
 
 def _base(ids: list[int]) -> PrefixRef:
     return PrefixRef(length=len(ids), hash=token_prefix_hash(ids))
 
 
-def phase(edge: EdgeClient, fp: str, over: int, rng: random.Random) -> dict[str, Any]:
+def plan(over: int, rng: random.Random) -> tuple[list[list[int]], list[tuple[int, list[int]]]]:
+    """K session contexts (over-subscription ``over``) and the escalations, (session, new tokens), in order."""
     k = over * NUM_BLOCKS * BLOCK // CONTEXT
-    contexts: dict[str, list[int]] = {}
-    for _ in range(k):
-        ids = [rng.randrange(1000, 40000) for _ in range(CONTEXT)]
+    contexts = [[rng.randrange(1000, 40000) for _ in range(CONTEXT)] for _ in range(k)]
+    escalations = [
+        (s, [rng.randrange(1000, 40000) for _ in range(NEW)]) for _ in range(ROUNDS) for s in range(k)
+    ]
+    return contexts, escalations
+
+
+def phase(edge: EdgeClient, fp: str, over: int, rng: random.Random, status_dir: Path) -> dict[str, Any]:
+    contexts, escalations = plan(over, rng)
+    sim = simulate(contexts, escalations)
+    sids = []
+    for ids in contexts:
         resp = edge.create_session(
             CreateSessionRequest(
-                request_id=new_request_id(), tokenizer_fingerprint=fp, prompt_token_ids=ids, prefill=True
+                request_id=new_request_id(),
+                tokenizer_fingerprint=fp,
+                prompt_token_ids=list(ids),
+                prefill=True,
             )
         )
-        contexts[resp.state.session_id] = ids
+        sids.append(resp.state.session_id)
     computed, cached, latency_ms = [], [], []
-    for _ in range(ROUNDS):
-        for sid, ids in contexts.items():
-            new = [rng.randrange(1000, 40000) for _ in range(NEW)]
-            body = EscalateRequest(request_id=new_request_id(), base=_base(ids), new_token_ids=new, k=1)
-            t0 = time.perf_counter()
-            reply = edge.escalate(sid, body)
-            latency_ms.append((time.perf_counter() - t0) * 1e3)
-            ids.extend(new)
-            if reply.usage is None:
-                raise RuntimeError("the router returned no usage for an escalation")
-            computed.append(reply.usage.computed_tokens)
-            cached.append(reply.usage.cached_tokens)
-    for sid in contexts:
+    ids_of = [list(ids) for ids in contexts]
+    for s, new in escalations:
+        ids = ids_of[s]
+        body = EscalateRequest(request_id=new_request_id(), base=_base(ids), new_token_ids=new, k=1)
+        t0 = time.perf_counter()
+        reply = edge.escalate(sids[s], body)
+        latency_ms.append((time.perf_counter() - t0) * 1e3)
+        ids.extend(new)
+        if reply.usage is None:
+            raise RuntimeError("the router returned no usage for an escalation")
+        computed.append(reply.usage.computed_tokens)
+        cached.append(reply.usage.cached_tokens)
+    engine_stats = _policy_stats(status_dir, time.time())
+    for sid in sids:
         edge.delete_session(sid)
+    k = len(contexts)
     prompt = [c + h for c, h in zip(computed, cached, strict=True)]
     lat = sorted(latency_ms)
     return {
@@ -83,8 +111,90 @@ def phase(edge: EdgeClient, fp: str, over: int, rng: random.Random) -> dict[str,
         "latency_ms_p50": round(lat[len(lat) // 2], 1),
         "latency_ms_p99": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
         "meets_target": statistics.fmean(computed) <= TARGET,
+        "engine_policy_stats": engine_stats,
+        "simulated": sim,
         "computed": computed,
         "latency_ms": [round(x, 1) for x in latency_ms],
+    }
+
+
+def _policy_stats(status_dir: Path, after: float) -> dict[str, Any]:
+    """The engine policy's own figures from a stats marker written after ``after`` (rewritten every
+    second, docs/DEVELOPING.md "Plugin status markers"); {} when none comes within 5 s."""
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        for m in read_markers(status_dir, "prefix_cache.stats.*.json"):
+            if m.path.stat().st_mtime > after:
+                return dict(m.detail.get("policy_stats") or {})
+        time.sleep(0.2)
+    return {}
+
+
+def simulate(contexts: list[list[int]], escalations: list[tuple[int, list[int]]]) -> dict[str, Any]:
+    """The phase's request sequence in the simulator (``USABLE_BLOCKS`` blocks): prompt tokens computed
+    per escalation under each of ``SIM_POLICIES``, and the rotation's capacity bound (module docstring)."""
+    from server.engine.prefix_cache.registry import policy_class
+    from server.research.cache_sim.replay import replay
+    from server.research.cache_sim.trace import Trace
+
+    k = len(contexts)
+    ids_of = [list(ids) for ids in contexts]
+    requests = [(s, list(ids)) for s, ids in enumerate(ids_of)]
+    for s, new in escalations:
+        ids_of[s].extend(new)
+        requests.append((s, list(ids_of[s])))
+    paths: dict[tuple[int, tuple[int, ...]], int] = {}
+    blocks = []
+    for _, ids in requests:
+        keys, parent = [], -1
+        for j in range(len(ids) // BLOCK):
+            parent = paths.setdefault((parent, tuple(ids[j * BLOCK : (j + 1) * BLOCK])), len(paths))
+            keys.append(parent)
+        blocks.append(keys)
+    metas = [RequestMeta(category="edge-session", session=f"s{s}", session_ttl_s=600.0) for s in range(k)]
+    trace = Trace(
+        "mooncake",
+        BLOCK,
+        [i * SIM_REQUEST_S for i in range(len(requests))],
+        [len(ids) for _, ids in requests],
+        [1] * len(requests),
+        blocks,
+        [metas[s] for s, _ in requests],
+    )
+    out: dict[str, Any] = {"capacity_blocks": USABLE_BLOCKS}
+    for name in SIM_POLICIES:
+        policy = policy_class(name, allow_oracle=True)(USABLE_BLOCKS, BLOCK)
+        hits = replay(trace, policy, record=True).request_hit_tokens or []
+        # vLLM computes at least a prompt's last token: a hit stops one block short of a whole prompt
+        cost = [n - min(h, (n - 1) // BLOCK * BLOCK) for (_, ids), h, n in zip(requests, hits, trace.input_tokens,
+                                                                                strict=True)][k:]  # fmt: skip
+        out[name] = round(statistics.fmean(cost), 1)
+    out.update(capacity_bound(requests, k))
+    return out
+
+
+def capacity_bound(requests: list[tuple[int, list[int]]], k: int) -> dict[str, float]:
+    """The most prompt tokens any policy can serve from the cache in this sequence (module docstring):
+    an escalation's hit blocks stay cached through every request between it and its session's previous
+    request (at least ``m`` of them), and while request j runs the cache holds its whole prompt (P_j
+    blocks), so the blocks kept then for others are at most C - P_j: m x (all hits) <= sum over those j
+    of (C - P_j). Each hit is also at most its prompt less one block (vLLM computes the last token).
+    The engine needs one block more per running request (the decoded token); the bound leaves it out."""
+    last: dict[int, int] = {}
+    inner_counts, inside = [], set()
+    for i, (s, _) in enumerate(requests):
+        if s in last:
+            inner_counts.append(i - last[s] - 1)
+            inside.update(range(last[s] + 1, i))
+        last[s] = i
+    m = min(inner_counts)
+    prompts = [len(ids) // BLOCK for _, ids in requests]
+    kept = sum(USABLE_BLOCKS - prompts[j] for j in inside) / m
+    hits = min(kept, sum(p - 1 for p in prompts[k:]))
+    escalations = len(requests) - k
+    return {
+        "bound_hit_blocks_per_escalation": round(hits / escalations, 2),
+        "bound_computed_per_escalation": round(BLOCK * (sum(prompts[k:]) - hits) / escalations, 1),
     }
 
 
@@ -108,7 +218,7 @@ def run_policy(policy: str, say: Any) -> dict[str, Any]:
             edge = EdgeClient(stack.router_url, timeout=httpx.Timeout(300.0), max_retries=0)
             try:
                 rng = random.Random(0)  # the same sessions and tokens for every policy
-                phases = [phase(edge, fp, over, rng) for over in (2, 4)]
+                phases = [phase(edge, fp, over, rng, stack.status_dir) for over in (2, 4)]
             finally:
                 edge.close()
     return {"policy": policy, "stack_start_s": round(start_s, 1), "phases": phases}
@@ -135,6 +245,22 @@ def main() -> int:
                   f"{ph['computed_per_escalation_mean']:>12.1f} {ph['computed_per_escalation_p50']:>5} "
                   f"{ph['computed_vs_lru'] or 0:>7.3f} {ph['cached_share']:>7.3f} {ph['latency_ms_p50']:>10.1f} "
                   f"{ph['latency_ms_p99']:>8.1f}")  # fmt: skip
+    print("\nthe same sequences in the simulator (capacity bound: what no policy can beat in this rotation)")
+    print(
+        f"{'over':>4} {'K':>3} "
+        + " ".join(f"{p:>8}" for p in SIM_POLICIES)
+        + f" {'bound':>8} {'engine session':>14}"
+    )
+    session_phases = {
+        ph["oversubscription"]: ph for run in runs if run["policy"] == "session" for ph in run["phases"]
+    }
+    for ph in runs[0]["phases"]:
+        sim = ph["simulated"]
+        engine = session_phases.get(ph["oversubscription"], {}).get(
+            "computed_per_escalation_mean", float("nan")
+        )
+        print(f"{ph['oversubscription']:>3}x {ph['sessions']:>3} " + " ".join(f"{sim[p]:>8.1f}" for p in SIM_POLICIES)
+              + f" {sim['bound_computed_per_escalation']:>8.1f} {engine:>14.1f}")  # fmt: skip
     payload = {
         "command": "flock /tmp/xedge-heavy.lock timeout 1500 .venv/bin/python bench/prefix_cache_sessions_vllm.py",
         "seconds": round(seconds, 1),
