@@ -107,10 +107,16 @@ def with_shipped_table(
     if "threshold" in section or "threshold_table" in section:
         log("xattn: threshold given explicitly; shipped tables not consulted")
         return section
+    if section.get("enabled") is False:
+        return section
     if config is None:
         log("xattn: no model config to match shipped tables against; scalar threshold default")
         return section
-    key = model_key(config)
+    try:
+        key = model_key(config)
+    except ValueError as exc:
+        log(f"xattn: {exc}; no shipped table, scalar threshold default")
+        return section
     table = find_shipped_table(config, tables_dir)
     if table is None:
         log(f"xattn: no shipped threshold table for model {key}; scalar threshold default")

@@ -19,6 +19,7 @@ from vllm.distributed.parallel_state import (
 )
 
 from attention_backend.config import ADDITIONAL_CONFIG_KEY, XAttentionConfig
+from attention_backend.shipped_tables import with_shipped_table
 from attention_backend.stats import XAttentionStats
 from attention_backend.vllm.contract import Report, require_installed
 from attention_backend.vllm.requirements import REQUIREMENTS
@@ -44,11 +45,18 @@ def warn_once(key: str, message: str, *args: Any) -> None:
 
 
 def config_from_vllm(vllm_config: Any | None = None) -> XAttentionConfig:
-    """Our section of vLLM's ``additional_config`` (``{"xattn": {...}}``), validated."""
+    """Our section of vLLM's ``additional_config`` (``{"xattn": {...}}``), validated. Where it sets no
+    threshold, the per-head table shipped for this model (matched on its HF config's shape,
+    :mod:`attention_backend.shipped_tables`) is the default; which one is used is logged once."""
     vllm_config = vllm_config if vllm_config is not None else get_current_vllm_config()
     extra = vllm_config.additional_config or {}
     section = extra.get(ADDITIONAL_CONFIG_KEY) if isinstance(extra, dict) else None
-    return XAttentionConfig.from_dict(section or {})
+    model_config = getattr(vllm_config, "model_config", None)
+    hf_config = getattr(model_config, "hf_text_config", None) or getattr(model_config, "hf_config", None)
+    # warn_once: the line shows in vLLM's log (our logger has no handler of its own) once per process,
+    # although this runs once per layer
+    table_log = functools.partial(warn_once, "shipped_table")
+    return XAttentionConfig.from_dict(with_shipped_table(section or {}, hf_config, log=table_log))
 
 
 def publish_stats(extra: dict[str, Any] | None = None) -> None:
