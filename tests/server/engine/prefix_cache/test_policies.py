@@ -96,9 +96,15 @@ def test_unknown_policy_lists_valid_names() -> None:
         policy_class("nope", allow_oracle=True)
 
 
-def test_bad_capacity_and_config_are_refused() -> None:
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_bad_capacity_and_config_are_refused(name: str) -> None:
+    """A cache below one block (or a block of no tokens) is refused by every policy with what it got."""
     with pytest.raises(ValueError, match="capacity_blocks must be a positive integer, got 0"):
-        create_policy("lru", 0, 16)
+        create_policy(name, 0, 16)
+    with pytest.raises(ValueError, match="capacity_blocks must be a positive integer, got True"):
+        create_policy(name, True, 16)
+    with pytest.raises(ValueError, match="block_tokens must be a positive integer, got 0"):
+        create_policy(name, 8, 0)
     with pytest.raises(ValueError, match="pin_share must be in"):
         PolicyConfig(pin_share=1.5)
 

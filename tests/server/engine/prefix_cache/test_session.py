@@ -151,6 +151,13 @@ def test_final_request_closes_its_session() -> None:
     assert policy.evict(2, 2.0) == [2, 1]
 
 
+def test_unknown_inner_policy_is_refused_with_the_valid_names() -> None:
+    from server.engine.prefix_cache.registry import UnknownPolicyError
+
+    with pytest.raises(UnknownPolicyError, match="'fifo'.*valid: density, guarded, lru, s3fifo"):
+        create_policy("session", 10, 16, PolicyConfig(session_inner="fifo"))
+
+
 def test_bad_session_config_is_refused() -> None:
     with pytest.raises(ValueError, match="session_share must be in"):
         PolicyConfig(session_share=1.5)

@@ -146,6 +146,39 @@ def test_stats_marker_carries_the_policys_own_figures(
         assert own["session_live"] == 4 and sum(own["session_evictions"].values()) > 0
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"xedge_session": ""},
+        {"xedge_session": "k" * 65},
+        {"xedge_session": 12},
+        {"xedge_session_ttl_s": -1},
+        {"xedge_session_final": "yes"},
+        {"xedge_closed_sessions": "a,,b"},
+        {"xedge": "not an object"},
+    ],
+)
+def test_session_metadata_that_does_not_parse_is_counted_and_runs_without_metadata(
+    monkeypatch: pytest.MonkeyPatch, bad: dict
+) -> None:
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, "session")
+    manager = make_manager(40)
+    prompt = [5000 + j for j in range(3 * BLOCK)]
+    good = {"xedge_category": "edge-session", "xedge_session": "k0", "xedge_session_ttl_s": 600}
+    run = run_sequence(manager, [(prompt + [1], good), (prompt + [2], {**good, **bad})])
+    installed = vllm_adapter.installed_policy(manager.block_pool)
+    assert installed.stats.invalid_meta == 1
+    assert run.cached_tokens == [0, 3 * BLOCK]  # the request ran (as no-metadata) and hit the prefix
+    assert installed.stats.categories["default"].requests == 1
+    installed.check_integrity()
+
+
+def test_a_pool_without_a_cacheable_block_runs_without_a_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(vllm_adapter.POLICY_ENV, "session")
+    manager = make_manager(1)  # block 0 is vLLM's null block: nothing to cache, nothing to evict
+    assert vllm_adapter.installed_policy(manager.block_pool) is None
+
+
 def test_unknown_policy_fails_registration(monkeypatch: pytest.MonkeyPatch) -> None:
     from server.engine.prefix_cache.registry import UnknownPolicyError
 
