@@ -287,6 +287,7 @@ def report(args: argparse.Namespace) -> None:
             continue
         ext = " ".join(f"{f['extrapolation'].get(str(n), float('nan')):8.3f}" for n in EXTRAPOLATE_TO)
         print(f"{f['model']:>24} {f['target']:>5g} {f['method']:>10} {f['a']:9.3g} {f['b']:6.3f} {f['rms_log_residual']:6.3f} {ext}")
+    per_layer = [layer_table(run) for run in runs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     merged = {
@@ -294,6 +295,7 @@ def report(args: argparse.Namespace) -> None:
         "definitions": __doc__.split("``report``")[0].strip(),
         "summary": summary,
         "fits": fits,
+        "per_layer": per_layer,
         "fit_note": "density = a * L^-b, least squares in log-log on the measured lengths; 'extrapolation' values lie past the longest measured length and are not measurements",
         "runs": runs,
     }
@@ -307,6 +309,25 @@ def report(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     plot(runs, fits, out / "xattn_density.png")
     print(f"wrote {out / 'xattn_density.png'}")
+
+
+def layer_table(run: dict[str, Any]) -> dict[str, Any]:
+    """Density per layer (mean over prompts and heads) at the longest length, each method and target."""
+    entry = run["lengths"][-1]
+    nqb = entry["tokens"] // run["block_size"]
+    causal = nqb * (nqb + 1) // 2
+    rows: dict[str, Any] = {"model": run["model"], "tokens": entry["tokens"], "layers": {}}
+    for r in run["targets"]:
+        key = f"{r:g}"
+        print(f"\n{run['model']} at {entry['tokens']} tokens, r={key}: density per layer (xattn / oracle / stream) and mean tau")
+        for layer in run["full_attention_layers"]:
+            items = [lay[key] for lay in entry["layers"] if lay["layer"] == layer]
+            heads = sum(len(i["tau"]) for i in items)
+            dens = {m: sum(sum(i["blocks"][m]) for i in items) / (heads * causal) for m in ("xattn", "oracle", "stream")}
+            tau = sum(sum(i["tau"]) for i in items) / heads
+            rows["layers"].setdefault(str(layer), {})[key] = {**dens, "mean_tau": tau}
+            print(f"  layer {layer:>2}: {dens['xattn']:.3f} / {dens['oracle']:.3f} / {dens['stream']:.3f}  tau {tau:.2f}")
+    return rows
 
 
 def plot(runs: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path) -> None:
