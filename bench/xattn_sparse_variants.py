@@ -34,6 +34,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tma-s3": dict(kernel="tma", num_stages=3),
     "tma-s3-nopf": dict(kernel="tma", num_stages=3, prefetch=False),
     "tma-bn64-s3": dict(kernel="tma", bn=64, num_stages=3),
+    "tma-qka-s2": dict(kernel="tma", num_stages=2, qk_ahead=True),
+    "tma-qka-s3": dict(kernel="tma", num_stages=3, qk_ahead=True),
     "tma-ws-s3": dict(kernel="tma", num_stages=3, warp_specialize=True, prefetch=False),
     "tma-ws-w4-s3": dict(kernel="tma", num_warps=4, num_stages=3, warp_specialize=True, prefetch=False),
 }

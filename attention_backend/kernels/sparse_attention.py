@@ -47,10 +47,11 @@ class AttnTiles:
     """Kernel and launch shape of the sparse attention (query tile: one B-row block).
 
     ``kernel``: ``pointer`` (any GPU, any page size) or ``tma`` (sm_90+, page-aligned caches: see the module
-    docstring). The last three fields are for ``tma`` only: ``bn`` key rows per step (0: the whole block
+    docstring). The last four fields are for ``tma`` only: ``bn`` key rows per step (0: the whole block
     B; B must be a multiple), ``warp_specialize`` (Triton's automatic warp specialisation of the kept-block
-    loop; compiled only on a GPU: the Triton interpreter ignores it) and ``prefetch`` (load the next
-    steps' block-table coordinates one step ahead)."""
+    loop; compiled only on a GPU: the Triton interpreter ignores it), ``prefetch`` (load the next
+    steps' block-table coordinates one step ahead) and ``qk_ahead`` (issue the next step's ``q k^T``
+    before this step's softmax; implies the prefetch, excludes warp specialisation)."""
 
     num_warps: int = 8
     num_stages: int = 2  # pointer: fastest of 5 launch shapes (bench/results/xattn_kernels/notes.md)
@@ -58,14 +59,17 @@ class AttnTiles:
     bn: int = 0
     warp_specialize: bool = False
     prefetch: bool = True
+    qk_ahead: bool = False
 
     def __post_init__(self) -> None:
         if self.kernel not in ("pointer", "tma"):
             raise ValueError(f"AttnTiles.kernel must be 'pointer' or 'tma', got {self.kernel!r}")
         if self.bn not in TMA_KEY_ROWS:
             raise ValueError(f"AttnTiles.bn must be one of {TMA_KEY_ROWS}, got {self.bn}")
-        if self.kernel == "pointer" and (self.bn or self.warp_specialize):
-            raise ValueError(f"bn and warp_specialize are options of the tma kernel, got {self}")
+        if self.kernel == "pointer" and (self.bn or self.warp_specialize or self.qk_ahead):
+            raise ValueError(f"bn, warp_specialize and qk_ahead are options of the tma kernel, got {self}")
+        if self.qk_ahead and self.warp_specialize:
+            raise ValueError(f"qk_ahead and warp_specialize exclude each other, got {self}")
 
 
 POINTER_TILES = AttnTiles()
@@ -217,7 +221,7 @@ def block_sparse_attention_indexed(
         vc.stride(0), vc.stride(1), vc.stride(2), out.stride(0), out.stride(1),
         idx.stride(0), idx.stride(1), count.stride(0),
         GROUP=hq // kv.num_kv_heads, B=block_size, D=d, PAGE_ALIGNED=kv.page_size % block_size == 0,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages if d <= 128 else 1,  # d 256: 2 stages > 227 KB smem
     )
     return out
 
@@ -244,5 +248,5 @@ def _launch_tma(
         kv.k_len, q_offset, kv.page_size, first_qb, n_qb, scale_log2,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), idx.stride(0), idx.stride(1), count.stride(0),
         GROUP=group, B=block_size, D=d, BN=bn, PREFETCH=tiles.prefetch, WARP_SPECIALIZE=tiles.warp_specialize,
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        QK_AHEAD=tiles.qk_ahead, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
