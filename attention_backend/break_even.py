@@ -25,6 +25,13 @@ class BreakEven:
     fa3_tflops: float  # FA3's causal prefill throughput on this card (d 128, bf16, 128K)
     min_sparse_ms: float  # rows whose dense attention in a layer takes less run FA3 (fixed per-layer cost)
     min_source: str  # the measurement behind min_sparse_ms
+    by_head_dim: tuple[tuple[int, float, str], ...] = ()  # (head dim, density, source) where it differs
+
+    def density_for(self, head_dim: int) -> tuple[float, str]:
+        for dim, density, source in self.by_head_dim:
+            if dim == head_dim:
+                return density, source
+        return self.density, self.source
 
 
 BREAK_EVEN: tuple[BreakEven, ...] = (
@@ -38,6 +45,15 @@ BREAK_EVEN: tuple[BreakEven, ...] = (
         ),
         fa3_tflops=667.0,
         min_sparse_ms=0.6,
+        by_head_dim=(
+            (
+                256,
+                0.25,
+                "bench/xattn_profile.py, Gemma-3-270M global layers (4 heads, d 256) at 64K on an NVIDIA H100 80GB "
+                "HBM3, 2026-12-05: the sparse kernel (one pipeline stage at d 256) took 31.9 ms where FA3 took 32.6 ms "
+                "at an estimated density of 0.26: rounded down",
+            ),
+        ),
         min_source=(
             "bench/xattn_profile.py, SmolLM2-135M at 32K on an NVIDIA H100 80GB HBM3, 2026-12-05: the XAttention "
             "path costs ~0.6-1.0 ms of host time per layer and chunk (estimate + select + sparse launches), "

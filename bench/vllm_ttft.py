@@ -115,7 +115,7 @@ def equal(args: argparse.Namespace) -> dict[str, Any]:
     # in chunks of 1024 new tokens that attend to the paged cache.
     # dense_above 1: density 1.0 is not above it, so every candidate row really runs the sparse kernel
     # (decodes and the 40-token prompt run FA3 on their rows alone: the mixed-batch path).
-    xattn = {"threshold": 1.0, "stride": 8, "min_sparse_len": 512, "dense_above": 1.0}
+    xattn = {"threshold": 1.0, "stride": 8, "min_sparse_len": 512, "dense_above": 1.0, "min_sparse_ms": 0.0}
     kw = {"block_size": args.block_size} if args.block_size else {}
     llm = make_llm(args.backend, args.model, 8192, xattn, args.tp, gpu_memory_utilization=0.3, enforce_eager=True,
                    max_num_batched_tokens=1024, seed=0, **kw)

@@ -88,7 +88,7 @@ def init_xattn(impl: Any, unsupported: dict[str, bool]) -> None:
     impl.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
     impl.sparse_enabled = impl.xattn.enabled and not impl.dense_reasons
     if impl.xattn.enabled and impl.dense_reasons:
-        warn_once("unsupported", "xattn: layers with %s stay dense", impl.dense_reasons)
+        warn_once("unsupported", "xattn: layers with %s stay dense", ", ".join(impl.dense_reasons))
     write_marker(
         "attention",
         "impl",

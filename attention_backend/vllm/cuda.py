@@ -57,8 +57,9 @@ class XAttentionStartupError(ValueError):
     """The XAttention settings cannot run on this model or card (raised when vLLM builds the backend)."""
 
 
-def resolve_dense_above(config: XAttentionConfig, device_name: str) -> tuple[float, str]:
-    """The density above which a row runs FA3: the config's ``dense_above``, else the card's measured entry."""
+def resolve_dense_above(config: XAttentionConfig, device_name: str, head_dim: int = 128) -> tuple[float, str]:
+    """The density above which a row runs FA3: the config's ``dense_above``, else the card's measured entry
+    (for this head dim where it was measured apart)."""
     if config.dense_above is not None:
         return config.dense_above, "--xattn-dense-above / additional_config dense_above"
     entry = break_even_for(device_name)
@@ -67,7 +68,8 @@ def resolve_dense_above(config: XAttentionConfig, device_name: str) -> tuple[flo
             f"--xattn-dense-above: no measured break-even density for GPU {device_name!r} "
             "(attention_backend/break_even.py); measure it with bench/xattn_curve.py and pass it"
         )
-    return entry.density, f"{entry.card}: {entry.source}"
+    density, source = entry.density_for(head_dim)
+    return density, f"{entry.card}: {source}"
 
 
 def resolve_min_sparse_flops(config: XAttentionConfig, device_name: str) -> tuple[float, str]:
@@ -246,7 +248,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         if self.sparse_enabled:
             check_kernel_support(self.head_size, self.xattn.block_size)
             self.dense_above, self.dense_above_source = resolve_dense_above(
-                self.xattn, torch.cuda.get_device_name()
+                self.xattn, torch.cuda.get_device_name(), self.head_size
             )
 
     def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
