@@ -66,3 +66,26 @@ def test_bad_minimum_of_work_names_the_flag(bad) -> None:
 
     with pytest.raises(ValueError, match="^--xattn-min-sparse-ms: XAttentionConfig.min_sparse_ms"):
         additional_config_from_flags(min_sparse_ms=bad)
+
+
+def test_break_even_per_head_dim_where_measured() -> None:
+    h100 = break_even_for("NVIDIA H100 80GB HBM3")
+    d256, source = resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3", head_dim=256)
+    assert d256 < h100.density and "d 256" in source
+    assert resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3", head_dim=64)[0] == h100.density
+    assert resolve_dense_above(XAttentionConfig(dense_above=0.4), "NVIDIA H100 80GB HBM3", head_dim=256)[0] == 0.4
+
+
+def test_layers_with_unsupported_features_stay_dense_and_say_so(caplog) -> None:
+    """Gemma-3's sliding-window layers: the impl is set up dense with its reason logged (this once crashed
+    on an unhashable list in the log-once cache)."""
+    from types import SimpleNamespace
+
+    from vllm.config import VllmConfig, set_current_vllm_config
+
+    from attention_backend.vllm.common import init_xattn
+
+    impl = SimpleNamespace(num_heads=4, num_kv_heads=1, head_size=256)
+    with set_current_vllm_config(VllmConfig()):
+        init_xattn(impl, {"sliding_window": True, "alibi": False})
+    assert impl.sparse_enabled is False and impl.dense_reasons == ["sliding_window"]
