@@ -14,7 +14,7 @@ past the trained length are labelled extended. Gemma-3's sliding-window layers r
     python3 bench/xattn_retrieval.py run --backend FLASH_ATTN|xattn --model DIR --suite suite.json --out X.json
     python3 bench/xattn_retrieval.py compare dense.json x.json [x2.json] --out cmp   # table + cmp.json/.png
 
-Exact device commands: ``bench/h200/real_smollm2.sh``; results: ``bench/results/xattn_real/``.
+Exact device commands: ``bench/h200/real_models.sh`` (MODEL=smol|gemma); results: ``bench/results/xattn_real/``.
 """
 
 from __future__ import annotations

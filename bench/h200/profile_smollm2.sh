@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 14: where SmolLM2's long prefill time goes, dense FLASH_ATTN vs XAttention (bench/xattn_profile.py),
-# and TTFT at 8K-128K. Needs the vLLM carry unpacked and the SmolLM2 GGUF in /tmp/gparts (real_smollm2.sh's
+# and TTFT at 8K-128K. Needs the vLLM carry unpacked and the SmolLM2 GGUF in /tmp/gparts (real_models.sh's
 # first steps). Converted once to /tmp/smol (YaRN x4, 8K-32K) and /tmp/smol16 (YaRN x16, 64K-128K).
 set -u
 source .gpucarry/run/device_env.sh
