@@ -1,6 +1,7 @@
 """Session-aware eviction inside vLLM (CPU, the packaged model, through the router): issue 15, must-have 2.
 
     flock /tmp/xedge-heavy.lock timeout 1500 .venv/bin/python bench/prefix_cache_sessions_vllm.py
+    .venv/bin/python bench/prefix_cache_sessions_vllm.py --render-only   # the PNG from the JSON
 
 For each policy (lru = stock vLLM's order, session, guarded) one `xedge serve` stack (vLLM with a KV cache
 of 64 blocks of 32 tokens, the router in front) runs two phases: K edge sessions whose contexts (480
@@ -13,10 +14,10 @@ figures (the stats marker's ``policy_stats``: sessions protected / idled, evicti
 
 The same request sequence is also replayed in the simulator (a cache of the engine's usable blocks) with
 lru, session, guarded and belady (the offline optimum), next to the capacity bound of a rotation: between
-two escalations of a session the K - 1 others each hold their whole prompt (plus the block of the token
-they decode), so the blocks kept for the other sessions' next escalations never exceed the cache minus
-that; the mean hit per escalation is at most (C - P - 1) / (K - 1) blocks (C usable blocks, P the mean
-prompt in blocks), whatever the policy. Writes
+two escalations of a session the K - 1 others each hold their whole prompt, so the blocks kept for the
+other sessions' next escalations never exceed the cache minus that; the mean hit per escalation is at
+most about (C - P) / (K - 1) blocks (C usable blocks, P the mean prompt in blocks), whatever the policy
+(``capacity_bound`` computes it from the exact sequence). Writes
 bench/results/prefix_cache/prefix_cache_sessions_vllm.{json,png} and prints tables with ratios to lru.
 """
 
@@ -179,7 +180,7 @@ def capacity_bound(requests: list[tuple[int, list[int]]], k: int) -> dict[str, f
     request (at least ``m`` of them), and while request j runs the cache holds its whole prompt (P_j
     blocks), so the blocks kept then for others are at most C - P_j: m x (all hits) <= sum over those j
     of (C - P_j). Each hit is also at most its prompt less one block (vLLM computes the last token).
-    The engine needs one block more per running request (the decoded token); the bound leaves it out."""
+    With k = 1 the request ends with its prefill step: no block is allocated for the decoded token."""
     last: dict[int, int] = {}
     inner_counts, inside = [], set()
     for i, (s, _) in enumerate(requests):
@@ -225,6 +226,11 @@ def run_policy(policy: str, say: Any) -> dict[str, Any]:
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--render-only"]:  # redraw the PNG from the committed JSON
+        runs = json.loads((RESULTS / "prefix_cache_sessions_vllm.json").read_text())["runs"]
+        print(f"wrote {_plot(runs, RESULTS / 'prefix_cache_sessions_vllm.png')}")
+        return 0
+
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
@@ -302,13 +308,28 @@ def _plot(runs: list[dict[str, Any]], path: Path) -> Path:
     ):
         ax.set_xticks([j + width for j in range(len(runs[0]["phases"]))])
         ax.set_xticklabels(
-            [f"{ph['oversubscription']}x ({ph['sessions']} sessions)" for ph in runs[0]["phases"]]
+            [f"{ph['contexts_over_cache']}x ({ph['sessions']} sessions)" for ph in runs[0]["phases"]]
         )
         ax.set_ylabel(label, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
     left.axhline(TARGET, color="grey", linestyle=":", label=f"target {TARGET}")
-    left.legend(fontsize=8)
-    fig.suptitle("edge sessions escalating in rotation, vLLM CPU through the router")
+    span = (-width / 2, (len(runs) - 0.5) * width)
+    for j, ph in enumerate(runs[0]["phases"]):  # the same sequence in the simulator: what no policy beats
+        sim = ph["simulated"]
+        for value, style, label in (
+            (sim["belady"], "--", "belady (simulated)"),
+            (sim["bound_computed_per_escalation"], "-", "capacity bound"),
+        ):
+            left.hlines(
+                value,
+                j + span[0],
+                j + span[1],
+                colors="black",
+                linestyles=style,
+                label=label if j == 0 else None,
+            )
+    left.legend(fontsize=7, loc="lower left", framealpha=0.9)
+    fig.suptitle("edge sessions escalating in rotation (contexts / KV cache), vLLM CPU through the router")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
