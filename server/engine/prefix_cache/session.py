@@ -145,7 +145,7 @@ class SessionPolicy(EvictionPolicy):
             victims.append(self._closed.popitem(last=False)[0])
         evicted["closed"] += len(victims) - counted
         counted = len(victims)
-        while len(victims) < n and self._protected_blocks > self._budget:
+        while len(victims) < n and self._protected and self._protected_blocks > self._budget:
             latest = next(reversed(self._protected.values()))
             if latest.aside:  # over the budget: the latest protected session's tail goes first
                 block = self._pop_deepest(latest)
@@ -181,7 +181,7 @@ class SessionPolicy(EvictionPolicy):
             "session_live": len(self._sessions),
             "session_protected": len(self._protected),
             "session_protected_blocks": self._protected_blocks,
-            "session_budget_blocks": max(0, self._budget),
+            "session_budget_blocks": self._budget,
             "session_mean_gap_s": round(self.mean_gap_s or 0.0, 3),
             "session_closed": self.sessions_closed,
             "session_expired": self.sessions_expired,
@@ -217,7 +217,7 @@ class SessionPolicy(EvictionPolicy):
         """Blocks protected sessions may hold: ``session_share`` of the cache, and never so many that a
         request of the largest session seen could not get its blocks without evicting protected ones
         (vLLM needs a request's whole prompt in blocks at once)."""
-        return min(self._share_blocks, self.capacity_blocks - self._largest - 1)
+        return max(0, min(self._share_blocks, self.capacity_blocks - self._largest - 1))
 
     def _note(self, meta: RequestMeta | None, now: float, freed: bool) -> _Session | None:
         """Apply what the request's metadata says (closes, TTL, activity); its live session, if any.

@@ -144,6 +144,24 @@ def test_protection_stays_within_the_share() -> None:
     policy.check_integrity()
 
 
+def test_a_session_as_large_as_the_cache_leaves_no_budget_and_no_crash() -> None:
+    """A session owning the whole cache leaves a protection budget of 0. It used to go negative, and
+    evict then looked for a protected session that did not exist (StopIteration inside vLLM's
+    allocation: an engine crash)."""
+    policy = create_policy("session", 8, 16)
+    _request(policy, [1, 2, 3], _session("small"), 0.0)  # protected
+    assert policy.evict(3, 0.5) == [3, 2, 1]  # the only candidates
+    _request(policy, [20, 21], NONE, 0.6)
+    _request(policy, list(range(10, 18)), _session("big"), 1.0)  # 8 blocks: a prompt as large as the cache
+    assert policy.own_stats()["session_budget_blocks"] == 0
+    assert policy.evict(10, 2.0) == [
+        *range(17, 9, -1),
+        21,
+        20,
+    ]  # big over the budget (deepest first), then lru
+    policy.check_integrity()
+
+
 def test_final_request_closes_its_session() -> None:
     policy = create_policy("session", 100, 16)
     _request(policy, [1, 2], _session("a", session_final=True), 0.0)
