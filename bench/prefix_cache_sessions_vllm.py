@@ -175,23 +175,13 @@ def simulate(contexts: list[list[int]], escalations: list[tuple[int, list[int]]]
 
 
 def capacity_bound(requests: list[tuple[int, list[int]]], k: int) -> dict[str, float]:
-    """The most prompt tokens any policy can serve from the cache in this sequence (module docstring):
-    an escalation's hit blocks stay cached through every request between it and its session's previous
-    request (at least ``m`` of them), and while request j runs the cache holds its whole prompt (P_j
-    blocks), so the blocks kept then for others are at most C - P_j: m x (all hits) <= sum over those j
-    of (C - P_j). Each hit is also at most its prompt less one block (vLLM computes the last token).
-    With k = 1 the request ends with its prefill step: no block is allocated for the decoded token."""
-    last: dict[int, int] = {}
-    inner_counts, inside = [], set()
-    for i, (s, _) in enumerate(requests):
-        if s in last:
-            inner_counts.append(i - last[s] - 1)
-            inside.update(range(last[s] + 1, i))
-        last[s] = i
-    m = min(inner_counts)
+    """What no policy beats on this sequence (``server/research/cache_sim/capacity_bound.py``), per
+    escalation. With k = 1 a request ends with its prefill step: no block is allocated for the decoded
+    token, so the running request holds exactly its prompt."""
+    from server.research.cache_sim.capacity_bound import max_hit_blocks
+
     prompts = [len(ids) // BLOCK for _, ids in requests]
-    kept = sum(USABLE_BLOCKS - prompts[j] for j in inside) / m
-    hits = min(kept, sum(p - 1 for p in prompts[k:]))
+    hits = max_hit_blocks([(str(s), p) for (s, _), p in zip(requests, prompts, strict=True)], USABLE_BLOCKS)
     escalations = len(requests) - k
     return {
         "bound_hit_blocks_per_escalation": round(hits / escalations, 2),
