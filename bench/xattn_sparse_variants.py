@@ -7,7 +7,8 @@ the computed blocks (diagonal blocks as half) and the percentage of FA3's TFLOP/
 run (``flash_attn_varlen_func``, ``fa_version=3``, GQA native, dense causal). Each variant's output is
 compared with the pointer kernel's (max abs difference; NaN counts as a failure). At the first length it
 repeats two densities on vLLM's FLASH_ATTN cache layout (pages of 128 tokens shuffled in a pool, K and V
-strided views of one ``[pages, Hkv, page, 2D]`` tensor), the layout the adapter hands the kernel.
+strided views of one ``[pages, Hkv, page, 2D]`` tensor), the layout the adapter hands the kernel. Last, a
+chunk check where the timings do not look (q_offset not on a block, NaN past the sequence).
 
     python3 bench/xattn_sparse_variants.py --out $OUT/xattn_sparse_variants        # on the GPU: JSON + table
     python3 bench/xattn_sparse_variants.py --render bench/results/xattn_sparse_variants/xattn_sparse_variants.json
@@ -28,16 +29,16 @@ from typing import Any
 
 BLOCK = 128
 # name -> AttnTiles fields; "pointer" is the kernel before this bench (the fallback), the rest the TMA one.
+# Not here: warp_specialize. An sm_90 compile of this kernel on a CPU (Triton 3.6) shows no warp
+# specialisation applied at num_warps 8, and the pass failing at num_warps 4 (see the notes).
 VARIANTS: dict[str, dict[str, Any]] = {
     "pointer": {},
     "tma-s2": dict(kernel="tma", num_stages=2),
     "tma-s3": dict(kernel="tma", num_stages=3),
-    "tma-s3-nopf": dict(kernel="tma", num_stages=3, prefetch=False),
+    "tma-s4": dict(kernel="tma", num_stages=4),
     "tma-bn64-s3": dict(kernel="tma", bn=64, num_stages=3),
     "tma-qka-s2": dict(kernel="tma", num_stages=2, qk_ahead=True),
     "tma-qka-s3": dict(kernel="tma", num_stages=3, qk_ahead=True),
-    "tma-ws-s3": dict(kernel="tma", num_stages=3, warp_specialize=True, prefetch=False),
-    "tma-ws-w4-s3": dict(kernel="tma", num_warps=4, num_stages=3, warp_specialize=True, prefetch=False),
 }
 
 
@@ -208,11 +209,12 @@ def measure(args: argparse.Namespace) -> None:
         "block": BLOCK, "variants": args.variants, "tiles": {n: VARIANTS[n] for n in args.variants}, "rows": [],
     }  # fmt: skip
     t0 = time.time()
-    result["odd_chunk_check"] = check_odd_chunk(args)
     for i, length in enumerate(args.lens):
         result["rows"].append(run_length(length, args, first=i == 0))
         result["elapsed_s"] = time.time() - t0
         Path(f"{args.out}.json").write_text(json.dumps(result, indent=1))
+    result["odd_chunk_check"] = check_odd_chunk(args)  # last: a fault there must not lose the timings
+    Path(f"{args.out}.json").write_text(json.dumps(result, indent=1))
     render(result)
 
 
@@ -221,9 +223,7 @@ def main() -> None:
     ap.add_argument("--lens", type=lambda s: [int(x) for x in s.split(",")], default=[131072, 65536, 32768])
     ap.add_argument("--densities", type=lambda s: [float(x) for x in s.split(",")], default=[0.05, 0.1, 0.2, 0.5])
     ap.add_argument("--paged-densities", type=lambda s: [float(x) for x in s.split(",")], default=[0.1, 0.5])
-    ap.add_argument("--variants", type=lambda s: s.split(","), default=[n for n in VARIANTS if "-ws" not in n],
-                    help="comma list, pointer first (default: all but the warp-specialised ones, which run in a "
-                    "process of their own in sparse_variants.sh: a compiler crash there must not lose the rest)")
+    ap.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS), help="pointer first")
     ap.add_argument("--budget-ms", type=float, default=500.0, help="timing budget per measurement")
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)

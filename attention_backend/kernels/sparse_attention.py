@@ -47,18 +47,17 @@ class AttnTiles:
     """Kernel and launch shape of the sparse attention (query tile: one B-row block).
 
     ``kernel``: ``pointer`` (any GPU, any page size) or ``tma`` (sm_90+, page-aligned caches: see the module
-    docstring). The last four fields are for ``tma`` only: ``bn`` key rows per step (0: the whole block
+    docstring). The last three fields are for ``tma`` only: ``bn`` key rows per step (0: the whole block
     B; B must be a multiple), ``warp_specialize`` (Triton's automatic warp specialisation of the kept-block
-    loop; compiled only on a GPU: the Triton interpreter ignores it), ``prefetch`` (load the next
-    steps' block-table coordinates one step ahead) and ``qk_ahead`` (issue the next step's ``q k^T``
-    before this step's softmax; implies the prefetch, excludes warp specialisation)."""
+    loop; the Triton interpreter ignores it, and Triton 3.6's sm_90 compile does not apply it to this
+    kernel: ``bench/xattn_sparse_aot.py``) and ``qk_ahead`` (issue the next
+    step's ``q k^T`` before this step's softmax; excludes warp specialisation)."""
 
     num_warps: int = 8
     num_stages: int = 2  # pointer: fastest of 5 launch shapes (bench/results/xattn_kernels/notes.md)
     kernel: Literal["pointer", "tma"] = "pointer"
     bn: int = 0
     warp_specialize: bool = False
-    prefetch: bool = True
     qk_ahead: bool = False
 
     def __post_init__(self) -> None:
@@ -87,9 +86,9 @@ def tma_unsupported(q: torch.Tensor, kv: PagedKV, bn: int) -> str | None:
         return f"TMA loads need CUDA tensors, got {q.device}"
     if kv.page_size % bn and kv.k_len > kv.page_size:
         return f"a {bn}-row key tile must lie in one page: page_size % {bn} == 0, got page_size {kv.page_size}"
-    for name, t in (("key_cache", kv.key_cache), ("value_cache", kv.value_cache)):
+    for name, t in (("q", q), ("key_cache", kv.key_cache), ("value_cache", kv.value_cache)):
         item = t.element_size()
-        if t.data_ptr() % 16 or any(st * item % 16 for st in t.stride()[:3]):
+        if t.data_ptr() % 16 or any(st * item % 16 for st in t.stride()[:-1]):
             return f"TMA needs {name} base and strides 16-byte aligned, got strides {t.stride()} ({item} B items)"
     return None
 
@@ -243,10 +242,11 @@ def _launch_tma(
     k_desc, v_desc = (
         TensorDescriptor(c, list(c.shape), list(c.stride()), [1, bn, 1, d]) for c in (kv.key_cache, kv.value_cache)
     )
+    q_desc = TensorDescriptor(q, list(q.shape), list(q.stride()), [block_size, 1, d])
     _block_sparse_attn_tma_kernel[(n_qb * group, kv.num_kv_heads)](
-        q, k_desc, v_desc, kv.block_table, idx, count, out,
+        q_desc, k_desc, v_desc, kv.block_table, idx, count, out,
         kv.k_len, q_offset, kv.page_size, first_qb, n_qb, scale_log2,
-        q.stride(0), q.stride(1), out.stride(0), out.stride(1), idx.stride(0), idx.stride(1), count.stride(0),
-        GROUP=group, B=block_size, D=d, BN=bn, PREFETCH=tiles.prefetch, WARP_SPECIALIZE=tiles.warp_specialize,
+        out.stride(0), out.stride(1), idx.stride(0), idx.stride(1), count.stride(0),
+        GROUP=group, B=block_size, D=d, BN=bn, WARP_SPECIALIZE=tiles.warp_specialize,
         QK_AHEAD=tiles.qk_ahead, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )

@@ -214,9 +214,9 @@ def _dense_sdpa(q, k, v, off):
 
 
 # The sparse attention kernels: the pointer-load one and the TMA one (whole-block and 32-row key tiles,
-# with and without the block-table prefetch, q k^T one step ahead). Warp specialisation only compiles on a
-# GPU (the Triton interpreter ignores it), so its variant runs on CUDA only.
-ATTN_VARIANTS = ["pointer", "tma", "tma-bn32", "tma-noprefetch", "tma-qk-ahead-bn32"] + (
+# q k^T one step ahead). Warp specialisation only compiles on a GPU (the Triton interpreter ignores it), so
+# its variant runs on CUDA only.
+ATTN_VARIANTS = ["pointer", "tma", "tma-bn32", "tma-qk-ahead", "tma-qk-ahead-bn32"] + (
     ["tma-ws"] if DEV == "cuda" else []
 )
 
@@ -226,7 +226,7 @@ def _attn_tiles(variant: str) -> AttnTiles:
         return AttnTiles()
     opts = {
         "tma-bn32": dict(bn=32),
-        "tma-noprefetch": dict(prefetch=False),
+        "tma-qk-ahead": dict(qk_ahead=True),
         "tma-qk-ahead-bn32": dict(bn=32, qk_ahead=True),  # several steps per block: the carried logits rotate
         "tma-ws": dict(warp_specialize=True),
     }
