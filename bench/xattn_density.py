@@ -355,7 +355,7 @@ def plot(runs: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path) -> 
         layers = run["full_attention_layers"]
         ax.set_title(f"{run['model']}: {len(layers)} full-attention layers x {run['num_heads']} heads, S={run['stride']}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, ncol=2, loc="upper right")
+        ax.legend(fontsize=7, ncol=2, loc="lower left")
     fig.suptitle("Density needed for attention recall r on real prompts (oracle = lower bound; stream = sink + recent)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -123,3 +123,16 @@ def test_packaged_smollm2_config_finds_its_shipped_table() -> None:
     }  # fmt: skip
     table = find_shipped_table(smollm2)
     assert table is not None and table.path.name == "smollm2-135m-instruct.json"
+
+
+def test_packaged_gemma3_config_finds_its_table_with_the_sliding_layers_dense() -> None:
+    gemma = {
+        "model_type": "gemma3_text", "num_hidden_layers": 18, "num_attention_heads": 4, "num_key_value_heads": 1,
+        "head_dim": 256, "hidden_size": 640, "intermediate_size": 2048, "vocab_size": 262144,
+        "layer_types": ["sliding_attention"] * 5 + ["full_attention"],
+    }  # fmt: skip
+    table = find_shipped_table(gemma)
+    assert table is not None and table.path.name == "gemma-3-270m.json"
+    full = {5, 11, 17}
+    assert all(row == (1.0,) * 4 for i, row in enumerate(table.threshold) if i not in full)
+    assert all(min(table.threshold[i]) < 1.0 for i in full)
