@@ -11,13 +11,13 @@ Protection: a live session is protected as soon as its blocks fit in what is lef
 request of any session finds its blocks without evicting protected ones), first come first served,
 and keeps it while it stays active: a protected session idle for more than ``session_idle_factor`` x
 the mean gap between a session's requests (and at least ``session_idle_min_s``) loses it and its
-free blocks become stale. A gap runs from
-the end of one request of the session (its blocks freed) to the start of the next; the time a request
-holds its blocks is not a gap (counting it, on an engine whose prefills take a second, made the mean
-gap small enough to take protection from sessions in use). A stable protected set is what keeps
-sessions whose contexts together exceed the cache from evicting each other in turn (what LRU does to
-sessions that escalate in rotation); the idle rule keeps abandoned sessions (waiting for their TTL)
-from holding the budget.
+free blocks become stale. A gap runs from the end of one request of the session (its blocks freed) to
+the start of the next; the time a request holds its blocks is not a gap (counting it, on an engine
+whose prefills take a second, made the mean gap small enough to take protection from sessions in
+use). The budget never goes below 0 (a session as large as the cache). A stable protected set is
+what keeps sessions whose contexts together exceed the cache from evicting each other in turn (what
+LRU does to sessions that escalate in rotation); the idle rule keeps abandoned sessions (waiting for
+their TTL) from holding the budget.
 
 Eviction order, first victim first:
 1. free blocks of closed or expired sessions (oldest close first);
