@@ -21,8 +21,8 @@ from typing import Any
 from xattn_sparse_variants import VARIANTS
 
 EXTRA = {
-    "tma-ws-w8-s3": dict(kernel="tma", num_stages=3, warp_specialize=True),
-    "tma-ws-w4-s2": dict(kernel="tma", num_warps=4, num_stages=2, warp_specialize=True),
+    "tma-ws-w8-s2": dict(kernel="tma", num_stages=2, warp_specialize=True),
+    "tma-ws-w4-s3": dict(kernel="tma", num_warps=4, num_stages=3, warp_specialize=True),
 }
 
 
@@ -39,7 +39,7 @@ def compile_variant(tiles: Any, group: int = 4, block: int = 128, d: int = 128) 
     if tiles.kernel == "tma":
         fn, bn = _block_sparse_attn_tma_kernel, tiles.bn or block
         consts = dict(GROUP=group, B=block, D=d, BN=bn, WARP_SPECIALIZE=tiles.warp_specialize, QK_AHEAD=tiles.qk_ahead)
-        ptrs.update(q_desc=f"tensordesc<bf16[{block},1,{d}]>", k_desc=f"tensordesc<bf16[1,{bn},1,{d}]>",
+        ptrs.update(q_desc=f"tensordesc<bf16[{block},{d}]>", k_desc=f"tensordesc<bf16[1,{bn},1,{d}]>",
                     v_desc=f"tensordesc<bf16[1,{bn},1,{d}]>")  # fmt: skip
     else:
         fn, consts = _block_sparse_attn_kernel, dict(GROUP=group, B=block, D=d, PAGE_ALIGNED=True)

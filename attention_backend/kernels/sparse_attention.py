@@ -48,9 +48,10 @@ class AttnTiles:
 
     ``kernel``: ``pointer`` (any GPU, any page size) or ``tma`` (sm_90+, page-aligned caches: see the module
     docstring). The last three fields are for ``tma`` only: ``bn`` key rows per step (0: the whole block
-    B; B must be a multiple), ``warp_specialize`` (Triton's automatic warp specialisation of the kept-block
-    loop; the Triton interpreter ignores it, and Triton 3.6's sm_90 compile does not apply it to this
-    kernel: ``bench/xattn_sparse_aot.py``) and ``qk_ahead`` (issue the next
+    B; B must be a multiple), ``warp_specialize`` (one loop over every kept block, diagonal included, that
+    Triton splits into a producer and two 64-row consumer warpgroups at ``num_warps=4``; the Triton
+    interpreter runs the same loop without the split; a partly filled last key block goes to the pointer
+    kernel) and ``qk_ahead`` (issue the next
     step's ``q k^T`` before this step's softmax; excludes warp specialisation)."""
 
     num_warps: int = 8
@@ -84,6 +85,10 @@ def tma_unsupported(q: torch.Tensor, kv: PagedKV, bn: int) -> str | None:
         return f"TMA loads need compute capability >= 9.0, got {cap}"
     if not q.is_cuda and not interpreting():
         return f"TMA loads need CUDA tensors, got {q.device}"
+    if q.stride(1) != q.shape[2]:
+        return f"TMA views q as [Lq, Hq * D]: heads must be contiguous, got strides {q.stride()}"
+    if q.shape[2] > 128:
+        return f"the tma kernel's tiles fit shared memory for head dims <= 128, got {q.shape[2]}"
     if kv.page_size % bn and kv.k_len > kv.page_size:
         return f"a {bn}-row key tile must lie in one page: page_size % {bn} == 0, got page_size {kv.page_size}"
     for name, t in (("q", q), ("key_cache", kv.key_cache), ("value_cache", kv.value_cache)):
@@ -210,8 +215,15 @@ def block_sparse_attention_indexed(
     scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d))
     tiles = tiles if tiles is not None else default_attn_tiles(q, kv, block_size)
     if tiles.kernel == "tma":
-        _launch_tma(q, kv, idx, count, out, block_size, q_offset, first_qb, n_qb, scale_log2, tiles)
-        return out
+        # The warp-specialised TMA kernel has no garbage handling: a partly filled last key block (only
+        # in the last query block's row) goes to the pointer kernel, one row of programs.
+        n_tma = n_qb - 1 if tiles.warp_specialize and kv.k_len % block_size else n_qb
+        if n_tma:
+            _launch_tma(q, kv, idx, count, out, block_size, q_offset, first_qb, n_tma, scale_log2, tiles)
+        if n_tma == n_qb:
+            return out
+        idx, count, first_qb, n_qb = idx[:, n_tma:], count[:, n_tma:], first_qb + n_tma, n_qb - n_tma
+        tiles = POINTER_TILES
     kc, vc = kv.key_cache, kv.value_cache
     _block_sparse_attn_kernel[(n_qb, hq)](
         q, kc, vc, kv.block_table, idx, count, out,
@@ -242,7 +254,7 @@ def _launch_tma(
     k_desc, v_desc = (
         TensorDescriptor(c, list(c.shape), list(c.stride()), [1, bn, 1, d]) for c in (kv.key_cache, kv.value_cache)
     )
-    q_desc = TensorDescriptor(q, list(q.shape), list(q.stride()), [block_size, 1, d])
+    q_desc = TensorDescriptor(q, [q.shape[0], hq * d], [q.stride(0), 1], [block_size, d])
     _block_sparse_attn_tma_kernel[(n_qb * group, kv.num_kv_heads)](
         q_desc, k_desc, v_desc, kv.block_table, idx, count, out,
         kv.k_len, q_offset, kv.page_size, first_qb, n_qb, scale_log2,

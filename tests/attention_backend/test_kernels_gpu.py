@@ -214,11 +214,9 @@ def _dense_sdpa(q, k, v, off):
 
 
 # The sparse attention kernels: the pointer-load one and the TMA one (whole-block and 32-row key tiles,
-# q k^T one step ahead). Warp specialisation only compiles on a GPU (the Triton interpreter ignores it), so
-# its variant runs on CUDA only.
-ATTN_VARIANTS = ["pointer", "tma", "tma-bn32", "tma-qk-ahead", "tma-qk-ahead-bn32"] + (
-    ["tma-ws"] if DEV == "cuda" else []
-)
+# q k^T one step ahead, the warp-specialised single loop). The interpreter runs the warp-specialised
+# variant's loop without the warp split (Triton compiles the split only for a GPU).
+ATTN_VARIANTS = ["pointer", "tma", "tma-bn32", "tma-qk-ahead", "tma-qk-ahead-bn32", "tma-ws", "tma-ws-bn32"]
 
 
 def _attn_tiles(variant: str) -> AttnTiles:
@@ -228,9 +226,10 @@ def _attn_tiles(variant: str) -> AttnTiles:
         "tma-bn32": dict(bn=32),
         "tma-qk-ahead": dict(qk_ahead=True),
         "tma-qk-ahead-bn32": dict(bn=32, qk_ahead=True),  # several steps per block: the carried logits rotate
-        "tma-ws": dict(warp_specialize=True),
+        "tma-ws": dict(warp_specialize=True, num_warps=4, num_stages=2),
+        "tma-ws-bn32": dict(warp_specialize=True, num_warps=4, num_stages=2, bn=32),
     }
-    return AttnTiles(kernel="tma", num_stages=3, **opts.get(variant, {}))
+    return AttnTiles(kernel="tma", **({"num_stages": 3} | opts.get(variant, {})))
 
 
 @pytest.mark.parametrize("variant", ATTN_VARIANTS)
