@@ -76,12 +76,19 @@ def prompt_ids(tokenizer: Any, text_file: str | None, prompts: int, tokens: int,
     return out
 
 
-def measure_layer(lay: CapturedLayer, *, block: int, stride: int, targets: list[float], chunk: int) -> dict[str, Any]:
-    """Every method at every target for one captured layer: per head block counts, recalls and tau."""
+def measure_layer(
+    lay: CapturedLayer, *, block: int, stride: int, targets: list[float], chunk: int, torch_estimate: bool = False
+) -> dict[str, Any]:
+    """Every method at every target for one captured layer: per head block counts, recalls and tau.
+    ``torch_estimate``: estimate, select and calibrate with the torch path on CPU (fp32) even when the
+    capture is on CUDA (the true mass is still computed where the capture is)."""
     n_tok, hq = lay.q.shape[:2]
     mass = true_block_mass(lay.q, lay.k, block_size=block, scale=lay.scale, chunk_tokens=chunk)
+    q, k = lay.q, lay.k
+    if torch_estimate:
+        mass, q, k = mass.cpu(), q.cpu().float(), k.cpu().float()
     rm = row_block_mass(mass, block)
-    scores = estimate_block_scores(lay.q, lay.k, block_size=block, stride=stride, scale=lay.scale)
+    scores = estimate_block_scores(q, k, block_size=block, stride=stride, scale=lay.scale)
     out: dict[str, Any] = {"layer": lay.layer}
     for r in targets:
         tau = calibrate_heads(scores, mass, block_size=block, q_offset=0, target=r)
@@ -166,6 +173,7 @@ def measure(args: argparse.Namespace) -> None:
         "text": args.text_file or "router_train GSM8K/CSQA prompts + chains of thought (../shared/data)",
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "dtype": str(dtype),
+        "estimate": "Triton kernels (CUDA)" if device == "cuda" and args.estimate == "auto" else "torch path (CPU, fp32)",
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
         "command": "python bench/xattn_density.py measure " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k not in ("func", "cmd")),
     }
@@ -178,7 +186,10 @@ def measure(args: argparse.Namespace) -> None:
         for p, seq in enumerate(ids):
             captured = cap.capture_ids(seq[:n_tok])
             for lay in captured:
-                res = measure_layer(lay, block=args.block, stride=args.stride, targets=targets, chunk=chunk)
+                res = measure_layer(
+                    lay, block=args.block, stride=args.stride, targets=targets, chunk=chunk,
+                    torch_estimate=args.estimate == "torch",
+                )  # fmt: skip
                 layers.append({"prompt": p, **res})
             del captured
         nqb = n_tok // args.block
@@ -374,6 +385,7 @@ def main() -> None:
     m.add_argument("--text-file", default=None, help="split this text into --prompts prompts instead of ../shared/data")
     m.add_argument("--bos", action="store_true", help="make sure each prompt starts with BOS (Gemma-3)")
     m.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    m.add_argument("--estimate", default="auto", choices=("auto", "torch"), help="torch: estimate/select on CPU even with a CUDA capture")
     m.add_argument("--chunk", type=int, default=0, help="query tokens per true-mass step (0: 4096 on CUDA, 1024 on CPU)")
     m.add_argument("--table-target", type=float, default=0.95)
     m.add_argument("--table-min-len", type=int, default=8192)
