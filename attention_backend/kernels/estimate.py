@@ -94,6 +94,20 @@ def _store_tile_lse(acc, rows, row_ok, j0, j_end, lse_ptr, row0, n_kb, scale_log
 
 
 @triton.jit
+def _program_tile(row0, n_rows, q_offset, k_len, tiles_per_split, S: tl.constexpr, BM: tl.constexpr,
+                  BN: tl.constexpr):
+    """This program's query tile (longest first) and key-tile range: ``(tile, rows, row_ok, j_end, kt0, kt1)``;
+    key tiles ``[kt0, kt1)`` of the tile's causal ``cdiv(j_end, BN)`` (program axis 2 picks the split)."""
+    tile = tl.cdiv(n_rows, BM) - 1 - tl.program_id(0)
+    rows = row0 + tile * BM + tl.arange(0, BM)
+    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
+    j_end = row0 + tile * BM + BM
+    kt0 = tl.program_id(2) * tiles_per_split
+    kt1 = tl.minimum(tl.cdiv(j_end, BN), kt0 + tiles_per_split)
+    return tile, rows, row_ok, j_end, kt0, kt1
+
+
+@triton.jit
 def _xattn_lse_flat_kernel(
     q_ptr, k_ptr, bt_ptr, lse_ptr,
     k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2, tiles_per_split,
@@ -108,19 +122,13 @@ def _xattn_lse_flat_kernel(
     Program axis 2 splits the causal key tiles into ranges of ``tiles_per_split``: every key tile's
     epilogue writes only its own key blocks, so the splits need no reduction (short chunks and few heads
     would otherwise leave most SMs idle)."""
-    n_tiles = tl.cdiv(n_rows, BM)
-    tile = n_tiles - 1 - tl.program_id(0)
+    tile, rows, row_ok, j_end, kt0, kt1 = _program_tile(row0, n_rows, q_offset, k_len, tiles_per_split, S, BM, BN)
     h = tl.program_id(1)
     kvh_off = (h // GROUP).to(tl.int64) * s_kh
     dk = tl.arange(0, BK)
     NSL: tl.constexpr = D // BK
     NK: tl.constexpr = S * NSL
-    rows = row0 + tile * BM + tl.arange(0, BM)
-    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
     q_base = q_ptr + h.to(tl.int64) * s_qh
-    j_end = row0 + tile * BM + BM
-    kt0 = tl.program_id(2) * tiles_per_split
-    kt1 = tl.minimum(tl.cdiv(j_end, BN), kt0 + tiles_per_split)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for it in range(kt0 * NK, kt1 * NK):
         kk = it % NK
@@ -153,17 +161,11 @@ def _xattn_lse_tma_kernel(
     absolute token ``row0 * S`` (zeros before ``q_offset``), ``k_desc`` the keys as ``[rows, S, Hkv, D]``
     (zeros from ``k_len``); a reshaped row's offset ``t`` is then one strided box per operand. Key-range
     splits on program axis 2 as in the flat kernel."""
-    n_tiles = tl.cdiv(n_rows, BM)
-    tile = n_tiles - 1 - tl.program_id(0)
+    tile, rows, row_ok, j_end, kt0, kt1 = _program_tile(row0, n_rows, q_offset, k_len, tiles_per_split, S, BM, BN)
     h = tl.program_id(1)
     kvh = h // GROUP
     NSL: tl.constexpr = D // BK
     NK: tl.constexpr = S * NSL
-    rows = row0 + tile * BM + tl.arange(0, BM)
-    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows)
-    j_end = row0 + tile * BM + BM
-    kt0 = tl.program_id(2) * tiles_per_split
-    kt1 = tl.minimum(tl.cdiv(j_end, BN), kt0 + tiles_per_split)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     for it in range(kt0 * NK, kt1 * NK):
         kk = it % NK
