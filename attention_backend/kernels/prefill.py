@@ -29,7 +29,7 @@ def xattention_prefill(
     scale: float | None = None,
     out: torch.Tensor | None = None,
     est_tiles: EstimateTiles | None = None,
-    attn_tiles: AttnTiles = AttnTiles(),
+    attn_tiles: AttnTiles | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One sequence: ``q: [Lq, Hq, D]`` (positions ``q_offset..k_len-1``) against ``kv``.
 
