@@ -49,7 +49,7 @@ from attention_backend.baselines import (
 )
 from attention_backend.calibrate import TABLE_FORMAT, calibrate_heads, true_block_mass
 from attention_backend.capture import CapturedLayer, QKCapture, full_attention_layers
-from attention_backend.shipped_tables import model_key
+from attention_backend.shipped_tables import load_shipped_table, model_key
 
 METHODS = ("oracle", "oracle_row", "xattn", "stream")
 EXTRAPOLATE_TO = (65536, 131072)
@@ -77,11 +77,19 @@ def prompt_ids(tokenizer: Any, text_file: str | None, prompts: int, tokens: int,
 
 
 def measure_layer(
-    lay: CapturedLayer, *, block: int, stride: int, targets: list[float], chunk: int, torch_estimate: bool = False
+    lay: CapturedLayer,
+    *,
+    block: int,
+    stride: int,
+    targets: list[float],
+    chunk: int,
+    torch_estimate: bool = False,
+    fixed_tau: list[float] | None = None,
 ) -> dict[str, Any]:
     """Every method at every target for one captured layer: per head block counts, recalls and tau.
     ``torch_estimate``: estimate, select and calibrate with the torch path on CPU (fp32) even when the
-    capture is on CUDA (the true mass is still computed where the capture is)."""
+    capture is on CUDA (the true mass is still computed where the capture is). ``fixed_tau``: also the
+    density and recall of this layer's row of a given table (out of sample: ``--eval-table``)."""
     n_tok, hq = lay.q.shape[:2]
     mass = true_block_mass(lay.q, lay.k, block_size=block, scale=lay.scale, chunk_tokens=chunk)
     q, k = lay.q, lay.k
@@ -112,6 +120,9 @@ def measure_layer(
             },
         }
         out[f"{r:g}"] = res
+    if fixed_tau is not None:
+        mask = select_blocks(scores, fixed_tau)
+        out["eval_table"] = {"blocks": mask.sum((1, 2)).tolist(), "recall": mask_recall(rm, mask, n_tok).tolist()}
     del mass
     return out
 
@@ -127,6 +138,11 @@ def summarise(layers: list[dict[str, Any]], r: float, causal: int) -> dict[str, 
         row[f"{m}_recall"] = sum(sum(lay[key]["recall"][m]) for lay in layers) / n_heads
     row["xattn_recall_min"] = min(min(lay[key]["recall"]["xattn"]) for lay in layers)
     row["mean_tau"] = sum(sum(lay[key]["tau"]) for lay in layers) / n_heads
+    if all("eval_table" in lay for lay in layers):
+        row["table_density"] = sum(sum(lay["eval_table"]["blocks"]) for lay in layers) / (n_heads * causal)
+        recalls = [x for lay in layers for x in lay["eval_table"]["recall"]]
+        row["table_recall"] = sum(recalls) / len(recalls)
+        row["table_recall_min_head"] = min(recalls)
     return row
 
 
@@ -154,6 +170,15 @@ def measure(args: argparse.Namespace) -> None:
     rope = getattr(text_config, "rope_parameters", None) or getattr(text_config, "rope_scaling", None)
     print(f"[load] {model_dir.name}: {cap.num_layers} layers, full attention in {full}, {device} {dtype}, rope {rope}, {time.perf_counter() - t0:.1f} s", flush=True)
     ids = prompt_ids(cap.tokenizer, args.text_file, args.prompts, max(lengths), args.bos)
+    eval_table = None
+    if args.eval_table:
+        shipped = load_shipped_table(Path(args.eval_table))
+        if shipped.model_key != model_key(text_config) or shipped.stride != args.stride or shipped.block_size != args.block:
+            raise ValueError(
+                f"--eval-table: expected a table for {model_key(text_config)} at S={args.stride}, B={args.block}, "
+                f"got {shipped.model_key} at S={shipped.stride}, B={shipped.block_size}"
+            )
+        eval_table = shipped.threshold
     key = model_key(text_config)
     hq = int(text_config.num_attention_heads)
     header = {
@@ -173,6 +198,7 @@ def measure(args: argparse.Namespace) -> None:
         "text": args.text_file or "router_train GSM8K/CSQA prompts + chains of thought (../shared/data)",
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "dtype": str(dtype),
+        "eval_table": args.eval_table,
         "estimate": "Triton kernels (CUDA)" if device == "cuda" and args.estimate == "auto" else "torch path (CPU, fp32)",
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
         "command": "python bench/xattn_density.py measure " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False) and k not in ("func", "cmd")),
@@ -189,6 +215,7 @@ def measure(args: argparse.Namespace) -> None:
                 res = measure_layer(
                     lay, block=args.block, stride=args.stride, targets=targets, chunk=chunk,
                     torch_estimate=args.estimate == "torch",
+                    fixed_tau=list(eval_table[lay.layer]) if eval_table else None,
                 )  # fmt: skip
                 layers.append({"prompt": p, **res})
             del captured
@@ -250,7 +277,8 @@ def print_row(model: str, n_tok: int, r: float, row: dict[str, Any]) -> None:
     print(
         f"{model:>24} {n_tok:>7} {r:>5g} {row['oracle_density']:7.3f} {row['oracle_row_density']:7.3f} "
         f"{row['xattn_density']:7.3f} {row['stream_density']:7.3f} | {row['xattn_recall']:6.3f} "
-        f"{row['stream_same_recall']:6.3f} {row['oracle_same_recall']:6.3f} {row['mean_tau']:5.3f}",
+        f"{row['stream_same_recall']:6.3f} {row['oracle_same_recall']:6.3f} {row['mean_tau']:5.3f}"
+        + (f" | table: density {row['table_density']:.3f} recall {row['table_recall']:.3f} (worst head {row['table_recall_min_head']:.3f})" if "table_density" in row else ""),
         flush=True,
     )
 
@@ -385,6 +413,7 @@ def main() -> None:
     m.add_argument("--text-file", default=None, help="split this text into --prompts prompts instead of ../shared/data")
     m.add_argument("--bos", action="store_true", help="make sure each prompt starts with BOS (Gemma-3)")
     m.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    m.add_argument("--eval-table", default=None, help="also measure this shipped table's density and recall (out of sample)")
     m.add_argument("--estimate", default="auto", choices=("auto", "torch"), help="torch: estimate/select on CPU even with a CUDA capture")
     m.add_argument("--chunk", type=int, default=0, help="query tokens per true-mass step (0: 4096 on CUDA, 1024 on CPU)")
     m.add_argument("--table-target", type=float, default=0.95)
