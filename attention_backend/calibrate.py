@@ -140,10 +140,11 @@ def calibrate_model(
     """Per-(layer, query head) tau for a local HF model over sample prompts (max over prompts).
 
     Returns the JSON-ready calibration file: ``{"format", "threshold": [[tau per head] per layer],
-    "target", "block_size", "stride", "model", "prompt_tokens", "mean_tau"}``; ``threshold`` is what
+    "target", "block_size", "stride", "model", "model_key", "prompt_tokens", "mean_tau"}``; ``threshold`` is what
     ``XAttentionConfig(threshold=...)`` and ``xedge serve --xattn-threshold-table`` take.
     """
     from attention_backend.capture import QKCapture
+    from attention_backend.shipped_tables import model_key
 
     XAttentionConfig(block_size=block_size, stride=stride)  # validates the geometry up front
     if not texts:
@@ -170,6 +171,7 @@ def calibrate_model(
         "block_size": block_size,
         "stride": stride,
         "model": str(model_dir),
+        "model_key": model_key(capture.config),  # what attention_backend/tables/ files are matched on
         "prompt_tokens": lengths,
         "mean_tau": float(table.mean()),
     }
