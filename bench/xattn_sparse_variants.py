@@ -11,7 +11,7 @@ strided views of one ``[pages, Hkv, page, 2D]`` tensor), the layout the adapter 
 chunk check where the timings do not look (q_offset not on a block, NaN past the sequence).
 
     python3 bench/xattn_sparse_variants.py --out $OUT/xattn_sparse_variants        # on the GPU: JSON + table
-    python3 bench/xattn_sparse_variants.py --render bench/results/xattn_sparse_variants/xattn_sparse_variants.json
+    python3 bench/xattn_sparse_variants.py --render A.json [B.json] --png out.png    # merged table + plot
 
 Device command: ``bench/h200/sparse_variants.sh``.
 """
@@ -197,6 +197,60 @@ def render(result: dict[str, Any]) -> None:
         print()
 
 
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs of the same lengths and densities with different variants (the first run's
+    FA3 and pointer figures are kept; later runs add their other variants)."""
+    out = json.loads(json.dumps(results[0]))
+    for extra in results[1:]:
+        out["variants"] += [n for n in extra["variants"] if n not in out["variants"]]
+        out.setdefault("odd_chunk_check", {}).update(
+            {n: r for n, r in extra.get("odd_chunk_check", {}).items() if n not in out["odd_chunk_check"]}
+        )
+        rows = {r["length"]: r for r in out["rows"]}
+        for row in extra["rows"]:
+            if row["length"] not in rows:
+                out["rows"].append(row)
+                continue
+            points = {(p["layout"], p["target_density"]): p for p in rows[row["length"]]["points"]}
+            for p in row["points"]:
+                mine = points.get((p["layout"], p["target_density"]))
+                if mine is None:
+                    rows[row["length"]]["points"].append(p)
+                else:
+                    mine["variants"].update({n: r for n, r in p["variants"].items() if n not in mine["variants"]})
+    return out
+
+
+def plot(result: dict[str, Any], png: Path) -> None:
+    """% of FA3's TFLOP/s against density, one panel per length (contiguous layout), one line per variant."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("(matplotlib not installed: no PNG)")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4.2), squeeze=False)
+    for ax, row in zip(axes[0], rows, strict=True):
+        pts = sorted((p for p in row["points"] if p["layout"] == "contiguous"), key=lambda p: p["density"])
+        for name in result["variants"]:
+            xy = [(p["density"], p["variants"][name]["pct_fa3"]) for p in pts if "pct_fa3" in p["variants"].get(name, {})]
+            if xy:
+                ax.plot(*zip(*xy, strict=True), "o-", label=name, linewidth=2.5 if name == "pointer" else 1.5)
+        ax.axhline(90, color="k", linestyle="--", label="target 90 % of FA3")
+        ax.set_title(f"{row['length']:,} tokens")
+        ax.set_xlabel("density (kept / causal blocks)")
+        ax.set_ylabel("% of FA3 TFLOP/s (computed blocks)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{result['device']}: sparse kernel variants vs FA3 (32 q / 8 kv heads, d 128, bf16)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
 def measure(args: argparse.Namespace) -> None:
     import torch
     import triton
@@ -228,10 +282,14 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--out", help="output prefix (writes OUT.json)")
-    ap.add_argument("--render", type=Path, help="re-print the table from a recorded JSON")
+    ap.add_argument("--render", type=Path, nargs="+", help="re-print the table from recorded JSON(s), merged")
+    ap.add_argument("--png", type=Path, help="with --render: write the plot here")
     args = ap.parse_args()
     if args.render:
-        render(json.loads(args.render.read_text()))
+        result = merge([json.loads(p.read_text()) for p in args.render])
+        render(result)
+        if args.png:
+            plot(result, args.png)
         return
     unknown = [n for n in args.variants if n not in VARIANTS]
     if unknown or args.variants[0] != "pointer":
