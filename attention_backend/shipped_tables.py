@@ -101,7 +101,7 @@ def with_shipped_table(
 
     The table also sets ``stride`` and ``block_size`` (what its taus were calibrated with) unless the
     user set them; when the user set a different one the table does not apply and the scalar default
-    stays. Every outcome is logged once through ``log``.
+    stays. Every outcome is logged through ``log`` (the vLLM adapter logs each line once per process).
     """
     section = dict(section)
     if "threshold" in section or "threshold_table" in section:
