@@ -134,6 +134,11 @@ def summarise(layers: list[dict[str, Any]], r: float, causal: int) -> dict[str, 
     n_heads = sum(len(lay[key]["tau"]) for lay in layers)
     for m in METHODS:
         row[f"{m}_density"] = sum(sum(lay[key]["blocks"][m]) for lay in layers) / (n_heads * causal)
+    # per head the cheaper of the two deployable masks (both reach r on that head): what a per-head choice
+    # between XAttention's tau and a sink + recent window would need
+    row["best_of_density"] = sum(
+        min(x, w) for lay in layers for x, w in zip(lay[key]["blocks"]["xattn"], lay[key]["blocks"]["stream"], strict=True)
+    ) / (n_heads * causal)
     for m in ("xattn", "stream_same", "oracle_same"):
         row[f"{m}_recall"] = sum(sum(lay[key]["recall"][m]) for lay in layers) / n_heads
     row["xattn_recall_min"] = min(min(lay[key]["recall"]["xattn"]) for lay in layers)
@@ -272,11 +277,11 @@ def threshold_table(*, result_lengths: list[dict[str, Any]], args: argparse.Name
 
 def print_row(model: str, n_tok: int, r: float, row: dict[str, Any]) -> None:
     if not print_row.header:  # type: ignore[attr-defined]
-        print(f"{'model':>24} {'tokens':>7} {'r':>5} {'oracle':>7} {'orc_row':>7} {'xattn':>7} {'stream':>7} | {'x_rec':>6} {'strm@x':>6} {'orc@x':>6} {'tau':>5}")
+        print(f"{'model':>24} {'tokens':>7} {'r':>5} {'oracle':>7} {'orc_row':>7} {'xattn':>7} {'stream':>7} {'best_of':>7} | {'x_rec':>6} {'strm@x':>6} {'orc@x':>6} {'tau':>5}")
         print_row.header = True  # type: ignore[attr-defined]
     print(
         f"{model:>24} {n_tok:>7} {r:>5g} {row['oracle_density']:7.3f} {row['oracle_row_density']:7.3f} "
-        f"{row['xattn_density']:7.3f} {row['stream_density']:7.3f} | {row['xattn_recall']:6.3f} "
+        f"{row['xattn_density']:7.3f} {row['stream_density']:7.3f} {row.get('best_of_density', float('nan')):7.3f} | {row['xattn_recall']:6.3f} "
         f"{row['stream_same_recall']:6.3f} {row['oracle_same_recall']:6.3f} {row['mean_tau']:5.3f}"
         + (f" | table: density {row['table_density']:.3f} recall {row['table_recall']:.3f} (worst head {row['table_recall_min_head']:.3f})" if "table_density" in row else ""),
         flush=True,
@@ -304,6 +309,10 @@ def report(args: argparse.Namespace) -> None:
     for p in args.inputs:  # per-model files from ``measure``, or a merged xattn_density.json (re-plot)
         data = json.loads(Path(p).read_text())
         runs += data.get("runs", [data])
+    for run in runs:  # summaries from the per-head data, so a JSON from an older version gets every column
+        for e in run["lengths"]:
+            nqb = e["tokens"] // run["block_size"]
+            e["summary"] = {f"{r:g}": summarise(e["layers"], r, nqb * (nqb + 1) // 2) for r in run["targets"]}
     summary = []
     fits = []
     for run in runs:
