@@ -37,7 +37,7 @@ from attention_backend.kernels.checks import (
 )
 from attention_backend.kernels.estimate import LOG2E, _load_kv_rows
 from attention_backend.kernels.kv_view import PagedKV
-from attention_backend.kernels.sparse_attention_tma import _block_sparse_attn_tma_kernel
+from attention_backend.kernels.sparse_attention_tma import _block_sparse_attn_tma_kernel, _kept_row
 
 TMA_KEY_ROWS = (0, 32, 64, 128)
 
@@ -161,11 +161,7 @@ def _block_sparse_attn_kernel(
     m_i = tl.full((B,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((B,), dtype=tl.float32)
     acc = tl.zeros((B, D), dtype=tl.float32)
-    row_idx = idx_ptr + h.to(tl.int64) * s_ih + qb_local.to(tl.int64) * s_iq
-    n = tl.load(cnt_ptr + h.to(tl.int64) * s_ch + qb_local)
-    # Kept blocks are causal and ascending: all but possibly the last (the diagonal) need no token mask.
-    last = tl.load(row_idx + tl.maximum(n - 1, 0))
-    n_full = tl.where(n > 0, n - (last >= qb).to(tl.int32), 0)
+    row_idx, n, n_full = _kept_row(idx_ptr, cnt_ptr, h, qb_local, qb, s_ih, s_iq, s_ch)
     for i in range(n_full):
         kb = tl.load(row_idx + i)
         m_i, l_i, acc = _attend_block(

@@ -30,6 +30,18 @@ import triton.language as tl
 
 
 @triton.jit
+def _kept_row(idx_ptr, cnt_ptr, h, qb_local, qb, s_ih, s_iq, s_ch):
+    """The kept key blocks of query head ``h``, query block ``qb`` (row ``qb_local`` of ``idx``/``count``):
+    (pointer to the row, its count n, n_full = how many come before the diagonal). Kept blocks are causal
+    and ascending: all but possibly the last (the diagonal) need no token mask, and none of them reaches
+    k_len (so their tiles hold no garbage rows of a partly filled page). Shared by both sparse kernels."""
+    row_idx = idx_ptr + h.to(tl.int64) * s_ih + qb_local.to(tl.int64) * s_iq
+    n = tl.load(cnt_ptr + h.to(tl.int64) * s_ch + qb_local)
+    last = tl.load(row_idx + tl.maximum(n - 1, 0))
+    return row_idx, n, tl.where(n > 0, n - (last >= qb).to(tl.int32), 0)
+
+
+@triton.jit
 def _step_coords(bt_ptr, row_idx, step, n_steps, page_size, B: tl.constexpr, BN: tl.constexpr, SUB: tl.constexpr):
     """(page, row in page, token) of the first key of loop step ``step`` (kept block ``step // SUB``, sub-tile
     ``step % SUB``); page 0 past the last step, so every load stays in bounds. Loaded from the loop index
@@ -97,12 +109,7 @@ def _block_sparse_attn_tma_kernel(
     m_i = tl.full((B,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((B,), dtype=tl.float32)
     acc = tl.zeros((B, D), dtype=tl.float32)
-    row_idx = idx_ptr + h.to(tl.int64) * s_ih + qb_local.to(tl.int64) * s_iq
-    n = tl.load(cnt_ptr + h.to(tl.int64) * s_ch + qb_local)
-    # Kept blocks are causal and ascending: all but possibly the last (the diagonal) need no token mask,
-    # and none of them reaches k_len, so their tiles hold no garbage rows of a partly filled page.
-    last = tl.load(row_idx + tl.maximum(n - 1, 0))
-    n_full = tl.where(n > 0, n - (last >= qb).to(tl.int32), 0)
+    row_idx, n, n_full = _kept_row(idx_ptr, cnt_ptr, h, qb_local, qb, s_ih, s_iq, s_ch)
     n_steps = n_full * SUB
     if WARP_SPECIALIZE:
         # One loop over every kept block, the diagonal included (token mask on every step): Triton 3.6
