@@ -52,8 +52,14 @@ class QKCapture:
         dtype: torch.dtype = torch.float32,
         layers: Collection[int] | None = None,
     ) -> None:
-        from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer
+        from transformers import (
+            AttentionInterface,
+            AttentionMaskInterface,
+            AutoModelForCausalLM,
+            AutoTokenizer,
+        )
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from transformers.masking_utils import sdpa_mask
 
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
@@ -78,6 +84,9 @@ class QKCapture:
             return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
         AttentionInterface.register(_ATTN_NAME, capture_then_sdpa)
+        # SDPA's masks too: transformers builds NO mask for an attention name without a mask function, and
+        # then every layer runs plain causal, so Gemma-3's sliding-window layers would attend globally.
+        AttentionMaskInterface.register(_ATTN_NAME, sdpa_mask)
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=_ATTN_NAME)
