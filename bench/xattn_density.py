@@ -394,14 +394,18 @@ def plot(runs: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path) -> 
                     xs = [max(lengths), *[n for n in EXTRAPOLATE_TO if n > max(lengths)]]
                     ax.plot(xs, [min(1.0, fit["a"] * n ** -fit["b"]) for n in xs], style, color=colors[m], alpha=0.35, lw=1)
         ax.axvspan(max(lengths), EXTRAPOLATE_TO[-1], color="grey", alpha=0.08)
-        ax.text(max(lengths) * 1.1, 0.012, "extrapolation\n(power-law fit)", fontsize=8, color="grey")
+        ax.text(max(lengths) * 1.1, 0.75, "extrapolation\n(power-law fit)", fontsize=8, color="grey", va="top")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_ylim(0.01, 1.0)
         ax.set_xlabel("prompt tokens")
         ax.set_ylabel("density (kept / causal 128x128 blocks)")
         layers = run["full_attention_layers"]
-        ax.set_title(f"{run['model']}: {len(layers)} full-attention layers x {run['num_heads']} heads, S={run['stride']}", fontsize=9)
+        ax.set_title(
+            f"{run['model']}: {len(layers)} full-attention layers x {run['num_heads']} heads, S={run['stride']}\n"
+            f"{run['device']}, {run['dtype'].replace('torch.', '')}, {run['prompts']} prompt(s)",
+            fontsize=9,
+        )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, ncol=2, loc="lower left")
     fig.suptitle("Density needed for attention recall r on real prompts (oracle = lower bound; stream = sink + recent)", fontsize=10)
