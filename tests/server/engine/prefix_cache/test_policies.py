@@ -11,6 +11,7 @@ from client_edge.protocol.engine_xargs import RequestMeta
 from server.engine.prefix_cache.config import PolicyConfig
 from server.engine.prefix_cache.policy import EvictionPolicy
 from server.engine.prefix_cache.registry import POLICIES, UnknownPolicyError, create_policy, policy_class
+from tests.fakes.policy_events import drive_random_events
 
 META = RequestMeta()
 
@@ -19,47 +20,9 @@ def _drive(name: str, seed: int, steps: int = 3000) -> EvictionPolicy:
     """Random cache/hit/free/evict/drop events against a model of which blocks are free."""
     rng = random.Random(seed)
     policy = create_policy(name, capacity_blocks=64, block_tokens=16)
-    in_use: dict[int, int] = {}
-    free: set[int] = set()
-    next_id = 0
-    now = 0.0
-    for _ in range(steps):
-        now += rng.random()
-        op = rng.random()
-        if op < 0.3:
-            block, next_id = next_id, next_id + 1
-            policy.on_cached(block, rng.randrange(8), RequestMeta(category=rng.choice("ab")), now, block)
-            in_use[block] = 1
-        elif op < 0.5 and free:
-            block = rng.choice(sorted(free))
-            free.discard(block)
-            policy.on_hit(block, META, now)
-            in_use[block] = 1
-        elif op < 0.55 and in_use:
-            block = rng.choice(sorted(in_use))
-            policy.on_hit(block, META, now)  # a second request shares an in-use block
-            in_use[block] += 1
-        elif op < 0.8 and in_use:
-            block = rng.choice(sorted(in_use))
-            in_use[block] -= 1
-            if in_use[block] == 0:
-                del in_use[block]
-                free.add(block)
-                policy.on_freed(block, META, now)
-        elif op < 0.95 and free:
-            n = rng.randrange(1, len(free) + 1)
-            victims = policy.evict(n, now)
-            assert len(victims) == n == len(set(victims))
-            assert set(victims) <= free, f"{name} evicted blocks that were not free"
-            free -= set(victims)
-            assert not any(policy.knows(v) for v in victims)
-        elif free:
-            block = rng.choice(sorted(free))
-            policy.on_dropped(block)
-            free.discard(block)
-        assert len(policy) == len(free)
-    policy.check_integrity()
-    return policy
+    return drive_random_events(
+        policy, rng, steps, lambda kind: RequestMeta(category=rng.choice("ab")) if kind == "cached" else META
+    )
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

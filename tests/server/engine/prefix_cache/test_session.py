@@ -9,6 +9,7 @@ import pytest
 from client_edge.protocol.engine_xargs import RequestMeta
 from server.engine.prefix_cache.config import PolicyConfig
 from server.engine.prefix_cache.registry import create_policy
+from tests.fakes.policy_events import drive_random_events
 
 NONE = RequestMeta()
 
@@ -32,13 +33,10 @@ def _request(policy, blocks: list[int], meta: RequestMeta, now: float) -> None:
 def test_contract_with_random_session_events(seed: int) -> None:
     rng = random.Random(seed)
     policy = create_policy("session", 48, 16, PolicyConfig(session_share=0.5))
-    in_use: dict[int, int] = {}
-    free: set[int] = set()
-    next_id, now = 0, 0.0
     keys = [f"s{i}" for i in range(6)]
-    for _ in range(4000):
-        now += rng.random()
-        meta = rng.choice(
+
+    def meta_of(kind: str) -> RequestMeta:  # one random request's metadata per event
+        return rng.choice(
             [
                 NONE,
                 _session(rng.choice(keys), ttl=rng.choice([5.0, 50.0])),
@@ -46,38 +44,8 @@ def test_contract_with_random_session_events(seed: int) -> None:
                 RequestMeta(closed_sessions=(rng.choice(keys),)),
             ]
         )
-        op = rng.random()
-        if op < 0.3:
-            block, next_id = next_id, next_id + 1
-            policy.on_cached(block, rng.randrange(8), meta, now, block)
-            in_use[block] = 1
-        elif op < 0.5 and free:
-            block = rng.choice(sorted(free))
-            free.discard(block)
-            policy.on_hit(block, meta, now)
-            in_use[block] = 1
-        elif op < 0.55 and in_use:
-            block = rng.choice(sorted(in_use))
-            policy.on_hit(block, meta, now)
-            in_use[block] += 1
-        elif op < 0.8 and in_use:
-            block = rng.choice(sorted(in_use))
-            in_use[block] -= 1
-            if in_use[block] == 0:
-                del in_use[block]
-                free.add(block)
-                policy.on_freed(block, meta, now)
-        elif op < 0.95 and free:
-            n = rng.randrange(1, len(free) + 1)
-            victims = policy.evict(n, now)
-            assert len(victims) == n == len(set(victims)) and set(victims) <= free
-            free -= set(victims)
-        elif free:
-            block = rng.choice(sorted(free))
-            policy.on_dropped(block)
-            free.discard(block)
-        assert len(policy) == len(free)
-        policy.check_integrity()
+
+    drive_random_events(policy, rng, 4000, meta_of, check_each_step=True)
 
 
 def test_closed_session_goes_first_then_unprotected_then_protected() -> None:
