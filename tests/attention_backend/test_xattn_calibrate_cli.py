@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from attention_backend import XAttentionConfig, estimate_block_scores, select_blocks
 from attention_backend.calibrate import token_recall, true_block_mass
+from tests.attention_backend.xattn_helpers import save_word_tokenizer
 
 WORDS = [f"w{i}" for i in range(200)]
 
@@ -20,13 +21,9 @@ WORDS = [f"w{i}" for i in range(200)]
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, pre_tokenizers
 
     out = tmp_path_factory.mktemp("tiny-llama")
-    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(out)
+    vocab = save_word_tokenizer(out, WORDS)
     cfg = transformers.LlamaConfig(
         vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,

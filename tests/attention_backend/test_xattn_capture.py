@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from attention_backend.capture import QKCapture, full_attention_layers
+from tests.attention_backend.xattn_helpers import save_word_tokenizer
 
 WORDS = [f"w{i}" for i in range(100)]
 
@@ -16,13 +17,9 @@ WORDS = [f"w{i}" for i in range(100)]
 @pytest.fixture(scope="module")
 def tiny_gemma3(tmp_path_factory) -> Path:
     transformers = pytest.importorskip("transformers")
-    from tokenizers import Tokenizer, models, pre_tokenizers
 
     out = tmp_path_factory.mktemp("tiny-gemma3")
-    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(out)
+    vocab = save_word_tokenizer(out, WORDS)
     cfg = transformers.Gemma3TextConfig(
         vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=2,
         num_key_value_heads=1, head_dim=32, sliding_window=16, max_position_embeddings=512,

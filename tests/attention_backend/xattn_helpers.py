@@ -39,3 +39,16 @@ def assert_mask_equal(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 def causal_block_mask(hq: int, nqb: int, nkb: int, first_qb: int = 0) -> torch.Tensor:
     diag = torch.arange(first_qb, first_qb + nqb)
     return (torch.arange(nkb)[None, :] <= diag[:, None]).expand(hq, nqb, nkb).clone()
+
+
+def save_word_tokenizer(out, words: list[str]) -> dict[str, int]:
+    """A whitespace word-level HF tokenizer over ``words`` (id 0 ``[UNK]``) saved in ``out``; returns its vocab.
+    For tiny random models whose prompts are those words (needs ``tokenizers`` and ``transformers``)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(out)
+    return vocab

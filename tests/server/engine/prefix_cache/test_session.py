@@ -18,15 +18,16 @@ def _session(key: str, ttl: float = 600.0, **kw) -> RequestMeta:
     return RequestMeta(category="edge-session", session=key, session_ttl_s=ttl, **kw)
 
 
-def _request(policy, blocks: list[int], meta: RequestMeta, now: float) -> None:
-    """Cache blocks (new ones) or hit them (known ones), then free them tail first, as vLLM does."""
+def _request(policy, blocks: list[int], meta: RequestMeta, now: float, hold_s: float = 0.0) -> None:
+    """Cache blocks (new ones) or hit them (known ones), then free them tail first, as vLLM does, ``hold_s``
+    seconds later (a prefill on a slow engine holds its blocks that long)."""
     for offset, block in enumerate(blocks):
         if policy.knows(block):
             policy.on_hit(block, meta, now)
         else:
             policy.on_cached(block, offset, meta, now, block)
     for block in reversed(blocks):
-        policy.on_freed(block, meta, now)
+        policy.on_freed(block, meta, now + hold_s)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -167,24 +168,13 @@ def test_idle_session_loses_protection() -> None:
     assert policy.sessions_idled >= 1
 
 
-def _long_request(policy, blocks: list[int], meta: RequestMeta, start: float, hold_s: float) -> None:
-    """A request that holds its blocks ``hold_s`` seconds (prefill on a slow engine), then frees them."""
-    for offset, block in enumerate(blocks):
-        if policy.knows(block):
-            policy.on_hit(block, meta, start)
-        else:
-            policy.on_cached(block, offset, meta, start, block)
-    for block in reversed(blocks):
-        policy.on_freed(block, meta, start + hold_s)
-
-
 def test_the_time_a_request_holds_its_blocks_is_not_a_gap_between_requests() -> None:
     """The idle rule compares idleness with the gaps between a session's requests (end of one to the
     start of the next). Counting a request's own duration as a gap (as the vLLM bench's 1.3 s CPU
     prefills did) shrank the mean gap and took protection from sessions in use."""
     policy = create_policy("session", 100, 16, PolicyConfig(session_idle_factor=2.0))
     for start in (0.0, 10.0, 20.0, 30.0):  # a: one request every 10 s, each holding its blocks 3 s
-        _long_request(policy, [1, 2, 3], _session("a"), start, 3.0)
+        _request(policy, [1, 2, 3], _session("a"), start, hold_s=3.0)
     assert policy.mean_gap_s == pytest.approx(7.0)
     _request(policy, [9], NONE, 34.0)
     assert policy.evict(1, 45.0) == [9]  # a idle 12 s < 2 x 7 s: still protected
