@@ -27,6 +27,7 @@ class XAttentionStats:
     causal_blocks: int = 0
     sparse_row_layers: int = 0
     dense_row_layers: int = 0
+    history_dense_row_layers: int = 0  # CUDA: of dense_row_layers, run dense on the layer's latest estimate alone
     per_layer: dict[int, list[int]] = field(default_factory=dict)  # CUDA: layer -> [kept, causal] estimated
 
     def add_layer(self, layer: int, kept: int, causal: int) -> None:

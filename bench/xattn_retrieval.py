@@ -144,7 +144,9 @@ def run(args: argparse.Namespace) -> None:
         from attention_backend.vllm import plugin
 
         plugin.register()
-        xattn = {"threshold": args.tau, "stride": args.stride, "min_sparse_len": args.min_len}
+        xattn = {"stride": args.stride, "min_sparse_len": args.min_len}
+        if args.tau is not None:  # else the shipped per-head table for this model's shape (the default)
+            xattn["threshold"] = args.tau
         if args.dense_above is not None:
             xattn["dense_above"] = args.dense_above
         kw["additional_config"] = {"xattn": xattn}
@@ -261,7 +263,7 @@ def main() -> None:
     ap.add_argument("--suite")
     ap.add_argument("--backend", default="FLASH_ATTN")
     ap.add_argument("--label", default="dense")
-    ap.add_argument("--tau", type=float, default=0.9)
+    ap.add_argument("--tau", type=float, default=None, help="one threshold for every head (default: shipped table)")
     ap.add_argument("--stride", type=int, default=16)
     ap.add_argument("--min-len", type=int, default=4096)
     ap.add_argument("--dense-above", type=float, default=None)

@@ -8,8 +8,10 @@ prefix hits are included) and which always run dense (decodes, short prefills). 
 1. a probe: estimate + select only the last ``probe_blocks`` query blocks of each long candidate row
    (one host sync for the kept block counts); a row above the break-even density measured on this card
    (``attention_backend.break_even``, or ``dense_above`` from the config) runs dense right away. The probe
-   is skipped in a layer whose estimated density so far (this process) is under half the break-even: it
-   would only add a sync there, the full estimate below still decides;
+   is skipped in a layer whose latest estimated density is under half the break-even: it
+   would only add a sync there, the full estimate below still decides. A layer whose latest estimate is
+   far above the break-even runs dense with no estimate, re-estimated every few calls
+   (:class:`attention_backend.layer_gate.LayerGate`);
 2. estimate + select the other candidates in full (Triton, ``kernels.paged_select``; one host sync);
    a row whose estimated density is above the break-even runs dense. With ``dense_above >= 1`` (every
    row sparse) there is nothing to decide and no sync: the kept counts stay on the device
@@ -43,6 +45,7 @@ from vllm.v1.attention.backends.flash_attn import (
 
 from attention_backend.break_even import break_even_for, causal_attention_flops
 from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
+from attention_backend.layer_gate import LayerGate
 from attention_backend.vllm.common import STATS, config_from_vllm, init_xattn, publish_stats, warn_once
 
 logger = logging.getLogger("attention_backend.vllm")
@@ -250,6 +253,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             self.dense_above, self.dense_above_source = resolve_dense_above(
                 self.xattn, torch.cuda.get_device_name(), self.head_size
             )
+        self._gate = LayerGate(self.dense_above)
 
     def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
         if self._tau is None:
@@ -292,7 +296,12 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._layer(layer)
         # 1. probe: estimate only the last query blocks of long rows; a row already above the break-even
         # there runs dense without the full estimate (its cost is then ~probe / query blocks of it).
-        probe_len = self.xattn.probe_blocks * block if self._probe_pays(layer) else 0
+        if self._gate.skip_estimate(self._layer(layer)):  # far above the break-even lately: dense, no estimate
+            STATS.history_dense_row_layers += len(step.candidates)
+            super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+            self._count_step(step, len(step.candidates))
+            return output
+        probe_len = self.xattn.probe_blocks * block if self._gate.probe(self._layer(layer)) else 0
         cands = step.candidates
         probed = [s for s in cands if probe_len and s.q_len > 2 * probe_len]
         dense_rows: list[int] = []
@@ -328,14 +337,6 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             DEVICE_COUNTS.last_layer = max(DEVICE_COUNTS.last_layer, self._layer_index)
         return self._layer_index
 
-    def _probe_pays(self, layer: Any) -> bool:
-        """Probe unless this layer's estimated density so far is under half the break-even (or nothing is
-        decided: ``dense_above >= 1``). Only the cost changes: the full estimate decides the same rows."""
-        if self.dense_above >= 1.0:
-            return False
-        kept, causal = STATS.per_layer.get(self._layer(layer), (0, 0))
-        return not causal or kept / causal >= 0.5 * self.dense_above
-
     def _decide(
         self, layer: Any, q: torch.Tensor, kv: tuple, seqs: list[Any], tau: torch.Tensor
     ) -> tuple[list[Any], list[bool]]:
@@ -351,6 +352,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         STATS.kept_blocks += sum(kept)
         STATS.causal_blocks += sum(causal)
         STATS.add_layer(self._layer(layer), sum(kept), sum(causal))
+        self._gate.observe(self._layer(layer), sum(kept), sum(causal))
         return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)]
 
     def _count_step(self, step: CudaStepPlan, n_dense: int) -> None:
@@ -374,8 +376,11 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             "rule",
             "xattn: prefill rows with context >= %d tokens are estimated per layer (first their last %d query "
             "blocks); a row whose estimated density is above %.3f (%s) runs vLLM's FlashAttention instead of "
-            "the sparse kernel; counts in the attention.stats marker (sparse_row_layers / dense_row_layers)",
+            "the sparse kernel; a layer whose latest estimate is >= %.1fx that runs it with no estimate, re-estimated "
+            "every %d calls; counts in the attention.stats marker (sparse_row_layers / dense_row_layers / "
+            "history_dense_row_layers)",
             self.xattn.min_sparse_len, self.xattn.probe_blocks, self.dense_above, self.dense_above_source,
+            self._gate.dense_margin, self._gate.reprobe_every,
         )
 
 
