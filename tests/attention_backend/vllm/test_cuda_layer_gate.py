@@ -1,0 +1,101 @@
+"""The CUDA impl's per-layer path on any host, with a fake kernels module and vLLM's FlashAttention replaced
+by a recorder: a layer whose estimate is far above the break-even stops being estimated (FA3 runs alone) and
+is re-estimated on every ``reprobe_every``-th call; one under the margin is estimated on every call."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM is not installed")
+
+import torch  # noqa: E402
+
+from attention_backend.config import XAttentionConfig  # noqa: E402
+from attention_backend.layer_gate import LayerGate  # noqa: E402
+from attention_backend.vllm import cuda  # noqa: E402
+from attention_backend.vllm.common import STATS  # noqa: E402
+
+HEADS, D, BLOCK = 4, 64, 128
+
+
+class FakeKernels:
+    """paged_select keeps ``kept_per_head`` of the ``causal`` blocks of every head; paged_attend records."""
+
+    def __init__(self, kept_per_head: int, causal: int = 25) -> None:
+        self.kept, self.causal = kept_per_head, causal
+        self.selects = 0
+        self.attends = 0
+
+    def paged_select(self, q, key_cache, value_cache, block_table, seqs, **kw):
+        self.selects += 1
+        return [SimpleNamespace(count=torch.full((HEADS,), self.kept)) for _ in seqs]
+
+    def causal_blocks(self, seq, block):
+        return self.causal
+
+    def paged_attend(self, *args, **kw):
+        self.attends += 1
+
+
+def _impl(monkeypatch, kernels: FakeKernels, dense_above: float, layer: int):
+    impl = object.__new__(cuda.XAttentionCudaImpl)
+    impl.sparse_enabled = True
+    impl.xattn = XAttentionConfig(threshold=0.9, stride=16, min_sparse_len=1024)
+    impl.num_heads, impl.head_size, impl.scale = HEADS, D, D**-0.5
+    impl.dense_above, impl.dense_above_source = dense_above, "test"
+    impl._gate = LayerGate(dense_above, reprobe_every=4)
+    impl._kernels = kernels
+    impl._tau = torch.full((HEADS,), 0.9)
+    impl._layer_index = layer
+    calls = []
+    monkeypatch.setattr(cuda.FlashAttentionImpl, "forward", lambda self, *a, **k: calls.append(a) or a[-1])
+    monkeypatch.setattr(cuda, "publish_stats", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # a CPU build has no CUDA
+    return impl, calls
+
+
+def _forward(impl):
+    tokens = 256  # one candidate row of 256 new tokens (not probed: q_len <= 2 x probe)
+    row = SimpleNamespace(row=0, q_start=0, q_len=tokens, k_len=4096)
+    step = cuda.CudaStepPlan(meta=None, qsl=[0, tokens], seq_lens=[4096], candidates=[row], always_dense=())
+    meta = SimpleNamespace(xattn_step=step, block_table=torch.zeros(1, 32, dtype=torch.int32))
+    q = torch.zeros(tokens, HEADS * D)
+    kv_cache = torch.zeros(32, 1, BLOCK, 2 * D)
+    out = torch.zeros_like(q)
+    layer = SimpleNamespace(layer_name="model.layers.5.self_attn.attn")
+    return impl.forward(layer, q, q, q, kv_cache, meta, out)
+
+
+def test_a_layer_far_above_the_break_even_runs_dense_without_estimates_but_is_reestimated(monkeypatch):
+    kernels = FakeKernels(kept_per_head=18)  # density 0.72 >= 1.5 x 0.25
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5)
+    before = STATS.history_dense_row_layers
+    for _ in range(9):
+        _forward(impl)
+    # call 1 estimates; then every 4th of the skipping calls re-estimates (calls 5 and 9)
+    assert kernels.selects == 3
+    assert len(dense_calls) == 9 and kernels.attends == 0
+    assert STATS.history_dense_row_layers - before == 6
+
+
+def test_a_layer_near_the_break_even_is_estimated_every_call_and_runs_sparse_under_it(monkeypatch):
+    kernels = FakeKernels(kept_per_head=5)  # density 0.2 <= 0.25: sparse, every call estimated
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5)
+    for _ in range(5):
+        _forward(impl)
+    assert kernels.selects == 5 and kernels.attends == 5 and dense_calls == []
+    kernels.kept = 8  # 0.32: dense, but under 1.5 x the break-even: still estimated every call
+    for _ in range(5):
+        _forward(impl)
+    assert kernels.selects == 10 and len(dense_calls) == 5
+
+
+def test_nothing_is_skipped_when_every_row_runs_sparse(monkeypatch):
+    kernels = FakeKernels(kept_per_head=25)  # density 1.0, but dense_above 1: every row sparse, no decision
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=1.0, layer=5)
+    monkeypatch.setattr(cuda.DEVICE_COUNTS, "add", lambda *a: None)
+    for _ in range(5):
+        _forward(impl)
+    assert kernels.selects == 5 and kernels.attends == 5 and dense_calls == []
