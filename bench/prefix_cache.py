@@ -1,13 +1,14 @@
 """Every eviction policy x trace x capacity, with the share of the lru -> belady gap each closes (issue 15,
 must-haves 1 and 5).
 
-    flock /tmp/xedge-heavy.lock .venv/bin/python bench/prefix_cache.py [--requests 5000] [--jobs 2]
+    flock /tmp/xedge-heavy.lock .venv/bin/python bench/prefix_cache.py [--requests 5000] [--jobs 2] [--trace NAME=PATH ...]
 
 Traces: the Mooncake conversation trace whole (1M-50M tokens, the grid bench/prefix_cache_limits.py
 checks itself against) and split by time (every policy runs the whole trace, only requests of the second
 half are scored: fitted on the first half, scored on the second); and the seeded generators of
 server/research/cache_sim/generators.py (api, chat, agent, rag, burst, edge-sessions) at 5 %, 15 % and
-40 % of each trace's distinct blocks. Prints one table, writes
+40 % of each trace's distinct blocks; plus any ``--trace NAME=PATH`` file, whole, at 256K-10M tokens (e.g.
+Mooncake's FAST'25 ``traces/synthetic_trace.jsonl``, the held-out trace of issue 15). Prints one table, writes
 bench/results/prefix_cache/prefix_cache_grid.json and prefix_cache_grid.png (one panel per trace), and
 checks "never below lru": every online policy's token hit ratio against lru - 0.002 at every point
 (``guarded`` is the one that must hold it; the verdicts of all are recorded). Exit 1 if guarded misses.
@@ -31,14 +32,21 @@ MOONCAKE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDG
 RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
 TOLERANCE = 0.002
 SHARES = (0.05, 0.15, 0.40)
+EXTRA_CAPACITIES = "256k,512k,1M,2M,3M,5M,10M"  # --trace files: the issue's held-out capacities (1M-3M) and around
 SEED = 0
 COLORS = {"lru": "tab:blue", "workload": "tab:orange", "workload-paper": "tab:olive", "s3fifo": "tab:green",
           "density": "tab:red", "guarded": "tab:purple", "session": "tab:brown", "belady": "black"}  # fmt: skip
 
 
-def _traces(requests: int) -> list[tuple[str, Trace, tuple[int, ...], float | None]]:
-    """(name, trace, capacities in tokens, score_from_s) for every trace of the grid."""
+def _traces(requests: int, extra: list[str]) -> list[tuple[str, Trace, tuple[int, ...], float | None]]:
+    """(name, trace, capacities in tokens, score_from_s) for every trace of the grid; ``extra``: NAME=PATH of
+    further trace files (Mooncake or Bailian format), replayed whole at the held-out capacities."""
     out: list[tuple[str, Trace, tuple[int, ...], float | None]] = []
+    for spec in extra:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            raise SystemExit(f"--trace: expected NAME=PATH of a trace file, got {spec!r}")
+        out.append((name, read_trace(Path(path)), parse_capacities(EXTRA_CAPACITIES), None))
     if MOONCAKE.exists():
         trace = read_trace(MOONCAKE)
         out.append(("mooncake", trace, parse_capacities("1M,2M,3M,5M,10M,50M"), None))
@@ -59,6 +67,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000, help="requests per generated trace")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--trace", action="append", default=[], metavar="NAME=PATH",
+                        help="also replay this trace file (repeatable), e.g. Mooncake's FAST'25 synthetic trace")  # fmt: skip
     parser.add_argument("--render-only", action="store_true", help="redraw the PNG from the recorded JSON")
     args = parser.parse_args()
     if args.render_only:
@@ -67,7 +77,7 @@ def main() -> int:
         return 0
     start = time.perf_counter()
     grids: list[GridResult] = []
-    for name, trace, caps, score_from in _traces(args.requests):
+    for name, trace, caps, score_from in _traces(args.requests, args.trace):
         t0 = time.perf_counter()
         grid = run_grid(trace, name, caps, ALL_POLICIES, jobs=args.jobs, score_from_s=score_from)
         grids.append(grid)
@@ -100,7 +110,8 @@ def main() -> int:
         )
     payload = {
         "command": "flock /tmp/xedge-heavy.lock .venv/bin/python bench/prefix_cache.py"
-        + ("" if args.requests == 5000 else f" --requests {args.requests}"),
+        + ("" if args.requests == 5000 else f" --requests {args.requests}")
+        + "".join(f" --trace {t}" for t in args.trace),
         "seconds": round(seconds, 1),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
         "seed": SEED,
