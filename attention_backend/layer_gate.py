@@ -1,18 +1,19 @@
-"""Per-layer shortcuts from a layer's estimated density so far (CUDA adapter, pure Python, unit-tested on CPU).
+"""One attention layer's shortcuts from its latest estimated density (CUDA adapter, pure Python, unit-tested on
+CPU). Each vLLM attention layer has its own impl, so each impl holds one gate.
 
 The estimate is what decides a row; these rules only save its cost where the layer's latest estimate makes
 the answer near certain:
 
 - ``probe``: the cheap probe on the last query blocks pays only where a row may end up dense, so it is
-  skipped in a layer whose latest estimated density is under ``probe_below`` x the break-even (the full estimate still
-  decides).
-- ``skip_estimate``: a layer whose latest estimated density is at least ``dense_margin`` x the break-even runs
-  vLLM's dense kernel with no estimate at all, except on every ``reprobe_every``-th call, which estimates
-  (and decides) again, so a layer whose attention drops under the margin returns to per-row decisions within that
-  many calls. Measured
-  why (NVIDIA H100, 2026-12-05, bench/results/xattn_real/notes.md): Gemma-3-270M's global layers 5 and 11
-  sat at estimated density 0.49-0.71 against its d 256 break-even of 0.25; 91 % of its row-layers ran dense
-  after the estimate, and TTFT was 0.92-0.98x FA3's at 8K-128K (the estimates' cost, nothing gained).
+  skipped while the latest estimated density is under ``probe_below`` x the break-even (the full estimate
+  still decides).
+- ``skip_estimate``: while the latest estimated density is at least ``dense_margin`` x the break-even, the
+  layer runs vLLM's dense kernel with no estimate at all, except on every ``reprobe_every``-th call, which
+  estimates (and decides) again, so a layer whose attention drops under the margin returns to per-row
+  decisions within that many calls. Measured why (NVIDIA H100, 2026-12-05,
+  bench/results/xattn_real/notes.md): Gemma-3-270M's global layers 5 and 11 sat at estimated density
+  0.49-0.71 against its d 256 break-even of 0.25; 91 % of its row-layers ran dense after the estimate, and
+  TTFT was 0.92-0.98x FA3's at 8K-128K (the estimates' cost, nothing gained).
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from dataclasses import dataclass, field
 
 @dataclass
 class LayerGate:
-    """Remembers each layer's latest estimated density (:meth:`observe`) and answers the two shortcuts."""
+    """Remembers the layer's latest estimated density (:meth:`observe`) and answers the two shortcuts."""
 
     dense_above: float  # the break-even density: a row above it runs dense
     dense_margin: float = 1.5
     reprobe_every: int = 16
     probe_below: float = 0.5
-    _density: dict[int, float] = field(default_factory=dict)
-    _skipped: dict[int, int] = field(default_factory=dict)
+    _density: float | None = field(default=None, init=False)  # the latest estimate; None before the first
+    _skipped: int = field(default=0, init=False)  # calls since the density went over the margin
 
     def __post_init__(self) -> None:
         if self.dense_margin < 1.0 or self.reprobe_every < 1 or not 0.0 <= self.probe_below <= 1.0:
@@ -42,22 +43,22 @@ class LayerGate:
         """False when every row runs sparse (``dense_above >= 1``): nothing to decide, nothing to skip."""
         return self.dense_above < 1.0
 
-    def observe(self, layer: int, kept: int, causal: int) -> None:
-        """The estimate of one call of ``layer``: ``kept`` of ``causal`` blocks (summed over rows and heads)."""
+    def observe(self, kept: int, causal: int) -> None:
+        """The estimate of one call: ``kept`` of ``causal`` blocks (summed over rows and heads)."""
         if causal:
-            self._density[layer] = kept / causal
+            self._density = kept / causal
 
-    def probe(self, layer: int) -> bool:
-        """Probe unless the layer's latest estimate is far under the break-even, or nothing is decided."""
-        d = self._density.get(layer)
+    def probe(self) -> bool:
+        """Probe unless the latest estimate is far under the break-even, or nothing is decided."""
+        d = self._density
         return self.deciding and (d is None or d >= self.probe_below * self.dense_above)
 
-    def skip_estimate(self, layer: int) -> bool:
-        """Run this call of ``layer`` dense without an estimate: its latest estimate is far above the
-        break-even and this is not one of the re-estimating calls."""
-        d = self._density.get(layer)
+    def skip_estimate(self) -> bool:
+        """Run this call dense without an estimate: the latest estimate is far above the break-even and this
+        is not one of the re-estimating calls."""
+        d = self._density
         if not self.deciding or d is None or d < self.dense_margin * self.dense_above:
-            self._skipped.pop(layer, None)
+            self._skipped = 0
             return False
-        n = self._skipped[layer] = self._skipped.get(layer, 0) + 1
-        return n % self.reprobe_every != 0
+        self._skipped += 1
+        return self._skipped % self.reprobe_every != 0

@@ -253,7 +253,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             self.dense_above, self.dense_above_source = resolve_dense_above(
                 self.xattn, torch.cuda.get_device_name(), self.head_size
             )
-        self._gate = LayerGate(self.dense_above)
+        self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
 
     def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
         if self._tau is None:
@@ -296,12 +296,12 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._layer(layer)
         # 1. probe: estimate only the last query blocks of long rows; a row already above the break-even
         # there runs dense without the full estimate (its cost is then ~probe / query blocks of it).
-        if self._gate.skip_estimate(self._layer(layer)):  # far above the break-even lately: dense, no estimate
+        if self._gate.skip_estimate():  # far above the break-even lately: dense, no estimate
             STATS.history_dense_row_layers += len(step.candidates)
             super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
             self._count_step(step, len(step.candidates))
             return output
-        probe_len = self.xattn.probe_blocks * block if self._gate.probe(self._layer(layer)) else 0
+        probe_len = self.xattn.probe_blocks * block if self._gate.probe() else 0
         cands = step.candidates
         probed = [s for s in cands if probe_len and s.q_len > 2 * probe_len]
         dense_rows: list[int] = []
@@ -349,10 +349,11 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             DEVICE_COUNTS.add(self._layer(layer), kept_t.sum(), sum(causal))
             return sels, [True] * len(seqs)
         kept = kept_t.tolist()  # the host sync
-        STATS.kept_blocks += sum(kept)
-        STATS.causal_blocks += sum(causal)
-        STATS.add_layer(self._layer(layer), sum(kept), sum(causal))
-        self._gate.observe(self._layer(layer), sum(kept), sum(causal))
+        kept_sum, causal_sum = sum(kept), sum(causal)
+        STATS.kept_blocks += kept_sum
+        STATS.causal_blocks += causal_sum
+        STATS.add_layer(self._layer(layer), kept_sum, causal_sum)
+        self._gate.observe(kept_sum, causal_sum)
         return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)]
 
     def _count_step(self, step: CudaStepPlan, n_dense: int) -> None:
