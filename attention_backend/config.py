@@ -20,6 +20,8 @@ ThresholdTable = tuple[tuple[float, ...], ...]
 KERNEL_BLOCK_SIZES = (64, 128)
 KERNEL_HEAD_DIMS = (64, 128, 256)
 """What the Triton kernels (``attention_backend.kernels``) support; here so start-up checks need no Triton."""
+SPARSE_KERNELS = ("auto", "fa3", "triton")
+"""Values of ``XAttentionConfig.sparse_kernel``."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class XAttentionConfig:
         chunk_tokens: query tokens processed per step by the torch path (bounds peak memory;
             rounded up to a multiple of ``block_size``).
         enabled: False keeps every prefill dense (the vLLM backend then only delegates).
+        sparse_kernel: on CUDA, what computes the selected blocks: ``fa3`` (vLLM's FlashAttention 3 over
+            per-block page tables, ``attention_backend.block_pages``; needs a vLLM KV block size dividing
+            ``block_size``), ``triton`` (our kernel, any page size), or ``auto`` (fa3 where the page size
+            allows, else triton, said once in the log).
     """
 
     block_size: int = 128
@@ -57,6 +63,7 @@ class XAttentionConfig:
     dense_above: float | None = None
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
+    sparse_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("block_size", "stride", "min_sparse_len", "chunk_tokens"):
@@ -65,6 +72,8 @@ class XAttentionConfig:
                 raise ValueError(f"XAttentionConfig.{name}: expected a positive int, got {value!r}")
         if isinstance(self.probe_blocks, bool) or not isinstance(self.probe_blocks, int) or self.probe_blocks < 0:
             raise ValueError(f"XAttentionConfig.probe_blocks: expected an int >= 0, got {self.probe_blocks!r}")
+        if self.sparse_kernel not in SPARSE_KERNELS:
+            raise ValueError(f"XAttentionConfig.sparse_kernel: expected one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
         if not isinstance(self.enabled, bool):
             raise ValueError(f"XAttentionConfig.enabled: expected a bool, got {self.enabled!r}")
         if self.block_size % self.stride:
@@ -199,6 +208,7 @@ def additional_config_from_flags(
     threshold_table: str | Path | None = None,
     dense_above: float | None = None,
     min_sparse_ms: float | None = None,
+    sparse_kernel: str | None = None,
 ) -> dict[str, Any]:
     """Map ``xedge serve --xattn-*`` flags to vLLM's ``additional_config`` (``{"xattn": {...}}``).
 
@@ -219,6 +229,8 @@ def additional_config_from_flags(
         section["min_sparse_ms"] = min_sparse_ms
     if threshold is not None:
         section["threshold"] = threshold
+    if sparse_kernel is not None:
+        section["sparse_kernel"] = sparse_kernel
     try:
         if threshold_table is not None:
             section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
@@ -234,6 +246,7 @@ FLAGS = {
     "dense_above": "--xattn-dense-above",
     "min_sparse_ms": "--xattn-min-sparse-ms",
     "threshold": "--xattn-threshold",
+    "sparse_kernel": "--xattn-sparse-kernel",
 }
 """``xedge serve`` flag of each config field (errors name the flag the user typed)."""
 

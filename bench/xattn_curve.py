@@ -6,7 +6,9 @@ density (default 0.05, 0.1, 0.2, 0.3, 0.5) and block-mask kind:
   blocks are scattered: the worst case for locality;
 - ``structured``: per query block the sink, then the blocks nearest the diagonal (a local band), as many
   as the density asks for: the usual shape of real attention (sink + recent);
-it times our block-sparse kernel on the given blocks, FlexAttention (compiled) on the same blocks, and
+it times our block-sparse Triton kernel on the given blocks, the same blocks on vLLM's FlashAttention 3 through
+per-block page tables (``attention_backend.vllm.fa3_sparse``, the backend's default sparse kernel: tables,
+head-major copies and FA3 all timed), FlexAttention (compiled) on the same blocks, and
 once per length vLLM's FlashAttention 3 (``vllm.vllm_flash_attn.flash_attn_varlen_func``, ``fa_version=3``,
 GQA native), cuDNN SDPA (K/V repeated to 32 heads) and our estimation (S = 8 and 16) + selection, whose
 cost does not depend on the density. End to end = estimation + selection + sparse, against FA3.
@@ -75,6 +77,8 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
 
     from attention_backend.kernels import (
         PagedKV,
+        PrefillSeq,
+        Selection,
         block_sparse_attention_indexed,
         estimate_block_scores,
         mask_to_index,
@@ -108,6 +112,14 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
     del scores
     n_qb = -(-length // BLOCK)
     out = torch.empty_like(q)
+    out_fa3 = torch.empty_like(q)
+    fa3_attend = None
+    try:
+        from attention_backend.vllm.fa3_sparse import fa3_attend
+    except ImportError as exc:  # reported in the JSON, not hidden
+        res["fa3_sparse_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    pages = (k.view(n_qb, BLOCK, hkv, d), v.view(n_qb, BLOCK, hkv, d)) if length % BLOCK == 0 else None
+    page_table = torch.arange(n_qb, dtype=torch.int32, device="cuda")[None]
     for kind in args.kinds:
         for density in args.densities:
             point: dict[str, Any] = {"kind": kind, "target_density": density}
@@ -120,10 +132,24 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
                 )
                 point["sparse_tflops"] = 4.0 * d * computed_pairs(count, length) / (point["sparse_ms"] * 1e-3) / 1e12
                 point["sparse_vs_fa3_tflops"] = point["sparse_tflops"] / res["fa3_tflops"]
+                if fa3_attend is not None and pages is not None:
+                    call = functools.partial(
+                        fa3_attend, q, *pages, page_table, [PrefillSeq(0, 0, length, length)],
+                        [Selection(mask, idx, count)], block_size=BLOCK, scale=d**-0.5, out=out_fa3,
+                        widths=[int(count.max())],
+                    )
+                    point["fa3sparse_ms"] = bench_ms(call)
+                    point["fa3sparse_tflops"] = 4.0 * d * computed_pairs(count, length) / (point["fa3sparse_ms"] * 1e-3) / 1e12
+                    point["fa3sparse_vs_fa3_tflops"] = point["fa3sparse_tflops"] / res["fa3_tflops"]
+                    point["fa3sparse_vs_triton_max_abs_diff"] = float((out_fa3.float() - out.float()).abs().max())
                 for stride in (8, 16):
                     total = res[f"est_s{stride}_ms"] + res["select_ms"] + point["sparse_ms"]
                     point[f"e2e_s{stride}_ms"] = total
                     point[f"e2e_s{stride}_speedup_vs_fa3"] = res["fa3_ms"] / total
+                    if "fa3sparse_ms" in point:
+                        total = res[f"est_s{stride}_ms"] + res["select_ms"] + point["fa3sparse_ms"]
+                        point[f"e2e_fa3sparse_s{stride}_ms"] = total
+                        point[f"e2e_fa3sparse_s{stride}_speedup_vs_fa3"] = res["fa3_ms"] / total
                 if flex is not None:
                     point.update(run_flex(flex, q, k, v, mask, idx, count, length))
                 del mask, idx, count
@@ -186,17 +212,25 @@ def render(result: dict[str, Any], json_path: Path) -> None:
             + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in row["break_even"].items())
             + "\n"
         )
-        print("| mask | density | sparse ms | sparse TFLOP/s (% of FA3) | Flex ms | e2e S=16 ms | FA3 / e2e S=16 | FA3 / e2e S=8 |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| mask | density | Triton sparse ms | TFLOP/s (% of FA3) | FA3-paged sparse ms | TFLOP/s (% of FA3) "
+            "| Flex ms | e2e S=16 ms (Triton / FA3-paged) | FA3 / e2e S=16 (Triton / FA3-paged) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         for p in row["points"]:
             if "sparse_ms" not in p:
-                print(f"| {p['kind']} | {p['target_density']} | error: {p.get('error', '')[:80]} |||||")
+                print(f"| {p['kind']} | {p['target_density']} | error: {p.get('error', '')[:80]} |||||||")
                 continue
             flex = f"{p['flex_ms']:.1f}" if "flex_ms" in p else "-"
+            if "fa3sparse_ms" in p:
+                f3 = (f"{p['fa3sparse_ms']:.1f} | {p['fa3sparse_tflops']:.0f} ({100 * p['fa3sparse_vs_fa3_tflops']:.0f} %)",
+                      f" / {p['e2e_fa3sparse_s16_ms']:.1f}", f" / {p['e2e_fa3sparse_s16_speedup_vs_fa3']:.2f}x")
+            else:
+                f3 = ("- | -", "", "")
             print(
                 f"| {p['kind']} | {p['density']:.3f} | {p['sparse_ms']:.1f} | {p['sparse_tflops']:.0f} "
-                f"({100 * p['sparse_vs_fa3_tflops']:.0f} %) | {flex} | {p['e2e_s16_ms']:.1f} | "
-                f"{p['e2e_s16_speedup_vs_fa3']:.2f}x | {p['e2e_s8_speedup_vs_fa3']:.2f}x |"
+                f"({100 * p['sparse_vs_fa3_tflops']:.0f} %) | {f3[0]} | {flex} | {p['e2e_s16_ms']:.1f}{f3[1]} | "
+                f"{p['e2e_s16_speedup_vs_fa3']:.2f}x{f3[2]} |"
             )
         print()
     try:
@@ -212,7 +246,11 @@ def render(result: dict[str, Any], json_path: Path) -> None:
     for ax, row in zip(axes[0], rows, strict=True):
         for kind, style in (("random", "o-"), ("structured", "s-")):
             pts = [p for p in row["points"] if p["kind"] == kind and "sparse_ms" in p]
-            ax.plot([p["density"] for p in pts], [p["e2e_s16_ms"] for p in pts], style, label=f"ours e2e S=16, {kind}")
+            ax.plot([p["density"] for p in pts], [p["e2e_s16_ms"] for p in pts], style, label=f"ours e2e S=16 Triton, {kind}")
+            f3 = [p for p in pts if "e2e_fa3sparse_s16_ms" in p]
+            if f3:
+                ax.plot([p["density"] for p in f3], [p["e2e_fa3sparse_s16_ms"] for p in f3], style.replace("-", "--"),
+                        label=f"ours e2e S=16 FA3-paged, {kind}")
             flex = [p for p in pts if "flex_ms" in p]
             if flex:
                 ax.plot([p["density"] for p in flex], [p["flex_ms"] for p in flex], style.replace("-", ":"),

@@ -149,6 +149,8 @@ def run(args: argparse.Namespace) -> None:
             xattn["threshold"] = args.tau
         if args.dense_above is not None:
             xattn["dense_above"] = args.dense_above
+        if args.sparse_kernel is not None:
+            xattn["sparse_kernel"] = args.sparse_kernel
         kw["additional_config"] = {"xattn": xattn}
     t0 = time.time()
     llm = LLM(model=args.model, dtype="bfloat16", max_model_len=max(data["lens"]) + 64, block_size=128,
@@ -267,6 +269,8 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=16)
     ap.add_argument("--min-len", type=int, default=4096)
     ap.add_argument("--dense-above", type=float, default=None)
+    ap.add_argument("--sparse-kernel", choices=["auto", "fa3", "triton"], default=None,
+                    help="what computes the selected blocks (default: the backend's, auto)")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.mode == "convert":

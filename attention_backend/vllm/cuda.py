@@ -18,7 +18,9 @@ prefix hits are included) and which always run dense (decodes, short prefills). 
    (:class:`DeviceCounts`) and reach the counters once per step;
 3. vLLM's own FlashAttention runs once, on the dense rows only (the whole batch when every row is
    dense: no copy), through a sub-metadata built for that set of rows (cached in the step plan);
-4. the sparse rows run ``kernels.paged_attend`` over their selected blocks.
+4. the sparse rows run over their selected blocks: on vLLM's FlashAttention 3 through per-block page tables
+   (``attention_backend.vllm.fa3_sparse``, the default where vLLM's KV block size divides the XAttention
+   block), else on our Triton kernel (``kernels.paged_attend``); ``sparse_kernel`` in the config picks.
 
 Decisions are counted in the ``attention.stats`` marker (written once per step, at the step's last
 XAttention layer); the rule is logged once per process. Version
@@ -43,6 +45,7 @@ from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionMetadataBuilder,
 )
 
+from attention_backend.block_pages import pages_unsupported
 from attention_backend.break_even import break_even_for, causal_attention_flops
 from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
 from attention_backend.layer_gate import LayerGate
@@ -187,6 +190,13 @@ class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
         self._heads = self.vllm_config.model_config.get_num_attention_heads(self.vllm_config.parallel_config)
         self._head_dim = self.kv_cache_spec.head_size
         self._min_flops = 0.0
+        if self._xattn.enabled and self._xattn.sparse_kernel == "fa3":
+            reason = pages_unsupported(self.kv_cache_spec.block_size, self._xattn.block_size)
+            if reason:
+                raise XAttentionStartupError(
+                    f"--xattn-sparse-kernel fa3: {reason}; start vLLM with --block-size {self._xattn.block_size} "
+                    "or use --xattn-sparse-kernel auto"
+                )
         if self._xattn.enabled:
             self._min_flops, rule = resolve_min_sparse_flops(self._xattn, torch.cuda.get_device_name())
             warn_once("min_work", "xattn: prefill rows whose dense attention per layer is under %s run FA3", rule)
@@ -236,6 +246,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._kernels = kernels
         self._tau: torch.Tensor | None = None
         self._layer_index: int | None = None
+        self._sparse_kind: str | None = None  # "fa3" or "triton", fixed at the first sparse call
         init_xattn(
             self,
             {
@@ -281,7 +292,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         # FLASH_ATTN cache (0.26 - 0.33, pinned in requirements): [pages, Hkv, page, 2D] -> K, V views
         # [pages, page, Hkv, D].
         key_cache, value_cache = kv_cache.transpose(1, 2).split(self.head_size, dim=-1)
-        if key_cache.shape[1] % block:
+        if self._sparse_kernel(int(key_cache.shape[1])) == "triton" and key_cache.shape[1] % block:
             warn_once(
                 "page_size",
                 "xattn: vLLM's KV block size %d is not a multiple of the XAttention block %d, so the sparse "
@@ -311,7 +322,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             dense_rows = [s.row for s, sp in zip(probed, decided, strict=True) if not sp]
             cands = [s for s in cands if s.row not in dense_rows]
         # 2. full estimate + selection of the remaining candidates; the density decides per row.
-        sels, sparse = self._decide(layer, q, kv, cands, tau) if cands else ([], [])
+        sels, sparse, widths = self._decide(layer, q, kv, cands, tau) if cands else ([], [], None)
         dense_rows += [s.row for s, sp in zip(cands, sparse, strict=True) if not sp]
         # 3. vLLM's FlashAttention on the dense rows only (the whole batch: no copy).
         dense_reqs = tuple(sorted((*step.always_dense, *dense_rows)))
@@ -323,11 +334,17 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             super().forward(layer, q[rows], key, value, kv_cache, sub, sub_out, *args, **kwargs)
             out[rows] = sub_out
         # 4. the sparse kernel on the sparse rows.
-        chosen = [(s, sel) for s, sel, sp in zip(cands, sels, sparse, strict=True) if sp]
+        chosen = [i for i, sp in enumerate(sparse) if sp]
         if chosen:
-            self._kernels.paged_attend(
-                q, *kv, [c[0] for c in chosen], [c[1] for c in chosen], block_size=block, scale=self.scale, out=out
-            )
+            seqs, chosen_sels = [cands[i] for i in chosen], [sels[i] for i in chosen]
+            if self._sparse_kind == "fa3":
+                self._fa3_attend(
+                    q, *kv, seqs, chosen_sels, block_size=block, scale=self.scale, out=out,
+                    widths=None if widths is None else [widths[i] for i in chosen],
+                    fa_version=self.vllm_flash_attn_version,
+                )
+            else:
+                self._kernels.paged_attend(q, *kv, seqs, chosen_sels, block_size=block, scale=self.scale, out=out)
         self._count_step(step, len(step.candidates) - len(chosen))
         return output
 
@@ -337,24 +354,43 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             DEVICE_COUNTS.last_layer = max(DEVICE_COUNTS.last_layer, self._layer_index)
         return self._layer_index
 
+    def _sparse_kernel(self, page_size: int) -> str:
+        """``fa3`` or ``triton`` for this layer (fixed at the first call; ``auto`` says its choice once)."""
+        if self._sparse_kind is None:
+            reason = pages_unsupported(page_size, self.xattn.block_size)
+            kind = self.xattn.sparse_kernel
+            if kind == "auto":
+                kind = "triton" if reason else "fa3"
+                if reason:
+                    warn_once("sparse_kernel", "xattn: sparse blocks run on the Triton kernel: %s (FA3 needs it)", reason)
+            elif kind == "fa3" and reason:  # the builder refused this at start-up already
+                raise XAttentionStartupError(f"--xattn-sparse-kernel fa3: {reason}")
+            if kind == "fa3":
+                from attention_backend.vllm.fa3_sparse import fa3_attend  # CUDA builds of vLLM only
+
+                self._fa3_attend = fa3_attend
+            self._sparse_kind = kind
+        return self._sparse_kind
+
     def _decide(
         self, layer: Any, q: torch.Tensor, kv: tuple, seqs: list[Any], tau: torch.Tensor
-    ) -> tuple[list[Any], list[bool]]:
-        """Estimate + select ``seqs``; one host sync for the kept counts; sparse = density <= dense_above."""
+    ) -> tuple[list[Any], list[bool], list[int] | None]:
+        """Estimate + select ``seqs``; one host sync for the kept counts (and each row's most kept blocks of any
+        head and query block: ``widths``, None without the sync); sparse = density <= dense_above."""
         k, block = self._kernels, self.xattn.block_size
         sels = k.paged_select(q, *kv, seqs, block_size=block, stride=self.xattn.stride, threshold=tau, scale=self.scale)
         causal = [self.num_heads * k.causal_blocks(s, block) for s in seqs]
-        kept_t = torch.stack([s.count.sum() for s in sels])
         if self.dense_above >= 1.0:  # every row runs sparse: no decision, no sync
-            DEVICE_COUNTS.add(self._layer(layer), kept_t.sum(), sum(causal))
-            return sels, [True] * len(seqs)
-        kept = kept_t.tolist()  # the host sync
+            DEVICE_COUNTS.add(self._layer(layer), torch.stack([s.count.sum() for s in sels]).sum(), sum(causal))
+            return sels, [True] * len(seqs), None
+        both = torch.stack([torch.stack([s.count.sum(), s.count.max().long()]) for s in sels]).tolist()  # the sync
+        kept, widths = [b[0] for b in both], [b[1] for b in both]
         kept_sum, causal_sum = sum(kept), sum(causal)
         STATS.kept_blocks += kept_sum
         STATS.causal_blocks += causal_sum
         STATS.add_layer(self._layer(layer), kept_sum, causal_sum)
         self._gate.observe(kept_sum, causal_sum)
-        return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)]
+        return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)], widths
 
     def _count_step(self, step: CudaStepPlan, n_dense: int) -> None:
         """Per-layer decisions into the process counters; per-step counts once; the rule logged once."""
@@ -378,10 +414,11 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             "xattn: prefill rows with context >= %d tokens are estimated per layer (first their last %d query "
             "blocks); a row whose estimated density is above %.3f (%s) runs vLLM's FlashAttention instead of "
             "the sparse kernel; a layer whose latest estimate is >= %.1fx that runs it with no estimate, re-estimated "
-            "every %d calls; counts in the attention.stats marker (sparse_row_layers / dense_row_layers / "
-            "history_dense_row_layers)",
+            "every %d calls; sparse rows run on %s; counts in the attention.stats marker (sparse_row_layers / "
+            "dense_row_layers / history_dense_row_layers)",
             self.xattn.min_sparse_len, self.xattn.probe_blocks, self.dense_above, self.dense_above_source,
             self._gate.dense_margin, self._gate.reprobe_every,
+            "vLLM's FlashAttention 3 over per-block page tables" if self._sparse_kind == "fa3" else "the Triton kernel",
         )
 
 

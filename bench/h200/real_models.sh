@@ -50,6 +50,6 @@ if [ ! -f "$OUT/${MODEL}_dense.json" ] && grep -q "rope\|max_model_len" "/tmp/${
   DIR=$NATIVE; export VLLM_ALLOW_LONG_MAX_MODEL_LEN=1
   run dense --backend FLASH_ATTN --label "dense FA3"
 fi
-run xattn --backend xattn --label "xattn (card break-even)"
+run xattn --backend xattn --label "xattn (card break-even)" ${XATTN_ARGS:-}
 grep -h "xattn:" /tmp/${MODEL}_xattn.log | sort | uniq -c | head -4
 python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" "$OUT/${MODEL}_xattn.json" --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"

@@ -30,7 +30,7 @@ class FakeKernels:
 
     def paged_select(self, q, key_cache, value_cache, block_table, seqs, **kw):
         self.selects += 1
-        return [SimpleNamespace(count=torch.full((HEADS,), self.kept)) for _ in seqs]
+        return [SimpleNamespace(count=torch.full((HEADS, 2), self.kept // 2)) for _ in seqs]
 
     def causal_blocks(self, seq, block):
         return self.causal
@@ -49,6 +49,7 @@ def _impl(monkeypatch, kernels: FakeKernels, dense_above: float, layer: int):
     impl._kernels = kernels
     impl._tau = torch.full((HEADS,), 0.9)
     impl._layer_index = layer
+    impl._sparse_kind = "triton"
     calls = []
     monkeypatch.setattr(cuda.FlashAttentionImpl, "forward", lambda self, *a, **k: calls.append(a) or a[-1])
     monkeypatch.setattr(cuda, "publish_stats", lambda *a, **k: None)
@@ -99,3 +100,14 @@ def test_nothing_is_skipped_when_every_row_runs_sparse(monkeypatch):
     for _ in range(5):
         _forward(impl)
     assert kernels.selects == 5 and kernels.attends == 5 and dense_calls == []
+
+
+def test_sparse_rows_go_to_fa3_with_their_widest_kept_row(monkeypatch):
+    kernels = FakeKernels(kept_per_head=6)  # density 0.24 <= 0.25: sparse
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5)
+    impl._sparse_kind, impl.vllm_flash_attn_version = "fa3", 3
+    fa3 = []
+    impl._fa3_attend = lambda *a, **k: fa3.append((a[4], k["widths"], k["fa_version"]))
+    _forward(impl)
+    assert kernels.attends == 0 and dense_calls == []
+    assert [(len(seqs), widths, version) for seqs, widths, version in fa3] == [(1, [3], 3)]

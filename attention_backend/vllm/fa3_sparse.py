@@ -1,0 +1,67 @@
+"""XAttention's block-sparse attention on vLLM's own FlashAttention 3 (the ``fa3`` sparse kernel).
+
+The kept key blocks of every (query head, query block) become the page table of one short causal sequence
+(``attention_backend.block_pages``), so one paged varlen FA3 call computes the block-sparse attention of all
+sparse rows of a layer at FA3's speed per computed block, reading K/V from vLLM's cache in place. What it
+costs beyond FA3: a head-major copy of the sparse rows' queries and outputs and building the tables (a few
+torch ops, no host sync). Needs a vLLM page size that divides the XAttention block
+(``block_pages.pages_unsupported``); the Triton kernel (``kernels.paged_attend``) serves the other cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+from attention_backend.block_pages import concat_pages, head_major, head_pages, sparse_pages
+
+
+def fa3_attend(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    seqs: list[Any],
+    selections: list[Any],
+    *,
+    block_size: int,
+    scale: float,
+    out: torch.Tensor,
+    widths: list[int] | None = None,
+    fa_version: int = 3,
+) -> None:
+    """Block-sparse attention of the prefill rows ``seqs`` (``kernels.PrefillSeq``) over their
+    ``selections`` (``kernels.Selection``); writes their rows of ``out [T, Hq, D]``.
+
+    key_cache, value_cache: ``[num_pages, page, Hkv, D]`` views of vLLM's cache; block_table: the batch's
+    ``[rows, max_pages]``; widths: per row, the most blocks any of its (head, query block) keeps (bounds
+    the table; default all of the row's key blocks)."""
+    k_pages, ratio = head_pages(key_cache)
+    v_pages, v_ratio = head_pages(value_cache)
+    if v_ratio != ratio:
+        raise ValueError(f"fa3_attend: K and V caches have different layouts {key_cache.stride()} {value_cache.stride()}")
+    hkv = int(key_cache.shape[2])
+    parts = [
+        sparse_pages(
+            sel.idx, sel.count, block_table[s.row], q_len=s.q_len, k_len=s.k_len, block_size=block_size,
+            page_size=int(key_cache.shape[1]), ratio=ratio, num_kv_heads=hkv,
+            width=None if widths is None else widths[i],
+        )
+        for i, (s, sel) in enumerate(zip(seqs, selections, strict=True))
+    ]
+    pages = concat_pages(parts)
+    q_hm = torch.cat([head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs])
+    o_hm = torch.empty_like(q_hm)
+    flash_attn_varlen_func(
+        q_hm, k_pages, v_pages, max_seqlen_q=block_size, cu_seqlens_q=pages.cu_seqlens_q,
+        max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k, softmax_scale=scale, causal=True,
+        block_table=pages.block_table, out=o_hm, fa_version=fa_version, num_splits=1,
+    )
+    hq, d = query.shape[1], query.shape[2]
+    start = 0
+    for s in seqs:
+        n = hq * s.q_len
+        out[s.q_start : s.q_start + s.q_len] = o_hm[start : start + n].view(hq, s.q_len, d).transpose(0, 1)
+        start += n

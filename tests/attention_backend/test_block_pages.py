@@ -1,0 +1,139 @@
+"""Block-sparse attention as paged dense attention (``attention_backend.block_pages``): the page tables it
+builds, fed to a torch model of FlashAttention's paged varlen causal call (bottom-right causal mask, keys
+read through the block table, ``seqused_k`` keys per sequence), give the fp64 reference block-sparse
+attention, on vLLM's two cache layouts, chunked rows and several rows in one call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attention_backend.block_pages import (
+    SparsePages,
+    concat_pages,
+    head_major,
+    head_pages,
+    query_block_lens,
+    sparse_pages,
+)
+from attention_backend.reference import ref_block_sparse_attention
+from tests.attention_backend.xattn_helpers import assert_close, qkv
+
+
+def paged_varlen_causal(q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, sp: SparsePages) -> torch.Tensor:
+    """What ``flash_attn_varlen_func(q, k_pages, v_pages, cu_seqlens_q, seqused_k, block_table, causal=True)``
+    computes (its documented semantics), in fp64 with plain loops."""
+    out = torch.full(q.shape, float("nan"), dtype=torch.float64)
+    cu, used = sp.cu_seqlens_q.tolist(), sp.seqused_k.tolist()
+    page = k_pages.shape[1]
+    assert sp.max_seqlen_k >= max(used)
+    for i in range(len(used)):
+        m, n = cu[i + 1] - cu[i], used[i]
+        pages = sp.block_table[i, : -(-n // page)].long()
+        keys = k_pages[pages].reshape(-1, k_pages.shape[-1])[:n].double()
+        values = v_pages[pages].reshape(-1, v_pages.shape[-1])[:n].double()
+        qi = q[cu[i] : cu[i + 1], 0].double()
+        logits = qi @ keys.T * qi.shape[-1] ** -0.5
+        visible = torch.arange(n)[None, :] <= (n - m + torch.arange(m))[:, None]
+        out[cu[i] : cu[i + 1], 0] = torch.softmax(logits.masked_fill(~visible, float("-inf")), -1) @ values
+    return out
+
+
+def vllm_cache(k: torch.Tensor, v: torch.Tensor, page: int, layout: str, seed: int):
+    """k, v [Lk, Hkv, D] scattered into a vLLM FLASH_ATTN cache (logical [pages, Hkv, page, 2D], memory in
+    ``layout``) over shuffled pages; returns the K and V views [pages, page, Hkv, D] and the block table."""
+    lk, hkv, d = k.shape
+    n_used = -(-lk // page)
+    n_pages = n_used + 3
+    if layout == "NHD":
+        cache = torch.zeros(n_pages, page, hkv, 2 * d, dtype=k.dtype).permute(0, 2, 1, 3)
+    else:
+        cache = torch.zeros(n_pages, hkv, page, 2 * d, dtype=k.dtype)
+    table = torch.randperm(n_pages, generator=torch.Generator().manual_seed(seed))[:n_used].int()
+    key_cache, value_cache = cache.transpose(1, 2).split(d, dim=-1)
+    for t in range(lk):
+        key_cache[table[t // page], t % page] = k[t]
+        value_cache[table[t // page], t % page] = v[t]
+    return key_cache, value_cache, table
+
+
+def random_selection(hq: int, q_len: int, k_len: int, block: int, keep: float, seed: int):
+    """A random causal block mask (sink and diagonal kept) and its ascending idx / count."""
+    first, n_kb = (k_len - q_len) // block, -(-k_len // block)
+    qb = torch.arange(first, n_kb)[:, None]
+    kb = torch.arange(n_kb)[None, :]
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(hq, qb.shape[0], n_kb, generator=g) < keep) & (kb <= qb)
+    mask |= (kb == 0) | (kb == qb)
+    count = mask.sum(-1).int()
+    idx = torch.full((hq, qb.shape[0], n_kb), -7, dtype=torch.int32)  # garbage past count, as in the kernel
+    for h in range(hq):
+        for i in range(qb.shape[0]):
+            kept = torch.nonzero(mask[h, i]).flatten()
+            idx[h, i, : kept.numel()] = kept.int()
+    return mask, idx, count
+
+
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("page", [8, 32])
+@pytest.mark.parametrize(("q_len", "k_len"), [(150, 150), (70, 150), (64, 192), (1, 97)])
+def test_one_row_matches_reference_block_sparse(layout: str, page: int, q_len: int, k_len: int) -> None:
+    hq, hkv, d, block = 4, 2, 16, 32
+    q, k, v = qkv(q_len, k_len, hq, hkv, d, seed=q_len + k_len)
+    key_cache, value_cache, table = vllm_cache(k, v, page, layout, seed=page)
+    mask, idx, count = random_selection(hq, q_len, k_len, block, keep=0.4, seed=k_len)
+    k_pages, ratio = head_pages(key_cache)
+    v_pages, _ = head_pages(value_cache)
+    sp = sparse_pages(idx, count, table, q_len=q_len, k_len=k_len, block_size=block, page_size=page,
+                      ratio=ratio, num_kv_heads=hkv)
+    got = paged_varlen_causal(head_major(q), k_pages, v_pages, sp).view(hq, q_len, d).transpose(0, 1)
+    want = ref_block_sparse_attention(q, k, v, mask, block_size=block, q_offset=k_len - q_len)
+    assert_close(got, want, 1e-5, f"{layout} page {page} q {q_len} k {k_len}")
+
+
+def test_width_bound_and_several_rows_in_one_call() -> None:
+    """Two rows (one chunked) in one call, each with its table cut to its widest kept row."""
+    hq, hkv, d, block, page = 4, 1, 8, 16, 16
+    rows = [(40, 100), (33, 33)]
+    inputs, parts, wants = [], [], []
+    for i, (q_len, k_len) in enumerate(rows):
+        q, k, v = qkv(q_len, k_len, hq, hkv, d, seed=10 + i)
+        key_cache, value_cache, table = vllm_cache(k, v, page, "NHD", seed=i)
+        mask, idx, count = random_selection(hq, q_len, k_len, block, keep=0.3, seed=i)
+        k_pages, ratio = head_pages(key_cache)
+        width = int(count.max())
+        parts.append(sparse_pages(idx, count, table, q_len=q_len, k_len=k_len, block_size=block, page_size=page,
+                                  ratio=ratio, num_kv_heads=hkv, width=width))
+        assert parts[-1].block_table.shape[1] == width
+        inputs.append((q, k_pages, head_pages(value_cache)[0]))
+        wants.append(ref_block_sparse_attention(q, k, v, mask, block_size=block, q_offset=k_len - q_len))
+    both = concat_pages(parts)
+    assert both.cu_seqlens_q[-1].item() == hq * sum(q for q, _ in rows)
+    # one call reads one cache: run each row's sequences of the joint tables against its own cache
+    n0 = parts[0].seqused_k.numel()
+    for i, (q, kp, vp) in enumerate(inputs):
+        seqs = slice(0, n0) if i == 0 else slice(n0, None)
+        cu = both.cu_seqlens_q[seqs.start : (n0 + 1 if i == 0 else None)]
+        sub = SparsePages(cu - cu[0], both.seqused_k[seqs], both.block_table[seqs], both.max_seqlen_k)
+        got = paged_varlen_causal(head_major(q), kp, vp, sub).view(hq, q.shape[0], d).transpose(0, 1)
+        assert_close(got, wants[i], 1e-5, f"row {i}")
+
+
+def test_query_block_lens_cover_the_row() -> None:
+    assert query_block_lens(150, 150, 32, "cpu").tolist() == [32, 32, 32, 32, 22]
+    assert query_block_lens(70, 150, 32, "cpu").tolist() == [16, 32, 22]  # starts at 80, mid-block 2
+    assert query_block_lens(1, 97, 32, "cpu").tolist() == [1]
+
+
+def test_bad_layouts_and_pages_raise() -> None:
+    cache = torch.zeros(4, 16, 2, 8)
+    with pytest.raises(ValueError, match="contiguous last dim"):
+        head_pages(cache.transpose(2, 3))
+    idx, count = torch.zeros(2, 1, 1, dtype=torch.int32), torch.ones(2, 1, dtype=torch.int32)
+    with pytest.raises(ValueError, match="does not divide the XAttention block"):
+        sparse_pages(idx, count, torch.zeros(1, dtype=torch.int32), q_len=16, k_len=16, block_size=16,
+                     page_size=32, ratio=32, num_kv_heads=2)
+    with pytest.raises(ValueError, match="not a multiple"):
+        sparse_pages(torch.zeros(3, 1, 1, dtype=torch.int32), torch.ones(3, 1, dtype=torch.int32),
+                     torch.zeros(1, dtype=torch.int32), q_len=16, k_len=16, block_size=16, page_size=16,
+                     ratio=32, num_kv_heads=2)

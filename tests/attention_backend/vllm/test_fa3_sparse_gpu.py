@@ -1,0 +1,79 @@
+"""The ``fa3`` sparse kernel (vLLM's FlashAttention 3 over per-block page tables) against our Triton kernel on
+the same selected blocks read from a vLLM-layout paged cache, and against the fp64 reference. Needs a CUDA
+build of vLLM with FlashAttention 3 (Hopper); skipped elsewhere with the reason."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu]
+if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0):
+    pytest.skip("needs a Hopper GPU (FlashAttention 3)", allow_module_level=True)
+if importlib.util.find_spec("vllm") is None or importlib.util.find_spec("triton") is None:
+    pytest.skip("needs vLLM (CUDA build) and Triton", allow_module_level=True)
+
+from attention_backend.kernels import PrefillSeq, causal_blocks, paged_attend, paged_select  # noqa: E402
+from attention_backend.reference import ref_block_sparse_attention  # noqa: E402
+from attention_backend.vllm.fa3_sparse import fa3_attend  # noqa: E402
+from tests.attention_backend.xattn_helpers import assert_close  # noqa: E402
+
+BLOCK = 128
+
+
+def _cache(rows_kv, page: int, hkv: int, d: int, layout: str):
+    """vLLM's FLASH_ATTN cache (logical [pages, Hkv, page, 2D], memory NHD or HND) holding each row's K/V on
+    shuffled pages; returns the K and V views [pages, page, Hkv, D] and the block table [rows, max_pages]."""
+    need = [-(-k.shape[0] // page) for k, _ in rows_kv]
+    n_pages = sum(need) + 5
+    shape = (n_pages, page, hkv, 2 * d) if layout == "NHD" else (n_pages, hkv, page, 2 * d)
+    cache = torch.zeros(shape, dtype=torch.bfloat16, device="cuda")
+    cache = cache.permute(0, 2, 1, 3) if layout == "NHD" else cache
+    key_cache, value_cache = cache.transpose(1, 2).split(d, dim=-1)
+    perm = torch.randperm(n_pages, generator=torch.Generator().manual_seed(page))
+    table = torch.zeros(len(rows_kv), max(need) + 2, dtype=torch.int32)
+    used = 0
+    for r, (k, v) in enumerate(rows_kv):
+        pages = perm[used : used + need[r]]
+        used += need[r]
+        table[r, : need[r]] = pages.int()
+        for i, p in enumerate(pages.tolist()):
+            key_cache[p, : k[i * page : (i + 1) * page].shape[0]] = k[i * page : (i + 1) * page]
+            value_cache[p, : v[i * page : (i + 1) * page].shape[0]] = v[i * page : (i + 1) * page]
+    return key_cache, value_cache, table.cuda()
+
+
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("page", [16, 128])
+@pytest.mark.parametrize(("hq", "hkv", "d"), [(8, 2, 128), (4, 1, 256)])
+def test_fa3_sparse_matches_triton_and_reference(layout: str, page: int, hq: int, hkv: int, d: int) -> None:
+    g = torch.Generator(device="cuda").manual_seed(hq * d + page)
+    rows = [(3000, 3000), (1000, 2900)]  # a whole prompt, and a chunk starting mid-block after a prefix
+    seqs, rows_kv, q_parts, start = [], [], [], 0
+    for r, (q_len, k_len) in enumerate(rows):
+        k, v = (torch.randn(k_len, hkv, d, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+        rows_kv.append((k, v))
+        q_parts.append(torch.randn(q_len, hq, d, device="cuda", generator=g, dtype=torch.bfloat16))
+        seqs.append(PrefillSeq(row=r, q_start=start, q_len=q_len, k_len=k_len))
+        start += q_len
+    query = torch.cat(q_parts)
+    key_cache, value_cache, table = _cache(rows_kv, page, hkv, d, layout)
+    scale = d**-0.5
+    sels = paged_select(query, key_cache, value_cache, table, seqs, block_size=BLOCK, stride=16, threshold=0.6, scale=scale)
+    widths = [int(s.count.max()) for s in sels]
+    for s, sel in zip(seqs, sels, strict=True):  # sparse enough that a wrong table would show
+        assert float(sel.count.sum()) < 0.8 * hq * causal_blocks(s, BLOCK)
+    got = torch.full_like(query, float("nan"))
+    fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=got, widths=widths)
+    want = torch.full_like(query, float("nan"))
+    paged_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=want)
+    assert_close(got, want, 2e-2, f"fa3 vs triton, {layout} page {page} d {d}")
+    for s, sel, (k, v) in zip(seqs, sels, rows_kv, strict=True):
+        rows_q = slice(s.q_start, s.q_start + s.q_len)
+        ref = ref_block_sparse_attention(
+            query[rows_q].cpu(), k.cpu(), v.cpu(), sel.mask.cpu(), block_size=BLOCK, q_offset=s.k_len - s.q_len,
+            scale=scale,
+        )
+        assert_close(got[rows_q].cpu(), ref, 2e-2, f"fa3 vs fp64 reference, row {s.row}")
