@@ -26,12 +26,22 @@ class BreakEven:
     min_sparse_ms: float  # rows whose dense attention in a layer takes less run FA3 (fixed per-layer cost)
     min_source: str  # the measurement behind min_sparse_ms
     by_head_dim: tuple[tuple[int, float, str], ...] = ()  # (head dim, density, source) where it differs
+    fa3_by_head_dim: tuple[tuple[int, float, str], ...] = ()  # the same for the fa3 sparse kernel
 
-    def density_for(self, head_dim: int) -> tuple[float, str]:
-        for dim, density, source in self.by_head_dim:
+    def density_for(self, head_dim: int, kernel: str = "triton") -> tuple[float, str]:
+        """The break-even of ``kernel`` (``triton`` or ``fa3``) at ``head_dim``. Where the fa3 kernel was not
+        measured, the Triton kernel's (said in the source): a lower break-even only sends more rows to FA3."""
+        if kernel == "fa3":
+            for dim, density, source in self.fa3_by_head_dim:
+                if dim == head_dim:
+                    return density, source
+        density, source = self.density, self.source
+        for dim, dim_density, dim_source in self.by_head_dim:
             if dim == head_dim:
-                return density, source
-        return self.density, self.source
+                density, source = dim_density, dim_source
+        if kernel == "fa3":
+            source = f"the Triton kernel's (the fa3 kernel's is not measured at head dim {head_dim} on this card): {source}"
+        return density, source
 
 
 BREAK_EVEN: tuple[BreakEven, ...] = (

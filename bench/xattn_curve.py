@@ -159,15 +159,16 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
             res["points"].append(point)
             print(json.dumps({"length": length, **point}), flush=True)
             torch.cuda.empty_cache()
-    res["break_even"] = break_even(res)
+    res["break_even"] = break_even(res, "sparse_ms")
+    res["break_even_fa3sparse"] = break_even(res, "fa3sparse_ms")
     return res
 
 
-def break_even(res: dict[str, Any]) -> dict[str, float | None]:
-    """Per mask kind: the density where the sparse kernel's time meets FA3's (line through the measured points)."""
+def break_even(res: dict[str, Any], key: str) -> dict[str, float | None]:
+    """Per mask kind: the density where a sparse kernel's time (``key``) meets FA3's (line through the points)."""
     out: dict[str, float | None] = {}
     for kind in sorted({p["kind"] for p in res["points"]}):
-        pts = [(p["density"], p["sparse_ms"]) for p in res["points"] if p["kind"] == kind and "sparse_ms" in p]
+        pts = [(p["density"], p[key]) for p in res["points"] if p["kind"] == kind and key in p]
         if len(pts) < 2:
             out[kind] = None
             continue
@@ -210,7 +211,11 @@ def render(result: dict[str, Any], json_path: Path) -> None:
             f"({100 * row['est_s8_ms'] / fa3:.1f} % of FA3), S=16 {row['est_s16_ms']:.1f} ms "
             f"({100 * row['est_s16_ms'] / fa3:.1f} %), selection {row['select_ms']:.2f} ms; break-even density "
             + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in row["break_even"].items())
-            + "\n"
+            + " (Triton); "
+            + ", ".join(
+                f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in row.get("break_even_fa3sparse", {}).items()
+            )
+            + " (FA3-paged)\n"
         )
         print(
             "| mask | density | Triton sparse ms | TFLOP/s (% of FA3) | FA3-paged sparse ms | TFLOP/s (% of FA3) "
@@ -263,7 +268,10 @@ def render(result: dict[str, Any], json_path: Path) -> None:
         ax.set_ylabel("ms")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{result['device']}: attention time vs density (32 q / 8 kv heads, d 128, bf16)")
+    fig.suptitle(
+        f"{result['device']}: attention time vs density ({result['heads']} q / {result['kv_heads']} kv heads, "
+        f"d {result['head_dim']}, bf16)"
+    )
     fig.tight_layout()
     png = json_path.with_suffix(".png")
     fig.savefig(png, dpi=110)

@@ -63,9 +63,11 @@ class XAttentionStartupError(ValueError):
     """The XAttention settings cannot run on this model or card (raised when vLLM builds the backend)."""
 
 
-def resolve_dense_above(config: XAttentionConfig, device_name: str, head_dim: int = 128) -> tuple[float, str]:
+def resolve_dense_above(
+    config: XAttentionConfig, device_name: str, head_dim: int = 128, kernel: str = "triton"
+) -> tuple[float, str]:
     """The density above which a row runs FA3: the config's ``dense_above``, else the card's measured entry
-    (for this head dim where it was measured apart)."""
+    for the sparse ``kernel`` (``triton`` or ``fa3``) and this head dim where it was measured apart."""
     if config.dense_above is not None:
         return config.dense_above, "--xattn-dense-above / additional_config dense_above"
     entry = break_even_for(device_name)
@@ -74,7 +76,7 @@ def resolve_dense_above(config: XAttentionConfig, device_name: str, head_dim: in
             f"--xattn-dense-above: no measured break-even density for GPU {device_name!r} "
             "(attention_backend/break_even.py); measure it with bench/xattn_curve.py and pass it"
         )
-    density, source = entry.density_for(head_dim)
+    density, source = entry.density_for(head_dim, kernel)
     return density, f"{entry.card}: {source}"
 
 
@@ -259,12 +261,17 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             },
         )
         self.dense_above, self.dense_above_source = 1.0, "sparse disabled"
+        self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
         if self.sparse_enabled:
             check_kernel_support(self.head_size, self.xattn.block_size)
-            self.dense_above, self.dense_above_source = resolve_dense_above(
-                self.xattn, torch.cuda.get_device_name(), self.head_size
-            )
-        self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
+            # "auto" is decided at the first call (the page size); its break-even is fa3's until then
+            self._set_dense_above("triton" if self.xattn.sparse_kernel == "triton" else "fa3")
+
+    def _set_dense_above(self, kernel: str) -> None:
+        self.dense_above, self.dense_above_source = resolve_dense_above(
+            self.xattn, torch.cuda.get_device_name(), self.head_size, kernel
+        )
+        self._gate = LayerGate(self.dense_above)
 
     def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
         if self._tau is None:
@@ -363,6 +370,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
                 kind = "triton" if reason else "fa3"
                 if reason:
                     warn_once("sparse_kernel", "xattn: sparse blocks run on the Triton kernel: %s (FA3 needs it)", reason)
+                    self._set_dense_above("triton")
             elif kind == "fa3" and reason:  # the builder refused this at start-up already
                 raise XAttentionStartupError(f"--xattn-sparse-kernel fa3: {reason}")
             if kind == "fa3":

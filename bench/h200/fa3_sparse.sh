@@ -11,3 +11,8 @@ timeout 200 python3 -m pytest --noconftest -q -p no:cacheprovider tests/attentio
   > "$OUT/fa3_sparse_pytest.log" 2>&1
 echo "fa3 sparse pytest rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/fa3_sparse_pytest.log"; tail -4 "$OUT/fa3_sparse_pytest.log"
 bash bench/h200/curve.sh
+# the same curve at Gemma-3-270M's global-layer shape (4 q heads, 1 KV head, d 256): its break-even per kernel
+t0=$(date +%s)
+timeout 240 python3 bench/xattn_curve.py --heads 4 --kv-heads 1 --head-dim 256 --no-flex --out "$OUT/xattn_curve_d256" \
+  > "$OUT/xattn_curve_d256.log" 2>&1
+echo "xattn_curve d256 rc=$? in $(( $(date +%s) - t0 )) s"; grep -v '^{' "$OUT/xattn_curve_d256.log" | tail -30

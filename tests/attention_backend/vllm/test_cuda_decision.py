@@ -76,6 +76,19 @@ def test_break_even_per_head_dim_where_measured() -> None:
     assert resolve_dense_above(XAttentionConfig(dense_above=0.4), "NVIDIA H100 80GB HBM3", head_dim=256)[0] == 0.4
 
 
+def test_break_even_per_sparse_kernel_falls_back_to_the_triton_value_and_says_so() -> None:
+    from dataclasses import replace
+
+    from attention_backend.break_even import BreakEven
+
+    entry = replace(break_even_for("NVIDIA H100 80GB HBM3"), fa3_by_head_dim=((128, 0.8, "fa3 curve"),))
+    assert isinstance(entry, BreakEven)
+    assert entry.density_for(128, "fa3") == (0.8, "fa3 curve")
+    assert entry.density_for(128, "triton") == (entry.density, entry.source)
+    d256, source = entry.density_for(256, "fa3")
+    assert d256 == entry.density_for(256)[0] and "not measured at head dim 256" in source
+
+
 def test_layers_with_unsupported_features_stay_dense_and_say_so(caplog) -> None:
     """Gemma-3's sliding-window layers: the impl is set up dense with its reason logged (this once crashed
     on an unhashable list in the log-once cache)."""
