@@ -142,6 +142,8 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
                     point["fa3sparse_tflops"] = 4.0 * d * computed_pairs(count, length) / (point["fa3sparse_ms"] * 1e-3) / 1e12
                     point["fa3sparse_vs_fa3_tflops"] = point["fa3sparse_tflops"] / res["fa3_tflops"]
                     point["fa3sparse_vs_triton_max_abs_diff"] = float((out_fa3.float() - out.float()).abs().max())
+                    point["fa3sparse_tma_ms"] = bench_ms(functools.partial(call, tma_pages=True))
+                    point["fa3sparse_tma_vs_triton_max_abs_diff"] = float((out_fa3.float() - out.float()).abs().max())
                 for stride in (8, 16):
                     total = res[f"est_s{stride}_ms"] + res["select_ms"] + point["sparse_ms"]
                     point[f"e2e_s{stride}_ms"] = total

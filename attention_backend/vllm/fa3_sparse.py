@@ -17,6 +17,9 @@ from vllm.vllm_flash_attn import flash_attn_varlen_func
 
 from attention_backend.block_pages import concat_pages, head_major, head_pages, sparse_pages
 
+TMA_PAGES = False
+"""Default of ``fa3_attend(tma_pages=)``."""
+
 
 def fa3_attend(
     query: torch.Tensor,
@@ -31,13 +34,16 @@ def fa3_attend(
     out: torch.Tensor,
     widths: list[int] | None = None,
     fa_version: int = 3,
+    tma_pages: bool = TMA_PAGES,
 ) -> None:
     """Block-sparse attention of the prefill rows ``seqs`` (``kernels.PrefillSeq``) over their
     ``selections`` (``kernels.Selection``); writes their rows of ``out [T, Hq, D]``.
 
     key_cache, value_cache: ``[num_pages, page, Hkv, D]`` views of vLLM's cache; block_table: the batch's
     ``[rows, max_pages]``; widths: per row, the most blocks any of its (head, query block) keeps (bounds
-    the table; default all of the row's key blocks)."""
+    the table; default all of the row's key blocks). ``tma_pages``: pass ``max_seqlen_q = B + 1`` (an upper
+    bound, as FA3 allows), which lets FA3 load K/V pages with TMA: its heuristic turns TMA page loads off
+    when ``max_seqlen_q`` is at most its query tile (128), our case exactly."""
     k_pages, ratio = head_pages(key_cache)
     v_pages, v_ratio = head_pages(value_cache)
     if v_ratio != ratio:
@@ -55,7 +61,7 @@ def fa3_attend(
     q_hm = torch.cat([head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs])
     o_hm = torch.empty_like(q_hm)
     flash_attn_varlen_func(
-        q_hm, k_pages, v_pages, max_seqlen_q=block_size, cu_seqlens_q=pages.cu_seqlens_q,
+        q_hm, k_pages, v_pages, max_seqlen_q=block_size + 1 if tma_pages else block_size, cu_seqlens_q=pages.cu_seqlens_q,
         max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k, softmax_scale=scale, causal=True,
         block_table=pages.block_table, out=o_hm, fa_version=fa_version, num_splits=1,
     )

@@ -45,10 +45,11 @@ def _cache(rows_kv, page: int, hkv: int, d: int, layout: str):
     return key_cache, value_cache, table.cuda()
 
 
+@pytest.mark.parametrize("tma_pages", [False, True])
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("page", [16, 128])
 @pytest.mark.parametrize(("hq", "hkv", "d"), [(8, 2, 128), (4, 1, 256)])
-def test_fa3_sparse_matches_triton_and_reference(layout: str, page: int, hq: int, hkv: int, d: int) -> None:
+def test_fa3_sparse_matches_triton_and_reference(tma_pages: bool, layout: str, page: int, hq: int, hkv: int, d: int) -> None:
     g = torch.Generator(device="cuda").manual_seed(hq * d + page)
     rows = [(3000, 3000), (1000, 2900)]  # a whole prompt, and a chunk starting mid-block after a prefix
     seqs, rows_kv, q_parts, start = [], [], [], 0
@@ -66,7 +67,8 @@ def test_fa3_sparse_matches_triton_and_reference(layout: str, page: int, hq: int
     for s, sel in zip(seqs, sels, strict=True):  # sparse enough that a wrong table would show
         assert float(sel.count.sum()) < 0.8 * hq * causal_blocks(s, BLOCK)
     got = torch.full_like(query, float("nan"))
-    fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=got, widths=widths)
+    fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=got, widths=widths,
+               tma_pages=tma_pages)
     want = torch.full_like(query, float("nan"))
     paged_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=want)
     assert_close(got, want, 2e-2, f"fa3 vs triton, {layout} page {page} d {d}")
