@@ -50,8 +50,8 @@ class XAttentionConfig:
         enabled: False keeps every prefill dense (the vLLM backend then only delegates).
         sparse_kernel: on CUDA, what computes the selected blocks: ``fa3`` (vLLM's FlashAttention 3 over
             per-block page tables, ``attention_backend.block_pages``; needs a vLLM KV block size dividing
-            ``block_size``), ``triton`` (our kernel, any page size), or ``auto`` (fa3 where the page size
-            allows, else triton, said once in the log).
+            ``block_size``), ``triton`` (our kernel, any page size; the default until fa3 is measured on a
+            GPU), or ``auto`` (fa3 where the page size allows, else triton, said once in the log).
     """
 
     block_size: int = 128
@@ -63,7 +63,7 @@ class XAttentionConfig:
     dense_above: float | None = None
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
-    sparse_kernel: str = "auto"
+    sparse_kernel: str = "triton"
 
     def __post_init__(self) -> None:
         for name in ("block_size", "stride", "min_sparse_len", "chunk_tokens"):

@@ -18,9 +18,9 @@ prefix hits are included) and which always run dense (decodes, short prefills). 
    (:class:`DeviceCounts`) and reach the counters once per step;
 3. vLLM's own FlashAttention runs once, on the dense rows only (the whole batch when every row is
    dense: no copy), through a sub-metadata built for that set of rows (cached in the step plan);
-4. the sparse rows run over their selected blocks: on vLLM's FlashAttention 3 through per-block page tables
-   (``attention_backend.vllm.fa3_sparse``, the default where vLLM's KV block size divides the XAttention
-   block), else on our Triton kernel (``kernels.paged_attend``); ``sparse_kernel`` in the config picks.
+4. the sparse rows run over their selected blocks: on our Triton kernel (``kernels.paged_attend``, the
+   default) or on vLLM's FlashAttention 3 through per-block page tables (``attention_backend.vllm.fa3_sparse``,
+   where vLLM's KV block size divides the XAttention block); ``sparse_kernel`` in the config picks.
 
 Decisions are counted in the ``attention.stats`` marker (written once per step, at the step's last
 XAttention layer); the rule is logged once per process. Version
