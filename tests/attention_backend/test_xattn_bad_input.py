@@ -26,6 +26,7 @@ from tests.attention_backend.xattn_helpers import qkv
         ({"stride": 6}, "divisor of block_size=128"),
         ({"block_size": 0}, "positive int"),
         ({"min_sparse_len": -1}, "positive int"),
+        ({"sparse_kernel": "cuda"}, r"sparse_kernel: expected one of \('auto', 'fa3', 'triton'\)"),
     ],
 )
 def test_config_rejects(kwargs, match):
@@ -53,6 +54,9 @@ def test_from_dict_and_flags(tmp_path):
     with pytest.raises(ValueError, match="^--xattn-min-len: "):
         additional_config_from_flags(min_len=0)
     assert additional_config_from_flags(dense_above=0.4) == {"xattn": {"dense_above": 0.4}}
+    with pytest.raises(ValueError, match="^--xattn-sparse-kernel: "):
+        additional_config_from_flags(sparse_kernel="flash")
+    assert additional_config_from_flags(sparse_kernel="fa3") == {"xattn": {"sparse_kernel": "fa3"}}
     with pytest.raises(ValueError, match="at most one"):
         additional_config_from_flags(threshold=0.9, threshold_table=table)
     with pytest.raises(ValueError, match="^--xattn-threshold-table: .*existing JSON file"):
