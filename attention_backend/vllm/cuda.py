@@ -109,6 +109,16 @@ def check_kernel_support(head_size: int, block_size: int) -> None:
         )
 
 
+def check_sparse_kernel(config: XAttentionConfig, page_size: int) -> None:
+    """Stop at start-up when ``sparse_kernel`` is ``fa3`` and vLLM's KV block size cannot serve it."""
+    reason = pages_unsupported(page_size, config.block_size)
+    if config.sparse_kernel == "fa3" and reason:
+        raise XAttentionStartupError(
+            f"--xattn-sparse-kernel fa3: {reason}; start vLLM with --block-size {config.block_size} "
+            "or use --xattn-sparse-kernel auto"
+        )
+
+
 @dataclass
 class CudaStepPlan:
     """One engine step's plan, shared by every layer of the step (it rides on the step's metadata)."""
@@ -192,13 +202,8 @@ class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
         self._heads = self.vllm_config.model_config.get_num_attention_heads(self.vllm_config.parallel_config)
         self._head_dim = self.kv_cache_spec.head_size
         self._min_flops = 0.0
-        if self._xattn.enabled and self._xattn.sparse_kernel == "fa3":
-            reason = pages_unsupported(self.kv_cache_spec.block_size, self._xattn.block_size)
-            if reason:
-                raise XAttentionStartupError(
-                    f"--xattn-sparse-kernel fa3: {reason}; start vLLM with --block-size {self._xattn.block_size} "
-                    "or use --xattn-sparse-kernel auto"
-                )
+        if self._xattn.enabled:
+            check_sparse_kernel(self._xattn, self.kv_cache_spec.block_size)
         if self._xattn.enabled:
             self._min_flops, rule = resolve_min_sparse_flops(self._xattn, torch.cuda.get_device_name())
             warn_once("min_work", "xattn: prefill rows whose dense attention per layer is under %s run FA3", rule)

@@ -102,3 +102,13 @@ def test_layers_with_unsupported_features_stay_dense_and_say_so(caplog) -> None:
     with set_current_vllm_config(VllmConfig()):
         init_xattn(impl, {"sliding_window": True, "alibi": False})
     assert impl.sparse_enabled is False and impl.dense_reasons == ["sliding_window"]
+
+
+def test_fa3_sparse_kernel_with_a_block_size_it_cannot_serve_stops_at_start_up() -> None:
+    from attention_backend.vllm.cuda import XAttentionStartupError, check_sparse_kernel
+
+    with pytest.raises(XAttentionStartupError, match="^--xattn-sparse-kernel fa3: .*256 does not divide .*--block-size 128"):
+        check_sparse_kernel(XAttentionConfig(sparse_kernel="fa3"), 256)
+    for kernel in ("auto", "triton"):  # these fall back to / are the Triton kernel, which serves any page size
+        check_sparse_kernel(XAttentionConfig(sparse_kernel=kernel), 256)
+    check_sparse_kernel(XAttentionConfig(sparse_kernel="fa3"), 16)
