@@ -62,9 +62,9 @@ class Stack:
     def start(self) -> Stack:
         s = self.settings
         self.model_dir = resolve_model_dir(s.model)
-        self.router_port = s.port or free_port(s.host)
-        if s.router:
-            ensure_port_free(s.host, self.router_port, "the router")
+        self.router_port = s.port or 0  # 0: auto, picked in _start_router (after vLLM's start-up, see there)
+        if s.router and s.port:
+            ensure_port_free(s.host, s.port, "the router")
         self.vllm_port = s.vllm_port or free_port()
         ensure_port_free("127.0.0.1", self.vllm_port, "vLLM")
         self.device = resolve_device(s.device)
@@ -108,6 +108,10 @@ class Stack:
 
     def _start_router(self) -> None:
         s = self.settings
+        if not s.port and not self.router_port:
+            # Picked only now: vLLM's start-up opens ephemeral sockets of its own, and a port picked before it
+            # was once taken by one of them in the meantime (the router then died with "address already in use").
+            self.router_port = free_port(s.host)
         self.router = ManagedProcess(
             name="router",
             argv=[sys.executable, "-m", "router"],
