@@ -83,10 +83,11 @@ def test_second_escalation_is_served_from_prefix_cache(xedge_stack):
         assert second.computed_tokens == second.prompt_tokens - second.cached_tokens
 
     # The router tags its engine calls (vllm_xargs) so the eviction policy in EngineCore sees the
-    # session's category; the policy's stats marker is refreshed about once a second.
+    # session's category; the policy's stats marker is refreshed about once a second, so a marker written
+    # between the two escalations may count only the first: wait for both, not for the category alone.
     deadline = time.monotonic() + 20
     categories: dict = {}
-    while time.monotonic() < deadline and "edge-session" not in categories:
+    while time.monotonic() < deadline and categories.get("edge-session", {}).get("requests", 0) < 2:
         stats = plugin_status.summary(xedge_stack.status_dir).get("prefix_cache", {}).get("stats", {})
         categories = stats.get("categories", {})
         time.sleep(0.5)
