@@ -28,6 +28,11 @@ class BreakEven:
     by_head_dim: tuple[tuple[int, float, str], ...] = ()  # (head dim, density, source) where it differs
     fa3_by_head_dim: tuple[tuple[int, float, str], ...] = ()  # the same for the fa3 sparse kernel
 
+    def fa3_measured(self, head_dim: int) -> bool:
+        """Whether the fa3 sparse kernel was measured at ``head_dim`` on this card; an entry is added only
+        where it beat the Triton kernel (``auto`` picks fa3 only there)."""
+        return any(dim == head_dim for dim, _, _ in self.fa3_by_head_dim)
+
     def density_for(self, head_dim: int, kernel: str = "triton") -> tuple[float, str]:
         """The break-even of ``kernel`` (``triton`` or ``fa3``) at ``head_dim``. Where the fa3 kernel was not
         measured, the Triton kernel's (said in the source): a lower break-even only sends more rows to FA3."""
@@ -62,6 +67,22 @@ BREAK_EVEN: tuple[BreakEven, ...] = (
                 "bench/xattn_profile.py, Gemma-3-270M global layers (4 heads, d 256) at 64K on an NVIDIA H100 80GB "
                 "HBM3, 2026-12-05: the sparse kernel (one pipeline stage at d 256) took 31.9 ms where FA3 took 32.6 ms "
                 "at an estimated density of 0.26: rounded down",
+            ),
+        ),
+        fa3_by_head_dim=(
+            (
+                128,
+                0.78,
+                "bench/xattn_curve.py on an NVIDIA H100 80GB HBM3, 2026-12-06: the fa3 sparse kernel alone costs "
+                "what FA3 costs at density 0.79-0.83 (32K-128K, 32 q / 8 KV heads, random and structured "
+                "masks; bench/results/xattn_curve/notes.md): the smallest, rounded down",
+            ),
+            (
+                256,
+                0.58,
+                "bench/xattn_curve.py on an NVIDIA H100 80GB HBM3, 2026-12-06: the fa3 sparse kernel alone costs "
+                "what FA3 costs at density 0.59-0.77 (32K-128K, Gemma-3-270M's global-layer shape 4 q / 1 KV "
+                "heads; bench/results/xattn_curve/notes.md): the smallest, rounded down",
             ),
         ),
         min_source=(

@@ -116,6 +116,8 @@ def equal(args: argparse.Namespace) -> dict[str, Any]:
     # dense_above 1: density 1.0 is not above it, so every candidate row really runs the sparse kernel
     # (decodes and the 40-token prompt run FA3 on their rows alone: the mixed-batch path).
     xattn = {"threshold": 1.0, "stride": 8, "min_sparse_len": 512, "dense_above": 1.0, "min_sparse_ms": 0.0}
+    if args.sparse_kernel:
+        xattn["sparse_kernel"] = args.sparse_kernel
     kw = {"block_size": args.block_size} if args.block_size else {}
     llm = make_llm(args.backend, args.model, 8192, xattn, args.tp, gpu_memory_utilization=0.3, enforce_eager=True,
                    max_num_batched_tokens=1024, seed=0, **kw)
@@ -147,6 +149,8 @@ def main() -> None:
     ap.add_argument("--dense-above", type=float, default=None, help="xattn dense_above (default: the card's break-even)")
     ap.add_argument("--model", default="/tmp/model")
     ap.add_argument("--block-size", type=int, default=0, help="vLLM KV block size (0: vLLM's default)")
+    ap.add_argument("--sparse-kernel", choices=["auto", "fa3", "triton"], default=None,
+                    help="xattn sparse_kernel for the equal mode (default: the config default)")
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size (> 1: one worker process per GPU)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()

@@ -109,6 +109,19 @@ def check_kernel_support(head_size: int, block_size: int) -> None:
         )
 
 
+def auto_sparse_kernel(device_name: str, head_dim: int, page_size: int, block_size: int) -> tuple[str, str]:
+    """What ``sparse_kernel=auto`` runs, and why: ``fa3`` where the card's break-even table holds an fa3
+    entry for this head dim (measured faster than the Triton kernel there, ``attention_backend.break_even``)
+    and vLLM's KV block size divides the XAttention block; else ``triton``."""
+    reason = pages_unsupported(page_size, block_size)
+    if reason:
+        return "triton", f"{reason} (FA3 needs it)"
+    entry = break_even_for(device_name)
+    if entry is None or not entry.fa3_measured(head_dim):
+        return "triton", f"the fa3 sparse kernel was not measured faster at head dim {head_dim} on {device_name!r}"
+    return "fa3", f"measured faster than the Triton kernel at head dim {head_dim} on {entry.card}"
+
+
 def check_sparse_kernel(config: XAttentionConfig, page_size: int) -> None:
     """Stop at start-up when ``sparse_kernel`` is ``fa3`` and vLLM's KV block size cannot serve it."""
     reason = pages_unsupported(page_size, config.block_size)
@@ -269,8 +282,12 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
         if self.sparse_enabled:
             check_kernel_support(self.head_size, self.xattn.block_size)
-            # "auto" is decided at the first call (the page size); its break-even is fa3's until then
-            self._set_dense_above("triton" if self.xattn.sparse_kernel == "triton" else "fa3")
+            # "auto" is decided at the first call (the page size); until then its break-even is that of the
+            # kernel it takes with a dividing page size
+            kind = self.xattn.sparse_kernel
+            if kind == "auto":
+                kind = auto_sparse_kernel(torch.cuda.get_device_name(), self.head_size, self.xattn.block_size, self.xattn.block_size)[0]
+            self._set_dense_above(kind)
 
     def _set_dense_above(self, kernel: str) -> None:
         self.dense_above, self.dense_above_source = resolve_dense_above(
@@ -372,10 +389,9 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             reason = pages_unsupported(page_size, self.xattn.block_size)
             kind = self.xattn.sparse_kernel
             if kind == "auto":
-                kind = "triton" if reason else "fa3"
-                if reason:
-                    warn_once("sparse_kernel", "xattn: sparse blocks run on the Triton kernel: %s (FA3 needs it)", reason)
-                    self._set_dense_above("triton")
+                kind, why = auto_sparse_kernel(torch.cuda.get_device_name(), self.head_size, page_size, self.xattn.block_size)
+                warn_once("sparse_kernel", "xattn: sparse_kernel auto: sparse blocks run on the %s kernel: %s", kind, why)
+                self._set_dense_above(kind)
             elif kind == "fa3" and reason:  # the builder refused this at start-up already
                 raise XAttentionStartupError(f"--xattn-sparse-kernel fa3: {reason}")
             if kind == "fa3":

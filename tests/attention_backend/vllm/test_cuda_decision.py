@@ -112,3 +112,22 @@ def test_fa3_sparse_kernel_with_a_block_size_it_cannot_serve_stops_at_start_up()
     for kernel in ("auto", "triton"):  # these fall back to / are the Triton kernel, which serves any page size
         check_sparse_kernel(XAttentionConfig(sparse_kernel=kernel), 256)
     check_sparse_kernel(XAttentionConfig(sparse_kernel="fa3"), 16)
+
+
+def test_auto_takes_fa3_only_where_it_was_measured_faster_and_the_page_size_divides() -> None:
+    """``sparse_kernel=auto``: fa3 at the head dims the card's table holds an fa3 entry for (H100: 128 and 256,
+    where the curve measured it faster), the Triton kernel at the others (d 64: slower there), on cards with no
+    entry, and with a KV block size that does not divide the XAttention block; each choice says why."""
+    from attention_backend.vllm.cuda import auto_sparse_kernel
+
+    h100 = "NVIDIA H100 80GB HBM3"
+    entry = break_even_for(h100)
+    assert entry is not None and entry.fa3_measured(128) and entry.fa3_measured(256) and not entry.fa3_measured(64)
+    for head_dim, page, want in ((128, 16, "fa3"), (256, 128, "fa3"), (64, 16, "triton"), (128, 48, "triton")):
+        kind, why = auto_sparse_kernel(h100, head_dim, page, 128)
+        assert kind == want, (head_dim, page, why)
+    assert "not measured faster at head dim 64" in auto_sparse_kernel(h100, 64, 16, 128)[1]
+    assert "48 does not divide" in auto_sparse_kernel(h100, 128, 48, 128)[1]
+    assert auto_sparse_kernel("Some Future GPU", 128, 16, 128)[0] == "triton"
+    # the break-even follows the kernel: fa3's entry at d 128, the Triton value at d 64
+    assert resolve_dense_above(XAttentionConfig(), h100, 128, "fa3")[0] == entry.density_for(128, "fa3")[0] != entry.density
