@@ -50,8 +50,10 @@ class XAttentionConfig:
         enabled: False keeps every prefill dense (the vLLM backend then only delegates).
         sparse_kernel: on CUDA, what computes the selected blocks: ``fa3`` (vLLM's FlashAttention 3 over
             per-block page tables, ``attention_backend.block_pages``; needs a vLLM KV block size dividing
-            ``block_size``), ``triton`` (our kernel, any page size; the default until fa3 is measured on a
-            GPU), or ``auto`` (fa3 where the page size allows, else triton, said once in the log).
+            ``block_size``), ``triton`` (our kernel, any page size; the default until the fa3 path passes
+            the tau = 1 greedy-equality check through vLLM: attention_backend/README.md), or ``auto`` (fa3 where
+            the card's break-even table says it was measured faster at this head dim and the page size allows,
+            else triton, said once in the log).
     """
 
     block_size: int = 128
