@@ -54,6 +54,8 @@ class XAttentionConfig:
             the tau = 1 greedy-equality check through vLLM: attention_backend/README.md), or ``auto`` (fa3 where
             the card's break-even table says it was measured faster at this head dim and the page size allows,
             else triton, said once in the log).
+        estimate_fp8: on CUDA sm_90+, the estimation GEMM runs on fp8 (e4m3) copies of q and k scaled per
+            head (``kernels.estimate``); elsewhere it stops at start-up. Off until its speed is measured on a GPU.
     """
 
     block_size: int = 128
@@ -66,6 +68,7 @@ class XAttentionConfig:
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
     sparse_kernel: str = "triton"
+    estimate_fp8: bool = False
 
     def __post_init__(self) -> None:
         for name in ("block_size", "stride", "min_sparse_len", "chunk_tokens"):
@@ -76,8 +79,9 @@ class XAttentionConfig:
             raise ValueError(f"XAttentionConfig.probe_blocks: expected an int >= 0, got {self.probe_blocks!r}")
         if self.sparse_kernel not in SPARSE_KERNELS:
             raise ValueError(f"XAttentionConfig.sparse_kernel: expected one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"XAttentionConfig.enabled: expected a bool, got {self.enabled!r}")
+        for name in ("enabled", "estimate_fp8"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"XAttentionConfig.{name}: expected a bool, got {getattr(self, name)!r}")
         if self.block_size % self.stride:
             raise ValueError(
                 f"XAttentionConfig.stride: expected a divisor of block_size={self.block_size}, "
@@ -211,6 +215,7 @@ def additional_config_from_flags(
     dense_above: float | None = None,
     min_sparse_ms: float | None = None,
     sparse_kernel: str | None = None,
+    estimate_fp8: bool | None = None,
 ) -> dict[str, Any]:
     """Map ``xedge serve --xattn-*`` flags to vLLM's ``additional_config`` (``{"xattn": {...}}``).
 
@@ -233,6 +238,8 @@ def additional_config_from_flags(
         section["threshold"] = threshold
     if sparse_kernel is not None:
         section["sparse_kernel"] = sparse_kernel
+    if estimate_fp8 is not None:
+        section["estimate_fp8"] = estimate_fp8
     try:
         if threshold_table is not None:
             section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
@@ -249,6 +256,7 @@ FLAGS = {
     "min_sparse_ms": "--xattn-min-sparse-ms",
     "threshold": "--xattn-threshold",
     "sparse_kernel": "--xattn-sparse-kernel",
+    "estimate_fp8": "--xattn-estimate-fp8",
 }
 """``xedge serve`` flag of each config field (errors name the flag the user typed)."""
 

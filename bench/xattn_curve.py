@@ -109,6 +109,15 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
             functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, out=scores)
         )
     res["select_ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, 0.9, first_qb=0))
+    try:  # S=16 on fp8 operands (estimate_fp8): time, and how far its scores are from the bf16 ones
+        fp8 = estimate_block_scores(q, kv, block_size=BLOCK, stride=16, fp8=True)
+        res["est_s16_fp8_ms"] = bench_ms(
+            functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=16, out=fp8, fp8=True)
+        )
+        res["est_s16_fp8_max_abs_diff"] = float((fp8 - scores).abs().max())
+        del fp8
+    except Exception as exc:  # reported in the JSON, not hidden
+        res["est_fp8_error"] = f"{type(exc).__name__}: {exc}"[:300]
     del scores
     n_qb = -(-length // BLOCK)
     out = torch.empty_like(q)
@@ -211,7 +220,9 @@ def render(result: dict[str, Any], json_path: Path) -> None:
             f"### {row['length']:,} tokens: FA3 {fa3:.1f} ms ({row['fa3_tflops']:.0f} TFLOP/s), "
             f"cuDNN {row.get('cudnn_ms', float('nan')):.1f} ms, estimation S=8 {row['est_s8_ms']:.1f} ms "
             f"({100 * row['est_s8_ms'] / fa3:.1f} % of FA3), S=16 {row['est_s16_ms']:.1f} ms "
-            f"({100 * row['est_s16_ms'] / fa3:.1f} %), selection {row['select_ms']:.2f} ms; break-even density "
+            f"({100 * row['est_s16_ms'] / fa3:.1f} %), S=16 fp8 {row.get('est_s16_fp8_ms', float('nan')):.1f} ms "
+            f"({100 * row.get('est_s16_fp8_ms', float('nan')) / fa3:.1f} %), selection {row['select_ms']:.2f} ms; "
+            "break-even density "
             + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in row["break_even"].items())
             + " (Triton); "
             + ", ".join(

@@ -159,6 +159,17 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
             except Exception as exc:  # a shape that does not compile/fit is recorded, not fatal
                 row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             print(key, row[key], flush=True)
+            if args.fp8 and shape[5]:  # the same TMA shape on fp8 operands (estimate_fp8)
+                try:
+                    fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, tiles=tiles,
+                                           fp8=True)
+                    err = (fn() - ref).abs().max().item()
+                    ms = bench_ms(fn)
+                    row[key + "_fp8"] = {"ms": ms, "max_abs_diff_vs_bf16": err, "pct_cudnn": 100 * ms / row["cudnn_ms"],
+                                         "tflops": causal_flops / (ms * 1e-3) / 1e12}
+                except Exception as exc:
+                    row[key + "_fp8"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                print(key + "_fp8", row[key + "_fp8"], flush=True)
         timed = [(row[f"s{stride}_{tag(sh)}"].get("ms", math.inf), sh) for sh in SHAPES if sh[5]]
         shape = min(timed)[1]
         for page in (128, 16):  # vLLM's paged cache: the TMA kernel first gathers the keys contiguous
@@ -184,6 +195,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--fp8", action="store_true", help="also time every TMA shape on fp8 operands (estimate_fp8)")
     ap.add_argument("--out", default="bench/results/xattn_kernels/xattn_est_sweep")
     args = ap.parse_args()
     if not torch.cuda.is_available():

@@ -92,16 +92,20 @@ def paged_select(
     stride: int,
     threshold: float | torch.Tensor,
     scale: float | None,
+    fp8: bool = False,
 ) -> list[Selection]:
     """Estimate and select for the prefill rows ``seqs`` of a vLLM batch (no host sync): the first half
-    of :func:`paged_prefill`, so a caller can look at the densities before paying for attention."""
+    of :func:`paged_prefill`, so a caller can look at the densities before paying for attention.
+    ``fp8``: the estimation GEMM on per-head scaled e4m3 copies (``estimate_block_scores``)."""
     _check_rows(query, block_table, seqs)
     selections = []
     for s in seqs:
         kv = PagedKV(key_cache, value_cache, block_table[s.row], s.k_len)
         q = query[s.q_start : s.q_start + s.q_len]
         q_offset = s.k_len - s.q_len
-        scores = estimate_block_scores(q, kv, block_size=block_size, stride=stride, q_offset=q_offset, scale=scale)
+        scores = estimate_block_scores(
+            q, kv, block_size=block_size, stride=stride, q_offset=q_offset, scale=scale, fp8=fp8
+        )
         selections.append(Selection(*select_blocks_indexed(scores, threshold, first_qb=q_offset // block_size)))
     return selections
 

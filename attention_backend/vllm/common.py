@@ -70,8 +70,9 @@ def tensor_parallel_rank() -> tuple[int, int]:
     return get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size()
 
 
-def init_xattn(impl: Any, unsupported: dict[str, bool]) -> None:
+def init_xattn(impl: Any, unsupported: dict[str, bool], *, fp8_estimation: bool = False) -> None:
     """Shared set-up of both impls: config, the features that force a layer dense, the impl marker.
+    ``fp8_estimation``: whether this device can run ``estimate_fp8`` (else asking for it stops here).
 
     ``impl.xattn`` is this tensor-parallel rank's view of the config: a per-head threshold table (written
     for the full model) keeps the rank's query heads, so ``impl.xattn.thresholds(impl.num_heads, layer)``
@@ -85,6 +86,8 @@ def init_xattn(impl: Any, unsupported: dict[str, bool]) -> None:
                 f"--xattn-threshold-table: expected {impl.num_heads * tp_size} query heads per layer "
                 f"(the model's), got rows of {wrong}"
             )
+    if impl.xattn.estimate_fp8 and not fp8_estimation:
+        raise ValueError("--xattn-estimate-fp8: this device has no fp8 estimation (the CUDA kernels on sm_90+ only)")
     impl.dense_reasons = sorted(name for name, bad in unsupported.items() if bad)
     impl.sparse_enabled = impl.xattn.enabled and not impl.dense_reasons
     if impl.xattn.enabled and impl.dense_reasons:

@@ -157,6 +157,7 @@ class XAttentionCPUBackendImpl(CPUAttentionBackendImpl):
                 "sinks": self.sinks is not None,
                 "kv_sharing": self.kv_sharing_target_layer_name is not None,
             },
+            fp8_estimation=False,
         )
 
     def forward(

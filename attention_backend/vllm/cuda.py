@@ -277,6 +277,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
                 "sinks": getattr(self, "sinks", None) is not None,
                 "kv_cache_dtype": self.kv_cache_dtype != "auto",
             },
+            fp8_estimation=torch.cuda.get_device_capability() >= (9, 0),  # the TMA estimation kernel's
         )
         self.dense_above, self.dense_above_source = 1.0, "sparse disabled"
         self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
@@ -407,7 +408,10 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         """Estimate + select ``seqs``; one host sync for the kept counts (and each row's most kept blocks of any
         head and query block: ``widths``, None without the sync); sparse = density <= dense_above."""
         k, block = self._kernels, self.xattn.block_size
-        sels = k.paged_select(q, *kv, seqs, block_size=block, stride=self.xattn.stride, threshold=tau, scale=self.scale)
+        sels = k.paged_select(
+            q, *kv, seqs, block_size=block, stride=self.xattn.stride, threshold=tau, scale=self.scale,
+            fp8=self.xattn.estimate_fp8,
+        )
         causal = [self.num_heads * k.causal_blocks(s, block) for s in seqs]
         if self.dense_above >= 1.0:  # every row runs sparse: no decision, no sync
             DEVICE_COUNTS.add(self._layer(layer), torch.stack([s.count.sum() for s in sels]).sum(), sum(causal))

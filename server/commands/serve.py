@@ -68,7 +68,10 @@ def serve(
     xattn_threshold_table: Annotated[Path | None, typer.Option(help="Per-(layer, head) tau table from `xedge calibrate-xattn`.")] = None,
     xattn_dense_above: Annotated[float | None, typer.Option(help="CUDA: a prefill row whose estimated density is above this runs vLLM's dense kernel (default: the break-even measured for the card).")] = None,
     xattn_min_sparse_ms: Annotated[float | None, typer.Option(help="CUDA: a prefill row runs XAttention in a layer only if dense attention there would take at least this many ms on the card (default: the card's measured value; 0: no minimum).")] = None,
-    xattn_sparse_kernel: Annotated[str | None, typer.Option(help="CUDA: what computes the selected blocks: fa3 (vLLM's FlashAttention 3 over per-block page tables), triton, or auto (fa3 where the KV block size allows) [default: triton].")] = None,
+    xattn_sparse_kernel: Annotated[str | None, typer.Option(help="CUDA: what computes the selected blocks: fa3 (vLLM's FlashAttention 3 over per-block page tables), triton, or auto (fa3 where measured faster on the card and the KV block size allows) [default: triton].")] = None,
+    xattn_estimate_fp8: Annotated[bool | None, typer.Option(
+        "--xattn-estimate-fp8/--no-xattn-estimate-fp8",
+        help="CUDA sm_90+: the estimation GEMM on fp8 copies of q and k scaled per head [default: off].")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs and plugin status go (default: a temp dir).")] = None,
     sampling_verify: Annotated[bool | None, typer.Option(
         "--sampling-verify/--no-sampling-verify",
@@ -89,7 +92,7 @@ def serve(
         xattn = additional_config_from_flags(
             stride=xattn_stride, threshold=xattn_threshold, min_len=xattn_min_len, threshold_table=xattn_threshold_table,
             dense_above=xattn_dense_above,
-            min_sparse_ms=xattn_min_sparse_ms, sparse_kernel=xattn_sparse_kernel,
+            min_sparse_ms=xattn_min_sparse_ms, sparse_kernel=xattn_sparse_kernel, estimate_fp8=xattn_estimate_fp8,
         )[ADDITIONAL_CONFIG_KEY]
         given = dict(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,

@@ -152,6 +152,31 @@ def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, vari
     assert_close(got.cpu(), want, SCORE_TOL[dtype], "block scores")
 
 
+@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
+@pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES[:3], ids=SHAPE_IDS[:3])
+def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, block, stride, paged):
+    """``fp8=True``: the scores are the reference's on e4m3 copies of q and k scaled per head (what the kernel
+    multiplies), and close to the bf16 scores (what it replaces). Heads of different magnitudes check that the
+    scale is per head and taken back out of the logits."""
+    from attention_backend.fp8 import to_fp8_per_head
+
+    d = 64
+    dtype = DTYPES[0]
+    q, k, v = _inputs(lk, lk - off, hq, hkv, d, dtype, seed=lk + off + 1)
+    q = q * torch.linspace(0.2, 3.0, hq, device=q.device, dtype=q.dtype)[None, :, None]
+    kv = _paged(k, v, 16, seed=3) if paged else PagedKV.from_contiguous(k, v)
+    tiles = _est_tiles("tma")
+    got = estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=tiles, fp8=True)
+    (q8, qs), (k8, ks) = to_fp8_per_head(q), to_fp8_per_head(k)
+    qf, kf = (q8.float() / qs[None, :, None]).cpu(), (k8.float() / ks[None, :, None]).cpu()
+    want = ref_estimate_block_scores(qf, kf, block_size=block, stride=stride, q_offset=off)
+    assert_close(got.cpu(), want, SCORE_TOL[dtype], "fp8 block scores vs the reference on the fp8 operands")
+    bf = estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=tiles)
+    assert float((got - bf).abs().max()) < 0.1, "fp8 scores far from the bf16 ones"
+    with pytest.raises(ValueError, match="fp8 estimation needs the TMA kernel"):
+        estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=_est_tiles("pointer"), fp8=True)
+
+
 @pytest.mark.parametrize("variant", EST_VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("page", [16, 32, 128])

@@ -27,6 +27,7 @@ from tests.attention_backend.xattn_helpers import qkv
         ({"block_size": 0}, "positive int"),
         ({"min_sparse_len": -1}, "positive int"),
         ({"sparse_kernel": "cuda"}, r"sparse_kernel: expected one of \('auto', 'fa3', 'triton'\)"),
+        ({"estimate_fp8": "yes"}, r"estimate_fp8: expected a bool"),
     ],
 )
 def test_config_rejects(kwargs, match):
@@ -57,6 +58,9 @@ def test_from_dict_and_flags(tmp_path):
     with pytest.raises(ValueError, match="^--xattn-sparse-kernel: "):
         additional_config_from_flags(sparse_kernel="flash")
     assert additional_config_from_flags(sparse_kernel="fa3") == {"xattn": {"sparse_kernel": "fa3"}}
+    assert additional_config_from_flags(estimate_fp8=True) == {"xattn": {"estimate_fp8": True}}
+    with pytest.raises(ValueError, match="^--xattn-estimate-fp8: "):
+        additional_config_from_flags(estimate_fp8=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at most one"):
         additional_config_from_flags(threshold=0.9, threshold_table=table)
     with pytest.raises(ValueError, match="^--xattn-threshold-table: .*existing JSON file"):

@@ -131,3 +131,4 @@ def test_auto_takes_fa3_only_where_it_was_measured_faster_and_the_page_size_divi
     assert auto_sparse_kernel("Some Future GPU", 128, 16, 128)[0] == "triton"
     # the break-even follows the kernel: fa3's entry at d 128, the Triton value at d 64
     assert resolve_dense_above(XAttentionConfig(), h100, 128, "fa3")[0] == entry.density_for(128, "fa3")[0] != entry.density
+

@@ -52,3 +52,15 @@ def test_table_for_another_model_stops_at_start_up(rank: Callable[[int, int], No
 
 def test_outside_a_tensor_parallel_group_is_rank_0_of_1() -> None:
     assert common.tensor_parallel_rank() == (0, 1)
+
+
+def test_fp8_estimation_where_the_device_has_none_stops_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, rank: Callable[[int, int], None]
+) -> None:
+    rank(0, 1)
+    monkeypatch.setattr(common, "config_from_vllm", lambda: XAttentionConfig(estimate_fp8=True))
+    with pytest.raises(ValueError, match=r"^--xattn-estimate-fp8: this device has no fp8 estimation"):
+        common.init_xattn(_impl(2), {})  # the CPU impl and GPUs before sm_90 pass False
+    impl = _impl(2)
+    common.init_xattn(impl, {}, fp8_estimation=True)
+    assert impl.xattn.estimate_fp8 and impl.sparse_enabled
