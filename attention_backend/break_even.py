@@ -52,15 +52,22 @@ class BreakEven:
 BREAK_EVEN: tuple[BreakEven, ...] = (
     BreakEven(
         card="H100",
-        density=0.58,
+        density=0.66,
         source=(
-            "bench/xattn_curve.py on an NVIDIA H100 80GB HBM3, 2026-12-05: sparse kernel = FA3 at density "
-            "0.59-0.62 (32K-128K, random and structured masks; bench/results/xattn_curve/notes.md): "
-            "the smallest, rounded down"
+            "bench/xattn_curve.py on an NVIDIA H100 80GB HBM3, 2026-12-06: the Triton sparse kernel alone costs "
+            "what FA3 costs at density 0.67-0.68 (32K-128K, 32 q / 8 KV heads, d 128, random and structured "
+            "masks; bench/results/xattn_curve/notes.md): the smallest, rounded down"
         ),
         fa3_tflops=667.0,
         min_sparse_ms=0.6,
         by_head_dim=(
+            (
+                64,
+                0.52,
+                "bench/xattn_curve.py on an NVIDIA H100 80GB HBM3, 2026-12-06: the Triton sparse kernel alone costs "
+                "what FA3 costs at density 0.53-0.61 (32K-128K, SmolLM2-135M's shape 9 q / 3 KV heads, random and "
+                "structured masks; printed output in bench/results/xattn_curve/notes.md): the smallest, rounded down",
+            ),
             (
                 256,
                 0.25,
