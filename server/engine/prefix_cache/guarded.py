@@ -1,7 +1,9 @@
 """``guarded``: learned eviction with an LRU safety net (the recommended policy).
 
-Three experts order the same free blocks: ``lru`` (vLLM's order), ``density`` (reuse-gap hit density
-per request category) and ``s3fifo`` (frequency: scan-resistant, good on Zipf-popular prefixes). For
+Four experts order the same free blocks: ``lru`` (vLLM's order), ``density`` (reuse-gap hit density
+per request category), ``s3fifo`` (frequency: scan-resistant, good on Zipf-popular prefixes) and
+``workload`` (the ATC'25 paper's per-category reuse probability; it wins on bursts of one-shot prompts,
+where the others do not: bench/results/prefix_cache/notes.md). For
 each expert the policy also keeps a shadow cache of the pool's size, fed with the pool's own block
 accesses (every hit and every newly cached block, keyed by content) and evicting by that expert
 alone, so it knows at any time how many hits each expert would have had. Per learned expert ``e`` a
@@ -23,7 +25,7 @@ lru" is a budget on the shadow plus a transient, measured rather than proven (ho
 not, on short traces: bench/results/prefix_cache/notes.md), and
 tests/server/research/cache_sim/test_guarded.py pins it on every generated workload at three
 capacities. Only the leader's own rules apply (``density``'s pins only while it leads). The experts
-not leading evict the leader's victims (``evict_chosen``) and keep learning. Cost: five policy
+not leading evict the leader's victims (``evict_chosen``) and keep learning. Cost: seven policy
 instances and an OrderedDict, O(categories) per event.
 """
 
@@ -37,8 +39,9 @@ from server.engine.prefix_cache.density import DensityPolicy
 from server.engine.prefix_cache.lru import LRUPolicy
 from server.engine.prefix_cache.policy import EvictionPolicy, OwnStat
 from server.engine.prefix_cache.s3fifo import S3FIFOPolicy
+from server.engine.prefix_cache.workload import WorkloadPolicy
 
-EXPERTS: dict[str, type[EvictionPolicy]] = {"density": DensityPolicy, "s3fifo": S3FIFOPolicy}
+EXPERTS: dict[str, type[EvictionPolicy]] = {"density": DensityPolicy, "s3fifo": S3FIFOPolicy, "workload": WorkloadPolicy}
 
 
 class GuardedPolicy(EvictionPolicy):

@@ -44,6 +44,17 @@ def test_guarded_follows_the_better_expert() -> None:
     assert own["guard_pool_minus_lru_hits"] > 0 and own["guard_loss_budget_used"] == 0.0
 
 
+def test_guarded_follows_the_workload_expert_on_bursts() -> None:
+    """Bursts of one-shot prompts among conversations: the ATC'25 workload policy's per-category reuse
+    probabilities win there (the others do not lead, or lose their lead); guarded hands the pool to it."""
+    trace = generate("burst", seed=2, num_requests=3000)
+    capacity = int(0.05 * footprint_blocks(trace))
+    lru = replay(trace, create_policy("lru", capacity, trace.block_tokens)).token_hit_ratio
+    policy = create_policy("guarded", capacity, trace.block_tokens)
+    guarded = replay(trace, policy).token_hit_ratio
+    assert policy.leader == "workload" and guarded > lru + 0.03, (policy.own_stats(), lru, guarded)
+
+
 def test_unknown_workload_and_bad_size_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown workload 'web'; valid: agent, api, burst, chat, rag"):
         generate("web", 0, 10)
