@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> None:
             xattn["dense_above"] = args.dense_above
         if args.sparse_kernel is not None:
             xattn["sparse_kernel"] = args.sparse_kernel
+        if args.estimate_fp8:
+            xattn["estimate_fp8"] = True
         kw["additional_config"] = {"xattn": xattn}
     t0 = time.time()
     llm = LLM(model=args.model, dtype="bfloat16", max_model_len=max(data["lens"]) + 64, block_size=128,
@@ -270,7 +272,8 @@ def main() -> None:
     ap.add_argument("--min-len", type=int, default=4096)
     ap.add_argument("--dense-above", type=float, default=None)
     ap.add_argument("--sparse-kernel", choices=["auto", "fa3", "triton"], default=None,
-                    help="what computes the selected blocks (default: the backend's, auto)")
+                    help="what computes the selected blocks (default: the backend's, triton)")
+    ap.add_argument("--estimate-fp8", action="store_true", help="the estimation GEMM on fp8 operands (sm_90+)")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.mode == "convert":
