@@ -24,7 +24,7 @@ prefix), and after a lead is lost the pool keeps the learned expert's contents f
 lru" is a budget on the shadow plus a transient, measured rather than proven (how far it held, and where
 not, on short traces: bench/results/prefix_cache/notes.md), and
 tests/server/research/cache_sim/test_guarded.py pins it on every generated workload at three
-capacities. Only the leader's own rules apply (``density``'s pins only while it leads). The experts
+capacities. Only the leader's own rules apply (``density``'s and ``workload``'s pins only while they lead). The experts
 not leading evict the leader's victims (``evict_chosen``) and keep learning. Cost: seven policy
 instances and an OrderedDict, O(categories) per event.
 """
