@@ -21,3 +21,9 @@ def to_fp8_per_head(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # scaled in x's own dtype (no fp32 copy of a long prompt); the scale is rounded to it first, so the
     # returned scale is exactly the one applied
     return (x * scale[None, :, None]).to(torch.float8_e4m3fn), scale.float()
+
+
+def fp8_round_trip(x: torch.Tensor) -> torch.Tensor:
+    """What the fp8 estimation multiplies, back in fp32: ``x``'s e4m3 copy divided by its per-head scale."""
+    x8, scale = to_fp8_per_head(x)
+    return x8.float() / scale[None, :, None]

@@ -1,7 +1,7 @@
 """Does an fp8 estimation GEMM change XAttention's selection on real attention? (issue 14, must-have 3)
 
 ``estimate_fp8`` runs the estimation GEMM on e4m3 copies of q and k, each head scaled by its absolute maximum
-(``attention_backend.kernels.estimate.to_fp8_per_head``), for twice bf16's tensor-core rate. This measures what
+(``attention_backend.fp8.to_fp8_per_head``), for twice bf16's tensor-core rate. This measures what
 that rounding does to the selection, on CPU, on post-RoPE q/k captured from a packaged real model: per full
 attention layer, the same estimate (torch path, S=16) and selection (tau 0.9) on the bf16 operands the GPU sees
 and on their fp8 round trip; the share of (head, query block, key block) decisions that change, the kept
@@ -26,18 +26,12 @@ import torch
 from attention_backend.calibrate import token_recall, true_block_mass
 from attention_backend.capture import QKCapture, full_attention_layers
 from attention_backend.estimate import estimate_block_scores
-from attention_backend.fp8 import to_fp8_per_head
+from attention_backend.fp8 import fp8_round_trip
 from attention_backend.sample_text import long_texts
 from attention_backend.select import select_blocks
 
 OUT = Path(__file__).resolve().parent / "results" / "xattn_kernels" / "xattn_fp8_estimate.json"
 BLOCK, TAU = 128, 0.9
-
-
-def fp8_round_trip(x: torch.Tensor) -> torch.Tensor:
-    """What the fp8 kernel multiplies, back in fp32: the e4m3 copy divided by its per-head scale."""
-    q8, scale = to_fp8_per_head(x)
-    return q8.float() / scale[None, :, None]
 
 
 def layer_row(layer: int, q: torch.Tensor, k: torch.Tensor, scale: float, stride: int) -> dict[str, float]:

@@ -158,7 +158,7 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
     """``fp8=True``: the scores are the reference's on e4m3 copies of q and k scaled per head (what the kernel
     multiplies), and close to the bf16 scores (what it replaces). Heads of different magnitudes check that the
     scale is per head and taken back out of the logits."""
-    from attention_backend.fp8 import to_fp8_per_head
+    from attention_backend.fp8 import fp8_round_trip
 
     d = 64
     dtype = DTYPES[0]
@@ -167,8 +167,7 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
     kv = _paged(k, v, 16, seed=3) if paged else PagedKV.from_contiguous(k, v)
     tiles = _est_tiles("tma")
     got = estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=tiles, fp8=True)
-    (q8, qs), (k8, ks) = to_fp8_per_head(q), to_fp8_per_head(k)
-    qf, kf = (q8.float() / qs[None, :, None]).cpu(), (k8.float() / ks[None, :, None]).cpu()
+    qf, kf = fp8_round_trip(q).cpu(), fp8_round_trip(k).cpu()
     want = ref_estimate_block_scores(qf, kf, block_size=block, stride=stride, q_offset=off)
     assert_close(got.cpu(), want, SCORE_TOL[dtype], "fp8 block scores vs the reference on the fp8 operands")
     bf = estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=tiles)

@@ -45,13 +45,9 @@ def _cache(rows_kv, page: int, hkv: int, d: int, layout: str):
     return key_cache, value_cache, table.cuda()
 
 
-@pytest.mark.parametrize("tma_pages", [False, True])
-@pytest.mark.parametrize("layout", ["NHD", "HND"])
-@pytest.mark.parametrize("page", [16, 128])
-@pytest.mark.parametrize(("hq", "hkv", "d"), [(8, 2, 128), (4, 1, 256)])
-def test_fa3_sparse_matches_triton_and_reference(tma_pages: bool, layout: str, page: int, hq: int, hkv: int, d: int) -> None:
-    g = torch.Generator(device="cuda").manual_seed(hq * d + page)
-    rows = [(3000, 3000), (1000, 2900)]  # a whole prompt, and a chunk starting mid-block after a prefix
+def _batch(rows: list[tuple[int, int]], hq: int, hkv: int, d: int, g: torch.Generator):
+    """Random bf16 prefill rows ``(q_len, k_len)`` packed as a vLLM batch: (PrefillSeq per row, each row's
+    (K, V) ``[k_len, Hkv, D]``, the packed queries ``[T, Hq, D]``)."""
     seqs, rows_kv, q_parts, start = [], [], [], 0
     for r, (q_len, k_len) in enumerate(rows):
         k, v = (torch.randn(k_len, hkv, d, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
@@ -59,7 +55,17 @@ def test_fa3_sparse_matches_triton_and_reference(tma_pages: bool, layout: str, p
         q_parts.append(torch.randn(q_len, hq, d, device="cuda", generator=g, dtype=torch.bfloat16))
         seqs.append(PrefillSeq(row=r, q_start=start, q_len=q_len, k_len=k_len))
         start += q_len
-    query = torch.cat(q_parts)
+    return seqs, rows_kv, torch.cat(q_parts)
+
+
+@pytest.mark.parametrize("tma_pages", [False, True])
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("page", [16, 128])
+@pytest.mark.parametrize(("hq", "hkv", "d"), [(8, 2, 128), (4, 1, 256)])
+def test_fa3_sparse_matches_triton_and_reference(tma_pages: bool, layout: str, page: int, hq: int, hkv: int, d: int) -> None:
+    g = torch.Generator(device="cuda").manual_seed(hq * d + page)
+    rows = [(3000, 3000), (1000, 2900)]  # a whole prompt, and a chunk starting mid-block after a prefix
+    seqs, rows_kv, query = _batch(rows, hq, hkv, d, g)
     key_cache, value_cache, table = _cache(rows_kv, page, hkv, d, layout)
     scale = d**-0.5
     sels = paged_select(query, key_cache, value_cache, table, seqs, block_size=BLOCK, stride=16, threshold=0.6, scale=scale)
@@ -92,14 +98,7 @@ def test_fa3_sparse_at_tau_1_is_as_close_to_the_reference_as_dense_fa3(page: int
 
     g = torch.Generator(device="cuda").manual_seed(d + page)
     rows = [(1024, 1096), (404, 1500), (952, 3000), (80, 700)]  # (q_len, k_len)
-    seqs, rows_kv, q_parts, start = [], [], [], 0
-    for r, (q_len, k_len) in enumerate(rows):
-        k, v = (torch.randn(k_len, hkv, d, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
-        rows_kv.append((k, v))
-        q_parts.append(torch.randn(q_len, hq, d, device="cuda", generator=g, dtype=torch.bfloat16))
-        seqs.append(PrefillSeq(row=r, q_start=start, q_len=q_len, k_len=k_len))
-        start += q_len
-    query = torch.cat(q_parts)
+    seqs, rows_kv, query = _batch(rows, hq, hkv, d, g)
     key_cache, value_cache, table = _cache(rows_kv, page, hkv, d, "NHD")
     scale = d**-0.5
     sels = paged_select(query, key_cache, value_cache, table, seqs, block_size=BLOCK, stride=8, threshold=1.0, scale=scale)
