@@ -50,12 +50,12 @@ class XAttentionConfig:
         enabled: False keeps every prefill dense (the vLLM backend then only delegates).
         sparse_kernel: on CUDA, what computes the selected blocks: ``fa3`` (vLLM's FlashAttention 3 over
             per-block page tables, ``attention_backend.block_pages``; needs a vLLM KV block size dividing
-            ``block_size``), ``triton`` (our kernel, any page size; the default until the fa3 path passes
-            the tau = 1 greedy-equality check through vLLM: attention_backend/README.md), or ``auto`` (fa3 where
-            the card's break-even table says it was measured faster at this head dim and the page size allows,
-            else triton, said once in the log).
+            ``block_size``), ``triton`` (our kernel, any page size), or ``auto``, the default (fa3 where the card's
+            break-even table says it was measured faster at this head dim and the page size allows, else
+            triton, said once in the log; attention_backend/README.md).
         estimate_fp8: on CUDA sm_90+, the estimation GEMM runs on fp8 (e4m3) copies of q and k scaled per
-            head (``kernels.estimate``); elsewhere it stops at start-up. Off until its speed is measured on a GPU.
+            head (``kernels.estimate``); elsewhere it stops at start-up. Off: on an H100 it is no
+            faster at S=16 (bench/results/xattn_kernels/notes.md).
     """
 
     block_size: int = 128
@@ -67,7 +67,7 @@ class XAttentionConfig:
     dense_above: float | None = None
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
-    sparse_kernel: str = "triton"
+    sparse_kernel: str = "auto"
     estimate_fp8: bool = False
 
     def __post_init__(self) -> None:

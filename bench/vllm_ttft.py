@@ -78,6 +78,8 @@ def ttft(args: argparse.Namespace) -> dict[str, Any]:
     xattn = {"threshold": args.tau, "stride": args.stride, "min_sparse_len": args.min_len}
     if args.dense_above is not None:
         xattn["dense_above"] = args.dense_above
+    if args.sparse_kernel:
+        xattn["sparse_kernel"] = args.sparse_kernel
     t = time.time()
     kw = {"block_size": args.block_size} if args.block_size else {}
     llm = make_llm(args.backend, "/tmp/l8b", max(lens) + 64, xattn, args.tp, load_format="dummy",
@@ -123,9 +125,19 @@ def equal(args: argparse.Namespace) -> dict[str, Any]:
                    max_num_batched_tokens=1024, seed=0, **kw)
     rng = random.Random(1)
     prompts = [TokensPrompt(prompt_token_ids=[rng.randrange(100, 49000) for _ in range(n)]) for n in (3000, 1500, 700, 40)]
-    outs = llm.generate(prompts, SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True), use_tqdm=False)
+    # logprobs=2: each step's top-1 minus top-2 log-probability, so a divergence can be read as a near tie
+    # flipped by rounding (a margin of a few 1e-3) or not
+    sp = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True, logprobs=2)
+    outs = llm.generate(prompts, sp, use_tqdm=False)
+    margins = [[_top2_gap(step) for step in (o.outputs[0].logprobs or [])] for o in outs]
     return {"backend": args.backend, "block_size": args.block_size, "tp": args.tp, "tokens": [list(o.outputs[0].token_ids) for o in outs],
-            "xattn_stats": xattn_stats()}
+            "margins": margins, "xattn_stats": xattn_stats()}
+
+
+def _top2_gap(step: dict[int, Any]) -> float:
+    """Top-1 minus top-2 log-probability of one decode step (vLLM's ``{token_id: Logprob}``)."""
+    top = sorted((lp.logprob for lp in step.values()), reverse=True)
+    return float(top[0] - top[1]) if len(top) > 1 else float("inf")
 
 
 def compare(a_path: str, b_path: str) -> dict[str, Any]:
@@ -133,7 +145,10 @@ def compare(a_path: str, b_path: str) -> dict[str, Any]:
     rows = []
     for ta, tb in zip(a["tokens"], b["tokens"], strict=True):
         same = next((i for i, (x, y) in enumerate(zip(ta, tb, strict=True)) if x != y), len(ta))
-        rows.append({"equal": ta == tb, "matching_prefix": same, "n": len(ta)})
+        row = {"equal": ta == tb, "matching_prefix": same, "n": len(ta)}
+        if same < len(ta) and a.get("margins") and b.get("margins"):  # how close each run's top-2 were there
+            row["margin_at_divergence"] = {"a": a["margins"][len(rows)][same], "b": b["margins"][len(rows)][same]}
+        rows.append(row)
     return {"a": a["backend"], "b": b["backend"], "prompts": rows, "all_equal": all(r["equal"] for r in rows)}
 
 
@@ -150,7 +165,7 @@ def main() -> None:
     ap.add_argument("--model", default="/tmp/model")
     ap.add_argument("--block-size", type=int, default=0, help="vLLM KV block size (0: vLLM's default)")
     ap.add_argument("--sparse-kernel", choices=["auto", "fa3", "triton"], default=None,
-                    help="xattn sparse_kernel for the equal mode (default: the config default)")
+                    help="xattn sparse_kernel (default: the config default)")
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size (> 1: one worker process per GPU)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()

@@ -68,7 +68,7 @@ def serve(
     xattn_threshold_table: Annotated[Path | None, typer.Option(help="Per-(layer, head) tau table from `xedge calibrate-xattn`.")] = None,
     xattn_dense_above: Annotated[float | None, typer.Option(help="CUDA: a prefill row whose estimated density is above this runs vLLM's dense kernel (default: the break-even measured for the card).")] = None,
     xattn_min_sparse_ms: Annotated[float | None, typer.Option(help="CUDA: a prefill row runs XAttention in a layer only if dense attention there would take at least this many ms on the card (default: the card's measured value; 0: no minimum).")] = None,
-    xattn_sparse_kernel: Annotated[str | None, typer.Option(help="CUDA: what computes the selected blocks: fa3 (vLLM's FlashAttention 3 over per-block page tables), triton, or auto (fa3 where measured faster on the card and the KV block size allows) [default: triton].")] = None,
+    xattn_sparse_kernel: Annotated[str | None, typer.Option(help="CUDA: what computes the selected blocks: fa3 (vLLM's FlashAttention 3 over per-block page tables), triton, or auto (fa3 where measured faster on the card and the KV block size allows) [default: auto].")] = None,
     xattn_estimate_fp8: Annotated[bool | None, typer.Option(
         "--xattn-estimate-fp8/--no-xattn-estimate-fp8",
         help="CUDA sm_90+: the estimation GEMM on fp8 copies of q and k scaled per head [default: off].")] = None,

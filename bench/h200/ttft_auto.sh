@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Time to first token of the Llama-3.1-8B-shaped dummy model (bench/vllm_ttft.py ttft), FLASH_ATTN against
+# XAttention with --sparse-kernel auto (fa3 at d 128 on sm_90), in one call: must-have 1 at the default tau
+# (dummy weights: density ~0.9, so the backend must fall back to dense) and a low tau (sparse rows run).
+#   after the vLLM unpack: bash bench/h200/ttft_auto.sh
+set -u
+source .gpucarry/run/device_env.sh
+export PYTHONPATH=$PYTHONPATH:$PWD
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+run() { local name=$1; shift; local t0=$(date +%s)
+  timeout 200 python3 bench/vllm_ttft.py ttft "$@" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+  echo "[$name] rc=$? $(( $(date +%s) - t0 )) s: $(grep -h '^\[ttft\]' "$OUT/$name.log" | tr '\n' ' ')"; }
+run ttft_fa --backend FLASH_ATTN
+run ttft_auto --backend xattn --tau 0.9 --stride 8 --sparse-kernel auto
+run ttft_auto_lowtau --backend xattn --tau 0.5 --stride 16 --sparse-kernel auto
+for f in "$OUT"/ttft_*.json; do python3 -c "import json; d=json.load(open('$f')); print('$f', d['ttft_s'], d.get('xattn_stats',{}).get('density'))"; done
