@@ -12,6 +12,8 @@ The function API the rest of ``attention_backend`` calls (shapes in each docstri
 - ``paged_prefill(query, key_cache, value_cache, block_table, seqs, *, block_size, stride, threshold,
   scale, out)``: the prefill rows of a vLLM batch, K/V read from the paged cache; ``paged_select`` +
   ``paged_attend`` are its two halves (the vLLM adapter decides between them, dense or sparse, per row).
+- ``precompile(query, key_cache, value_cache, *, ..., min_len, max_len)``: compile all of the above for rows of
+  ``min_len..max_len`` tokens ahead of the first request (``kernels.warmup``).
 
 ``kv`` is a ``PagedKV`` (``PagedKV.from_contiguous(k, v)`` for ``k, v: [Lk, Hkv, D]``). Query rows of
 score/mask tensors are ABSOLUTE query blocks ``q_offset // B .. ceil(k_len / B) - 1``. Inputs are fp16 or
@@ -34,6 +36,7 @@ from attention_backend.kernels.prefill import (
 )
 from attention_backend.kernels.select import mask_to_index, select_blocks_indexed
 from attention_backend.kernels.sparse_attention import AttnTiles, block_sparse_attention_indexed
+from attention_backend.kernels.warmup import precompile
 
 __all__ = [
     "AttnTiles",
@@ -48,6 +51,7 @@ __all__ = [
     "paged_attend",
     "paged_prefill",
     "paged_select",
+    "precompile",
     "select_blocks_indexed",
     "xattention_prefill",
 ]

@@ -39,6 +39,9 @@ from attention_backend.kernels.checks import block_grid, check_block_size, check
 from attention_backend.kernels.kv_view import PagedKV
 
 LOG2E = 1.4426950408889634
+# The estimation kernels' integer arguments that change with every request (lengths, offsets, the lse
+# buffer's strides): Triton would otherwise compile again for each pattern of divisibility by 16.
+PER_REQUEST_LSE = ["k_len", "q_offset", "row0", "n_rows", "n_kb", "tiles_per_split", "s_lh", "s_lr"]
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,7 @@ def _program_tile(row0, n_rows, q_offset, k_len, tiles_per_split, S: tl.constexp
     return tile, rows, row_ok, j_end, kt0, kt1
 
 
-@triton.jit
+@triton.jit(do_not_specialize=PER_REQUEST_LSE)
 def _xattn_lse_flat_kernel(
     q_ptr, k_ptr, bt_ptr, lse_ptr,
     k_len, q_offset, page_size, row0, n_rows, n_kb, scale_log2, tiles_per_split,
@@ -156,7 +159,7 @@ def _xattn_lse_flat_kernel(
             acc = tl.zeros((BM, BN), dtype=tl.float32)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=PER_REQUEST_LSE)
 def _xattn_lse_tma_kernel(
     q_desc, k_desc, lse_ptr, head_scale_ptr,
     k_len, q_offset, row0, n_rows, n_kb, scale_log2, tiles_per_split, s_lh, s_lr,
@@ -215,7 +218,7 @@ def _tma_operands(q: torch.Tensor, kv: PagedKV, q_offset: int, row0: int, n_rows
     return qp, kp
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["k_len", "q_offset", "first_qb", "n_kb", "s_lh", "s_lr", "s_sh", "s_sq"])
 def _xattn_block_score_kernel(
     lse_ptr, score_ptr,
     k_len, q_offset, first_qb, n_kb,
@@ -314,10 +317,20 @@ def estimate_block_scores(
             **shape, BK=bk, **launch,
         )
     scores = out if out is not None else torch.empty((hq, n_qb, n_kb), dtype=torch.float32, device=q.device)
+    return block_scores_from_lse(lse, scores, k_len=k_len, q_offset=q_offset, first_qb=first_qb, stride=stride)
+
+
+def block_scores_from_lse(
+    lse: torch.Tensor, scores: torch.Tensor, *, k_len: int, q_offset: int, first_qb: int, stride: int
+) -> torch.Tensor:
+    """Fill ``scores [Hq, n_qb, n_kb]`` from the per-key-block log2-sum-exp of the reshaped query rows,
+    ``lse [Hq, n_qb * R, n_kb]`` (R = rows per block): each row's softmax mass per key block. One compile
+    per power of two of ``n_kb`` (the row is held in registers); ``kernels.warmup`` compiles them ahead."""
+    hq, n_qb, n_kb = scores.shape
     _xattn_block_score_kernel[(n_qb, hq)](
         lse, scores,
         k_len, q_offset, first_qb, n_kb,
         lse.stride(0), lse.stride(1), scores.stride(0), scores.stride(1),
-        S=stride, R=r, NKB=triton.next_power_of_2(n_kb),
+        S=stride, R=lse.shape[1] // n_qb, NKB=triton.next_power_of_2(n_kb),
     )
     return scores

@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+# Every integer argument changes with the request: none is specialised (one compile per NKB, see kernels.warmup).
+@triton.jit(do_not_specialize=["first_qb", "n_kb", "s_sh", "s_sq", "s_mh", "s_mq", "s_ih", "s_iq", "s_ch"])
 def _xattn_select_kernel(
     score_ptr, tau_ptr, mask_ptr, idx_ptr, cnt_ptr,
     first_qb, n_kb,

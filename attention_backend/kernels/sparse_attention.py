@@ -151,7 +151,11 @@ def _attend_block(
     return m_new, l_i, acc
 
 
-@triton.jit
+# Per-request integers and the kept-block index (a slice at the TMA/tail split) are not specialised.
+@triton.jit(
+    do_not_specialize=["k_len", "q_offset", "first_qb", "n_qb", "s_ih", "s_iq", "s_ch"],
+    do_not_specialize_on_alignment=["idx_ptr", "cnt_ptr"],
+)
 def _block_sparse_attn_kernel(
     q_ptr, k_ptr, v_ptr, bt_ptr, idx_ptr, cnt_ptr, o_ptr,
     k_len, q_offset, page_size, first_qb, n_qb, scale_log2,

@@ -83,8 +83,9 @@ def _qk_ahead_loop(q, k_desc, v_desc, bt_ptr, row_idx, n_steps, page_size, kvh, 
     return _softmax_pv(s, v, m_i, l_i, acc, scale_log2)
 
 
-# Lengths and offsets change with every request: no recompile per divisibility pattern of these.
-@triton.jit(do_not_specialize=["k_len", "q_offset", "first_qb", "n_qb"])
+# Lengths, offsets and the kept-block index's strides change with every request: no recompile per
+# divisibility pattern of these.
+@triton.jit(do_not_specialize=["k_len", "q_offset", "first_qb", "n_qb", "s_ih", "s_iq", "s_ch"])
 def _block_sparse_attn_tma_kernel(
     q_desc, k_desc, v_desc, bt_ptr, idx_ptr, cnt_ptr, o_ptr,
     k_len, q_offset, page_size, first_qb, n_qb, scale_log2,

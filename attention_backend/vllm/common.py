@@ -59,6 +59,12 @@ def config_from_vllm(vllm_config: Any | None = None) -> XAttentionConfig:
     return XAttentionConfig.from_dict(with_shipped_table(section or {}, hf_config, log=table_log))
 
 
+def max_model_len(vllm_config: Any | None = None) -> int:
+    """vLLM's ``max_model_len`` (the longest row the kernels must be ready for)."""
+    vllm_config = vllm_config if vllm_config is not None else get_current_vllm_config()
+    return int(vllm_config.model_config.max_model_len)
+
+
 def publish_stats(extra: dict[str, Any] | None = None) -> None:
     write_marker("attention", "stats", {**STATS.as_dict(), **(extra or {})})
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,14 @@ from attention_backend.block_pages import pages_unsupported
 from attention_backend.break_even import break_even_for, causal_attention_flops
 from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
 from attention_backend.layer_gate import LayerGate
-from attention_backend.vllm.common import STATS, config_from_vllm, init_xattn, publish_stats, warn_once
+from attention_backend.vllm.common import (
+    STATS,
+    config_from_vllm,
+    init_xattn,
+    max_model_len,
+    publish_stats,
+    warn_once,
+)
 
 logger = logging.getLogger("attention_backend.vllm")
 
@@ -201,6 +209,7 @@ class DeviceCounts:
 
 
 DEVICE_COUNTS = DeviceCounts()
+_PRECOMPILED: set[tuple] = set()  # (layer shapes, page, settings) whose kernels this process compiled
 
 
 class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
@@ -267,6 +276,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._tau: torch.Tensor | None = None
         self._layer_index: int | None = None
         self._sparse_kind: str | None = None  # "fa3" or "triton", fixed at the first sparse call
+        self._precompiled = False  # kernels.warmup ran for this layer's shapes (at vLLM's warm-up)
         init_xattn(
             self,
             {
@@ -281,6 +291,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         )
         self.dense_above, self.dense_above_source = 1.0, "sparse disabled"
         self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
+        self._max_len = max_model_len() if self.sparse_enabled else 0
         if self.sparse_enabled:
             check_kernel_support(self.head_size, self.xattn.block_size)
             # "auto" is decided at the first call (the page size); until then its break-even is that of the
@@ -315,8 +326,11 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
+        capturing = torch.cuda.is_current_stream_capturing()
+        if self.sparse_enabled and not self._precompiled and not capturing and kv_cache.numel():
+            self._precompile(query, kv_cache)  # the first call with a cache: vLLM's warm-up, before any request
         step: CudaStepPlan | None = getattr(attn_metadata, "xattn_step", None)
-        if not self.sparse_enabled or step is None or torch.cuda.is_current_stream_capturing():
+        if not self.sparse_enabled or step is None or capturing:
             return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
         block = self.xattn.block_size
         # FLASH_ATTN cache (0.26 - 0.33, pinned in requirements): [pages, Hkv, page, 2D] -> K, V views
@@ -377,6 +391,28 @@ class XAttentionCudaImpl(FlashAttentionImpl):
                 self._kernels.paged_attend(q, *kv, seqs, chosen_sels, block_size=block, scale=self.scale, out=out)
         self._count_step(step, len(step.candidates) - len(chosen))
         return output
+
+    def _precompile(self, query: torch.Tensor, kv_cache: torch.Tensor) -> None:
+        """Compile every XAttention kernel for this layer's shapes and rows up to ``max_model_len`` (once per
+        process and shape: Triton caches them), so no request pays a compile (``kernels.warmup``)."""
+        self._precompiled = True
+        key_cache, value_cache = kv_cache.transpose(1, 2).split(self.head_size, dim=-1)
+        page = int(key_cache.shape[1])
+        kind = self._sparse_kernel(page)
+        key = (self.num_heads, self.num_kv_heads, self.head_size, query.dtype, tuple(kv_cache.stride()[1:]), page,
+               self.xattn.block_size, self.xattn.stride, self.xattn.estimate_fp8, kind, self._max_len)
+        if key in _PRECOMPILED or self._max_len < self.xattn.min_sparse_len:
+            return
+        _PRECOMPILED.add(key)
+        t0 = time.perf_counter()
+        counts = self._kernels.precompile(
+            query.view(-1, self.num_heads, self.head_size), key_cache, value_cache,
+            block_size=self.xattn.block_size, stride=self.xattn.stride, threshold=0.9, scale=self.scale,
+            fp8=self.xattn.estimate_fp8, attend=kind == "triton", min_len=self.xattn.min_sparse_len,
+            max_len=self._max_len,
+        )
+        warn_once("precompile", "xattn: kernels compiled for rows of %d-%d tokens (%d key-block sizes) in %.1f s",
+                  self.xattn.min_sparse_len, self._max_len, len(counts), time.perf_counter() - t0)
 
     def _layer(self, layer: Any) -> int:
         if self._layer_index is None:

@@ -478,3 +478,70 @@ def test_default_attention_tiles_follow_the_documented_rule(monkeypatch):
         block_sparse_attention_indexed(
             q, _paged(k, v, 128, seed=1), idx64, count64, block_size=64, tiles=AttnTiles(kernel="tma", bn=128)
         )
+
+
+def test_row_block_counts_cover_every_row_length():
+    from attention_backend.kernels.warmup import row_block_counts
+
+    assert row_block_counts(8192, 131072, 128) == [64, 128, 256, 512, 1024]
+    counts = row_block_counts(8192, 100_000, 128)
+    for n in range(8192, 100_001, 997):  # every row's NKB (next power of two of its key blocks) is covered
+        assert triton_next_pow2(-(-n // 128)) in counts
+    with pytest.raises(ValueError, match="min_len <= max_len"):
+        row_block_counts(9000, 8192, 128)
+
+
+def triton_next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _kernel_caches() -> list[int]:
+    """How many compiled variants each XAttention Triton kernel holds in this process."""
+    from attention_backend.kernels import estimate, select, sparse_attention, sparse_attention_tma
+
+    kernels = (estimate._xattn_lse_tma_kernel, estimate._xattn_lse_flat_kernel, estimate._xattn_block_score_kernel,
+               select._xattn_select_kernel, sparse_attention._block_sparse_attn_kernel,
+               sparse_attention_tma._block_sparse_attn_tma_kernel)  # fmt: skip
+    return [sum(len(c[0]) for c in k.device_caches.values()) for k in kernels]
+
+
+@pytest.mark.skipif(DEV != "cuda" or INTERPRET, reason="counts the kernels Triton compiled on a GPU")
+def test_after_precompile_no_row_compiles_a_kernel():
+    """``precompile`` at start-up leaves nothing to compile for rows of any length, offset and batch place
+    (the TTFT run found 1-6 s compiles on the first request of each length: notes in bench/results/vllm_ttft)."""
+    from attention_backend.kernels import paged_attend, paged_select, precompile
+
+    hq, hkv, d, page, block, stride, max_len = 8, 2, 128, 16, 128, 16, 20_000
+    n_pages = max_len // page + 8
+    g = torch.Generator(device="cuda").manual_seed(5)
+    cache = torch.randn(n_pages, page, hkv, 2 * d, device="cuda", dtype=torch.bfloat16, generator=g)
+    key_cache, value_cache = cache.split(d, dim=-1)  # vLLM's FLASH_ATTN views (NHD)
+    tau = torch.full((hq,), 0.9, device="cuda")
+    precompile(torch.empty(1, hq, d, device="cuda", dtype=torch.bfloat16), key_cache, value_cache, block_size=block,
+               stride=stride, threshold=tau, scale=d**-0.5, fp8=False, attend=True, min_len=8192, max_len=max_len)
+    before = _kernel_caches()
+    for q_len, k_len in [(8192, 8192), (1000, 9001), (4096, 16000), (8197, 8197), (300, 20000), (1024, 17000)]:
+        table = torch.randperm(n_pages, device="cuda", generator=g)[: -(-k_len // page)].int()[None]
+        seqs = [PrefillSeq(row=0, q_start=0, q_len=q_len, k_len=k_len)]
+        query = torch.randn(q_len, hq, d, device="cuda", dtype=torch.bfloat16, generator=g)
+        sels = paged_select(query, key_cache, value_cache, table, seqs, block_size=block, stride=stride,
+                            threshold=tau, scale=d**-0.5)
+        paged_attend(query, key_cache, value_cache, table, seqs, sels, block_size=block, scale=d**-0.5,
+                     out=torch.empty_like(query))
+        assert _kernel_caches() == before, f"a row of {q_len} / {k_len} tokens compiled a kernel"
+
+
+def test_precompile_runs_on_a_small_cache():
+    """The start-up path itself (any device the kernels run on): it returns the key-block sizes it compiled
+    and refuses a cache too small for its probe row."""
+    from attention_backend.kernels import precompile
+
+    dtype = torch.float16
+    hq, hkv, d, page = 2, 1, 64, 16
+    cache = torch.randn(40, page, hkv, 2 * d, device=DEV, dtype=dtype)
+    key_cache, value_cache = cache.split(d, dim=-1)
+    query = torch.empty(1, hq, d, device=DEV, dtype=dtype)
+    kw = dict(block_size=128, stride=8, threshold=0.9, scale=d**-0.5, fp8=False, attend=True)
+    assert precompile(query, key_cache, value_cache, min_len=512, max_len=1100, **kw) == [4, 8, 16]
+    with pytest.raises(ValueError, match="at least 17 pages"):
+        precompile(query, key_cache[:10], value_cache[:10], min_len=512, max_len=1100, **kw)

@@ -27,6 +27,11 @@ class FakeKernels:
         self.kept, self.causal = kept_per_head, causal
         self.selects = 0
         self.attends = 0
+        self.precompiled: list[dict] = []
+
+    def precompile(self, query, key_cache, value_cache, **kw):
+        self.precompiled.append({"q": tuple(query.shape), "page": key_cache.shape[1], **kw})
+        return [8, 16]
 
     def paged_select(self, q, key_cache, value_cache, block_table, seqs, **kw):
         self.selects += 1
@@ -43,13 +48,15 @@ def _impl(monkeypatch, kernels: FakeKernels, dense_above: float, layer: int):
     impl = object.__new__(cuda.XAttentionCudaImpl)
     impl.sparse_enabled = True
     impl.xattn = XAttentionConfig(threshold=0.9, stride=16, min_sparse_len=1024)
-    impl.num_heads, impl.head_size, impl.scale = HEADS, D, D**-0.5
+    impl.num_heads, impl.num_kv_heads, impl.head_size, impl.scale = HEADS, 1, D, D**-0.5
     impl.dense_above, impl.dense_above_source = dense_above, "test"
     impl._gate = LayerGate(dense_above, reprobe_every=4)
     impl._kernels = kernels
     impl._tau = torch.full((HEADS,), 0.9)
     impl._layer_index = layer
     impl._sparse_kind = "triton"
+    impl._precompiled, impl._max_len = False, 8192
+    monkeypatch.setattr(cuda, "_PRECOMPILED", set())
     calls = []
     monkeypatch.setattr(cuda.FlashAttentionImpl, "forward", lambda self, *a, **k: calls.append(a) or a[-1])
     monkeypatch.setattr(cuda, "publish_stats", lambda *a, **k: None)
@@ -111,3 +118,26 @@ def test_sparse_rows_go_to_fa3_with_their_widest_kept_row(monkeypatch):
     _forward(impl)
     assert kernels.attends == 0 and dense_calls == []
     assert [(len(seqs), widths, version) for seqs, widths, version in fa3] == [(1, [3], 3)]
+
+
+def test_the_first_call_with_a_cache_precompiles_once_per_process_and_shape(monkeypatch):
+    """vLLM's warm-up is the first call with a KV cache: the kernels compile there for rows of min_sparse_len
+    to max_model_len tokens, once per layer shape (a second layer of the same shape finds them compiled);
+    never during CUDA graph capture."""
+    kernels = FakeKernels(kept_per_head=5)
+    impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    _forward(impl)
+    assert kernels.precompiled == []
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    for _ in range(3):
+        _forward(impl)
+    assert len(kernels.precompiled) == 1
+    call = kernels.precompiled[0]
+    assert (call["min_len"], call["max_len"], call["page"], call["attend"]) == (1024, 8192, BLOCK, True)
+    assert call["q"][1:] == (HEADS, D) and call["stride"] == 16 and call["block_size"] == BLOCK
+    other = object.__new__(cuda.XAttentionCudaImpl)
+    other.__dict__.update({k: v for k, v in impl.__dict__.items() if k != "_gate"}, _precompiled=False)
+    other._gate = LayerGate(0.25, reprobe_every=4)
+    _forward(other)
+    assert len(kernels.precompiled) == 1 and other._precompiled
