@@ -35,7 +35,8 @@ SHARES = (0.05, 0.15, 0.40)
 EXTRA_CAPACITIES = "256k,512k,1M,2M,3M,5M,10M"  # --trace files: the held-out capacities (1M-3M) and around
 SEED = 0
 COLORS = {"lru": "tab:blue", "workload": "tab:orange", "workload-paper": "tab:olive", "s3fifo": "tab:green",
-          "density": "tab:red", "guarded": "tab:purple", "session": "tab:brown", "belady": "black"}  # fmt: skip
+          "density": "tab:red", "guarded": "tab:purple", "session": "tab:brown", "session-due": "tab:pink",
+          "belady": "black"}  # fmt: skip
 
 
 def _traces(requests: int, extra: list[str]) -> list[tuple[str, Trace, tuple[int, ...], float | None]]:

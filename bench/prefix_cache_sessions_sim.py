@@ -27,7 +27,7 @@ from server.research.cache_sim.replay import replay
 from server.research.cache_sim.trace import Trace
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
-POLICIES = ("lru", "guarded", "session", "belady")
+POLICIES = ("lru", "guarded", "session", "session-due", "belady")
 TARGET_TOKENS = 2 * (BLOCK_TOKENS + BLOCK_TOKENS)  # 2 x (one new block of tokens + one block)
 TTL_S = 120.0
 

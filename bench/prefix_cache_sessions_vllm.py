@@ -41,8 +41,8 @@ from client_edge.protocol.engine_xargs import RequestMeta
 from client_edge.protocol.status_marker import read_markers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
-POLICIES = ("lru", "session", "guarded")
-SIM_POLICIES = ("lru", "session", "guarded", "belady")
+POLICIES = ("lru", "session", "session-due", "guarded")
+SIM_POLICIES = ("lru", "session", "session-due", "guarded", "belady")
 BLOCK = 32
 NUM_BLOCKS = 64
 CONTEXT = 480
@@ -287,7 +287,7 @@ def _plot(runs: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    width = 0.25
+    width = 0.8 / len(runs)
     for i, run in enumerate(runs):
         xs = [j + i * width for j in range(len(run["phases"]))]
         left.bar(xs, [ph["computed_per_escalation_mean"] for ph in run["phases"]], width, label=run["policy"])
@@ -296,7 +296,7 @@ def _plot(runs: list[dict[str, Any]], path: Path) -> Path:
         (left, "prompt tokens computed per escalation (mean)"),
         (right, "escalation latency p50 (ms)"),
     ):
-        ax.set_xticks([j + width for j in range(len(runs[0]["phases"]))])
+        ax.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(runs[0]["phases"]))])
         ax.set_xticklabels(
             [f"{ph['contexts_over_cache']}x ({ph['sessions']} sessions)" for ph in runs[0]["phases"]]
         )

@@ -21,6 +21,7 @@ POLICIES = LazyRegistry(
         "density": "server.engine.prefix_cache.density:DensityPolicy",
         "guarded": "server.engine.prefix_cache.guarded:GuardedPolicy",
         "session": "server.engine.prefix_cache.session:SessionPolicy",
+        "session-due": "server.engine.prefix_cache.session_due:SessionDuePolicy",
     },
     UnknownPolicyError,
 )

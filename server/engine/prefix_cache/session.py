@@ -49,13 +49,15 @@ _NO_META = RequestMeta()
 
 
 class _Session:
-    __slots__ = ("key", "expires", "last", "between", "blocks", "aside", "protected")
+    __slots__ = ("key", "expires", "last", "between", "turn", "turn_gap", "blocks", "aside", "protected")
 
     def __init__(self, key: str, now: float) -> None:
         self.key = key
         self.expires = float("inf")
         self.last = now
         self.between = False  # its last request freed its blocks and no later request started yet
+        self.turn = 0  # the session request (counted over all sessions) that it last started
+        self.turn_gap: float | None = None  # its own mean gap in session requests (EWMA), once it had one
         self.blocks: set[int] = set()  # cached blocks it owns (free or in use)
         self.aside: dict[int, int] = {}  # its free blocks while protected: block -> offset
         self.protected = False
@@ -91,6 +93,8 @@ class SessionPolicy(EvictionPolicy):
         self._aside_free = 0
         self._expiry: list[tuple[float, str]] = []
         self.mean_gap_s: float | None = None
+        self.session_requests = 0  # requests of sessions started so far: the clock of ``session-due``
+        self.mean_turn_gap: float | None = None  # mean gap between a session's requests, in that clock
         self.sessions_closed = 0
         self.sessions_expired = 0
         self.sessions_idled = 0
@@ -145,14 +149,7 @@ class SessionPolicy(EvictionPolicy):
             victims.append(self._closed.popitem(last=False)[0])
         evicted["closed"] += len(victims) - counted
         counted = len(victims)
-        while len(victims) < n and self._protected and self._protected_blocks > self._budget:
-            latest = next(reversed(self._protected.values()))
-            if latest.aside:  # over the budget: the latest protected session's tail goes first
-                block = self._pop_deepest(latest)
-                victims.append(block)
-                self._disown(block, self._blocks[block])
-            else:
-                self._unprotect(latest, stale=False)
+        self._trim_over_budget(victims, n)
         evicted["over_budget"] += len(victims) - counted
         counted = len(victims)
         while self._stale and len(victims) < n:
@@ -164,8 +161,7 @@ class SessionPolicy(EvictionPolicy):
         evicted["unprotected"] += len(victims) - counted
         evicted["protected"] += n - len(victims)
         while len(victims) < n:
-            latest = next(s for s in reversed(self._protected.values()) if s.aside)
-            victims.append(self._pop_deepest(latest))
+            victims.append(self._pop_deepest(self._protected_victim()))
         for block in victims:
             self._disown(block, self._blocks[block])
         return victims
@@ -211,6 +207,30 @@ class SessionPolicy(EvictionPolicy):
         ), f"session: {protected} protected != {self._protected_blocks}"
         assert set(self._protected) == set(self._by_use), "session: protected sets disagree"
 
+    # -- which protected session gives up blocks (the extension point of ``session-due``) ------------------
+    def _trim_over_budget(self, victims: list[int], n: int) -> None:
+        """Step 2: while the protected sessions hold more than the budget, the most recently protected
+        one's free blocks go, deepest first; with none free it loses its protection."""
+        while len(victims) < n and self._protected and self._protected_blocks > self._budget:
+            latest = next(reversed(self._protected.values()))
+            if latest.aside:
+                block = self._pop_deepest(latest)
+                victims.append(block)
+                self._disown(block, self._blocks[block])
+            else:
+                self._unprotect(latest, stale=False)
+
+    def _protected_victim(self) -> _Session:
+        """Step 5: the protected session whose free blocks go when nothing else is left."""
+        return next(s for s in reversed(self._protected.values()) if s.aside)
+
+    def _touched(self, session: _Session) -> None:
+        """A protected session was active or got free blocks set aside (``session-due`` re-ranks it)."""
+
+    def _admits(self, session: _Session) -> bool:
+        """Whether a live, unprotected session becomes protected now (first come, first served)."""
+        return len(session.blocks) + self._protected_blocks <= self._budget
+
     # -- sessions -----------------------------------------------------------------------------------------
     @property
     def _budget(self) -> int:
@@ -233,15 +253,25 @@ class SessionPolicy(EvictionPolicy):
         session = self._sessions.get(meta.session)
         if session is None:
             session = self._sessions[meta.session] = _Session(meta.session, now)
+            self.session_requests += 1
+            session.turn = self.session_requests
         elif session.between and not freed:  # a new request, after the previous one ended at ``last``
             gap = now - session.last
             self.mean_gap_s = (
                 gap if self.mean_gap_s is None else self.mean_gap_s + 0.05 * (gap - self.mean_gap_s)
             )
+            self.session_requests += 1
+            turns = self.session_requests - session.turn
+            session.turn = self.session_requests
+            session.turn_gap = turns if session.turn_gap is None else session.turn_gap + 0.3 * (turns - session.turn_gap)
+            self.mean_turn_gap = (
+                turns if self.mean_turn_gap is None else self.mean_turn_gap + 0.05 * (turns - self.mean_turn_gap)
+            )
         session.between = freed
         session.last = now
         if session.protected:
             self._by_use.move_to_end(session.key)
+            self._touched(session)
         if meta.session_ttl_s is not None and now + meta.session_ttl_s != session.expires:
             session.expires = now + meta.session_ttl_s
             heapq.heappush(self._expiry, (session.expires, session.key))
@@ -255,7 +285,7 @@ class SessionPolicy(EvictionPolicy):
             self._largest = max(self._largest, len(session.blocks))
             if session.protected:
                 self._protected_blocks += 1
-        if not session.protected and len(session.blocks) + self._protected_blocks <= self._budget:
+        if not session.protected and self._admits(session):
             self._protect(session)
 
     def _disown(self, block: int, info: _Block) -> None:
@@ -350,6 +380,8 @@ class SessionPolicy(EvictionPolicy):
             assert info.session is not None
             info.session.aside[block] = info.offset
             self._aside_free += 1
+            if len(info.session.aside) == 1:
+                self._touched(info.session)
 
     def _unplace(self, block: int, info: _Block) -> None:
         """Take a block out of the side queue that holds it (nothing to do in use or in the inner)."""

@@ -88,6 +88,6 @@ def test_unknown_prefix_cache_policy_lists_the_valid_names(tmp_path):
     res = _run(["serve", "--port", "0", "--run-dir", str(tmp_path), "--prefix-cache-policy", "nope"])
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
-        "xedge serve: --prefix-cache-policy: unknown prefix-cache policy 'nope'; valid: density, guarded, lru, s3fifo, session, workload, workload-paper"
+        "xedge serve: --prefix-cache-policy: unknown prefix-cache policy 'nope'; valid: density, guarded, lru, s3fifo, session, session-due, workload, workload-paper"
     ]
     assert not _children_left(str(tmp_path))

@@ -40,7 +40,7 @@ def test_own_stats_are_json_numbers_names_or_numbers_by_name(name: str) -> None:
         assert isinstance(value, int | float | str) or (
             isinstance(value, dict) and all(isinstance(v, int | float) for v in value.values())
         ), (key, value)
-    assert bool(own) == (name in ("guarded", "session")), own
+    assert bool(own) == (name in ("guarded", "session", "session-due")), own
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -53,7 +53,7 @@ def test_evict_more_than_candidates_is_refused(name: str) -> None:
 
 
 def test_unknown_policy_lists_valid_names() -> None:
-    with pytest.raises(UnknownPolicyError, match="valid: density, guarded, lru, s3fifo, session, workload"):
+    with pytest.raises(UnknownPolicyError, match="valid: density, guarded, lru, s3fifo, session, session-due, workload"):
         policy_class("lfu")
     with pytest.raises(UnknownPolicyError, match="belady"):
         policy_class("nope", allow_oracle=True)

@@ -30,10 +30,11 @@ def _request(policy, blocks: list[int], meta: RequestMeta, now: float, hold_s: f
         policy.on_freed(block, meta, now + hold_s)
 
 
+@pytest.mark.parametrize("name", ["session", "session-due"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_contract_with_random_session_events(seed: int) -> None:
+def test_contract_with_random_session_events(name: str, seed: int) -> None:
     rng = random.Random(seed)
-    policy = create_policy("session", 48, 16, PolicyConfig(session_share=0.5))
+    policy = create_policy(name, 48, 16, PolicyConfig(session_share=0.5))
     keys = [f"s{i}" for i in range(6)]
 
     def meta_of(kind: str) -> RequestMeta:  # one random request's metadata per event
@@ -113,11 +114,12 @@ def test_protection_stays_within_the_share() -> None:
     policy.check_integrity()
 
 
-def test_a_session_as_large_as_the_cache_leaves_no_budget_and_no_crash() -> None:
+@pytest.mark.parametrize("name", ["session", "session-due"])
+def test_a_session_as_large_as_the_cache_leaves_no_budget_and_no_crash(name: str) -> None:
     """A session owning the whole cache leaves a protection budget of 0. It used to go negative, and
     evict then looked for a protected session that did not exist (StopIteration inside vLLM's
     allocation: an engine crash)."""
-    policy = create_policy("session", 8, 16)
+    policy = create_policy(name, 8, 16)
     _request(policy, [1, 2, 3], _session("small"), 0.0)  # protected
     assert policy.evict(3, 0.5) == [3, 2, 1]  # the only candidates
     _request(policy, [20, 21], NONE, 0.6)
@@ -207,3 +209,51 @@ def test_session_keys_round_trip_and_bad_values_are_refused() -> None:
     ):
         with pytest.raises(InvalidRequestMeta, match="xedge "):
             parse_request_meta(bad)
+
+
+def test_session_due_gives_up_the_session_due_last() -> None:
+    """Round 1: a, b, c; round 2: b, c, a. b and c come back every 2 s, a took 5 s: a is due last (at 10 s,
+    b at 5 s, c at 6 s), so its blocks go first, deepest first; ``session`` takes the latest protected (c)."""
+    victims = {}
+    for name in ("session", "session-due"):
+        policy = create_policy(name, 100, 16)
+        blocks = {"a": [1, 2, 3], "b": [11, 12, 13], "c": [21, 22, 23]}
+        for t, key in enumerate(["a", "b", "c", "b", "c", "a"]):
+            _request(policy, blocks[key], _session(key), float(t))
+        victims[name] = policy.evict(2, 6.0)
+        policy.check_integrity()
+    assert victims == {"session": [23, 22], "session-due": [3, 2]}
+
+
+def test_session_due_keeps_the_sessions_due_next_in_a_rotation() -> None:
+    """Sessions escalating in turn, their contexts twice the cache: lru keeps nothing it will use, session
+    keeps the sessions it protected first, session-due what the offline optimum keeps."""
+    from server.research.cache_sim.belady import BeladyPolicy
+    from server.research.cache_sim.generators import edge_rotation
+    from server.research.cache_sim.replay import replay
+
+    trace = edge_rotation(0, num_sessions=8, rounds=6, context_blocks=(10, 20))
+    capacity = sum(len(b) for b in trace.blocks[-8:]) // 2
+    hit = {
+        name: replay(trace, create_policy(name, capacity, trace.block_tokens)).token_hit_ratio
+        for name in ("lru", "session", "session-due")
+    }
+    belady = replay(trace, BeladyPolicy(capacity, trace.block_tokens)).token_hit_ratio
+    assert hit["lru"] < hit["session"] < hit["session-due"], hit
+    assert hit["session-due"] >= belady - 0.01, (hit, belady)
+
+
+def test_session_due_counts_idleness_in_requests_not_seconds() -> None:
+    """A session is idle once more than 2 x the mean gap (in session requests) of other sessions' requests
+    started since its last one; time alone (500 s here, within the 600 s TTL) idles nothing."""
+    policy = create_policy("session-due", 100, 16)
+    blocks = {key: [10 * i + j for j in range(3)] for i, key in enumerate("abcdefg", start=1)}
+    for t, key in enumerate("abab"):  # mean gap: 2 requests
+        _request(policy, blocks[key], _session(key), float(t))
+    assert policy.evict(1, 500.0) == [blocks["b"][2]]  # b is due last (turn 4 + 2 against a's 3 + 2)
+    assert policy.sessions_idled == 0
+    for t, key in enumerate("cdefg", start=501):  # five other sessions' requests: a (6 ago) and b (5) idle
+        _request(policy, blocks[key], _session(key), float(t))
+    assert policy.evict(3, 510.0) == [blocks["a"][2], blocks["a"][1], blocks["a"][0]]
+    assert policy.sessions_idled == 2
+    policy.check_integrity()

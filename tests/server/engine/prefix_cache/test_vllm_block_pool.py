@@ -184,7 +184,7 @@ def test_unknown_policy_fails_registration(monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.setenv(vllm_adapter.POLICY_ENV, "fifo")
     with pytest.raises(
-        UnknownPolicyError, match="valid: density, guarded, lru, s3fifo, session, workload, workload-paper"
+        UnknownPolicyError, match="valid: density, guarded, lru, s3fifo, session, session-due, workload, workload-paper"
     ):
         vllm_adapter.register()
 

@@ -50,7 +50,7 @@ def test_no_policy_hits_more_than_the_bound(seed: int) -> None:
     capacity = rng.randint(15, 60)
     bound = max_hit_blocks([(str(s), len(c)) for s, c in requests], capacity)
     firsts = set()
-    for name in ("belady", "lru", "session"):
+    for name in ("belady", "lru", "session", "session-due"):
         hits = replay(
             trace, policy_class(name, allow_oracle=True)(capacity, BLOCK), record=True
         ).request_hit_tokens

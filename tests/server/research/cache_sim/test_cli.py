@@ -72,7 +72,7 @@ def test_bench_writes_table_json_and_plot(app: typer.Typer, tmp_path: Path) -> N
     [
         (
             ["--policy", "lru,lfu"],
-            "unknown prefix-cache policy 'lfu'; valid: belady, density, guarded, lru, s3fifo, session, workload",
+            "unknown prefix-cache policy 'lfu'; valid: belady, density, guarded, lru, s3fifo, session, session-due, workload",
         ),
         (["--capacity-tokens", "1M,0"], "capacity '0' must be positive"),
         (["--capacity-tokens", "1.5M"], "capacity '1.5M' is not a positive integer"),
