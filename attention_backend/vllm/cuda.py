@@ -326,11 +326,15 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         *args: Any,
         **kwargs: Any,
     ) -> torch.Tensor:
-        capturing = torch.cuda.is_current_stream_capturing()
-        if self.sparse_enabled and not self._precompiled and not capturing and kv_cache.numel():
+        if (
+            self.sparse_enabled
+            and not self._precompiled
+            and kv_cache.numel()
+            and not torch.cuda.is_current_stream_capturing()
+        ):
             self._precompile(query, kv_cache)  # the first call with a cache: vLLM's warm-up, before any request
         step: CudaStepPlan | None = getattr(attn_metadata, "xattn_step", None)
-        if not self.sparse_enabled or step is None or capturing:
+        if not self.sparse_enabled or step is None or torch.cuda.is_current_stream_capturing():
             return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
         block = self.xattn.block_size
         # FLASH_ATTN cache (0.26 - 0.33, pinned in requirements): [pages, Hkv, page, 2D] -> K, V views

@@ -56,8 +56,10 @@ class _Session:
         self.expires = float("inf")
         self.last = now
         self.between = False  # its last request freed its blocks and no later request started yet
-        self.turn = 0  # the session request (counted over all sessions) that it last started
-        self.turn_gap: float | None = None  # its own mean gap in session requests (EWMA), once it had one
+        # ``session-due``'s clock (session requests started, over all sessions): the request it last
+        # started, and its own mean gap in requests (EWMA), once it had one
+        self.turn = 0
+        self.turn_gap: float | None = None
         self.blocks: set[int] = set()  # cached blocks it owns (free or in use)
         self.aside: dict[int, int] = {}  # its free blocks while protected: block -> offset
         self.protected = False
@@ -93,8 +95,6 @@ class SessionPolicy(EvictionPolicy):
         self._aside_free = 0
         self._expiry: list[tuple[float, str]] = []
         self.mean_gap_s: float | None = None
-        self.session_requests = 0  # requests of sessions started so far: the clock of ``session-due``
-        self.mean_turn_gap: float | None = None  # mean gap between a session's requests, in that clock
         self.sessions_closed = 0
         self.sessions_expired = 0
         self.sessions_idled = 0
@@ -224,8 +224,11 @@ class SessionPolicy(EvictionPolicy):
         """Step 5: the protected session whose free blocks go when nothing else is left."""
         return next(s for s in reversed(self._protected.values()) if s.aside)
 
+    def _request_started(self, session: _Session) -> None:
+        """A request of ``session`` started (its first, or the first after the previous one ended)."""
+
     def _touched(self, session: _Session) -> None:
-        """A protected session was active or got free blocks set aside (``session-due`` re-ranks it)."""
+        """A protected session got its first free block set aside (``session-due`` ranks it)."""
 
     def _admits(self, session: _Session) -> bool:
         """Whether a live, unprotected session becomes protected now (first come, first served)."""
@@ -253,25 +256,17 @@ class SessionPolicy(EvictionPolicy):
         session = self._sessions.get(meta.session)
         if session is None:
             session = self._sessions[meta.session] = _Session(meta.session, now)
-            self.session_requests += 1
-            session.turn = self.session_requests
+            self._request_started(session)
         elif session.between and not freed:  # a new request, after the previous one ended at ``last``
             gap = now - session.last
             self.mean_gap_s = (
                 gap if self.mean_gap_s is None else self.mean_gap_s + 0.05 * (gap - self.mean_gap_s)
             )
-            self.session_requests += 1
-            turns = self.session_requests - session.turn
-            session.turn = self.session_requests
-            session.turn_gap = turns if session.turn_gap is None else session.turn_gap + 0.3 * (turns - session.turn_gap)
-            self.mean_turn_gap = (
-                turns if self.mean_turn_gap is None else self.mean_turn_gap + 0.05 * (turns - self.mean_turn_gap)
-            )
+            self._request_started(session)
         session.between = freed
         session.last = now
         if session.protected:
             self._by_use.move_to_end(session.key)
-            self._touched(session)
         if meta.session_ttl_s is not None and now + meta.session_ttl_s != session.expires:
             session.expires = now + meta.session_ttl_s
             heapq.heappush(self._expiry, (session.expires, session.key))
@@ -344,15 +339,26 @@ class SessionPolicy(EvictionPolicy):
                 self._close(session)
 
     def _idle(self, now: float) -> None:
-        if self.mean_gap_s is None:
+        """Protected sessions idle for longer than ``_idle_limit`` lose protection, least recently used first."""
+        limit = self._idle_limit()
+        if limit is None:
             return
-        limit = max(self.config.session_idle_min_s, self.config.session_idle_factor * self.mean_gap_s)
         while self._by_use:
             session = next(iter(self._by_use.values()))
-            if now - session.last <= limit:
+            if self._idle_for(session, now) <= limit:
                 return
             self.sessions_idled += 1
             self._unprotect(session, stale=True)
+
+    def _idle_limit(self) -> float | None:
+        """How long a protected session may idle: ``session_idle_factor`` x the mean gap, at least
+        ``session_idle_min_s`` (None before any gap was measured)."""
+        if self.mean_gap_s is None:
+            return None
+        return max(self.config.session_idle_min_s, self.config.session_idle_factor * self.mean_gap_s)
+
+    def _idle_for(self, session: _Session, now: float) -> float:
+        return now - session.last
 
     # -- where a block is ---------------------------------------------------------------------------------
     def _use(self, block: int, meta: RequestMeta | None, now: float) -> _Block:

@@ -9,7 +9,8 @@ next request is predicted furthest away, deepest blocks first. The clock is the 
 started, not seconds (on a real engine a request served from the cache takes a tenth of the time of one
 that is not, so gaps in seconds misrank a rotation: the first engine run did, 377 tokens per escalation
 against 330 simulated): a session is predicted at the request it last started plus its own mean gap in
-requests (the mean over all sessions until it has one). In a rotation that is the session that just ran, the classic remedy for a cyclic pattern larger than the cache. Everything else is ``session``'s:
+requests (the mean over all sessions until it has one). In a rotation that is the session that just ran,
+the classic remedy for a cyclic pattern larger than the cache. Everything else is ``session``'s:
 closed sessions' blocks first, the share of the cache sessions may hold, idle sessions losing protection
 (their blocks go before any unsessioned block; idle is counted in the same clock), the inner policy for
 blocks of no session.
@@ -35,6 +36,8 @@ class SessionDuePolicy(SessionPolicy):
         self._due: list[tuple[float, int, _Session]] = []  # (-predicted next use, tie-break, session)
         self._tie = itertools.count()
         self._ranked: dict[_Session, float] = {}  # the prediction each session was last pushed with
+        self.session_requests = 0  # session requests started so far: this policy's clock
+        self.mean_turn_gap: float | None = None  # mean gap between a session's requests, in that clock
 
     def _predicted(self, session: _Session) -> float:
         gap = session.turn_gap if session.turn_gap is not None else self.mean_turn_gap
@@ -42,6 +45,18 @@ class SessionDuePolicy(SessionPolicy):
 
     def _admits(self, session: _Session) -> bool:
         return True  # every live session is protected; the budget is kept by giving up the one due last
+
+    def _request_started(self, session: _Session) -> None:
+        self.session_requests += 1
+        if session.turn:  # not its first request: a gap
+            turns = self.session_requests - session.turn
+            session.turn_gap = turns if session.turn_gap is None else session.turn_gap + 0.3 * (turns - session.turn_gap)
+            self.mean_turn_gap = (
+                turns if self.mean_turn_gap is None else self.mean_turn_gap + 0.05 * (turns - self.mean_turn_gap)
+            )
+        session.turn = self.session_requests
+        if session.protected:
+            self._touched(session)  # its prediction moved
 
     def _touched(self, session: _Session) -> None:
         due = self._predicted(session)
@@ -70,20 +85,14 @@ class SessionDuePolicy(SessionPolicy):
             return session
         return None
 
-    def _idle(self, now: float) -> None:
-        """Idle in the same clock: a protected session loses protection once more than
-        ``session_idle_factor`` x max(the mean gap in requests, the live sessions) session requests started
-        since its own last one (at least every live session's turn: in seconds, a rotation's sessions idled
-        while the new ones of a phase were created, and their blocks went before sessions due later)."""
-        if self.mean_turn_gap is None:
-            return
-        limit = self.config.session_idle_factor * self.mean_turn_gap
-        while self._by_use:
-            session = next(iter(self._by_use.values()))
-            if self.session_requests - session.turn <= limit:
-                return
-            self.sessions_idled += 1
-            self._unprotect(session, stale=True)
+    def _idle_limit(self) -> float | None:
+        """Idle in the same clock: ``session_idle_factor`` x the mean gap in session requests (in seconds, a
+        rotation's sessions idled while the new ones of a phase were being created, and their blocks went
+        before those of sessions due later)."""
+        return None if self.mean_turn_gap is None else self.config.session_idle_factor * self.mean_turn_gap
+
+    def _idle_for(self, session: _Session, now: float) -> float:
+        return self.session_requests - session.turn
 
     def _trim_over_budget(self, victims: list[int], n: int) -> None:
         while len(victims) < n and self._protected_blocks > self._budget:
