@@ -89,7 +89,8 @@ def sparse_pages(
     """The sequences of ONE prefill row, in order head-major then query block.
 
     idx ``[Hq, n_qb, >= width]`` and count ``[Hq, n_qb]``: the kept key blocks as
-    ``kernels.select_blocks_indexed`` returns them (entries past ``count`` are ignored); page_table:
+    ``kernels.select_blocks_indexed`` returns them (entries past ``count`` are ignored; a count of 0 gives a
+    sequence with no keys, which FlashAttention skips); page_table:
     the row's vLLM block table ``[max_pages]``; ``ratio``: from :func:`head_pages`. ``width`` bounds the
     kept blocks of any (head, query block) (default: all of the row's key blocks)."""
     reason = pages_unsupported(page_size, block_size)
@@ -109,7 +110,7 @@ def sparse_pages(
     table = page_table.long()[page_no] * ratio + kv_head  # [Hq, n_qb, width, per_block]
     q_lens = query_block_lens(q_len, k_len, block_size, dev)
     diag_len = q_lens + ((k_len - q_len) % block_size) * (torch.arange(n_qb, device=dev) == 0)
-    seqused = (count.long() - 1) * block_size + diag_len
+    seqused = ((count.long() - 1) * block_size + diag_len).clamp_min(0)  # count 0: no keys (nothing computed)
     cu = torch.zeros(hq * n_qb + 1, dtype=torch.int32, device=dev)
     cu[1:] = q_lens.repeat(hq).cumsum(0)
     return SparsePages(

@@ -45,6 +45,10 @@ class XAttentionConfig:
             (``attention_backend.break_even``); 0 = no minimum.
         probe_blocks: on CUDA, the decision is first taken on the last ``probe_blocks`` query blocks of
             a row (rows longer than twice that), so a dense row pays a fraction of the estimate; 0 = off.
+        device_decide_below: on CUDA, a layer whose latest estimated density is under this share of the
+            break-even decides its rows on the device: each row is still estimated and runs dense when its
+            estimate is above the break-even, but the host never waits for the counts (no sync per layer);
+            nearer the break-even the host reads them (and the probe applies). In [0, 1]; 0 = always the host.
         chunk_tokens: query tokens processed per step by the torch path (bounds peak memory;
             rounded up to a multiple of ``block_size``).
         enabled: False keeps every prefill dense (the vLLM backend then only delegates).
@@ -67,6 +71,7 @@ class XAttentionConfig:
     dense_above: float | None = None
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
+    device_decide_below: float = 0.8
     sparse_kernel: str = "auto"
     estimate_fp8: bool = False
 
@@ -77,6 +82,10 @@ class XAttentionConfig:
                 raise ValueError(f"XAttentionConfig.{name}: expected a positive int, got {value!r}")
         if isinstance(self.probe_blocks, bool) or not isinstance(self.probe_blocks, int) or self.probe_blocks < 0:
             raise ValueError(f"XAttentionConfig.probe_blocks: expected an int >= 0, got {self.probe_blocks!r}")
+        below = self.device_decide_below
+        if isinstance(below, bool) or not isinstance(below, int | float) or not 0.0 <= below <= 1.0:
+            raise ValueError(f"XAttentionConfig.device_decide_below: expected a share in [0, 1], got {below!r}")
+        object.__setattr__(self, "device_decide_below", float(below))
         if self.sparse_kernel not in SPARSE_KERNELS:
             raise ValueError(f"XAttentionConfig.sparse_kernel: expected one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
         for name in ("enabled", "estimate_fp8"):

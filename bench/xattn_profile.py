@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--backend", default="FLASH_ATTN", choices=["FLASH_ATTN", "xattn"])
     ap.add_argument("--xattn", default="{}", help="JSON: the xattn additional_config section")
     ap.add_argument("--max-batched", type=int, default=None, help="max_num_batched_tokens (chunk size)")
+    ap.add_argument("--eager", action="store_true", help="enforce_eager (default: torch.compile + CUDA graphs)")
+    ap.add_argument("--cprofile", action="store_true", help="also one run under cProfile (host time per function)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -46,7 +48,7 @@ def main() -> None:
     ids = tok(Path(args.haystack).read_text(), add_special_tokens=False)["input_ids"]
     ids = (ids * (args.len // len(ids) + 1))[: args.len]
     llm = LLM(model=args.model, dtype="bfloat16", max_model_len=args.len + 64, block_size=128,
-              enable_prefix_caching=False, enforce_eager=True, gpu_memory_utilization=0.8, seed=0, **kw)  # fmt: skip
+              enable_prefix_caching=False, enforce_eager=args.eager, gpu_memory_utilization=0.8, seed=0, **kw)  # fmt: skip
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
 
     def once() -> float:
@@ -64,6 +66,19 @@ def main() -> None:
     lines.append(ka.table(sort_by="self_device_time_total", row_limit=25))
     syncs = {e.key: e.count for e in ka if "Synchronize" in e.key or "DtoH" in e.key or e.key == "aten::item"}
     lines.append(f"host syncs: {syncs}")
+    if args.cprofile:  # where the host's time goes, per Python function (one more run, under cProfile)
+        import cProfile
+        import io
+        import pstats
+
+        pr = cProfile.Profile()
+        pr.enable()
+        once()
+        pr.disable()
+        for key in ("tottime", "cumulative"):
+            buf = io.StringIO()
+            pstats.Stats(pr, stream=buf).sort_stats(key).print_stats(45)
+            lines.append(f"cProfile by {key}:\n{buf.getvalue()}")
     text = "\n".join(lines)
     Path(args.out).write_text(text)
     print(lines[0], "\n", f"host syncs: {syncs}", flush=True)

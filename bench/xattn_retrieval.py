@@ -12,6 +12,7 @@ past the trained length are labelled extended. Gemma-3's sliding-window layers r
     python3 bench/xattn_retrieval.py convert GGUF OUTDIR --extend 4
     python3 bench/xattn_retrieval.py suite --model DIR --haystack FILE --lens 8000,16000,32000 --out suite.json
     python3 bench/xattn_retrieval.py run --backend FLASH_ATTN|xattn --model DIR --suite suite.json --out X.json
+        [--eager] [--ttft-only]   # default: vLLM's default compilation (torch.compile + CUDA graphs)
     python3 bench/xattn_retrieval.py compare dense.json x.json [x2.json] --out cmp   # table + cmp.json/.png
 
 Exact device commands: ``bench/h200/real_models.sh`` (MODEL=smol|gemma); results: ``bench/results/xattn_real/``.
@@ -153,12 +154,15 @@ def run(args: argparse.Namespace) -> None:
             xattn["sparse_kernel"] = args.sparse_kernel
         if args.estimate_fp8:
             xattn["estimate_fp8"] = True
+        if args.device_decide_below is not None:
+            xattn["device_decide_below"] = args.device_decide_below
         kw["additional_config"] = {"xattn": xattn}
     t0 = time.time()
     llm = LLM(model=args.model, dtype="bfloat16", max_model_len=max(data["lens"]) + 64, block_size=128,
-              enable_prefix_caching=False, enforce_eager=True, gpu_memory_utilization=0.8, seed=0, **kw)  # fmt: skip
+              enable_prefix_caching=False, enforce_eager=args.eager, gpu_memory_utilization=0.8, seed=0, **kw)  # fmt: skip
     res: dict[str, Any] = {"backend": args.backend, "label": args.label, "xattn": xattn, "init_s": time.time() - t0,
-                           "model": data["model"], "trained_len": data.get("trained_len", NATIVE_LEN)}  # fmt: skip
+                           "model": data["model"], "trained_len": data.get("trained_len", NATIVE_LEN),
+                           "mode": "eager" if args.eager else "vLLM default (torch.compile + CUDA graphs)"}  # fmt: skip
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
     res["ttft_s"] = {}
     for length in data["lens"]:
@@ -170,6 +174,13 @@ def run(args: argparse.Namespace) -> None:
             ts.append(time.perf_counter() - t)
         res["ttft_s"][str(length)] = ts
         print(f"[ttft] {args.label} len={length} " + " ".join(f"{x:.4f}" for x in ts), flush=True)
+    if args.ttft_only:
+        if args.backend == "xattn":
+            from attention_backend.vllm.common import STATS
+
+            res["xattn_stats"] = STATS.as_dict()
+        Path(args.out).write_text(json.dumps(res, indent=1))
+        return
     params = SamplingParams(max_tokens=24, temperature=0.0)
     t = time.perf_counter()
     outs = llm.generate([TokensPrompt(prompt_token_ids=i["prompt_token_ids"]) for i in data["items"]], params,
@@ -194,23 +205,25 @@ def run(args: argparse.Namespace) -> None:
 def compare(paths: list[str], out: str) -> None:
     runs = [json.loads(Path(p).read_text()) for p in paths]
     base = runs[0]
-    lens = sorted({a["length"] for a in base["answers"]})
+    lens = sorted(int(n) for n in base["ttft_s"])
     native = base.get("trained_len", NATIVE_LEN)
     summary: dict[str, Any] = {"runs": [], "lens": lens, "model": base.get("model"), "trained_len": native}
     print("| engine | " + " | ".join(f"TTFT {n:,} (ratio vs dense)" for n in lens) + " | accuracy | agreement with dense |")
     print("|---|" + "---|" * (len(lens) + 2))
     for r in runs:
         ttft = {n: statistics.median(r["ttft_s"][str(n)][1:]) for n in lens}
-        acc = {f"{t}@{n}": _share([a["correct"] for a in r["answers"] if a["task"] == t and a["length"] == n])
+        answers = r.get("answers", [])  # none in a --ttft-only run
+        acc = {f"{t}@{n}": _share([a["correct"] for a in answers if a["task"] == t and a["length"] == n])
                for t in TASKS for n in lens}  # fmt: skip
-        agree = _share([a["token_ids"] == b["token_ids"] for a, b in zip(r["answers"], base["answers"], strict=True)])
-        total = _share([a["correct"] for a in r["answers"]])
-        row = {"label": r["label"], "xattn": r.get("xattn"), "ttft_s": ttft, "accuracy": acc, "accuracy_all": total,
+        pairs = zip(answers, base.get("answers", []), strict=True) if answers else []
+        agree = _share([a["token_ids"] == b["token_ids"] for a, b in pairs])
+        total = _share([a["correct"] for a in answers])
+        row = {"label": r["label"], "mode": r.get("mode", "eager"), "xattn": r.get("xattn"), "ttft_s": ttft, "accuracy": acc, "accuracy_all": total,
                "agreement_with_dense": agree, "xattn_stats": r.get("xattn_stats")}  # fmt: skip
         summary["runs"].append(row)
         base_ttft = {n: statistics.median(base["ttft_s"][str(n)][1:]) for n in lens}
         cells = " | ".join(f"{ttft[n] * 1e3:.1f} ms ({base_ttft[n] / ttft[n]:.2f}x)" for n in lens)
-        print(f"| {r['label']} | {cells} | {total:.3f} | {agree:.3f} |")
+        print(f"| {r['label']} ({row['mode']}) | {cells} | {total:.3f} | {agree:.3f} |")
     print("\naccuracy per task and length (dense / each XAttention engine):")
     for t in TASKS:
         for n in lens:
@@ -274,6 +287,11 @@ def main() -> None:
     ap.add_argument("--sparse-kernel", choices=["auto", "fa3", "triton"], default=None,
                     help="what computes the selected blocks (default: the backend's, triton)")
     ap.add_argument("--estimate-fp8", action="store_true", help="the estimation GEMM on fp8 operands (sm_90+)")
+    ap.add_argument("--device-decide-below", type=float, default=None,
+                    help="xattn device_decide_below (default: the backend's; 0 = every decision on the host)")
+    ap.add_argument("--eager", action="store_true",
+                    help="enforce_eager (default: vLLM's default, torch.compile + CUDA graphs, what a server runs)")
+    ap.add_argument("--ttft-only", action="store_true", help="run: TTFT only, no answers (no accuracy in compare)")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.mode == "convert":

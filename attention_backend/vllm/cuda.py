@@ -15,7 +15,12 @@ prefix hits are included) and which always run dense (decodes, short prefills). 
 2. estimate + select the other candidates in full (Triton, ``kernels.paged_select``; one host sync);
    a row whose estimated density is above the break-even runs dense. With ``dense_above >= 1`` (every
    row sparse) there is nothing to decide and no sync: the kept counts stay on the device
-   (:class:`DeviceCounts`) and reach the counters once per step;
+   (:class:`DeviceCounts`) and reach the counters once per step. In a layer whose latest estimate is well
+   under the break-even (``LayerGate.on_device``) the rows are **decided on the device** instead, with no
+   probe and no sync: FlashAttention runs on the whole batch with the key lengths of the rows that came
+   out sparse set to 0 (it computes nothing for them), the sparse kernel runs with the kept counts of the
+   rows that came out dense set to 0, and each row takes its output from the kernel its own estimate
+   chose (``torch.where``); the decisions reach the counters once per step;
 3. vLLM's own FlashAttention runs once, on the dense rows only (the whole batch when every row is
    dense: no copy), through a sub-metadata built for that set of rows (cached in the step plan);
 4. the sparse rows run over their selected blocks: on our Triton kernel (``kernels.paged_attend``, the
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +159,19 @@ class CudaStepPlan:
     counted: bool = False
     _subsets: dict[tuple[int, ...], tuple[torch.Tensor, Any]] = field(default_factory=dict)
 
+    def without_keys(self, seqs: list[Any], emptied: torch.Tensor) -> Any:
+        """The step's metadata with the key length of ``seqs[i]`` set to 0 where ``emptied[i]`` (a bool on the
+        device): vLLM's FlashAttention then computes nothing for those rows (their outputs are written by
+        the sparse kernel after it). No host sync."""
+        meta = self.meta
+        rows = torch.tensor([s.row for s in seqs], dtype=torch.long).to(meta.seq_lens.device, non_blocking=True)
+        seq_lens = meta.seq_lens.clone()
+        seq_lens[rows] = torch.where(emptied, 0, seq_lens[rows])
+        changes: dict[str, Any] = {"seq_lens": seq_lens, "scheduler_metadata": None, "max_num_splits": 0}
+        if _HAS_CASCADE:
+            changes["use_cascade"] = False
+        return dataclasses.replace(meta, **{k: v for k, v in changes.items() if k in _FIELDS})
+
     def dense_subset(self, requests: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
         """(token rows on the device, FlashAttentionMetadata) for the sorted request indices ``requests``;
         built once per step and set of rows."""
@@ -186,25 +205,53 @@ class CudaStepPlan:
         return rows, dataclasses.replace(meta, **{k: v for k, v in changes.items() if k in _FIELDS})
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """One layer's counts still on the device (:class:`DeviceCounts`)."""
+
+    layer: int
+    kept: torch.Tensor  # kept blocks, summed over rows and heads
+    causal: int  # causal blocks of those rows and heads
+    sparse_rows: torch.Tensor  # rows decided sparse on the device (0 when decided on the host)
+    rows: int  # rows decided on the device
+    gate: LayerGate | None  # the layer's gate, told the estimate at the flush
+
+
 class DeviceCounts:
     """Kept-block counts still on the GPU, per layer: added without a host sync, read into ``STATS`` with
     one sync (``flush``) at the end of a step. One per process, like ``STATS``."""
 
     def __init__(self) -> None:
-        self._pending: list[tuple[int, torch.Tensor, int]] = []  # (layer, kept count tensor, causal blocks)
+        self._pending: list[_Pending] = []
         self.last_layer = -1  # the highest XAttention layer index seen: where a step ends
 
-    def add(self, layer: int, kept: torch.Tensor, causal: int) -> None:
-        self._pending.append((layer, kept, causal))
+    def add(
+        self,
+        layer: int,
+        kept: torch.Tensor,
+        causal: int,
+        *,
+        sparse_rows: torch.Tensor | None = None,
+        rows: int = 0,
+        gate: LayerGate | None = None,
+    ) -> None:
+        """One layer's kept-block count; with ``sparse_rows`` (of ``rows`` decided on the device) also its
+        decisions, counted at the flush, where ``gate`` sees the layer's estimate."""
+        zero = torch.zeros((), dtype=torch.long, device=kept.device)
+        self._pending.append(_Pending(layer, kept, causal, zero if sparse_rows is None else sparse_rows, rows, gate))
 
     def flush(self) -> None:
         if not self._pending:
             return
-        kept = torch.stack([k for _, k, _ in self._pending]).tolist()  # the one host sync
-        for (layer, _, causal), n in zip(self._pending, kept, strict=True):
+        both = torch.stack([torch.stack([p.kept.long(), p.sparse_rows.long()]) for p in self._pending]).tolist()
+        for p, (n, sparse) in zip(self._pending, both, strict=True):  # ^ the one host sync
             STATS.kept_blocks += int(n)
-            STATS.causal_blocks += causal
-            STATS.add_layer(layer, int(n), causal)
+            STATS.causal_blocks += p.causal
+            STATS.add_layer(p.layer, int(n), p.causal)
+            STATS.sparse_row_layers += int(sparse)
+            STATS.dense_row_layers += p.rows - int(sparse)
+            if p.gate is not None:
+                p.gate.observe(int(n), p.causal)
         self._pending.clear()
 
 
@@ -305,7 +352,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self.dense_above, self.dense_above_source = resolve_dense_above(
             self.xattn, torch.cuda.get_device_name(), self.head_size, kernel
         )
-        self._gate = LayerGate(self.dense_above)
+        self._gate = LayerGate(self.dense_above, device_below=self.xattn.device_decide_below)
 
     def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
         if self._tau is None:
@@ -360,6 +407,10 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
             self._count_step(step, len(step.candidates))
             return output
+        if self._gate.on_device():  # well under the break-even lately: decide on the device, no sync
+            self._forward_decided_on_device(layer, q, kv, step, tau, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)  # fmt: skip
+            self._count_step(step, 0, on_device=len(step.candidates))
+            return output
         probe_len = self.xattn.probe_blocks * block if self._gate.probe() else 0
         cands = step.candidates
         probed = [s for s in cands if probe_len and s.q_len > 2 * probe_len]
@@ -395,6 +446,41 @@ class XAttentionCudaImpl(FlashAttentionImpl):
                 self._kernels.paged_attend(q, *kv, seqs, chosen_sels, block_size=block, scale=self.scale, out=out)
         self._count_step(step, len(step.candidates) - len(chosen))
         return output
+
+    def _forward_decided_on_device(
+        self, layer: Any, q: torch.Tensor, kv: tuple, step: CudaStepPlan, tau: torch.Tensor, *dense_args: Any, **kwargs: Any
+    ) -> None:
+        """Every candidate estimated; each row's dense-or-sparse decision stays a bool on the device (same rule
+        as the host's: kept / causal <= dense_above); FlashAttention runs first with the sparse rows' keys
+        emptied, then the sparse kernel with the dense rows' counts emptied, each row keeping its own kernel's
+        output. ``dense_args``: FlashAttentionImpl.forward's arguments after ``layer``."""
+        k, block, seqs = self._kernels, self.xattn.block_size, step.candidates
+        sels = k.paged_select(
+            q, *kv, seqs, block_size=block, stride=self.xattn.stride, threshold=tau, scale=self.scale,
+            fp8=self.xattn.estimate_fp8,
+        )
+        causal = [self.num_heads * k.causal_blocks(s, block) for s in seqs]
+        kept = [sel.count.sum() for sel in sels]
+        sparse = [n <= _most_kept(self.dense_above, c) for n, c in zip(kept, causal, strict=True)]
+        DEVICE_COUNTS.add(
+            self._layer(layer), torch.stack(kept).sum(), sum(causal),
+            sparse_rows=torch.stack(sparse).sum(), rows=len(seqs), gate=self._gate,
+        )
+        query, key, value, kv_cache, _step_meta, output, *rest = dense_args
+        super().forward(layer, query, key, value, kv_cache, step.without_keys(seqs, torch.stack(sparse)), output, *rest, **kwargs)  # fmt: skip
+        out = output.view(output.shape[0], self.num_heads, self.head_size)
+        emptied = [dataclasses.replace(sel, count=torch.where(sp, sel.count, 0)) for sel, sp in zip(sels, sparse, strict=True)]  # fmt: skip
+        if self._sparse_kind == "fa3":
+            self._fa3_attend(
+                q, *kv, seqs, emptied, block_size=block, scale=self.scale, out=out,
+                fa_version=self.vllm_flash_attn_version, keep=sparse,
+            )
+            return
+        tmp = torch.empty_like(out)
+        self._kernels.paged_attend(q, *kv, seqs, emptied, block_size=block, scale=self.scale, out=tmp)
+        for s, sp in zip(seqs, sparse, strict=True):
+            rows = slice(s.q_start, s.q_start + s.q_len)
+            out[rows] = torch.where(sp, tmp[rows], out[rows])
 
     def _precompile(self, query: torch.Tensor, kv_cache: torch.Tensor) -> None:
         """Compile every XAttention kernel for this layer's shapes and rows up to ``max_model_len`` (once per
@@ -465,9 +551,10 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._gate.observe(kept_sum, causal_sum)
         return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)], widths
 
-    def _count_step(self, step: CudaStepPlan, n_dense: int) -> None:
-        """Per-layer decisions into the process counters; per-step counts once; the rule logged once."""
-        n_sparse = len(step.candidates) - n_dense
+    def _count_step(self, step: CudaStepPlan, n_dense: int, on_device: int = 0) -> None:
+        """Per-layer decisions into the process counters (``on_device`` of them are counted at the step's
+        flush); per-step counts once; the rule logged once."""
+        n_sparse = len(step.candidates) - n_dense - on_device
         STATS.sparse_row_layers += n_sparse
         STATS.dense_row_layers += n_dense
         if self._layer_index == DEVICE_COUNTS.last_layer:  # the step's last XAttention layer
@@ -487,12 +574,24 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             "xattn: prefill rows with context >= %d tokens are estimated per layer (first their last %d query "
             "blocks); a row whose estimated density is above %.3f (%s) runs vLLM's FlashAttention instead of "
             "the sparse kernel; a layer whose latest estimate is >= %.1fx that runs it with no estimate, re-estimated "
-            "every %d calls; sparse rows run on %s; counts in the attention.stats marker (sparse_row_layers / "
+            "every %d calls; a layer whose latest estimate is under %.1fx that decides its rows on the device "
+            "(no host sync); sparse rows run on %s; counts in the attention.stats marker (sparse_row_layers / "
             "dense_row_layers / history_dense_row_layers)",
             self.xattn.min_sparse_len, self.xattn.probe_blocks, self.dense_above, self.dense_above_source,
-            self._gate.dense_margin, self._gate.reprobe_every,
+            self._gate.dense_margin, self._gate.reprobe_every, self._gate.device_below,
             "vLLM's FlashAttention 3 over per-block page tables" if self._sparse_kind == "fa3" else "the Triton kernel",
         )
+
+
+def _most_kept(dense_above: float, causal: int) -> int:
+    """The most kept blocks of ``causal`` that still run sparse: the largest n with n / causal <= dense_above
+    (the host's rule, in integers, so a device-side comparison decides the same)."""
+    n = math.floor(dense_above * causal)
+    while n / causal > dense_above:
+        n -= 1
+    while (n + 1) / causal <= dense_above:
+        n += 1
+    return n
 
 
 class XAttentionCudaBackend(FlashAttentionBackend):

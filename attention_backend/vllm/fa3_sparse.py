@@ -35,6 +35,7 @@ def fa3_attend(
     widths: list[int] | None = None,
     fa_version: int = 3,
     tma_pages: bool = TMA_PAGES,
+    keep: list[torch.Tensor] | None = None,
 ) -> None:
     """Block-sparse attention of the prefill rows ``seqs`` (``kernels.PrefillSeq``) over their
     ``selections`` (``kernels.Selection``); writes their rows of ``out [T, Hq, D]``.
@@ -43,7 +44,9 @@ def fa3_attend(
     ``[rows, max_pages]``; widths: per row, the most blocks any of its (head, query block) keeps (bounds
     the table; default all of the row's key blocks). ``tma_pages``: pass ``max_seqlen_q = B + 1`` (an upper
     bound, as FA3 allows), which lets FA3 load K/V pages with TMA: its heuristic turns TMA page loads off
-    when ``max_seqlen_q`` is at most its query tile (128), our case exactly."""
+    when ``max_seqlen_q`` is at most its query tile (128), our case exactly. ``keep``: per row, a 0-dim bool
+    on the device; a row whose flag is False keeps what ``out`` holds (decided dense on the device: give it
+    zero counts, so nothing is computed for it)."""
     k_pages, ratio = head_pages(key_cache)
     v_pages, v_ratio = head_pages(value_cache)
     if v_ratio != ratio:
@@ -67,7 +70,9 @@ def fa3_attend(
     )
     hq, d = query.shape[1], query.shape[2]
     start = 0
-    for s in seqs:
+    for i, s in enumerate(seqs):
         n = hq * s.q_len
-        out[s.q_start : s.q_start + s.q_len] = o_hm[start : start + n].view(hq, s.q_len, d).transpose(0, 1)
+        rows = slice(s.q_start, s.q_start + s.q_len)
+        o = o_hm[start : start + n].view(hq, s.q_len, d).transpose(0, 1)
+        out[rows] = o if keep is None else torch.where(keep[i], o, out[rows])
         start += n

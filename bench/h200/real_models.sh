@@ -8,7 +8,9 @@
 #          gm2 and gm4 (61 MB each) do not fit one carry with the repository: split them in thirds
 #          (split -n 3 -d), carry two pieces per call, cat them back into /tmp/gmparts/ on the device
 # one carry per call (each < 64 MiB with the repository). One model per call; results in $OUT.
-# XATTN_ARGS: extra flags for the XAttention run of bench/xattn_retrieval.py, e.g. "--sparse-kernel auto".
+# XATTN_ARGS: extra flags for the XAttention runs of bench/xattn_retrieval.py, e.g. "--sparse-kernel auto".
+# RUNS: which engines, in order (default "dense xattn"; "xattn_host": TTFT with every decision on the host).
+# EAGER=1: enforce_eager (the runs before 2026-12-06 09:00 UTC); default: vLLM's default compilation.
 set -u
 source .gpucarry/run/device_env.sh
 export PYTHONPATH=$PYTHONPATH:$PWD
@@ -41,18 +43,27 @@ fi
 # the same weights with the trained rope config (for bench/h200/density.sh): /tmp/smol, /tmp/gemma
 NATIVE=/tmp/$([ "$MODEL" = smol ] && echo smol || echo gemma); mkdir -p $NATIVE
 for f in $DIR/*; do [ "$(basename $f)" = config.json ] || ln -sf $f $NATIVE/; done; cp $DIR/config.native.json $NATIVE/config.json
-python3 bench/xattn_retrieval.py suite --model $DIR --haystack .xattn_carry/run/haystack.txt \
+[ -f /tmp/suite_$MODEL.json ] || python3 bench/xattn_retrieval.py suite --model $DIR --haystack .xattn_carry/run/haystack.txt \
   --lens "${LENS:-8000,16000,32000,64000,128000}" --out /tmp/suite_$MODEL.json 2>&1 | tail -1
 run() { local name=$1; shift; local t0=$(date +%s)
   timeout ${RUN_TIMEOUT:-280} python3 bench/xattn_retrieval.py run --model $DIR --suite /tmp/suite_$MODEL.json --out "$OUT/${MODEL}_$name.json" "$@" > "/tmp/${MODEL}_$name.log" 2>&1
   echo "[$name] rc=$? $(( $(date +%s) - t0 )) s"; grep -h '^\[ttft\]\|^\[suite\]\|Error' "/tmp/${MODEL}_$name.log" | tail -7; }
-run dense --backend FLASH_ATTN --label "dense FA3"
-if [ ! -f "$OUT/${MODEL}_dense.json" ] && grep -q "rope\|max_model_len" "/tmp/${MODEL}_dense.log"; then
-  # vLLM refused the YaRN config: the trained rope past the trained length instead (labelled in the notes)
-  echo "[fallback] YaRN config refused; trained rope with VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"; grep -m2 "Error" "/tmp/${MODEL}_dense.log"
-  DIR=$NATIVE; export VLLM_ALLOW_LONG_MAX_MODEL_LEN=1
-  run dense --backend FLASH_ATTN --label "dense FA3"
-fi
-run xattn --backend xattn --label "xattn (card break-even)" ${XATTN_ARGS:-}
-grep -h "xattn:" /tmp/${MODEL}_xattn.log | sort | uniq -c | head -4
-python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" "$OUT/${MODEL}_xattn.json" --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
+MODE=${EAGER:+--eager}  # EAGER=1: enforce_eager; default: vLLM's default (torch.compile + CUDA graphs)
+for R in ${RUNS:-dense xattn}; do
+  case $R in
+    dense) run dense --backend FLASH_ATTN --label "dense FA3" $MODE
+      if [ ! -f "$OUT/${MODEL}_dense.json" ] && grep -q "rope\|max_model_len" "/tmp/${MODEL}_dense.log"; then
+        # vLLM refused the YaRN config: the trained rope past the trained length instead (labelled in the notes)
+        echo "[fallback] YaRN config refused; trained rope with VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"; grep -m2 "Error" "/tmp/${MODEL}_dense.log"
+        DIR=$NATIVE; export VLLM_ALLOW_LONG_MAX_MODEL_LEN=1
+        run dense --backend FLASH_ATTN --label "dense FA3" $MODE
+      fi ;;
+    xattn) run xattn --backend xattn --label "xattn (defaults)" $MODE ${XATTN_ARGS:-}
+      grep -h "xattn:" /tmp/${MODEL}_xattn.log | sort | uniq -c | head -6 ;;
+    # TTFT only: every decision on the host (a sync per layer), to measure what deciding on the device saves
+    xattn_host) run xattn_host --backend xattn --label "xattn, decided on the host" --device-decide-below 0 --ttft-only $MODE ${XATTN_ARGS:-} ;;
+  esac
+done
+[ -f "$OUT/${MODEL}_dense.json" ] || cp /tmp/keep_${MODEL}_dense.json "$OUT/${MODEL}_dense.json" 2>/dev/null
+cp "$OUT/${MODEL}_dense.json" /tmp/keep_${MODEL}_dense.json 2>/dev/null  # a later call's compare finds it
+python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" $(ls "$OUT/${MODEL}_xattn.json" "$OUT/${MODEL}_xattn_host.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"

@@ -84,3 +84,15 @@ def test_bad_layouts_and_pages_raise() -> None:
         sparse_pages(torch.zeros(3, 1, 1, dtype=torch.int32), torch.ones(3, 1, dtype=torch.int32),
                      torch.zeros(1, dtype=torch.int32), q_len=16, k_len=16, block_size=16, page_size=16,
                      ratio=32, num_kv_heads=2)
+
+
+@pytest.mark.parametrize(("q_len", "k_len"), [(150, 150), (70, 150), (1, 97)])
+def test_a_row_with_no_kept_blocks_gets_no_keys(q_len: int, k_len: int) -> None:
+    """Counts of 0 (a row decided dense on the device) give sequences of 0 keys, never a negative length."""
+    hq, hkv, block, page = 4, 2, 32, 8
+    _, idx, count = random_selection(hq, q_len, k_len, block, keep=0.4, seed=1)
+    table = torch.arange(-(-k_len // page), dtype=torch.int32)
+    sp = sparse_pages(idx, torch.zeros_like(count), table, q_len=q_len, k_len=k_len, block_size=block,
+                      page_size=page, ratio=hkv, num_kv_heads=hkv)  # fmt: skip
+    assert sp.seqused_k.tolist() == [0] * count.numel()
+    assert sp.cu_seqlens_q[-1].item() == hq * q_len  # the queries are still laid out: FlashAttention skips them

@@ -4,6 +4,7 @@ is re-estimated on every ``reprobe_every``-th call; one under the margin is esti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -44,13 +45,14 @@ class FakeKernels:
         self.attends += 1
 
 
-def _impl(monkeypatch, kernels: FakeKernels, dense_above: float, layer: int):
+def _impl(monkeypatch, kernels: FakeKernels, dense_above: float, layer: int, device_below: float = 0.0):
+    """The impl of one layer; ``device_below`` 0 (the host decides every row) unless a test says otherwise."""
     impl = object.__new__(cuda.XAttentionCudaImpl)
     impl.sparse_enabled = True
     impl.xattn = XAttentionConfig(threshold=0.9, stride=16, min_sparse_len=1024)
     impl.num_heads, impl.num_kv_heads, impl.head_size, impl.scale = HEADS, 1, D, D**-0.5
     impl.dense_above, impl.dense_above_source = dense_above, "test"
-    impl._gate = LayerGate(dense_above, reprobe_every=4)
+    impl._gate = LayerGate(dense_above, reprobe_every=4, device_below=device_below)
     impl._kernels = kernels
     impl._tau = torch.full((HEADS,), 0.9)
     impl._layer_index = layer
@@ -141,3 +143,121 @@ def test_the_first_call_with_a_cache_precompiles_once_per_process_and_shape(monk
     other._gate = LayerGate(0.25, reprobe_every=4)
     _forward(other)
     assert len(kernels.precompiled) == 1 and other._precompiled
+
+
+@dataclass(frozen=True)
+class _Selection:
+    count: torch.Tensor
+
+
+@dataclass
+class _Meta:
+    """The fields of FlashAttentionMetadata the device-decided path replaces."""
+
+    seq_lens: torch.Tensor
+    scheduler_metadata: object = "planned"
+    max_num_splits: int = 8
+    use_cascade: bool = False
+
+
+class RowKernels(FakeKernels):
+    """Row i keeps ``kept[i]`` of 25 blocks per head; paged_attend writes 7 into the rows it computed (0 where
+    the count is 0, as the Triton kernel writes 0 for a row with no kept blocks)."""
+
+    def __init__(self, kept: list[int]) -> None:
+        super().__init__(kept_per_head=0)
+        self.kept_rows = kept
+
+    def paged_select(self, q, key_cache, value_cache, block_table, seqs, **kw):
+        self.selects += 1
+        return [_Selection(torch.full((HEADS, 2), n, dtype=torch.int32) // 2) for n in self.kept_rows[: len(seqs)]]
+
+    def paged_attend(self, q, key_cache, value_cache, block_table, seqs, sels, *, out, **kw):
+        self.attends += 1
+        for s, sel in zip(seqs, sels, strict=True):
+            out[s.q_start : s.q_start + s.q_len] = 7.0 if int(sel.count.sum()) else 0.0
+
+
+TOKENS = 256
+
+
+def _two_rows(impl, tokens=TOKENS):
+    rows = [SimpleNamespace(row=i, q_start=i * tokens, q_len=tokens, k_len=4096) for i in range(2)]
+    meta = _Meta(seq_lens=torch.tensor([4096, 4096], dtype=torch.int32))
+    step = cuda.CudaStepPlan(meta=meta, qsl=[0, tokens, 2 * tokens], seq_lens=[4096, 4096], candidates=rows,
+                             always_dense=())  # fmt: skip
+    meta.xattn_step, meta.block_table = step, torch.zeros(2, 32, dtype=torch.int32)
+    q = torch.zeros(2 * tokens, HEADS * D)
+    out = torch.full_like(q, -1.0)
+    layer = SimpleNamespace(layer_name="model.layers.5.self_attn.attn")
+    impl.forward(layer, q, q, q, torch.zeros(32, 1, BLOCK, 2 * D), meta, out)
+    return out.view(2, tokens, HEADS * D)
+
+
+def _dense_writer(monkeypatch):
+    """vLLM's FlashAttention, recorded: writes 1 into each row with keys, 0 into a row with key length 0."""
+    seen = []
+
+    def forward(self, layer, query, key, value, kv_cache, meta, output, *a, **k):
+        seen.append(meta)
+        for r, n in enumerate(meta.seq_lens.tolist()):
+            output[r * TOKENS : (r + 1) * TOKENS] = 1.0 if n else 0.0
+        return output
+
+    monkeypatch.setattr(cuda.FlashAttentionImpl, "forward", forward)
+    return seen
+
+
+def test_rows_decided_on_the_device_each_take_their_own_kernels_output(monkeypatch):
+    """Well under the break-even lately, a layer decides on the device: no host read of the counts in the layer,
+    FlashAttention runs on the whole batch with the sparse row's keys emptied, the sparse kernel with the dense
+    row's counts emptied; the counters and the gate hear of it at the step's flush."""
+    kernels = RowKernels(kept=[4, 4])  # density 0.16 < 0.8 x 0.25
+    impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, device_below=0.8)
+    seen = _dense_writer(monkeypatch)
+    counts = cuda.DeviceCounts()
+    counts.last_layer = 5
+    monkeypatch.setattr(cuda, "DEVICE_COUNTS", counts)
+    _two_rows(impl)  # the first call: no estimate yet, decided on the host (sync), both sparse
+    assert impl._gate.on_device() and seen == []
+    kernels.kept_rows = [4, 10]  # row 1 is now at 0.4 > 0.25: dense
+    before = (STATS.sparse_row_layers, STATS.dense_row_layers)
+    out = _two_rows(impl)
+    assert (out[0] == 7.0).all() and (out[1] == 1.0).all()
+    (meta,) = seen
+    assert meta.seq_lens.tolist() == [0, 4096] and meta.scheduler_metadata is None and meta.max_num_splits == 0
+    assert (STATS.sparse_row_layers - before[0], STATS.dense_row_layers - before[1]) == (1, 1)
+    assert impl._gate._density == pytest.approx((16 + 40) / 200)  # told at the flush: 0.28 >= 0.8 x 0.25
+    assert not impl._gate.on_device()
+    kernels.kept_rows = [10, 10]  # decided on the host again (both dense: FlashAttention on the whole batch)
+    out = _two_rows(impl)
+    assert (out == 1.0).all() and seen[-1].seq_lens.tolist() == [4096, 4096]
+
+
+def test_fa3_rows_decided_on_the_device_get_emptied_counts_and_keep_flags(monkeypatch):
+    kernels = RowKernels(kept=[4, 4])
+    impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, device_below=0.8)
+    impl._sparse_kind, impl.vllm_flash_attn_version = "fa3", 3
+    fa3 = []
+    impl._fa3_attend = lambda *a, **k: fa3.append(([int(s.count.sum()) for s in a[5]], [bool(x) for x in k["keep"]]))
+    _dense_writer(monkeypatch)
+    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
+    impl._gate.observe(16, 100)
+    kernels.kept_rows = [4, 10]
+    _two_rows(impl)
+    assert fa3 == [([16, 0], [True, False])]  # row 0 keeps its 16 blocks, row 1 (dense) none
+
+
+def test_device_decisions_match_the_hosts_rule_exactly():
+    for dense_above in (0.25, 0.58, 0.78, 0.1, 1 / 3):
+        for causal in (1, 3, 7, 100, 4096, 12345):
+            most = cuda._most_kept(dense_above, causal)
+            assert most / causal <= dense_above < (most + 1) / causal
+
+
+def test_device_decide_below_zero_keeps_every_decision_on_the_host():
+    gate = LayerGate(dense_above=0.5, device_below=0.0)
+    gate.observe(1, 100)
+    assert not gate.on_device()
+    with pytest.raises(ValueError, match="device_decide_below"):
+        XAttentionConfig(device_decide_below=1.5)

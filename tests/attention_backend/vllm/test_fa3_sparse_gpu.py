@@ -125,3 +125,28 @@ def test_fa3_sparse_at_tau_1_is_as_close_to_the_reference_as_dense_fa3(page: int
                (("fa3 sparse", got), ("triton", tri), ("dense fa3", dense))}  # fmt: skip
         # bf16 outputs: one rounding step of values ~1 is 2^-8; allow one more than the worse of the two others
         assert err["fa3 sparse"] <= max(err["dense fa3"], err["triton"]) + 2**-8, (s, err)
+
+
+@pytest.mark.parametrize("page", [16, 128])
+def test_a_row_decided_dense_on_the_device_keeps_its_output(page: int) -> None:
+    """The device-decided path: the row that came out dense gets counts of 0 (FA3 computes nothing for its
+    sequences) and a False keep flag (its rows of ``out``, FlashAttention's, stay); the other row is unchanged.
+    Also the Triton kernel with counts of 0 writes zeros, never NaN or garbage from unread memory."""
+    hq, hkv, d = 8, 2, 128
+    g = torch.Generator(device="cuda").manual_seed(7 + page)
+    seqs, rows_kv, query = _batch([(3000, 3000), (1000, 2900)], hq, hkv, d, g)
+    key_cache, value_cache, table = _cache(rows_kv, page, hkv, d, "NHD")
+    scale = d**-0.5
+    sels = paged_select(query, key_cache, value_cache, table, seqs, block_size=BLOCK, stride=16, threshold=0.6, scale=scale)
+    want = torch.full_like(query, float("nan"))
+    fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=want)
+    keep = [torch.tensor(True, device="cuda"), torch.tensor(False, device="cuda")]
+    emptied = [sels[0], type(sels[1])(sels[1].mask, sels[1].idx, torch.zeros_like(sels[1].count))]
+    got = torch.full_like(query, 5.0)  # what FlashAttention wrote for the dense row
+    fa3_attend(query, key_cache, value_cache, table, seqs, emptied, block_size=BLOCK, scale=scale, out=got, keep=keep)
+    first, second = slice(0, 3000), slice(3000, 4000)
+    assert torch.equal(got[first], want[first])
+    assert (got[second] == 5.0).all()
+    zeros = torch.full_like(query, float("nan"))
+    paged_attend(query, key_cache, value_cache, table, seqs, emptied, block_size=BLOCK, scale=scale, out=zeros)
+    assert (zeros[second] == 0).all() and not zeros[first].isnan().any()
