@@ -73,6 +73,21 @@ def query_block_lens(q_len: int, k_len: int, block_size: int, device: torch.devi
     return (starts + block_size).clamp_max(k_len) - starts.clamp_min(q_offset)
 
 
+def row_layout(
+    count: torch.Tensor, *, k_len: int, block_size: int, page_size: int, num_kv_heads: int, width: int | None
+) -> tuple[int, int, int, int]:
+    """``(Hq, n_qb, width, pages per block)`` of one row's tables, after checking what every builder needs
+    (ValueError naming what is wrong); ``width`` defaults to all of the row's key blocks."""
+    reason = pages_unsupported(page_size, block_size)
+    if reason:
+        raise ValueError(f"sparse_pages: {reason}")
+    hq, n_qb = count.shape
+    if hq % num_kv_heads:
+        raise ValueError(f"sparse_pages: {hq} query heads are not a multiple of {num_kv_heads} KV heads")
+    n_kb = -(-k_len // block_size)
+    return hq, n_qb, n_kb if width is None else min(width, n_kb), block_size // page_size
+
+
 def sparse_pages(
     idx: torch.Tensor,
     count: torch.Tensor,
@@ -93,16 +108,9 @@ def sparse_pages(
     sequence with no keys, which FlashAttention skips); page_table:
     the row's vLLM block table ``[max_pages]``; ``ratio``: from :func:`head_pages`. ``width`` bounds the
     kept blocks of any (head, query block) (default: all of the row's key blocks)."""
-    reason = pages_unsupported(page_size, block_size)
-    if reason:
-        raise ValueError(f"sparse_pages: {reason}")
-    hq, n_qb = count.shape
-    if hq % num_kv_heads:
-        raise ValueError(f"sparse_pages: {hq} query heads are not a multiple of {num_kv_heads} KV heads")
-    n_kb = -(-k_len // block_size)
-    width = n_kb if width is None else min(width, n_kb)
+    hq, n_qb, width, per_block = row_layout(count, k_len=k_len, block_size=block_size, page_size=page_size,
+                                            num_kv_heads=num_kv_heads, width=width)  # fmt: skip
     dev = count.device
-    per_block = block_size // page_size
     slot = torch.arange(width, device=dev)
     kb = torch.where(slot < count[..., None], idx[..., :width], 0).long()  # [Hq, n_qb, width]
     page_no = (kb[..., None] * per_block + torch.arange(per_block, device=dev)).clamp_max(page_table.numel() - 1)

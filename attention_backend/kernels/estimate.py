@@ -212,9 +212,14 @@ def _tma_operands(q: torch.Tensor, kv: PagedKV, q_offset: int, row0: int, n_rows
         kp = kc[0]
     else:
         n_pages = triton.cdiv(k_len, page)
-        kp = torch.zeros((n_krows * stride, kv.num_kv_heads, d), dtype=kc.dtype, device=kc.device)
         gathered = kc.index_select(0, kv.block_table[:n_pages].long()).reshape(n_pages * page, *kc.shape[2:])
-        kp[:k_len] = gathered[:k_len]
+        if gathered.shape[0] >= n_krows * stride:  # the pages cover whole rows: zero only past the sequence
+            kp = gathered[: n_krows * stride]
+            if k_len < kp.shape[0]:
+                kp[k_len:] = 0
+        else:
+            kp = torch.zeros((n_krows * stride, kv.num_kv_heads, d), dtype=kc.dtype, device=kc.device)
+            kp[:k_len] = gathered[:k_len]
     return qp, kp
 
 

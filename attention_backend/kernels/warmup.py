@@ -17,6 +17,7 @@ import torch
 import triton
 
 from attention_backend.kernels.estimate import block_scores_from_lse
+from attention_backend.kernels.page_tables import fused_supported, sparse_pages_fused
 from attention_backend.kernels.prefill import PrefillSeq, paged_attend, paged_select
 from attention_backend.kernels.select import select_blocks_indexed
 
@@ -42,6 +43,7 @@ def precompile(
     attend: bool,
     min_len: int,
     max_len: int,
+    page_tables: bool = False,
 ) -> list[int]:
     """Compile every kernel a prefill row of ``min_len..max_len`` tokens launches; returns the ``NKB`` values.
 
@@ -49,7 +51,8 @@ def precompile(
     the layer's paged cache views ``[pages, page, Hkv, D]``. Its first pages are READ (never written) by
     one small row, so every launch has the strides and alignment of the real ones; the outputs are
     discarded. ``attend``: also the Triton sparse kernel (the ``triton`` sparse kernel; ``fa3`` is vLLM's
-    compiled FlashAttention). Runs on the caller's stream; no host sync beyond Triton's own.
+    compiled FlashAttention). ``page_tables``: also the ``fa3`` sparse kernel's table builder
+    (``kernels.page_tables``). Runs on the caller's stream; no host sync beyond Triton's own.
     """
     hq, d = query.shape[-2:]
     page = key_cache.shape[1]
@@ -65,6 +68,9 @@ def precompile(
     if attend:
         paged_attend(q, key_cache, value_cache, table, seqs, sels, block_size=block_size, scale=scale,
                      out=torch.empty_like(q))
+    if page_tables and fused_supported(block_size, page):
+        sparse_pages_fused(sels[0].idx, sels[0].count, table[0], q_len=k_len, k_len=k_len, block_size=block_size,
+                           page_size=page, ratio=key_cache.shape[2], num_kv_heads=key_cache.shape[2])  # fmt: skip
     counts = row_block_counts(min_len, max_len, block_size)
     r = block_size // stride
     for n_kb in counts:  # one query block (the last) against n_kb key blocks

@@ -158,19 +158,34 @@ class CudaStepPlan:
     small: int = 0  # long prefill rows under the minimum of work (among always_dense)
     counted: bool = False
     _subsets: dict[tuple[int, ...], tuple[torch.Tensor, Any]] = field(default_factory=dict)
+    _rows: torch.Tensor | None = None  # the candidates' request indices on the device (without_keys)
+    _limits: dict[tuple, torch.Tensor] = field(default_factory=dict)  # most_kept, per rule
 
-    def without_keys(self, seqs: list[Any], emptied: torch.Tensor) -> Any:
-        """The step's metadata with the key length of ``seqs[i]`` set to 0 where ``emptied[i]`` (a bool on the
-        device): vLLM's FlashAttention then computes nothing for those rows (their outputs are written by
-        the sparse kernel after it). No host sync."""
+    def without_keys(self, emptied: torch.Tensor) -> Any:
+        """The step's metadata with the key length of candidate ``i`` set to 0 where ``emptied[i]`` (a bool on
+        the device): vLLM's FlashAttention then computes nothing for those rows (their outputs are written by
+        the sparse kernel after it). No host sync; one op when the candidates are the whole batch in order."""
         meta = self.meta
-        rows = torch.tensor([s.row for s in seqs], dtype=torch.long).to(meta.seq_lens.device, non_blocking=True)
-        seq_lens = meta.seq_lens.clone()
-        seq_lens[rows] = torch.where(emptied, 0, seq_lens[rows])
+        rows = [s.row for s in self.candidates]
+        if rows == list(range(len(self.seq_lens))):
+            seq_lens = torch.where(emptied, 0, meta.seq_lens)
+        else:
+            if self._rows is None:
+                self._rows = torch.tensor(rows, dtype=torch.long).to(meta.seq_lens.device, non_blocking=True)
+            seq_lens = meta.seq_lens.index_put((self._rows,), torch.where(emptied, 0, meta.seq_lens[self._rows]))
         changes: dict[str, Any] = {"seq_lens": seq_lens, "scheduler_metadata": None, "max_num_splits": 0}
         if _HAS_CASCADE:
             changes["use_cascade"] = False
         return dataclasses.replace(meta, **{k: v for k, v in changes.items() if k in _FIELDS})
+
+    def most_kept(self, dense_above: float, causal: list[int], device: torch.device) -> torch.Tensor:
+        """Per candidate, the most kept blocks that still run sparse (``_most_kept``), on the device; built once
+        per step and rule (every layer of a step has the same rows)."""
+        key = (dense_above, tuple(causal))
+        if key not in self._limits:
+            limits = [_most_kept(dense_above, c) for c in causal]
+            self._limits[key] = torch.tensor(limits, dtype=torch.long).to(device, non_blocking=True)
+        return self._limits[key]
 
     def dense_subset(self, requests: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
         """(token rows on the device, FlashAttentionMetadata) for the sorted request indices ``requests``;
@@ -210,9 +225,9 @@ class _Pending:
     """One layer's counts still on the device (:class:`DeviceCounts`)."""
 
     layer: int
-    kept: torch.Tensor  # kept blocks, summed over rows and heads
+    kept: torch.Tensor  # kept blocks, summed over heads (one count, or one per row)
     causal: int  # causal blocks of those rows and heads
-    sparse_rows: torch.Tensor  # rows decided sparse on the device (0 when decided on the host)
+    sparse_rows: torch.Tensor | None  # per row decided on the device: sparse (None: decided on the host)
     rows: int  # rows decided on the device
     gate: LayerGate | None  # the layer's gate, told the estimate at the flush
 
@@ -235,16 +250,29 @@ class DeviceCounts:
         rows: int = 0,
         gate: LayerGate | None = None,
     ) -> None:
-        """One layer's kept-block count; with ``sparse_rows`` (of ``rows`` decided on the device) also its
-        decisions, counted at the flush, where ``gate`` sees the layer's estimate."""
-        zero = torch.zeros((), dtype=torch.long, device=kept.device)
-        self._pending.append(_Pending(layer, kept, causal, zero if sparse_rows is None else sparse_rows, rows, gate))
+        """One layer's kept blocks (a count, or one per row: summed at the flush); with ``sparse_rows`` (a bool
+        per row decided on the device, ``rows`` of them) also its decisions, counted at the flush, where
+        ``gate`` sees the layer's estimate."""
+        self._pending.append(_Pending(layer, kept, causal, sparse_rows, rows, gate))
 
     def flush(self) -> None:
         if not self._pending:
             return
-        both = torch.stack([torch.stack([p.kept.long(), p.sparse_rows.long()]) for p in self._pending]).tolist()
-        for p, (n, sparse) in zip(self._pending, both, strict=True):  # ^ the one host sync
+        parts = [torch.cat([p.kept.reshape(-1) for p in self._pending]).long()]
+        decided = [p.sparse_rows.reshape(-1) for p in self._pending if p.sparse_rows is not None]
+        if decided:
+            parts.append(torch.cat(decided).long())
+        values = torch.cat(parts).tolist()  # the one host sync
+        at = 0
+        kept = []
+        for p in self._pending:
+            kept.append(sum(values[at : at + p.kept.numel()]))
+            at += p.kept.numel()
+        for p, n in zip(self._pending, kept, strict=True):
+            sparse = 0
+            if p.sparse_rows is not None:
+                sparse = sum(values[at : at + p.sparse_rows.numel()])
+                at += p.sparse_rows.numel()
             STATS.kept_blocks += int(n)
             STATS.causal_blocks += p.causal
             STATS.add_layer(p.layer, int(n), p.causal)
@@ -460,25 +488,24 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             fp8=self.xattn.estimate_fp8,
         )
         causal = [self.num_heads * k.causal_blocks(s, block) for s in seqs]
-        kept = [sel.count.sum() for sel in sels]
-        sparse = [n <= _most_kept(self.dense_above, c) for n, c in zip(kept, causal, strict=True)]
-        DEVICE_COUNTS.add(
-            self._layer(layer), torch.stack(kept).sum(), sum(causal),
-            sparse_rows=torch.stack(sparse).sum(), rows=len(seqs), gate=self._gate,
-        )
+        counts = [sel.count.sum() for sel in sels]
+        kept = torch.stack(counts) if len(counts) > 1 else counts[0].view(1)
+        sparse = kept <= step.most_kept(self.dense_above, causal, kept.device)  # [rows] bool, on the device
+        DEVICE_COUNTS.add(self._layer(layer), kept, sum(causal), sparse_rows=sparse, rows=len(seqs), gate=self._gate)
         query, key, value, kv_cache, _step_meta, output, *rest = dense_args
-        super().forward(layer, query, key, value, kv_cache, step.without_keys(seqs, torch.stack(sparse)), output, *rest, **kwargs)  # fmt: skip
+        super().forward(layer, query, key, value, kv_cache, step.without_keys(sparse), output, *rest, **kwargs)
         out = output.view(output.shape[0], self.num_heads, self.head_size)
-        emptied = [dataclasses.replace(sel, count=torch.where(sp, sel.count, 0)) for sel, sp in zip(sels, sparse, strict=True)]  # fmt: skip
+        keep = list(sparse.unbind()) if len(seqs) > 1 else [sparse[0]]
+        emptied = [dataclasses.replace(sel, count=torch.where(sp, sel.count, 0)) for sel, sp in zip(sels, keep, strict=True)]  # fmt: skip
         if self._sparse_kind == "fa3":
             self._fa3_attend(
                 q, *kv, seqs, emptied, block_size=block, scale=self.scale, out=out,
-                fa_version=self.vllm_flash_attn_version, keep=sparse,
+                fa_version=self.vllm_flash_attn_version, keep=keep,
             )
             return
         tmp = torch.empty_like(out)
         self._kernels.paged_attend(q, *kv, seqs, emptied, block_size=block, scale=self.scale, out=tmp)
-        for s, sp in zip(seqs, sparse, strict=True):
+        for s, sp in zip(seqs, keep, strict=True):
             rows = slice(s.q_start, s.q_start + s.q_len)
             out[rows] = torch.where(sp, tmp[rows], out[rows])
 
@@ -499,7 +526,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             query.view(-1, self.num_heads, self.head_size), key_cache, value_cache,
             block_size=self.xattn.block_size, stride=self.xattn.stride, threshold=0.9, scale=self.scale,
             fp8=self.xattn.estimate_fp8, attend=kind == "triton", min_len=self.xattn.min_sparse_len,
-            max_len=self._max_len,
+            max_len=self._max_len, page_tables=kind == "fa3" and not pages_unsupported(page, self.xattn.block_size),
         )
         warn_once("precompile", "xattn: kernels compiled for rows of %d-%d tokens (%d key-block sizes) in %.1f s",
                   self.xattn.min_sparse_len, self._max_len, len(counts), time.perf_counter() - t0)

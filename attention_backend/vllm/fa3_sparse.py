@@ -1,10 +1,10 @@
 """XAttention's block-sparse attention on vLLM's own FlashAttention 3 (the ``fa3`` sparse kernel).
 
 The kept key blocks of every (query head, query block) become the page table of one short causal sequence
-(``attention_backend.block_pages``), so one paged varlen FA3 call computes the block-sparse attention of all
-sparse rows of a layer at FA3's speed per computed block, reading K/V from vLLM's cache in place. What it
-costs beyond FA3: a head-major copy of the sparse rows' queries and outputs and building the tables (a few
-torch ops, no host sync). Needs a vLLM page size that divides the XAttention block
+(``attention_backend.block_pages``; on the GPU built by one Triton launch, ``kernels.page_tables``), so one
+paged varlen FA3 call computes the block-sparse attention of all sparse rows of a layer at FA3's speed per
+computed block, reading K/V from vLLM's cache in place. What it costs beyond FA3: a head-major copy of the
+sparse rows' queries and outputs and building the tables (no host sync). Needs a vLLM page size that divides the XAttention block
 (``block_pages.pages_unsupported``); the Triton kernel (``kernels.paged_attend``) serves the other cases.
 """
 
@@ -52,8 +52,14 @@ def fa3_attend(
     if v_ratio != ratio:
         raise ValueError(f"fa3_attend: K and V caches have different layouts {key_cache.stride()} {value_cache.stride()}")
     hkv = int(key_cache.shape[2])
+    build = sparse_pages
+    if query.is_cuda:  # one Triton launch instead of ~35 torch ops, where the page size allows
+        from attention_backend.kernels.page_tables import fused_supported, sparse_pages_fused
+
+        if fused_supported(block_size, int(key_cache.shape[1])):
+            build = sparse_pages_fused
     parts = [
-        sparse_pages(
+        build(
             sel.idx, sel.count, block_table[s.row], q_len=s.q_len, k_len=s.k_len, block_size=block_size,
             page_size=int(key_cache.shape[1]), ratio=ratio, num_kv_heads=hkv,
             width=None if widths is None else widths[i],
@@ -61,7 +67,8 @@ def fa3_attend(
         for i, (s, sel) in enumerate(zip(seqs, selections, strict=True))
     ]
     pages = concat_pages(parts)
-    q_hm = torch.cat([head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs])
+    q_parts = [head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs]
+    q_hm = q_parts[0] if len(q_parts) == 1 else torch.cat(q_parts)
     o_hm = torch.empty_like(q_hm)
     flash_attn_varlen_func(
         q_hm, k_pages, v_pages, max_seqlen_q=block_size + 1 if tma_pages else block_size, cu_seqlens_q=pages.cu_seqlens_q,

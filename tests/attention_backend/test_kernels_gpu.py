@@ -497,11 +497,17 @@ def triton_next_pow2(n: int) -> int:
 
 def _kernel_caches() -> list[int]:
     """How many compiled variants each XAttention Triton kernel holds in this process."""
-    from attention_backend.kernels import estimate, select, sparse_attention, sparse_attention_tma
+    from attention_backend.kernels import (
+        estimate,
+        page_tables,
+        select,
+        sparse_attention,
+        sparse_attention_tma,
+    )
 
     kernels = (estimate._xattn_lse_tma_kernel, estimate._xattn_lse_flat_kernel, estimate._xattn_block_score_kernel,
                select._xattn_select_kernel, sparse_attention._block_sparse_attn_kernel,
-               sparse_attention_tma._block_sparse_attn_tma_kernel)  # fmt: skip
+               sparse_attention_tma._block_sparse_attn_tma_kernel, page_tables._sparse_pages_kernel)  # fmt: skip
     return [sum(len(c[0]) for c in k.device_caches.values()) for k in kernels]
 
 
@@ -518,7 +524,9 @@ def test_after_precompile_no_row_compiles_a_kernel():
     key_cache, value_cache = cache.split(d, dim=-1)  # vLLM's FLASH_ATTN views (NHD)
     tau = torch.full((hq,), 0.9, device="cuda")
     precompile(torch.empty(1, hq, d, device="cuda", dtype=torch.bfloat16), key_cache, value_cache, block_size=block,
-               stride=stride, threshold=tau, scale=d**-0.5, fp8=False, attend=True, min_len=8192, max_len=max_len)
+               stride=stride, threshold=tau, scale=d**-0.5, fp8=False, attend=True, min_len=8192, max_len=max_len,
+               page_tables=True)  # fmt: skip
+    from attention_backend.kernels.page_tables import sparse_pages_fused
     before = _kernel_caches()
     for q_len, k_len in [(8192, 8192), (1000, 9001), (4096, 16000), (8197, 8197), (300, 20000), (1024, 17000)]:
         table = torch.randperm(n_pages, device="cuda", generator=g)[: -(-k_len // page)].int()[None]
@@ -528,6 +536,8 @@ def test_after_precompile_no_row_compiles_a_kernel():
                             threshold=tau, scale=d**-0.5)
         paged_attend(query, key_cache, value_cache, table, seqs, sels, block_size=block, scale=d**-0.5,
                      out=torch.empty_like(query))
+        sparse_pages_fused(sels[0].idx, sels[0].count, table[0, 1:], q_len=q_len, k_len=k_len, block_size=block,
+                           page_size=page, ratio=hkv, num_kv_heads=hkv)  # an unaligned table row  # fmt: skip
         assert _kernel_caches() == before, f"a row of {q_len} / {k_len} tokens compiled a kernel"
 
 
@@ -543,5 +553,6 @@ def test_precompile_runs_on_a_small_cache():
     query = torch.empty(1, hq, d, device=DEV, dtype=dtype)
     kw = dict(block_size=128, stride=8, threshold=0.9, scale=d**-0.5, fp8=False, attend=True)
     assert precompile(query, key_cache, value_cache, min_len=512, max_len=1100, **kw) == [4, 8, 16]
+    assert precompile(query, key_cache, value_cache, min_len=512, max_len=1100, page_tables=True, **kw) == [4, 8, 16]
     with pytest.raises(ValueError, match="at least 17 pages"):
         precompile(query, key_cache[:10], value_cache[:10], min_len=512, max_len=1100, **kw)

@@ -261,3 +261,22 @@ def test_device_decide_below_zero_keeps_every_decision_on_the_host():
     assert not gate.on_device()
     with pytest.raises(ValueError, match="device_decide_below"):
         XAttentionConfig(device_decide_below=1.5)
+
+
+def test_a_decode_row_beside_device_decided_rows_keeps_its_keys(monkeypatch):
+    """Candidates that are not the whole batch (a decode row first): only their key lengths are touched."""
+    kernels = RowKernels(kept=[4, 10])
+    impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, device_below=0.8)
+    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
+    impl._gate.observe(16, 100)
+    seen = []
+    monkeypatch.setattr(cuda.FlashAttentionImpl, "forward", lambda self, *a, **k: seen.append(a[5]) or a[-1])
+    rows = [SimpleNamespace(row=i, q_start=1 + (i - 1) * TOKENS, q_len=TOKENS, k_len=4096) for i in (1, 2)]
+    meta = _Meta(seq_lens=torch.tensor([77, 4096, 4096], dtype=torch.int32))
+    step = cuda.CudaStepPlan(meta=meta, qsl=[0, 1, 1 + TOKENS, 1 + 2 * TOKENS], seq_lens=[77, 4096, 4096],
+                             candidates=rows, always_dense=(0,))  # fmt: skip
+    meta.xattn_step, meta.block_table = step, torch.zeros(3, 32, dtype=torch.int32)
+    q = torch.zeros(1 + 2 * TOKENS, HEADS * D)
+    layer = SimpleNamespace(layer_name="model.layers.5.self_attn.attn")
+    impl.forward(layer, q, q, q, torch.zeros(32, 1, BLOCK, 2 * D), meta, torch.zeros_like(q))
+    assert seen[0].seq_lens.tolist() == [77, 0, 4096] and meta.seq_lens.tolist() == [77, 4096, 4096]
