@@ -215,7 +215,8 @@ def compare(paths: list[str], out: str) -> None:
         answers = r.get("answers", [])  # none in a --ttft-only run
         acc = {f"{t}@{n}": _share([a["correct"] for a in answers if a["task"] == t and a["length"] == n])
                for t in TASKS for n in lens}  # fmt: skip
-        pairs = zip(answers, base.get("answers", []), strict=True) if answers else []
+        base_answers = base.get("answers", [])  # none when the base is a --ttft-only run
+        pairs = zip(answers, base_answers, strict=True) if answers and base_answers else []
         agree = _share([a["token_ids"] == b["token_ids"] for a, b in pairs])
         total = _share([a["correct"] for a in answers])
         row = {"label": r["label"], "mode": r.get("mode", "eager"), "xattn": r.get("xattn"), "ttft_s": ttft, "accuracy": acc, "accuracy_all": total,

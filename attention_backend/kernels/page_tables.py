@@ -57,7 +57,8 @@ def fused_supported(block_size: int, page_size: int) -> bool:
 @functools.lru_cache(maxsize=64)
 def _geometry(q_len: int, k_len: int, block_size: int, hq: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(cu_seqlens_q ``[Hq * n_qb + 1]`` int32, diagonal key length of each query block ``[n_qb]`` int32) of a
-    row: the same for every layer of a step, and for every row of the same lengths."""
+    row: the same for every layer of a step, and for every row of the same lengths. Cached and shared:
+    read-only for every caller (FlashAttention and ``concat_pages`` only read them)."""
     q_lens = query_block_lens(q_len, k_len, block_size, device)
     n_qb = q_lens.numel()
     diag = q_lens + ((k_len - q_len) % block_size) * (torch.arange(n_qb, device=device) == 0)
@@ -84,14 +85,17 @@ def sparse_pages_fused(
                                             num_kv_heads=num_kv_heads, width=width)  # fmt: skip
     if not fused_supported(block_size, page_size):
         raise ValueError(f"sparse_pages_fused: {per_block} pages per block is not a power of two")
-    if count.dtype != torch.int32 or idx.dtype != torch.int32 or idx.stride(-1) != 1:
-        raise ValueError(f"sparse_pages: expected int32 idx (last dim contiguous) and count, got {idx.dtype} {count.dtype}")
+    if count.dtype != torch.int32 or idx.dtype != torch.int32 or idx.stride(-1) != 1 or count.stride(-1) != 1:
+        raise ValueError(
+            f"sparse_pages_fused: expected int32 idx and count with a contiguous last dim, got {idx.dtype} "
+            f"{tuple(idx.stride())} and {count.dtype} {tuple(count.stride())}"
+        )
     cu, diag = _geometry(q_len, k_len, block_size, hq, count.device)
     if diag.numel() != n_qb:
         raise ValueError(f"sparse_pages: count has {n_qb} query blocks, the row has {diag.numel()}")
     table = torch.empty((hq * n_qb, width * per_block), dtype=torch.int32, device=count.device)
     used = torch.empty(hq * n_qb, dtype=torch.int32, device=count.device)
-    pt = page_table if page_table.dtype == torch.int32 else page_table.int()
+    pt = page_table if page_table.dtype == torch.int32 and page_table.stride(0) == 1 else page_table.int().contiguous()
     _sparse_pages_kernel[(hq * n_qb,)](
         idx, count, pt, diag, table, used,
         n_qb, width, pt.numel(), ratio, idx.stride(0), idx.stride(1), count.stride(0), table.stride(0),

@@ -167,7 +167,7 @@ class CudaStepPlan:
         the sparse kernel after it). No host sync; one op when the candidates are the whole batch in order."""
         meta = self.meta
         rows = [s.row for s in self.candidates]
-        if rows == list(range(len(self.seq_lens))):
+        if rows == list(range(len(self.seq_lens))) and meta.seq_lens.shape[0] == len(rows):
             seq_lens = torch.where(emptied, 0, meta.seq_lens)
         else:
             if self._rows is None:

@@ -64,3 +64,5 @@ def test_bad_input_is_refused_before_a_launch():
         sparse_pages_fused(idx, count, table, **{**kw, "num_kv_heads": 1, "page_size": 96})
     with pytest.raises(ValueError, match="int32"):
         sparse_pages_fused(idx.long(), count, table, **{**kw, "num_kv_heads": 1})
+    with pytest.raises(ValueError, match="contiguous last dim"):
+        sparse_pages_fused(idx, count.t().contiguous().t(), table, **{**kw, "num_kv_heads": 1})
