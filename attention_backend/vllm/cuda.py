@@ -284,6 +284,9 @@ class DeviceCounts:
 
 
 DEVICE_COUNTS = DeviceCounts()
+DEVICE_TABLE_BYTES = 64 << 20
+"""The most int32 page-table entries (in bytes) the fa3 kernel may build for one layer when its rows are decided on
+the device (``XAttentionCudaImpl._full_tables_fit``)."""
 _PRECOMPILED: set[tuple] = set()  # (layer shapes, page, settings) whose kernels this process compiled
 
 
@@ -435,7 +438,8 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
             self._count_step(step, len(step.candidates))
             return output
-        if self._gate.on_device():  # well under the break-even lately: decide on the device, no sync
+        if self._gate.on_device() and self._full_tables_fit(step, int(key_cache.shape[1])):
+            # well under the break-even lately: decide on the device, no sync
             self._forward_decided_on_device(layer, q, kv, step, tau, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)  # fmt: skip
             self._count_step(step, 0, on_device=len(step.candidates))
             return output
@@ -474,6 +478,20 @@ class XAttentionCudaImpl(FlashAttentionImpl):
                 self._kernels.paged_attend(q, *kv, seqs, chosen_sels, block_size=block, scale=self.scale, out=out)
         self._count_step(step, len(step.candidates) - len(chosen))
         return output
+
+    def _full_tables_fit(self, step: CudaStepPlan, page_size: int) -> bool:
+        """Deciding on the device gives the fa3 kernel's page tables every key block of a row (no host-read
+        width to bound them): allowed while they stay under ``DEVICE_TABLE_BYTES`` (with 128-token pages they
+        do up to long contexts; with 16-token pages a 16K chunk of a 32-head model at 128K would need 128 MiB
+        per layer), else the host decides."""
+        if self._sparse_kind != "fa3":
+            return True
+        block = self.xattn.block_size
+        entries = 0
+        for s in step.candidates:  # (query blocks) x (key blocks) of each row
+            n_kb = -(-s.k_len // block)
+            entries += n_kb * (n_kb - (s.k_len - s.q_len) // block)
+        return self.num_heads * entries * (block // page_size) * 4 <= DEVICE_TABLE_BYTES
 
     def _forward_decided_on_device(
         self, layer: Any, q: torch.Tensor, kv: tuple, step: CudaStepPlan, tau: torch.Tensor, *dense_args: Any, **kwargs: Any

@@ -280,3 +280,22 @@ def test_a_decode_row_beside_device_decided_rows_keeps_its_keys(monkeypatch):
     layer = SimpleNamespace(layer_name="model.layers.5.self_attn.attn")
     impl.forward(layer, q, q, q, torch.zeros(32, 1, BLOCK, 2 * D), meta, torch.zeros_like(q))
     assert seen[0].seq_lens.tolist() == [77, 0, 4096] and meta.seq_lens.tolist() == [77, 4096, 4096]
+
+
+def test_fa3_tables_too_large_for_the_device_path_go_back_to_the_host(monkeypatch):
+    """Deciding on the device builds full-width page tables; over DEVICE_TABLE_BYTES the host decides (and
+    bounds the tables by the widest kept row it read)."""
+    kernels = RowKernels(kept=[4, 4])
+    impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, device_below=0.8)
+    impl._sparse_kind, impl.vllm_flash_attn_version = "fa3", 3
+    calls = []
+    impl._fa3_attend = lambda *a, **k: calls.append(("keep" in k, k.get("widths")))
+    _dense_writer(monkeypatch)
+    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
+    impl._gate.observe(16, 100)
+    # two rows of 2 query blocks x 32 key blocks, 4 heads, one page per block: 2 KiB of tables
+    monkeypatch.setattr(cuda, "DEVICE_TABLE_BYTES", 2048)
+    _two_rows(impl)
+    monkeypatch.setattr(cuda, "DEVICE_TABLE_BYTES", 2047)
+    _two_rows(impl)
+    assert calls == [(True, None), (False, [2, 2])]
