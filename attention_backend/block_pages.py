@@ -73,6 +73,16 @@ def query_block_lens(q_len: int, k_len: int, block_size: int, device: torch.devi
     return (starts + block_size).clamp_max(k_len) - starts.clamp_min(q_offset)
 
 
+def row_geometry(q_len: int, k_len: int, block_size: int, hq: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a row's tables share whatever blocks are kept: (``cu_seqlens_q [Hq * n_qb + 1]`` int32, the key length
+    of each query block's diagonal block ``[n_qb]`` int32; the first block may start mid-block)."""
+    q_lens = query_block_lens(q_len, k_len, block_size, device)
+    diag = q_lens + ((k_len - q_len) % block_size) * (torch.arange(q_lens.numel(), device=device) == 0)
+    cu = torch.zeros(hq * q_lens.numel() + 1, dtype=torch.int32, device=device)
+    cu[1:] = q_lens.repeat(hq).cumsum(0)
+    return cu, diag.int()
+
+
 def row_layout(
     count: torch.Tensor, *, k_len: int, block_size: int, page_size: int, num_kv_heads: int, width: int | None
 ) -> tuple[int, int, int, int]:
@@ -116,11 +126,8 @@ def sparse_pages(
     page_no = (kb[..., None] * per_block + torch.arange(per_block, device=dev)).clamp_max(page_table.numel() - 1)
     kv_head = (torch.arange(hq, device=dev) // (hq // num_kv_heads)).view(hq, 1, 1, 1)
     table = page_table.long()[page_no] * ratio + kv_head  # [Hq, n_qb, width, per_block]
-    q_lens = query_block_lens(q_len, k_len, block_size, dev)
-    diag_len = q_lens + ((k_len - q_len) % block_size) * (torch.arange(n_qb, device=dev) == 0)
+    cu, diag_len = row_geometry(q_len, k_len, block_size, hq, dev)
     seqused = ((count.long() - 1) * block_size + diag_len).clamp_min(0)  # count 0: no keys (nothing computed)
-    cu = torch.zeros(hq * n_qb + 1, dtype=torch.int32, device=dev)
-    cu[1:] = q_lens.repeat(hq).cumsum(0)
     return SparsePages(
         cu_seqlens_q=cu,
         seqused_k=seqused.reshape(-1).int(),

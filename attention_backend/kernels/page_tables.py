@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from attention_backend.block_pages import SparsePages, query_block_lens, row_layout
+from attention_backend.block_pages import SparsePages, row_geometry, row_layout
 
 
 # Nothing per request is specialised (lengths, strides, and the block-table row's alignment): one compile per
@@ -54,17 +54,9 @@ def fused_supported(block_size: int, page_size: int) -> bool:
     return per_block > 0 and per_block & (per_block - 1) == 0
 
 
-@functools.lru_cache(maxsize=64)
-def _geometry(q_len: int, k_len: int, block_size: int, hq: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cu_seqlens_q ``[Hq * n_qb + 1]`` int32, diagonal key length of each query block ``[n_qb]`` int32) of a
-    row: the same for every layer of a step, and for every row of the same lengths. Cached and shared:
-    read-only for every caller (FlashAttention and ``concat_pages`` only read them)."""
-    q_lens = query_block_lens(q_len, k_len, block_size, device)
-    n_qb = q_lens.numel()
-    diag = q_lens + ((k_len - q_len) % block_size) * (torch.arange(n_qb, device=device) == 0)
-    cu = torch.zeros(hq * n_qb + 1, dtype=torch.int32, device=device)
-    cu[1:] = q_lens.repeat(hq).cumsum(0)
-    return cu, diag.int()
+_geometry = functools.lru_cache(maxsize=64)(row_geometry)
+"""``block_pages.row_geometry``, cached: the same for every layer of a step and every row of the same lengths.
+The tensors are shared, so read-only for every caller (FlashAttention and ``concat_pages`` only read them)."""
 
 
 def sparse_pages_fused(

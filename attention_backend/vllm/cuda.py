@@ -544,7 +544,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             query.view(-1, self.num_heads, self.head_size), key_cache, value_cache,
             block_size=self.xattn.block_size, stride=self.xattn.stride, threshold=0.9, scale=self.scale,
             fp8=self.xattn.estimate_fp8, attend=kind == "triton", min_len=self.xattn.min_sparse_len,
-            max_len=self._max_len, page_tables=kind == "fa3" and not pages_unsupported(page, self.xattn.block_size),
+            max_len=self._max_len, page_tables=kind == "fa3",
         )
         warn_once("precompile", "xattn: kernels compiled for rows of %d-%d tokens (%d key-block sizes) in %.1f s",
                   self.xattn.min_sparse_len, self._max_len, len(counts), time.perf_counter() - t0)
