@@ -7,6 +7,7 @@ time, plus the host-sync count (``cudaStreamSynchronize`` / device-to-host copie
 cost shows as CPU time the GPU waits for.
 
     python3 bench/xattn_profile.py --model DIR --haystack FILE --len 32000 --backend xattn --out prof.txt
+    python3 bench/xattn_profile.py --model DIR --suite /tmp/suite_smol.json --len 32000 --max-model-len 128064 ...
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
-    ap.add_argument("--haystack", required=True)
+    ap.add_argument("--haystack", help="text file: its tokens repeated to --len")
+    ap.add_argument("--suite", help="a retrieval suite JSON (bench/xattn_retrieval.py suite): its first prompt of --len")
+    ap.add_argument("--max-model-len", type=int, default=None, help="default: --len + 64")
     ap.add_argument("--len", type=int, default=32000)
     ap.add_argument("--backend", default="FLASH_ATTN", choices=["FLASH_ATTN", "xattn"])
     ap.add_argument("--xattn", default="{}", help="JSON: the xattn additional_config section")
@@ -44,10 +47,21 @@ def main() -> None:
         kw["additional_config"] = {"xattn": json.loads(args.xattn)}
     if args.max_batched:
         kw["max_num_batched_tokens"] = args.max_batched
-    tok = AutoTokenizer.from_pretrained(args.model)
-    ids = tok(Path(args.haystack).read_text(), add_special_tokens=False)["input_ids"]
-    ids = (ids * (args.len // len(ids) + 1))[: args.len]
-    llm = LLM(model=args.model, dtype="bfloat16", max_model_len=args.len + 64, block_size=128,
+    if bool(args.haystack) == bool(args.suite):
+        ap.error("give exactly one of --haystack and --suite")
+    if args.suite:
+        items = [i for i in json.loads(Path(args.suite).read_text())["items"] if i["length"] == args.len]
+        if not items:
+            ap.error(f"--suite has no prompt of --len {args.len}")
+        ids = items[0]["prompt_token_ids"]
+    else:
+        tok = AutoTokenizer.from_pretrained(args.model)
+        ids = tok(Path(args.haystack).read_text(), add_special_tokens=False)["input_ids"]
+        ids = (ids * (args.len // len(ids) + 1))[: args.len]
+    max_len = args.max_model_len or args.len + 64
+    if max_len < len(ids) + 1:
+        ap.error(f"--max-model-len {max_len} is shorter than the prompt ({len(ids)} tokens) + 1")
+    llm = LLM(model=args.model, dtype="bfloat16", max_model_len=max_len, block_size=128,
               enable_prefix_caching=False, enforce_eager=args.eager, gpu_memory_utilization=0.8, seed=0, **kw)  # fmt: skip
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
 
@@ -61,7 +75,9 @@ def main() -> None:
     with torch.profiler.profile(activities=acts) as prof:
         once()
     ka = prof.key_averages()
-    lines = [f"backend={args.backend} len={args.len} xattn={args.xattn} ttft_s={[round(x, 4) for x in ttft]}"]
+    src = f"suite={args.suite}" if args.suite else f"haystack={args.haystack}"
+    lines = [f"backend={args.backend} len={args.len} max_model_len={max_len} {src} xattn={args.xattn} "
+             f"ttft_s={[round(x, 4) for x in ttft]}"]  # fmt: skip
     lines.append(ka.table(sort_by="self_cpu_time_total", row_limit=30))
     lines.append(ka.table(sort_by="self_device_time_total", row_limit=25))
     syncs = {e.key: e.count for e in ka if "Synchronize" in e.key or "DtoH" in e.key or e.key == "aten::item"}

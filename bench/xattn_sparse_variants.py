@@ -38,6 +38,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tma-qka-s3": dict(kernel="tma", num_stages=3, qk_ahead=True),
     "tma-ws-w4-s2": dict(kernel="tma", num_warps=4, num_stages=2, warp_specialize=True),
     "tma-ws-bn64-w4-s3": dict(kernel="tma", bn=64, num_warps=4, num_stages=3, warp_specialize=True),
+    # launch shapes for small head dims (SmolLM2's d 64): four warps, deeper pipelines
+    "pointer-w4-s3": dict(num_warps=4, num_stages=3),
+    "tma-s4": dict(kernel="tma", num_stages=4),
+    "tma-w4-s3": dict(kernel="tma", num_warps=4, num_stages=3),
+    "tma-w4-s4": dict(kernel="tma", num_warps=4, num_stages=4),
+    "tma-bn64-w4-s4": dict(kernel="tma", bn=64, num_warps=4, num_stages=4),
+    "tma-qka-w4-s3": dict(kernel="tma", num_warps=4, num_stages=3, qk_ahead=True),
 }
 
 

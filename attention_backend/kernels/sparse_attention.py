@@ -76,6 +76,9 @@ POINTER_TILES = AttnTiles()
 # Where the tma kernel can run: TMA loads, three stages (bench/results/xattn_sparse_variants/: on an H100, 3-13 %
 # faster than the pointer kernel at 15 of the 16 points measured, 1 % slower at 128K density 0.1; same outputs).
 HOPPER_TILES = AttnTiles(kernel="tma", num_stages=3)
+# At head dim 64 four warps: on an H100, SmolLM2's shape (9 q / 3 KV heads), 1.30-1.36x faster than eight at
+# 128K and 1.2-1.4x at 32K (78-79 % of FA3 at 128K; bench/results/xattn_sparse_variants/, 2026-12-06).
+HOPPER_TILES_SMALL_D = AttnTiles(kernel="tma", num_warps=4, num_stages=3)
 
 
 # Measured, not guessed: the warp-specialised variant compiles for sm_90 but never returns on the card once the loop
@@ -108,10 +111,12 @@ def tma_unsupported(q: torch.Tensor, kv: PagedKV, bn: int) -> str | None:
 
 
 def default_attn_tiles(q: torch.Tensor, kv: PagedKV, block_size: int) -> AttnTiles:
-    """The documented rule: ``HOPPER_TILES`` where the tma kernel can run, else ``POINTER_TILES``."""
-    if HOPPER_TILES.kernel == "tma" and tma_unsupported(q, kv, HOPPER_TILES.bn or block_size) is not None:
+    """The documented rule: ``HOPPER_TILES`` (``HOPPER_TILES_SMALL_D`` at head dims <= 64) where the tma kernel
+    can run, else ``POINTER_TILES``."""
+    tiles = HOPPER_TILES_SMALL_D if q.shape[-1] <= 64 else HOPPER_TILES
+    if tiles.kernel == "tma" and tma_unsupported(q, kv, tiles.bn or block_size) is not None:
         return POINTER_TILES
-    return HOPPER_TILES
+    return tiles
 
 
 @triton.jit

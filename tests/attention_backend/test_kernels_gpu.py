@@ -457,16 +457,21 @@ def test_scale_argument_is_used():
 
 
 def test_default_attention_tiles_follow_the_documented_rule(monkeypatch):
-    """``default_attn_tiles``: ``HOPPER_TILES`` where the TMA kernel can run (page-aligned key tiles, or the
-    whole context in one page), the pointer kernel elsewhere; explicit TMA tiles never fall back."""
+    """``default_attn_tiles``: ``HOPPER_TILES`` (``HOPPER_TILES_SMALL_D`` at head dims <= 64) where the TMA
+    kernel can run (page-aligned key tiles, or the whole context in one page), the pointer kernel elsewhere;
+    explicit TMA tiles never fall back."""
     from attention_backend.kernels import sparse_attention as sa
 
-    q, k, v = _inputs(300, 300, 2, 1, 64, torch.float16, seed=61)
-    tma = AttnTiles(kernel="tma", num_stages=3)
+    tma, small = AttnTiles(kernel="tma", num_stages=3), AttnTiles(kernel="tma", num_warps=4, num_stages=2)
     monkeypatch.setattr(sa, "HOPPER_TILES", tma)
-    assert sa.default_attn_tiles(q, _paged(k, v, 128, seed=1), 128) == tma
-    assert sa.default_attn_tiles(q, PagedKV.from_contiguous(k, v), 128) == tma  # one page of 300 rows
+    monkeypatch.setattr(sa, "HOPPER_TILES_SMALL_D", small)
+    q128, k128, v128 = _inputs(300, 300, 2, 1, 128, torch.float16, seed=62)
+    assert sa.default_attn_tiles(q128, _paged(k128, v128, 128, seed=1), 128) == tma
+    q, k, v = _inputs(300, 300, 2, 1, 64, torch.float16, seed=61)
+    assert sa.default_attn_tiles(q, _paged(k, v, 128, seed=1), 128) == small
+    assert sa.default_attn_tiles(q, PagedKV.from_contiguous(k, v), 128) == small  # one page of 300 rows
     assert sa.default_attn_tiles(q, _paged(k, v, 16, seed=1), 128) == sa.POINTER_TILES
+    assert sa.default_attn_tiles(q128, _paged(k128, v128, 16, seed=1), 128) == sa.POINTER_TILES
     mask = causal_block_mask(2, 3, 3).to(DEV)
     idx, count = mask_to_index(mask)
     with pytest.raises(ValueError, match="must lie in one page"):
