@@ -2,6 +2,7 @@
 
     flock /tmp/xedge-heavy.lock timeout 1500 .venv/bin/python bench/prefix_cache_sessions_vllm.py
     .venv/bin/python bench/prefix_cache_sessions_vllm.py --render-only   # the PNG from the JSON
+    .venv/bin/python bench/prefix_cache_sessions_vllm.py --only lru+tier256   # a smoke run, nothing written
 
 For each policy (lru = stock vLLM's order, session, guarded) one `xedge serve` stack (vLLM with a KV cache
 of 64 blocks of 32 tokens, the router in front) runs two phases: K edge sessions whose contexts (480
@@ -42,6 +43,9 @@ from client_edge.protocol.status_marker import read_markers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prefix_cache"
 POLICIES = ("lru", "session", "session-due", "guarded")
+TIER_BLOCKS = 256  # the host KV tier (server.engine.kv_tier): 4x the engine's cache, in host memory
+# (engine eviction policy, host tier blocks): each policy alone, then lru and session-due with the tier
+CONFIGS = tuple((p, 0) for p in POLICIES) + (("lru", TIER_BLOCKS), ("session-due", TIER_BLOCKS))
 SIM_POLICIES = ("lru", "session", "session-due", "guarded", "belady")
 BLOCK = 32
 NUM_BLOCKS = 64
@@ -50,6 +54,7 @@ NEW = 32
 ROUNDS = 4
 TARGET = 2 * (NEW + BLOCK)
 USABLE_BLOCKS = NUM_BLOCKS - 1  # vLLM's block 0 is its null block
+STATS_WAIT_S = 1.5
 SIM_REQUEST_S = 1.3  # simulated time per request (the engine's escalation latency, about)
 
 
@@ -95,6 +100,7 @@ def phase(edge: EdgeClient, fp: str, over: int, rng: random.Random, status_dir: 
         computed.append(reply.usage.computed_tokens)
         cached.append(reply.usage.cached_tokens)
     engine_stats = _policy_stats(status_dir, time.time())
+    tier_stats = _tier_stats(status_dir)
     for sid in sids:
         edge.delete_session(sid)
     k = len(contexts)
@@ -113,6 +119,7 @@ def phase(edge: EdgeClient, fp: str, over: int, rng: random.Random, status_dir: 
         "latency_ms_p99": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
         "meets_target": statistics.fmean(computed) <= TARGET,
         "engine_policy_stats": engine_stats,
+        "host_tier_stats": tier_stats,
         "simulated": sim,
         "computed": computed,
         "latency_ms": [round(x, 1) for x in latency_ms],
@@ -129,6 +136,13 @@ def _policy_stats(status_dir: Path, after: float) -> dict[str, Any]:
                 return dict(m.detail.get("policy_stats") or {})
         time.sleep(0.2)
     return {}
+
+
+def _tier_stats(status_dir: Path) -> dict[str, Any]:
+    """The host tier's counters so far (``kv_tier.stats``, cumulative over the stack's phases); {} without one."""
+    time.sleep(STATS_WAIT_S)  # the engine rewrites the marker at most once a second, on a scheduler step
+    markers = read_markers(status_dir, "kv_tier.stats.*.json")
+    return dict(markers[-1].detail) if markers else {}
 
 
 def simulate(contexts: list[list[int]], escalations: list[tuple[int, list[int]]]) -> dict[str, Any]:
@@ -189,7 +203,11 @@ def capacity_bound(requests: list[tuple[int, list[int]]], k: int) -> dict[str, f
     }
 
 
-def run_policy(policy: str, say: Any) -> dict[str, Any]:
+def label(policy: str, tier: int) -> str:
+    return f"{policy}+tier{tier}" if tier else policy
+
+
+def run_policy(policy: str, tier: int, say: Any) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from client_edge.runner.transformers_runner import tokenizer_fingerprint
@@ -202,7 +220,7 @@ def run_policy(policy: str, say: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="xedge-sessions-") as run_dir:
         settings = StackSettings(port=0, vllm_port=0, device="cpu", run_dir=Path(run_dir), kv_cache_gib=0.5,
                                  block_size=BLOCK, num_blocks_override=NUM_BLOCKS, max_model_len=1024,
-                                 prefix_cache_policy=policy)  # fmt: skip
+                                 prefix_cache_policy=policy, kv_host_tier_blocks=tier)  # fmt: skip
         t0 = time.perf_counter()
         with Stack(settings, log=say) as stack:
             start_s = time.perf_counter() - t0
@@ -212,7 +230,8 @@ def run_policy(policy: str, say: Any) -> dict[str, Any]:
                 phases = [phase(edge, fp, over, rng, stack.status_dir) for over in (2, 4)]
             finally:
                 edge.close()
-    return {"policy": policy, "stack_start_s": round(start_s, 1), "phases": phases}
+    return {"policy": label(policy, tier), "engine_policy": policy, "host_tier_blocks": tier,
+            "stack_start_s": round(start_s, 1), "phases": phases}  # fmt: skip
 
 
 def main() -> int:
@@ -224,20 +243,32 @@ def main() -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    configs = CONFIGS
+    if sys.argv[1:2] == ["--only"]:  # a smoke run of some configurations: printed, the results are not replaced
+        configs = tuple(c for c in CONFIGS if label(*c) in sys.argv[2].split(","))
+        if not configs:
+            print(f"--only: expected some of {[label(*c) for c in CONFIGS]}", file=sys.stderr)
+            return 2
     start = time.perf_counter()
-    runs = [run_policy(p, say) for p in POLICIES]
+    runs = [run_policy(p, tier, say) for p, tier in configs]
+    if configs != CONFIGS:
+        for run in runs:
+            for ph in run["phases"]:
+                print(run["policy"], ph["oversubscription"], ph["computed_per_escalation_mean"], ph["cached_share"],
+                      ph["latency_ms_p50"], ph["host_tier_stats"])  # fmt: skip
+        return 0
     seconds = time.perf_counter() - start
     lru = {ph["oversubscription"]: ph for ph in runs[0]["phases"]}
     print(
         f"target: <= {TARGET} prompt tokens computed per escalation at 2x (2 x (new {NEW} + one {BLOCK}-token block))"
     )
-    print(f"{'policy':<8} {'over':>4} {'K':>3} {'computed/esc':>12} {'p50':>5} {'vs lru':>7} {'cached':>7} "
+    print(f"{'policy':<17} {'over':>4} {'K':>3} {'computed/esc':>12} {'p50':>5} {'vs lru':>7} {'cached':>7} "
           f"{'lat p50 ms':>10} {'p99 ms':>8}")  # fmt: skip
     for run in runs:
         for ph in run["phases"]:
             base = lru[ph["oversubscription"]]["computed_per_escalation_mean"]
             ph["computed_vs_lru"] = round(ph["computed_per_escalation_mean"] / base, 3) if base else None
-            print(f"{run['policy']:<8} {ph['oversubscription']:>3}x {ph['sessions']:>3} "
+            print(f"{run['policy']:<17} {ph['oversubscription']:>3}x {ph['sessions']:>3} "
                   f"{ph['computed_per_escalation_mean']:>12.1f} {ph['computed_per_escalation_p50']:>5} "
                   f"{ph['computed_vs_lru'] or 0:>7.3f} {ph['cached_share']:>7.3f} {ph['latency_ms_p50']:>10.1f} "
                   f"{ph['latency_ms_p99']:>8.1f}")  # fmt: skip
@@ -269,6 +300,7 @@ def main() -> int:
             "rounds": ROUNDS,
             "k": 1,
             "target_tokens": TARGET,
+            "host_tier_blocks": TIER_BLOCKS,
         },  # fmt: skip
         "runs": runs,
         "notes": "notes.md",

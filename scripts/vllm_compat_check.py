@@ -4,7 +4,7 @@
 
 ROOT is a folder holding ``vllm/`` (an extracted wheel: ``pip download --no-deps vllm==X`` and unzip
 ``vllm/**/*.py``; or a site-packages). For each tree and adapter (``attention``, ``prefix_cache``,
-``launch``, ``verify``) it prints ok / FAIL, and for every optional requirement whether it is present, with the
+``launch``, ``verify``, ``kv_tier``) it prints ok / FAIL, and for every optional requirement whether it is present, with the
 file and line it was found at (``--details``: every requirement). Exit status 1 when any tree misses a
 required symbol. The requirements are the adapters' own lists, so this checks exactly what they check
 at start-up.
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention_backend.vllm.contract import Report, Requirement, check_tree  # noqa: E402
 from attention_backend.vllm.requirements import REQUIREMENTS as ATTENTION  # noqa: E402
+from server.engine.kv_tier.vllm_requirements import REQUIREMENTS as KV_TIER  # noqa: E402
 from server.engine.prefix_cache.vllm_requirements import REQUIREMENTS as PREFIX_CACHE  # noqa: E402
 from server.engine.verify.vllm_requirements import REQUIREMENTS as VERIFY  # noqa: E402
 from server.launch.vllm_cmd import FLAG_REQUIREMENTS as LAUNCH  # noqa: E402
@@ -30,6 +31,7 @@ ADAPTERS: dict[str, tuple[Requirement, ...]] = {
     "prefix_cache": PREFIX_CACHE,
     "launch": LAUNCH,
     "verify": VERIFY,
+    "kv_tier": KV_TIER,
 }
 
 

@@ -25,6 +25,8 @@ class StackSettings(BaseSettings):
     custom logits processor is configured (the measured cost: bench/results/verify/vllm_runner_cost.json).
     `vllm_api_key`: the key of vLLM's local port (the router sends it); None = a random one per stack.
     `cache_salt_secret`: the secret of the tenants' prefix-cache salts; None = a random one per stack.
+    `kv_host_tier_blocks`: a second KV tier of this many blocks in host memory behind vLLM's cache
+    (`server.engine.kv_tier`: computed blocks are copied out, evicted prefixes load back); 0 = off.
     `allow_open`: let `xedge serve` listen beyond loopback without router API keys (XEDGE_ROUTER_API_KEYS),
     i.e. trust every caller and take the tenant from a header; refused unless set.
     """
@@ -39,6 +41,7 @@ class StackSettings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     prefix_cache_policy: str = "lru"
     kv_cache_gib: float = Field(1.0, gt=0)
+    kv_host_tier_blocks: int = Field(0, ge=0)
     max_model_len: int | None = Field(None, gt=0)
     block_size: int | None = Field(None, gt=0)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None

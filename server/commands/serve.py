@@ -60,6 +60,7 @@ def serve(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
     prefix_cache_policy: Annotated[str | None, typer.Option(help="KV-cache eviction policy (see `xedge bench prefix-cache`) [default: lru].")] = None,
     kv_cache_gib: Annotated[float | None, typer.Option(help="KV cache size on CPU, GiB [default: 1.0].")] = None,
+    kv_host_tier_blocks: Annotated[int | None, typer.Option(help="A second KV tier of this many blocks in host memory: computed blocks are copied out, evicted prefixes load back instead of being recomputed [default: 0 = off].")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="vLLM max model length.")] = None,
     block_size: Annotated[int | None, typer.Option(help="vLLM KV block size (default: vLLM's on CPU, the XAttention block on CUDA).")] = None,
     xattn_stride: Annotated[int | None, typer.Option(help="XAttention antidiagonal stride (8 or 16).")] = None,
@@ -97,6 +98,7 @@ def serve(
         given = dict(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,
             prefix_cache_policy=prefix_cache_policy, kv_cache_gib=kv_cache_gib, max_model_len=max_model_len,
+            kv_host_tier_blocks=kv_host_tier_blocks,
             block_size=block_size, run_dir=run_dir, sampling_verify=sampling_verify, allow_open=allow_open,
         )  # fmt: skip
         # Flags left out fall back to StackSettings (XEDGE_* env, then its defaults): each default is written once.

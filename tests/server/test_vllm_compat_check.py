@@ -60,7 +60,7 @@ def test_a_missing_method_and_flag_fail_the_check_by_name(tmp_path: Path) -> Non
 def test_every_flag_the_launch_passes_is_checked(tmp_path: Path) -> None:
     settings = StackSettings(
         port=0, vllm_port=0, device="cpu", run_dir=tmp_path, max_model_len=1024, block_size=32,
-        num_blocks_override=40, xattn={"stride": 8},
+        num_blocks_override=40, xattn={"stride": 8}, kv_host_tier_blocks=64,
     )  # fmt: skip
     flags = {a for a in vllm_argv(settings, tmp_path, 8000, "cpu") if a.startswith("--")}
     assert flags == set(VLLM_FLAGS)
