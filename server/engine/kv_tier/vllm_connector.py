@@ -111,6 +111,7 @@ class HostKVTier(KVConnectorBase_V1):
             self._loads: list[tuple[int, int]] = []
             self._stats_at = 0.0
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # worker: (vLLM KV tensor, its host slots)
+        self._load_errors: set[int] = set()  # worker: blocks whose load failed since vLLM last asked
 
     @property
     def requires_kv_delivery(self) -> bool:
@@ -216,8 +217,12 @@ class HostKVTier(KVConnectorBase_V1):
         assert isinstance(meta, HostKVTierMeta)
         if meta.loads:
             slots, blocks = (torch.tensor(x, dtype=torch.long) for x in zip(*meta.loads, strict=True))
-            for t, host in self._pairs:
-                t.index_copy_(0, blocks.to(t.device), host.index_select(0, slots).to(t.device))
+            try:
+                for t, host in self._pairs:
+                    t.index_copy_(0, blocks.to(t.device), host.index_select(0, slots).to(t.device))
+            except (RuntimeError, IndexError) as exc:  # vLLM recomputes these blocks (kv_load_failure_policy)
+                logger.error("xedge host KV tier: loading %d blocks failed (%s); vLLM recomputes them", len(blocks), exc)
+                self._load_errors.update(blocks.tolist())
 
     def wait_for_save(self) -> None:
         meta = self._get_connector_metadata()
@@ -235,3 +240,7 @@ class HostKVTier(KVConnectorBase_V1):
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
         return None, None
+
+    def get_block_ids_with_load_errors(self) -> set[int]:
+        errors, self._load_errors = self._load_errors, set()
+        return errors
