@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14: the first call of the next GPU session: what 2026-12-06's session wrote after its device time ran out.
+# Issue 14: the GPU tests + layer cost of what the 2026-12-06 08:23 session wrote after its device time ran out (run 2026-12-06 10:07: 43 passed).
 # After the vLLM unpack (../shared/gpu/README.md); results in $OUT. About 3 minutes on an H100.
 # 1. the GPU tests of the fused page tables, the fa3 sparse kernel (device-decided rows included) and the
 #    compile count after precompile (the table builder is one of the kernels counted);
