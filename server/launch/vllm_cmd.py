@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from attention_backend.vllm.contract import Requirement
+from server.engine.kv_tier.config import kv_transfer_config
 from server.engine.verify import PROCESSOR_FQCN
 from server.settings import StackSettings
 
@@ -20,8 +21,6 @@ VLLM_FLAGS = (
     "--max-model-len", "--block-size", "--num-gpu-blocks-override", "--dtype", "--logits-processors",
     "--kv-transfer-config",
 )  # fmt: skip
-KV_TIER_CONNECTOR = "HostKVTier"
-KV_TIER_MODULE = "server.engine.kv_tier.vllm_connector"
 VERIFY_PROCESSOR = PROCESSOR_FQCN
 """The router's sampling verify inside vLLM."""
 """Every flag ``vllm_argv`` may pass (a test keeps this in sync); each must exist in vLLM 0.26 - 0.33."""
@@ -105,18 +104,6 @@ def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) 
     if settings.sampling_verify if settings.sampling_verify is not None else device == "cpu":
         argv += ["--logits-processors", VERIFY_PROCESSOR]
     return argv + list(settings.vllm_args)
-
-
-def kv_transfer_config(host_blocks: int) -> dict[str, object]:
-    """vLLM's ``--kv-transfer-config`` for the host KV tier (``server.engine.kv_tier.vllm_connector``): loads are
-    synchronous and a failed one is recomputed (a best-effort cache never fails a request)."""
-    return {
-        "kv_connector": KV_TIER_CONNECTOR,
-        "kv_connector_module_path": KV_TIER_MODULE,
-        "kv_role": "kv_both",
-        "kv_load_failure_policy": "recompute",
-        "kv_connector_extra_config": {"host_blocks": host_blocks},
-    }
 
 
 def vllm_env(settings: StackSettings, status_dir: Path, device: str) -> dict[str, str]:

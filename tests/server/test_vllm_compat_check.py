@@ -34,7 +34,7 @@ def test_installed_vllm_meets_every_adapter_contract(tmp_path: Path) -> None:
     proc = _run(str(_installed_root()), "--json", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())
-    assert {r["adapter"] for r in rows} == {"attention", "prefix_cache", "launch", "verify"}
+    assert {r["adapter"] for r in rows} == {"attention", "prefix_cache", "launch", "verify", "kv_tier"}
     assert all(r["ok"] and not r["failures"] for r in rows)
     assert all(res["status"] in ("ok", "absent") for r in rows for res in r["results"])
 

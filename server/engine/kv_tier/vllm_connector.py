@@ -1,7 +1,7 @@
 """``HostKVTier``: vLLM's KV connector for the host tier (``server.engine.kv_tier``); the only module of the
 package that imports vLLM.
 
-Turned on by ``xedge serve --kv-host-tier-blocks N`` (``server.launch.vllm_cmd.kv_transfer_config``)::
+Turned on by ``xedge serve --kv-host-tier-blocks N`` (``kv_tier.config.kv_transfer_config``)::
 
     --kv-transfer-config '{"kv_connector": "HostKVTier", "kv_role": "kv_both",
                            "kv_connector_module_path": "server.engine.kv_tier.vllm_connector",
@@ -51,6 +51,7 @@ from client_edge.protocol.engine_xargs import (
     parse_request_meta,
 )
 from client_edge.protocol.status_marker import write_marker
+from server.engine.kv_tier.config import HostKVTierError, host_blocks
 from server.engine.kv_tier.slots import SlotIndex
 from server.engine.prefix_cache.registry import create_policy
 from server.engine.prefix_cache.vllm_adapter import DEFAULT_POLICY, POLICY_ENV
@@ -63,13 +64,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CONNECTOR_NAME = "HostKVTier"
-HOST_BLOCKS_KEY = "host_blocks"
 STATS_INTERVAL_S = 1.0
-
-
-class HostKVTierError(ValueError):
-    """A bad host-tier configuration, named at engine start-up."""
 
 
 @dataclass
@@ -79,16 +74,6 @@ class HostKVTierMeta(KVConnectorMetadata):
 
     loads: list[tuple[int, int]] = field(default_factory=list)
     saves: list[tuple[int, int]] = field(default_factory=list)
-
-
-def host_blocks(extra: dict[str, Any] | None) -> int:
-    value = (extra or {}).get(HOST_BLOCKS_KEY)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise HostKVTierError(
-            f"kv_connector_extra_config.{HOST_BLOCKS_KEY}: the host tier's size in KV blocks, an integer >= 1; "
-            f"got {value!r}"
-        )
-    return value
 
 
 class HostKVTier(KVConnectorBase_V1):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from server.launch.vllm_cmd import KV_TIER_CONNECTOR, KV_TIER_MODULE, vllm_argv
+from server.engine.kv_tier.config import CONNECTOR_MODULE, CONNECTOR_NAME, HostKVTierError, host_blocks
+from server.launch.vllm_cmd import vllm_argv
 from server.settings import StackSettings
 
 
@@ -24,7 +25,7 @@ def test_the_tier_is_off_by_default(tmp_path: Path) -> None:
 def test_the_flag_names_our_connector_with_its_size(tmp_path: Path) -> None:
     argv = _argv(tmp_path, kv_host_tier_blocks=512)
     cfg = json.loads(argv[argv.index("--kv-transfer-config") + 1])
-    assert cfg["kv_connector"] == KV_TIER_CONNECTOR and cfg["kv_connector_module_path"] == KV_TIER_MODULE
+    assert cfg["kv_connector"] == CONNECTOR_NAME and cfg["kv_connector_module_path"] == CONNECTOR_MODULE
     assert cfg["kv_connector_extra_config"] == {"host_blocks": 512}
     assert cfg["kv_load_failure_policy"] == "recompute"  # a failed load is recomputed, never a failed request
 
@@ -36,8 +37,5 @@ def test_a_negative_size_is_refused_before_vllm_starts() -> None:
 
 @pytest.mark.parametrize("extra", [None, {}, {"host_blocks": 0}, {"host_blocks": "64"}, {"host_blocks": True}])
 def test_the_connector_names_a_bad_size(extra: dict | None) -> None:
-    pytest.importorskip("vllm", reason="vLLM is not installed")
-    from server.engine.kv_tier.vllm_connector import HostKVTierError, host_blocks
-
     with pytest.raises(HostKVTierError, match="host_blocks"):
         host_blocks(extra)

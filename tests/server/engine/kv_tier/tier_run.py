@@ -37,7 +37,7 @@ def main() -> None:
 
     kw = {}
     if host_blocks:
-        from server.launch.vllm_cmd import kv_transfer_config
+        from server.engine.kv_tier.config import kv_transfer_config
 
         kw["kv_transfer_config"] = kv_transfer_config(host_blocks)
     llm = LLM(model=model_dir, max_model_len=1024, block_size=BLOCK, num_gpu_blocks_override=NUM_BLOCKS,
