@@ -26,7 +26,7 @@ metadata, so the design works in both layouts:
 A block is saved once, when it is computed (the tier is inclusive of vLLM's cache: what vLLM evicts later is
 already here). Hits show in vLLM's usage as cached prompt tokens (``prompt_tokens_details.cached_tokens``
 includes external hits) and in the ``kv_tier.stats`` marker. Needs ``KVConnectorBase_V1.bind_kv_cache_manager``
-(vLLM 0.32 has it, 0.26 does not: the connector stops at start-up there with that message).
+(vLLM 0.30 - 0.33 have it, 0.26 - 0.29 do not: the connector stops at start-up there with that message).
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class HostKVTier(KVConnectorBase_V1):
         if role == KVConnectorRole.SCHEDULER:
             if not hasattr(KVConnectorBase_V1, "bind_kv_cache_manager"):
                 raise HostKVTierError(
-                    "the host KV tier needs KVConnectorBase_V1.bind_kv_cache_manager (vLLM 0.32 has it; this vLLM "
-                    "does not): run without --kv-host-tier-blocks"
+                    "the host KV tier needs KVConnectorBase_V1.bind_kv_cache_manager (vLLM >= 0.30; this vLLM "
+                    "does not have it): run without --kv-host-tier-blocks"
                 )
             self._policy_name = os.environ.get(POLICY_ENV, DEFAULT_POLICY)
             self._index = SlotIndex(create_policy(self._policy_name, self._capacity, self._block))

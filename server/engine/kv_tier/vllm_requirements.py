@@ -1,6 +1,6 @@
 """What the host KV tier's connector (``vllm_connector``) relies on in vLLM: checked per version by
 ``scripts/vllm_compat_check.py`` (no vLLM import here). ``bind_kv_cache_manager`` is optional: without it
-(vLLM 0.26) the connector stops at start-up with that message, and ``xedge serve`` runs without the tier."""
+(vLLM 0.26 - 0.29) the connector stops at start-up with that message, and ``xedge serve`` runs without the tier."""
 
 from __future__ import annotations
 
