@@ -14,7 +14,8 @@ metadata, so the design works in both layouts:
 
 - Scheduler side (``SlotIndex``, keyed by vLLM's chained block hash, so a hash names a whole prefix; when full,
   the engine's eviction policy, ``XEDGE_PREFIX_CACHE_POLICY``, picks the slot that gives way, with the
-  requests' xedge metadata, so ``session-due`` keeps the sessions due next in the tier as in vLLM's cache):
+  requests' xedge metadata; a request's slots are in use until ``request_finished``, so ``session-due``
+  sees one request per escalation and keeps the sessions due next in the tier as in vLLM's cache):
   ``get_num_new_matched_tokens`` counts the unbroken run of the request's next block hashes held in the tier
   (never the prompt's last token: vLLM computes at least one) and answers it as a synchronous load;
   ``update_state_after_alloc`` turns the run into (slot -> block) loads; ``build_connector_meta`` adds
@@ -124,7 +125,7 @@ class HostKVTier(KVConnectorBase_V1):
             return
         ids, meta, now = blocks.get_block_ids()[0], self._meta(request), time.monotonic()
         for j in range(first, first + num_external_tokens // self._block):
-            self._loads.append((self._index.load(request.block_hashes[j], meta, now), ids[j]))
+            self._loads.append((self._index.load(request.block_hashes[j], rid, meta, now), ids[j]))
         self._saved[rid] = first + num_external_tokens // self._block
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
@@ -141,11 +142,10 @@ class HostKVTier(KVConnectorBase_V1):
                 continue
             ids, req_meta = manager.get_block_ids(rid)[0], self._meta(req)
             for j in range(start, min(done, len(ids))):
-                slot = self._index.save(req.block_hashes[j], j, req_meta, now)
+                slot = self._index.save(req.block_hashes[j], j, rid, req_meta, now)
                 if slot is not None:
                     meta.saves.append((ids[j], slot))
             self._saved[rid] = done
-        self._index.end_step(now)
         self._maybe_write_stats()
         return meta
 
@@ -154,6 +154,7 @@ class HostKVTier(KVConnectorBase_V1):
         self._reqs.pop(rid, None)
         self._saved.pop(rid, None)
         self._pending.pop(rid, None)
+        self._index.finish(rid, time.monotonic())
         return False, None
 
     def _meta(self, request: Request) -> RequestMeta:
