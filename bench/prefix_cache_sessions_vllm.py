@@ -339,8 +339,8 @@ def _plot(runs: list[dict[str, Any]], path: Path) -> Path:
     for j, ph in enumerate(runs[0]["phases"]):  # the same sequence in the simulator: what no policy beats
         sim = ph["simulated"]
         for value, style, label in (
-            (sim["belady"], "--", "belady (simulated)"),
-            (sim["bound_computed_per_escalation"], "-", "capacity bound"),
+            (sim["belady"], "--", "belady, vLLM's cache alone (simulated)"),
+            (sim["bound_computed_per_escalation"], "-", "capacity bound, vLLM's cache alone"),
         ):
             left.hlines(
                 value,
@@ -350,7 +350,8 @@ def _plot(runs: list[dict[str, Any]], path: Path) -> Path:
                 linestyles=style,
                 label=label if j == 0 else None,
             )
-    left.legend(fontsize=7, loc="lower left", framealpha=0.9)
+    left.legend(fontsize=6, loc="upper center", framealpha=0.9, ncol=2)
+    left.set_ylim(0, 760)
     fig.suptitle("edge sessions escalating in rotation (contexts / KV cache), vLLM CPU through the router")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
