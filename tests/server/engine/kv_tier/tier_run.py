@@ -42,7 +42,7 @@ def main() -> None:
         kw["kv_transfer_config"] = kv_transfer_config(host_blocks)
     llm = LLM(model=model_dir, max_model_len=1024, block_size=BLOCK, num_gpu_blocks_override=NUM_BLOCKS,
               enable_prefix_caching=True, enforce_eager=True, distributed_executor_backend="uni",
-              max_num_seqs=4, seed=0, dtype="float32", **kw)  # fmt: skip
+              max_num_seqs=4, seed=0, dtype="float32", gpu_memory_utilization=0.3, **kw)  # fmt: skip
     params = SamplingParams(max_tokens=4, temperature=0.0, logprobs=1)
     rows = []
     for tokens in scenario():
