@@ -203,7 +203,7 @@ def capacity_bound(requests: list[tuple[int, list[int]]], k: int) -> dict[str, f
     }
 
 
-def label(policy: str, tier: int) -> str:
+def config_label(policy: str, tier: int) -> str:
     return f"{policy}+tier{tier}" if tier else policy
 
 
@@ -230,7 +230,7 @@ def run_policy(policy: str, tier: int, say: Any) -> dict[str, Any]:
                 phases = [phase(edge, fp, over, rng, stack.status_dir) for over in (2, 4)]
             finally:
                 edge.close()
-    return {"policy": label(policy, tier), "engine_policy": policy, "host_tier_blocks": tier,
+    return {"policy": config_label(policy, tier), "engine_policy": policy, "host_tier_blocks": tier,
             "stack_start_s": round(start_s, 1), "phases": phases}  # fmt: skip
 
 
@@ -245,9 +245,9 @@ def main() -> int:
 
     configs = CONFIGS
     if sys.argv[1:2] == ["--only"]:  # a smoke run of some configurations: printed, the results are not replaced
-        configs = tuple(c for c in CONFIGS if label(*c) in sys.argv[2].split(","))
+        configs = tuple(c for c in CONFIGS if config_label(*c) in sys.argv[2].split(","))
         if not configs:
-            print(f"--only: expected some of {[label(*c) for c in CONFIGS]}", file=sys.stderr)
+            print(f"--only: expected some of {[config_label(*c) for c in CONFIGS]}", file=sys.stderr)
             return 2
     start = time.perf_counter()
     runs = [run_policy(p, tier, say) for p, tier in configs]

@@ -46,16 +46,13 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 
 from client_edge.protocol.engine_xargs import (
-    DEFAULT_META,
-    InvalidRequestMeta,
     RequestMeta,
-    parse_request_meta,
 )
 from client_edge.protocol.status_marker import write_marker
 from server.engine.kv_tier.config import HostKVTierError, host_blocks
 from server.engine.kv_tier.slots import SlotIndex
 from server.engine.prefix_cache.registry import create_policy
-from server.engine.prefix_cache.vllm_adapter import DEFAULT_POLICY, POLICY_ENV
+from server.engine.prefix_cache.vllm_adapter import DEFAULT_POLICY, POLICY_ENV, request_meta
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -159,16 +156,10 @@ class HostKVTier(KVConnectorBase_V1):
 
     def _meta(self, request: Request) -> RequestMeta:
         """The request's xedge metadata (parsed once; the prefix-cache adapter may have done it already)."""
-        meta = getattr(request, "_xedge_meta", None)
-        if meta is None:
-            try:
-                meta = parse_request_meta(getattr(request.sampling_params, "extra_args", None))
-            except InvalidRequestMeta as exc:  # the API layer validates first; never kill the engine here
-                logger.warning("xedge host KV tier: request %s: %s; using defaults", request.request_id, exc)
-                self._invalid_meta += 1
-                meta = DEFAULT_META
-            request._xedge_meta = meta
-        return meta
+        return request_meta(request, "xedge host KV tier", self._count_invalid)
+
+    def _count_invalid(self) -> None:
+        self._invalid_meta += 1
 
     def stats(self) -> dict[str, Any]:
         c = self._index.counters

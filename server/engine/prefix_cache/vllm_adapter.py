@@ -93,6 +93,25 @@ def flush_stats(block_pool: Any) -> Path | None:
     return write_marker("prefix_cache", "stats", hook.snapshot())
 
 
+def request_meta(request: Any, who: str, on_invalid: Callable[[], None]) -> RequestMeta:
+    """A vLLM request's xedge metadata, parsed once and kept on the request (``_xedge_meta``), so every plugin
+    that reads it (this adapter, the host KV tier's connector) sees the same. A value that does not parse is
+    logged (``who``), counted (``on_invalid``) and replaced by the defaults: the API layer validates first, and
+    here a bad value must not kill the engine."""
+    cached = getattr(request, "_xedge_meta", None)
+    if cached is not None:
+        return cached
+    params = getattr(request, "sampling_params", None)
+    try:
+        meta = parse_request_meta(getattr(params, "extra_args", None))
+    except InvalidRequestMeta as exc:
+        logger.warning("%s: request %s: %s; using defaults", who, request.request_id, exc)
+        on_invalid()
+        meta = DEFAULT_META
+    request._xedge_meta = meta
+    return meta
+
+
 class _PoolHook:
     """Per-BlockPool state: the policy and the metadata of the request vLLM is working on."""
 
@@ -103,19 +122,10 @@ class _PoolHook:
         self.meta: RequestMeta | None = None
 
     def meta_of(self, request: Any) -> RequestMeta:
-        cached = getattr(request, "_xedge_meta", None)
-        if cached is not None:
-            return cached
-        params = getattr(request, "sampling_params", None)
-        try:
-            meta = parse_request_meta(getattr(params, "extra_args", None))
-        except InvalidRequestMeta as exc:
-            # The API layer validates first; here a bad value must not kill the engine.
-            logger.warning("xedge prefix cache: request %s: %s; using defaults", request.request_id, exc)
-            self.policy.stats.invalid_meta += 1
-            meta = DEFAULT_META
-        request._xedge_meta = meta
-        return meta
+        return request_meta(request, "xedge prefix cache", self._count_invalid)
+
+    def _count_invalid(self) -> None:
+        self.policy.stats.invalid_meta += 1
 
     def snapshot(self) -> dict[str, Any]:
         return {
