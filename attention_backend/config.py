@@ -49,6 +49,10 @@ class XAttentionConfig:
             break-even decides its rows on the device: each row is still estimated and runs dense when its
             estimate is above the break-even, but the host never waits for the counts (no sync per layer);
             nearer the break-even the host reads them (and the probe applies). In [0, 1]; 0 = always the host.
+        time_paths: on CUDA, each layer times its attention both ways per context length (CUDA events, no
+            sync): vLLM's dense kernel with no estimate, and XAttention (estimate, decide, attend); once both
+            are timed it runs the cheaper there and re-times the other now and then
+            (:mod:`attention_backend.layer_gate`). False: the density rules alone decide.
         chunk_tokens: query tokens processed per step by the torch path (bounds peak memory;
             rounded up to a multiple of ``block_size``).
         enabled: False keeps every prefill dense (the vLLM backend then only delegates).
@@ -72,6 +76,7 @@ class XAttentionConfig:
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
     device_decide_below: float = 0.8
+    time_paths: bool = True
     sparse_kernel: str = "auto"
     estimate_fp8: bool = False
 
@@ -88,7 +93,7 @@ class XAttentionConfig:
         object.__setattr__(self, "device_decide_below", float(below))
         if self.sparse_kernel not in SPARSE_KERNELS:
             raise ValueError(f"XAttentionConfig.sparse_kernel: expected one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
-        for name in ("enabled", "estimate_fp8"):
+        for name in ("enabled", "estimate_fp8", "time_paths"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"XAttentionConfig.{name}: expected a bool, got {getattr(self, name)!r}")
         if self.block_size % self.stride:
@@ -225,6 +230,7 @@ def additional_config_from_flags(
     min_sparse_ms: float | None = None,
     sparse_kernel: str | None = None,
     estimate_fp8: bool | None = None,
+    time_paths: bool | None = None,
 ) -> dict[str, Any]:
     """Map ``xedge serve --xattn-*`` flags to vLLM's ``additional_config`` (``{"xattn": {...}}``).
 
@@ -249,6 +255,8 @@ def additional_config_from_flags(
         section["sparse_kernel"] = sparse_kernel
     if estimate_fp8 is not None:
         section["estimate_fp8"] = estimate_fp8
+    if time_paths is not None:
+        section["time_paths"] = time_paths
     try:
         if threshold_table is not None:
             section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
@@ -266,6 +274,7 @@ FLAGS = {
     "threshold": "--xattn-threshold",
     "sparse_kernel": "--xattn-sparse-kernel",
     "estimate_fp8": "--xattn-estimate-fp8",
+    "time_paths": "--xattn-time-paths",
 }
 """``xedge serve`` flag of each config field (errors name the flag the user typed)."""
 

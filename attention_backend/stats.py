@@ -15,7 +15,9 @@ class XAttentionStats:
     short prefills that shared such a step. Blocks are summed over layers and heads of the estimated
     prefills (on CUDA: every candidate row, also those then run dense; ``density`` is the estimate's).
     ``sparse_row_layers`` / ``dense_row_layers`` (CUDA): per (candidate row, layer), whether the sparse
-    kernel ran or vLLM's dense kernel did because the estimated density was above the break-even.
+    kernel ran or vLLM's dense kernel did because the estimated density was above the break-even, the
+    layer's latest estimate at that length was far above it (``history_``) or dense measured cheaper
+    there (``timed_``: :mod:`attention_backend.layer_gate`).
     """
 
     sparse_prefills: int = 0
@@ -28,6 +30,9 @@ class XAttentionStats:
     sparse_row_layers: int = 0
     dense_row_layers: int = 0
     history_dense_row_layers: int = 0  # CUDA: of dense_row_layers, run dense on the layer's latest estimate alone
+    timed_dense_row_layers: int = 0  # CUDA: of dense_row_layers, run dense with no estimate on the timed paths
+    # CUDA, the timed paths (layer_gate): layer -> context bucket's shortest length -> path -> ms per unit of work
+    path_costs: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
     per_layer: dict[int, list[int]] = field(default_factory=dict)  # CUDA: layer -> [kept, causal] estimated
 
     def add_layer(self, layer: int, kept: int, causal: int) -> None:

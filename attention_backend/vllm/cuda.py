@@ -11,7 +11,11 @@ prefix hits are included) and which always run dense (decodes, short prefills). 
    is skipped in a layer whose latest estimated density is under half the break-even: it
    would only add a sync there, the full estimate below still decides. A layer whose latest estimate is
    far above the break-even runs dense with no estimate, re-estimated every few calls
-   (:class:`attention_backend.layer_gate.LayerGate`);
+   (:class:`attention_backend.layer_gate.LayerGate`). All of this is kept per context length (half octaves),
+   and each layer also times its attention both ways on the GPU (dense with no estimate, and XAttention: CUDA
+   events read later, :class:`attention_backend.path_clock.PathClock`): once both are timed at a length it runs
+   the cheaper there and re-times the other every few calls (``time_paths``), so a layer where estimating
+   does not pay runs dense;
 2. estimate + select the other candidates in full (Triton, ``kernels.paged_select``; one host sync);
    a row whose estimated density is above the break-even runs dense. With ``dense_above >= 1`` (every
    row sparse) there is nothing to decide and no sync: the kept counts stay on the device
@@ -55,7 +59,8 @@ from vllm.v1.attention.backends.flash_attn import (
 from attention_backend.block_pages import pages_unsupported
 from attention_backend.break_even import break_even_for, causal_attention_flops
 from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
-from attention_backend.layer_gate import LayerGate
+from attention_backend.layer_gate import DENSE, LayerGate, length_bucket
+from attention_backend.path_clock import PathClock
 from attention_backend.vllm.common import (
     STATS,
     config_from_vllm,
@@ -160,6 +165,15 @@ class CudaStepPlan:
     _subsets: dict[tuple[int, ...], tuple[torch.Tensor, Any]] = field(default_factory=dict)
     _rows: torch.Tensor | None = None  # the candidates' request indices on the device (without_keys)
     _limits: dict[tuple, torch.Tensor] = field(default_factory=dict)  # most_kept, per rule
+    bucket: int = field(init=False)  # the longest candidate's context (layer_gate.length_bucket)
+    work: float = field(init=False)  # causal (query, key) pairs of every row: what a path's time is divided by
+
+    def __post_init__(self) -> None:
+        self.bucket = length_bucket(max((s.k_len for s in self.candidates), default=1))
+        self.work = float(sum(
+            q * (2 * k - q + 1) / 2
+            for q, k in ((self.qsl[r + 1] - self.qsl[r], self.seq_lens[r]) for r in range(len(self.seq_lens)))
+        ))  # fmt: skip
 
     def without_keys(self, emptied: torch.Tensor) -> Any:
         """The step's metadata with the key length of candidate ``i`` set to 0 where ``emptied[i]`` (a bool on
@@ -230,6 +244,7 @@ class _Pending:
     sparse_rows: torch.Tensor | None  # per row decided on the device: sparse (None: decided on the host)
     rows: int  # rows decided on the device
     gate: LayerGate | None  # the layer's gate, told the estimate at the flush
+    bucket: int  # the step's length bucket, where the gate keeps the estimate
 
 
 class DeviceCounts:
@@ -249,11 +264,12 @@ class DeviceCounts:
         sparse_rows: torch.Tensor | None = None,
         rows: int = 0,
         gate: LayerGate | None = None,
+        bucket: int = 0,
     ) -> None:
         """One layer's kept blocks (a count, or one per row: summed at the flush); with ``sparse_rows`` (a bool
         per row decided on the device, ``rows`` of them) also its decisions, counted at the flush, where
         ``gate`` sees the layer's estimate."""
-        self._pending.append(_Pending(layer, kept, causal, sparse_rows, rows, gate))
+        self._pending.append(_Pending(layer, kept, causal, sparse_rows, rows, gate, bucket))
 
     def flush(self) -> None:
         if not self._pending:
@@ -279,7 +295,7 @@ class DeviceCounts:
             STATS.sparse_row_layers += int(sparse)
             STATS.dense_row_layers += p.rows - int(sparse)
             if p.gate is not None:
-                p.gate.observe(int(n), p.causal)
+                p.gate.observe(int(n), p.causal, p.bucket)
         self._pending.clear()
 
 
@@ -355,6 +371,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._layer_index: int | None = None
         self._sparse_kind: str | None = None  # "fa3" or "triton", fixed at the first sparse call
         self._precompiled = False  # kernels.warmup ran for this layer's shapes (at vLLM's warm-up)
+        self._clock = PathClock()  # times both paths of a layer (LayerGate.path)
         init_xattn(
             self,
             {
@@ -383,7 +400,10 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self.dense_above, self.dense_above_source = resolve_dense_above(
             self.xattn, torch.cuda.get_device_name(), self.head_size, kernel
         )
-        self._gate = LayerGate(self.dense_above, device_below=self.xattn.device_decide_below)
+        self._gate = LayerGate(
+            self.dense_above, device_below=self.xattn.device_decide_below, time_paths=self.xattn.time_paths,
+            layer=self._layer_index or 0,
+        )
 
     def _threshold(self, layer: Any, device: torch.device) -> torch.Tensor:
         if self._tau is None:
@@ -426,34 +446,55 @@ class XAttentionCudaImpl(FlashAttentionImpl):
                 "start vLLM with --block-size %d",
                 key_cache.shape[1], block, block,
             )
+        self._layer(layer)
+        for (bucket, path, work), ms in self._clock.done():
+            self._gate.record(bucket, path, ms, work)
+            STATS.path_costs.setdefault(self._layer_index, {}).update(self._gate.costs())
+        path, why = self._gate.path(step.bucket)
+        self._gate.started(step.bucket, path)
+        span = self._clock.start() if self._gate.time_paths and self._gate.deciding else None
+        if path == DENSE:  # no estimate: the layer's history says dense costs less here
+            if why == "density":
+                STATS.history_dense_row_layers += len(step.candidates)
+            else:
+                STATS.timed_dense_row_layers += len(step.candidates)
+            super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
+            n_dense, on_device = len(step.candidates), 0
+        else:
+            n_dense, on_device = self._forward_xattn(layer, step, key_cache, value_cache, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)  # fmt: skip
+        if span is not None:
+            self._clock.stop(span, (step.bucket, path, step.work))
+        self._count_step(step, n_dense, on_device=on_device)
+        return output
+
+    def _forward_xattn(
+        self, layer: Any, step: CudaStepPlan, key_cache: torch.Tensor, value_cache: torch.Tensor, query: torch.Tensor,
+        key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, attn_metadata: Any, output: torch.Tensor,
+        *args: Any, **kwargs: Any,
+    ) -> tuple[int, int]:
+        """Estimate, decide per row and attend; returns (rows run dense, rows decided on the device)."""
+        block, bucket = self.xattn.block_size, step.bucket
         q = query.view(query.shape[0], self.num_heads, self.head_size)
         out = output.view(output.shape[0], self.num_heads, self.head_size)
         kv = (key_cache, value_cache, attn_metadata.block_table)
         tau = self._threshold(layer, query.device)
-        self._layer(layer)
-        # 1. probe: estimate only the last query blocks of long rows; a row already above the break-even
-        # there runs dense without the full estimate (its cost is then ~probe / query blocks of it).
-        if self._gate.skip_estimate():  # far above the break-even lately: dense, no estimate
-            STATS.history_dense_row_layers += len(step.candidates)
-            super().forward(layer, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)
-            self._count_step(step, len(step.candidates))
-            return output
-        if self._gate.on_device() and self._full_tables_fit(step, int(key_cache.shape[1])):
+        if self._gate.on_device(bucket) and self._full_tables_fit(step, int(key_cache.shape[1])):
             # well under the break-even lately: decide on the device, no sync
             self._forward_decided_on_device(layer, q, kv, step, tau, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)  # fmt: skip
-            self._count_step(step, 0, on_device=len(step.candidates))
-            return output
-        probe_len = self.xattn.probe_blocks * block if self._gate.probe() else 0
+            return 0, len(step.candidates)
+        # 1. probe: estimate only the last query blocks of long rows; a row already above the break-even
+        # there runs dense without the full estimate (its cost is then ~probe / query blocks of it).
+        probe_len = self.xattn.probe_blocks * block if self._gate.probe(bucket) else 0
         cands = step.candidates
         probed = [s for s in cands if probe_len and s.q_len > 2 * probe_len]
         dense_rows: list[int] = []
         if probed:
             tails = [dataclasses.replace(s, q_start=s.q_start + s.q_len - probe_len, q_len=probe_len) for s in probed]
-            decided = self._decide(layer, q, kv, tails, tau)[1]
+            decided = self._decide(layer, q, kv, tails, tau, bucket)[1]
             dense_rows = [s.row for s, sp in zip(probed, decided, strict=True) if not sp]
             cands = [s for s in cands if s.row not in dense_rows]
         # 2. full estimate + selection of the remaining candidates; the density decides per row.
-        sels, sparse, widths = self._decide(layer, q, kv, cands, tau) if cands else ([], [], None)
+        sels, sparse, widths = self._decide(layer, q, kv, cands, tau, bucket) if cands else ([], [], None)
         dense_rows += [s.row for s, sp in zip(cands, sparse, strict=True) if not sp]
         # 3. vLLM's FlashAttention on the dense rows only (the whole batch: no copy).
         dense_reqs = tuple(sorted((*step.always_dense, *dense_rows)))
@@ -476,8 +517,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
                 )
             else:
                 self._kernels.paged_attend(q, *kv, seqs, chosen_sels, block_size=block, scale=self.scale, out=out)
-        self._count_step(step, len(step.candidates) - len(chosen))
-        return output
+        return len(step.candidates) - len(chosen), 0
 
     def _full_tables_fit(self, step: CudaStepPlan, page_size: int) -> bool:
         """Deciding on the device gives the fa3 kernel's page tables every key block of a row (no host-read
@@ -509,7 +549,8 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         counts = [sel.count.sum() for sel in sels]
         kept = torch.stack(counts) if len(counts) > 1 else counts[0].view(1)
         sparse = kept <= step.most_kept(self.dense_above, causal, kept.device)  # [rows] bool, on the device
-        DEVICE_COUNTS.add(self._layer(layer), kept, sum(causal), sparse_rows=sparse, rows=len(seqs), gate=self._gate)
+        DEVICE_COUNTS.add(self._layer(layer), kept, sum(causal), sparse_rows=sparse, rows=len(seqs), gate=self._gate,
+                          bucket=step.bucket)  # fmt: skip
         query, key, value, kv_cache, _step_meta, output, *rest = dense_args
         super().forward(layer, query, key, value, kv_cache, step.without_keys(sparse), output, *rest, **kwargs)
         out = output.view(output.shape[0], self.num_heads, self.head_size)
@@ -552,6 +593,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
     def _layer(self, layer: Any) -> int:
         if self._layer_index is None:
             self._layer_index = extract_layer_index(layer.layer_name)
+            self._gate.layer = self._layer_index  # staggers its re-timing calls
             DEVICE_COUNTS.last_layer = max(DEVICE_COUNTS.last_layer, self._layer_index)
         return self._layer_index
 
@@ -574,7 +616,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         return self._sparse_kind
 
     def _decide(
-        self, layer: Any, q: torch.Tensor, kv: tuple, seqs: list[Any], tau: torch.Tensor
+        self, layer: Any, q: torch.Tensor, kv: tuple, seqs: list[Any], tau: torch.Tensor, bucket: int
     ) -> tuple[list[Any], list[bool], list[int] | None]:
         """Estimate + select ``seqs``; one host sync for the kept counts (and each row's most kept blocks of any
         head and query block: ``widths``, None without the sync); sparse = density <= dense_above."""
@@ -593,7 +635,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         STATS.kept_blocks += kept_sum
         STATS.causal_blocks += causal_sum
         STATS.add_layer(self._layer(layer), kept_sum, causal_sum)
-        self._gate.observe(kept_sum, causal_sum)
+        self._gate.observe(kept_sum, causal_sum, bucket)
         return sels, [a / b <= self.dense_above for a, b in zip(kept, causal, strict=True)], widths
 
     def _count_step(self, step: CudaStepPlan, n_dense: int, on_device: int = 0) -> None:
@@ -618,12 +660,15 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             "rule",
             "xattn: prefill rows with context >= %d tokens are estimated per layer (first their last %d query "
             "blocks); a row whose estimated density is above %.3f (%s) runs vLLM's FlashAttention instead of "
-            "the sparse kernel; a layer whose latest estimate is >= %.1fx that runs it with no estimate, re-estimated "
-            "every %d calls; a layer whose latest estimate is under %.1fx that decides its rows on the device "
-            "(no host sync); sparse rows run on %s; counts in the attention.stats marker (sparse_row_layers / "
-            "dense_row_layers / history_dense_row_layers)",
+            "the sparse kernel; per context length (half octaves), a layer whose latest estimate is >= %.1fx that "
+            "runs it with no estimate, re-estimated every %d calls, and one under %.1fx decides its rows on the "
+            "device (no host sync); %s; sparse rows run on %s; counts in the attention.stats marker "
+            "(sparse_row_layers / dense_row_layers / history_dense_row_layers / timed_dense_row_layers, path_costs)",
             self.xattn.min_sparse_len, self.xattn.probe_blocks, self.dense_above, self.dense_above_source,
             self._gate.dense_margin, self._gate.reprobe_every, self._gate.device_below,
+            f"each layer times dense (no estimate) and XAttention per context length on the GPU and runs the cheaper, "
+            f"re-timing the other every {self._gate.retime_every} calls" if self._gate.time_paths
+            else "paths not timed (time_paths off)",
             "vLLM's FlashAttention 3 over per-block page tables" if self._sparse_kind == "fa3" else "the Triton kernel",
         )
 

@@ -10,7 +10,8 @@
 #          since 2026-12-06 neither do g3 (60 MB) and gm3 (60 MB): halves (split -n 2 -d), one per call
 # one carry per call (each < 64 MiB with the repository). One model per call; results in $OUT.
 # XATTN_ARGS: extra flags for the XAttention runs of bench/xattn_retrieval.py, e.g. "--sparse-kernel auto".
-# RUNS: which engines, in order (default "dense xattn"; "xattn_host": TTFT with every decision on the host).
+# RUNS: which engines, in order (default "dense xattn"; "xattn_host": TTFT with every decision on the host;
+# "xattn_untimed": TTFT with the density rules alone, no timed paths).
 # EAGER=1: enforce_eager (the runs before 2026-12-06 09:00 UTC); default: vLLM's default compilation.
 set -u
 source .gpucarry/run/device_env.sh
@@ -61,10 +62,12 @@ for R in ${RUNS:-dense xattn}; do
       fi ;;
     xattn) run xattn --backend xattn --label "xattn (defaults)" $MODE ${XATTN_ARGS:-}
       grep -h "xattn:" /tmp/${MODEL}_xattn.log | sort | uniq -c | head -6 ;;
+    # TTFT only: the density rules alone (no timed paths), what ran before 2026-12-06 14:00 UTC
+    xattn_untimed) run xattn_untimed --backend xattn --label "xattn, density rules only" --no-time-paths --ttft-only $MODE ${XATTN_ARGS:-} ;;
     # TTFT only: every decision on the host (a sync per layer), to measure what deciding on the device saves
     xattn_host) run xattn_host --backend xattn --label "xattn, decided on the host" --device-decide-below 0 --ttft-only $MODE ${XATTN_ARGS:-} ;;
   esac
 done
 [ -f "$OUT/${MODEL}_dense.json" ] || cp /tmp/keep_${MODEL}_dense.json "$OUT/${MODEL}_dense.json" 2>/dev/null
 cp "$OUT/${MODEL}_dense.json" /tmp/keep_${MODEL}_dense.json 2>/dev/null  # a later call's compare finds it
-python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" $(ls "$OUT/${MODEL}_xattn.json" "$OUT/${MODEL}_xattn_host.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
+python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" $(ls "$OUT/${MODEL}_xattn.json" "$OUT/${MODEL}_xattn_host.json" "$OUT/${MODEL}_xattn_untimed.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"

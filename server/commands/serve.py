@@ -73,6 +73,9 @@ def serve(
     xattn_estimate_fp8: Annotated[bool | None, typer.Option(
         "--xattn-estimate-fp8/--no-xattn-estimate-fp8",
         help="CUDA sm_90+: the estimation GEMM on fp8 copies of q and k scaled per head [default: off].")] = None,
+    xattn_time_paths: Annotated[bool | None, typer.Option(
+        "--xattn-time-paths/--no-xattn-time-paths",
+        help="CUDA: each layer times dense and XAttention per context length and runs the cheaper [default: on].")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs and plugin status go (default: a temp dir).")] = None,
     sampling_verify: Annotated[bool | None, typer.Option(
         "--sampling-verify/--no-sampling-verify",
@@ -94,6 +97,7 @@ def serve(
             stride=xattn_stride, threshold=xattn_threshold, min_len=xattn_min_len, threshold_table=xattn_threshold_table,
             dense_above=xattn_dense_above,
             min_sparse_ms=xattn_min_sparse_ms, sparse_kernel=xattn_sparse_kernel, estimate_fp8=xattn_estimate_fp8,
+            time_paths=xattn_time_paths,
         )[ADDITIONAL_CONFIG_KEY]
         given = dict(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,

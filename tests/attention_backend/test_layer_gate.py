@@ -2,7 +2,7 @@
 
 import pytest
 
-from attention_backend.layer_gate import LayerGate
+from attention_backend.layer_gate import DENSE, XATTN, LayerGate, bucket_tokens, length_bucket
 
 
 def test_far_above_the_break_even_skips_the_estimate_but_reestimates_every_nth_call():
@@ -44,7 +44,73 @@ def test_nothing_is_skipped_when_every_row_runs_sparse():
     assert not gate.skip_estimate() and not gate.probe()
 
 
-@pytest.mark.parametrize("kw", [{"dense_margin": 0.9}, {"reprobe_every": 0}, {"probe_below": 1.5}])
+def test_each_length_bucket_keeps_its_own_estimate():
+    gate = LayerGate(dense_above=0.5, reprobe_every=4)
+    long, short = length_bucket(128_000), length_bucket(32_000)
+    gate.observe(90, 100, short)  # 32K far above the break-even, 128K under it
+    gate.observe(10, 100, long)
+    assert gate.skip_estimate(short) and not gate.skip_estimate(long)
+    assert gate.on_device(long) and not gate.on_device(short)
+    assert gate.density(length_bucket(64_000)) is None
+
+
+def test_buckets_are_half_octaves():
+    assert length_bucket(32_767) == length_bucket(23_171) == length_bucket(32_000)
+    assert length_bucket(32_768) == length_bucket(32_767) + 1
+    assert bucket_tokens(length_bucket(32_000)) == 23_171 and bucket_tokens(length_bucket(16_384)) == 16_384
+
+
+def test_timed_paths_pick_the_cheaper_per_unit_of_work_and_retime_the_other():
+    gate = LayerGate(dense_above=0.5, retime_every=4, smoothing=1.0, layer=0, far_apart=2.5)
+    b = length_bucket(32_000)
+    assert gate.path(b) == (XATTN, "density")  # nothing timed: estimate
+    gate.started(b, XATTN)
+    assert gate.path(b) == (DENSE, "first")
+    gate.started(b, DENSE)
+    assert gate.path(b) == (XATTN, "density")  # both started, neither timing back yet
+    gate.record(b, XATTN, ms=3.0, work=2.0)  # 1.5 ms per unit
+    gate.record(b, DENSE, ms=1.0, work=1.0)  # 1.0
+    assert [gate.path(b) for _ in range(4)] == [(XATTN, "retime"), (DENSE, "timed"), (DENSE, "timed"), (DENSE, "timed")]
+    gate.record(b, XATTN, ms=0.5, work=1.0)  # XAttention got cheaper (smoothing 1: the latest counts)
+    assert gate.path(b) == (DENSE, "retime")
+    assert gate.path(b) == (XATTN, "timed")
+    assert gate.costs() == {23_171: {XATTN: 0.5, DENSE: 1.0}}
+
+
+def test_paths_far_apart_are_retimed_less_often():
+    gate = LayerGate(dense_above=0.5, retime_every=2, smoothing=1.0, layer=0, far_apart=1.5, far_apart_factor=3)
+    gate.started(30, XATTN)
+    gate.started(30, DENSE)
+    gate.record(30, XATTN, ms=1.0, work=1.0)
+    gate.record(30, DENSE, ms=2.0, work=1.0)  # dense 2x XAttention: re-timed every 6th call, not every 2nd
+    paths = [gate.path(30)[1] for _ in range(12)]
+    assert [i + 1 for i, why in enumerate(paths) if why == "retime"] == [6, 12]
+
+
+def test_timings_average_and_bad_ones_are_ignored():
+    gate = LayerGate(dense_above=0.5, smoothing=0.5)
+    gate.record(30, DENSE, ms=2.0, work=1.0)
+    gate.record(30, DENSE, ms=4.0, work=1.0)
+    gate.record(30, DENSE, ms=float("nan"), work=1.0)
+    gate.record(30, DENSE, ms=1.0, work=0.0)
+    assert gate.costs() == {bucket_tokens(30): {DENSE: 3.0}}
+
+
+def test_without_timing_or_decisions_the_density_rules_alone_answer():
+    untimed = LayerGate(dense_above=0.25, reprobe_every=4, time_paths=False)
+    untimed.started(30, XATTN)
+    untimed.observe(90, 100, 30)
+    assert untimed.path(30) == (DENSE, "density")  # no "first" dense call without timing
+    every_row_sparse = LayerGate(dense_above=1.0)
+    every_row_sparse.started(30, XATTN)
+    assert every_row_sparse.path(30) == (XATTN, "density")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"dense_margin": 0.9}, {"reprobe_every": 0}, {"probe_below": 1.5}, {"retime_every": 1}, {"smoothing": 0.0},
+     {"far_apart": 0.5}, {"far_apart_factor": 0}],
+)
 def test_bad_settings_are_refused(kw):
     with pytest.raises(ValueError, match="LayerGate"):
         LayerGate(dense_above=0.5, **kw)

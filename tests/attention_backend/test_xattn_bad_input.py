@@ -61,6 +61,9 @@ def test_from_dict_and_flags(tmp_path):
     assert additional_config_from_flags(estimate_fp8=True) == {"xattn": {"estimate_fp8": True}}
     with pytest.raises(ValueError, match="^--xattn-estimate-fp8: "):
         additional_config_from_flags(estimate_fp8=1)  # type: ignore[arg-type]
+    assert additional_config_from_flags(time_paths=False) == {"xattn": {"time_paths": False}}
+    with pytest.raises(ValueError, match="^--xattn-time-paths: "):
+        additional_config_from_flags(time_paths="no")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at most one"):
         additional_config_from_flags(threshold=0.9, threshold_table=table)
     with pytest.raises(ValueError, match="^--xattn-threshold-table: .*existing JSON file"):

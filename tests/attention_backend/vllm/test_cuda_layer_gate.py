@@ -14,11 +14,12 @@ pytest.importorskip("vllm", reason="vLLM is not installed")
 import torch  # noqa: E402
 
 from attention_backend.config import XAttentionConfig  # noqa: E402
-from attention_backend.layer_gate import LayerGate  # noqa: E402
+from attention_backend.layer_gate import LayerGate, length_bucket  # noqa: E402
 from attention_backend.vllm import cuda  # noqa: E402
 from attention_backend.vllm.common import STATS  # noqa: E402
 
 HEADS, D, BLOCK = 4, 64, 128
+BUCKET = length_bucket(4096)  # every row here has 4,096 tokens of context
 
 
 class FakeKernels:
@@ -45,14 +46,42 @@ class FakeKernels:
         self.attends += 1
 
 
-def _impl(monkeypatch, kernels: FakeKernels, dense_above: float, layer: int, device_below: float = 0.0):
-    """The impl of one layer; ``device_below`` 0 (the host decides every row) unless a test says otherwise."""
+class FakeClock:
+    """PathClock without CUDA: spans finish at once; their time is ``ms[path]`` (None: the span never
+    finishes, as on a GPU still busy with it)."""
+
+    def __init__(self, ms: dict[str, float | None] | None = None) -> None:
+        self.ms = ms or {}
+        self.spans: list[tuple] = []
+        self._done: list[tuple] = []
+
+    def start(self):
+        return object()
+
+    def stop(self, span, key):
+        self.spans.append(key)
+        if self.ms.get(key[1]) is not None:
+            self._done.append((key, self.ms[key[1]]))
+
+    def done(self):
+        out, self._done = self._done, []
+        return out
+
+
+def _impl(
+    monkeypatch, kernels: FakeKernels, dense_above: float, layer: int, device_below: float = 0.0,
+    clock: FakeClock | None = None,
+):
+    """The impl of one layer; ``device_below`` 0 (the host decides every row) unless a test says otherwise;
+    paths timed only with a ``clock`` (else the density rules alone decide)."""
     impl = object.__new__(cuda.XAttentionCudaImpl)
     impl.sparse_enabled = True
     impl.xattn = XAttentionConfig(threshold=0.9, stride=16, min_sparse_len=1024)
     impl.num_heads, impl.num_kv_heads, impl.head_size, impl.scale = HEADS, 1, D, D**-0.5
     impl.dense_above, impl.dense_above_source = dense_above, "test"
-    impl._gate = LayerGate(dense_above, reprobe_every=4, device_below=device_below)
+    impl._gate = LayerGate(dense_above, reprobe_every=4, device_below=device_below, time_paths=clock is not None,
+                           layer=layer)  # fmt: skip
+    impl._clock = clock or FakeClock()
     impl._kernels = kernels
     impl._tau = torch.full((HEADS,), 0.9)
     impl._layer_index = layer
@@ -66,10 +95,13 @@ def _impl(monkeypatch, kernels: FakeKernels, dense_above: float, layer: int, dev
     return impl, calls
 
 
-def _forward(impl):
-    tokens = 256  # one candidate row of 256 new tokens (not probed: q_len <= 2 x probe)
-    row = SimpleNamespace(row=0, q_start=0, q_len=tokens, k_len=4096)
-    step = cuda.CudaStepPlan(meta=None, qsl=[0, tokens], seq_lens=[4096], candidates=[row], always_dense=())
+TOKENS_ONE = 256  # _forward's row: 256 new tokens (not probed: q_len <= 2 x probe)
+
+
+def _forward(impl, k_len=4096):
+    tokens = TOKENS_ONE
+    row = SimpleNamespace(row=0, q_start=0, q_len=tokens, k_len=k_len)
+    step = cuda.CudaStepPlan(meta=None, qsl=[0, tokens], seq_lens=[k_len], candidates=[row], always_dense=())
     meta = SimpleNamespace(xattn_step=step, block_table=torch.zeros(1, 32, dtype=torch.int32))
     q = torch.zeros(tokens, HEADS * D)
     kv_cache = torch.zeros(32, 1, BLOCK, 2 * D)
@@ -140,7 +172,7 @@ def test_the_first_call_with_a_cache_precompiles_once_per_process_and_shape(monk
     assert call["q"][1:] == (HEADS, D) and call["stride"] == 16 and call["block_size"] == BLOCK
     other = object.__new__(cuda.XAttentionCudaImpl)
     other.__dict__.update({k: v for k, v in impl.__dict__.items() if k != "_gate"}, _precompiled=False)
-    other._gate = LayerGate(0.25, reprobe_every=4)
+    other._gate = LayerGate(0.25, reprobe_every=4, time_paths=False)
     _forward(other)
     assert len(kernels.precompiled) == 1 and other._precompiled
 
@@ -219,7 +251,7 @@ def test_rows_decided_on_the_device_each_take_their_own_kernels_output(monkeypat
     counts.last_layer = 5
     monkeypatch.setattr(cuda, "DEVICE_COUNTS", counts)
     _two_rows(impl)  # the first call: no estimate yet, decided on the host (sync), both sparse
-    assert impl._gate.on_device() and seen == []
+    assert impl._gate.on_device(BUCKET) and seen == []
     kernels.kept_rows = [4, 10]  # row 1 is now at 0.4 > 0.25: dense
     before = (STATS.sparse_row_layers, STATS.dense_row_layers)
     out = _two_rows(impl)
@@ -227,8 +259,8 @@ def test_rows_decided_on_the_device_each_take_their_own_kernels_output(monkeypat
     (meta,) = seen
     assert meta.seq_lens.tolist() == [0, 4096] and meta.scheduler_metadata is None and meta.max_num_splits == 0
     assert (STATS.sparse_row_layers - before[0], STATS.dense_row_layers - before[1]) == (1, 1)
-    assert impl._gate._density == pytest.approx((16 + 40) / 200)  # told at the flush: 0.28 >= 0.8 x 0.25
-    assert not impl._gate.on_device()
+    assert impl._gate.density(BUCKET) == pytest.approx((16 + 40) / 200)  # told at the flush: 0.28 >= 0.8 x 0.25
+    assert not impl._gate.on_device(BUCKET)
     kernels.kept_rows = [10, 10]  # decided on the host again (both dense: FlashAttention on the whole batch)
     out = _two_rows(impl)
     assert (out == 1.0).all() and seen[-1].seq_lens.tolist() == [4096, 4096]
@@ -242,7 +274,7 @@ def test_fa3_rows_decided_on_the_device_get_emptied_counts_and_keep_flags(monkey
     impl._fa3_attend = lambda *a, **k: fa3.append(([int(s.count.sum()) for s in a[5]], [bool(x) for x in k["keep"]]))
     _dense_writer(monkeypatch)
     monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
-    impl._gate.observe(16, 100)
+    impl._gate.observe(16, 100, BUCKET)
     kernels.kept_rows = [4, 10]
     _two_rows(impl)
     assert fa3 == [([16, 0], [True, False])]  # row 0 keeps its 16 blocks, row 1 (dense) none
@@ -268,7 +300,7 @@ def test_a_decode_row_beside_device_decided_rows_keeps_its_keys(monkeypatch):
     kernels = RowKernels(kept=[4, 10])
     impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, device_below=0.8)
     monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
-    impl._gate.observe(16, 100)
+    impl._gate.observe(16, 100, BUCKET)
     seen = []
     monkeypatch.setattr(cuda.FlashAttentionImpl, "forward", lambda self, *a, **k: seen.append(a[5]) or a[-1])
     rows = [SimpleNamespace(row=i, q_start=1 + (i - 1) * TOKENS, q_len=TOKENS, k_len=4096) for i in (1, 2)]
@@ -292,10 +324,63 @@ def test_fa3_tables_too_large_for_the_device_path_go_back_to_the_host(monkeypatc
     impl._fa3_attend = lambda *a, **k: calls.append(("keep" in k, k.get("widths")))
     _dense_writer(monkeypatch)
     monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
-    impl._gate.observe(16, 100)
+    impl._gate.observe(16, 100, BUCKET)
     # two rows of 2 query blocks x 32 key blocks, 4 heads, one page per block: 2 KiB of tables
     monkeypatch.setattr(cuda, "DEVICE_TABLE_BYTES", 2048)
     _two_rows(impl)
     monkeypatch.setattr(cuda, "DEVICE_TABLE_BYTES", 2047)
     _two_rows(impl)
     assert calls == [(True, None), (False, [2, 2])]
+
+
+def test_a_layer_where_xattention_measures_slower_runs_dense_and_retimes_it(monkeypatch):
+    """Sparse rows (density 0.2, under the break-even) whose path measures slower than dense: after one call
+    of each path, the layer runs dense with no estimate, and XAttention again only on the re-timing calls."""
+    kernels = FakeKernels(kept_per_head=5)
+    clock = FakeClock({"xattn": 1.2, "dense": 1.0})  # within 1.5x: re-timed every retime_every calls
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, clock=clock)
+    impl._gate.retime_every = 4
+    before = STATS.timed_dense_row_layers
+    for _ in range(10):
+        _forward(impl)
+    paths = [key[1] for key in clock.spans]
+    # call 1: XAttention (the estimate); call 2: dense, to time it; then the cheaper (dense), XAttention on
+    # the calls where (calls + layer 5) % 4 == 0: calls 3 and 7
+    assert paths == ["xattn", "dense", "xattn", "dense", "dense", "dense", "xattn", "dense", "dense", "dense"]
+    assert kernels.selects == 3 and kernels.attends == 3 and len(dense_calls) == 7
+    assert STATS.timed_dense_row_layers - before == 7
+    assert all(key[0] == BUCKET and key[2] == pytest.approx(TOKENS_ONE * (2 * 4096 - TOKENS_ONE + 1) / 2) for key in clock.spans)
+    assert STATS.path_costs[5][4096]["dense"] < STATS.path_costs[5][4096]["xattn"]
+
+
+def test_a_layer_where_xattention_measures_faster_keeps_it_and_retimes_dense(monkeypatch):
+    kernels = FakeKernels(kept_per_head=5)
+    clock = FakeClock({"xattn": 0.8, "dense": 1.0})  # within 1.5x: re-timed every retime_every calls
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, clock=clock)
+    impl._gate.retime_every = 4
+    for _ in range(8):
+        _forward(impl)
+    assert [key[1] for key in clock.spans] == ["xattn", "dense", "dense", "xattn", "xattn", "xattn", "dense", "xattn"]
+    assert kernels.attends == 5
+
+
+def test_until_both_paths_are_timed_the_density_rules_decide(monkeypatch):
+    """Timings still on the GPU (never finished here): after its one dense call, the layer estimates."""
+    kernels = FakeKernels(kept_per_head=5)
+    clock = FakeClock({"xattn": None, "dense": None})
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, clock=clock)
+    for _ in range(5):
+        _forward(impl)
+    assert [key[1] for key in clock.spans] == ["xattn", "dense", "xattn", "xattn", "xattn"]
+
+
+def test_lengths_are_timed_apart(monkeypatch):
+    """A context in another half octave starts with nothing timed: its own first calls, its own costs."""
+    kernels = FakeKernels(kept_per_head=5)
+    clock = FakeClock({"xattn": 1.2, "dense": 1.0})
+    impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, clock=clock)
+    for _ in range(3):
+        _forward(impl)
+    _forward(impl, k_len=16384)
+    assert [key[1] for key in clock.spans] == ["xattn", "dense", "dense", "xattn"]
+    assert clock.spans[-1][0] == length_bucket(16384) != BUCKET

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 14, 2026-12-06 14:00 UTC session: the timed paths (attention_backend/layer_gate.py) on real weights, and
+# the d 64 break-even of the four-warp sparse kernel. After the vLLM unpack and the SmolLM2 weights in
+# /tmp/gparts (bench/h200/real_models.sh says how). Results in $OUT. Two calls on one warm machine:
+#   STAGE=1: the GPU tests of what is new (PathClock, the CUDA layer gate), the kernel speed curve at SmolLM2's
+#            shape (its break-even, kept in /tmp/be64 for stage 2), then FLASH_ATTN on SmolLM2 (the retrieval
+#            bench: TTFT at 8K-128K and the 200-prompt suite). ~6 minutes.
+#   STAGE=2: XAttention on SmolLM2 with the timed paths (TTFT + suite) and without them (TTFT only), both with
+#            dense_above = the break-even stage 1 measured; the comparison against stage 1's dense run. ~5 minutes.
+set -u
+source .gpucarry/run/device_env.sh
+export PYTHONPATH=$PYTHONPATH:$PWD
+if [ "${STAGE:-1}" = 1 ]; then
+  t0=$(date +%s)
+  timeout 120 python3 -m pytest --noconftest -q -p no:cacheprovider tests/attention_backend/test_path_clock_gpu.py \
+    tests/attention_backend/vllm/test_cuda_layer_gate.py tests/attention_backend/test_layer_gate.py > "$OUT/pytest_timed_paths.log" 2>&1
+  echo "pytest rc=$? in $(( $(date +%s) - t0 )) s"; tail -2 "$OUT/pytest_timed_paths.log"
+  timeout 150 python3 bench/xattn_curve.py --heads 9 --kv-heads 3 --head-dim 64 --no-flex --out "$OUT/xattn_curve_d64" \
+    > "$OUT/xattn_curve_d64.log" 2>&1
+  echo "curve d64 rc=$?"
+  python3 - "$OUT/xattn_curve_d64.json" <<'PY' | tee /tmp/be64.txt
+import json, math, sys
+rows = json.load(open(sys.argv[1]))["rows"]
+values = [v for r in rows for v in r["break_even"].values() if v is not None]
+print({r["length"] if "length" in r else i: r["break_even"] for i, r in enumerate(rows)}, file=sys.stderr)
+print(f"{math.floor(min(values) * 100) / 100:.2f}")
+PY
+  MODEL=smol RUNS=dense RUN_TIMEOUT=330 bash bench/h200/real_models.sh
+else
+  BE=$(cat /tmp/be64.txt); echo "dense_above (d 64 break-even) $BE"
+  MODEL=smol RUNS="xattn xattn_untimed" RUN_TIMEOUT=260 XATTN_ARGS="--dense-above $BE" bash bench/h200/real_models.sh
+fi

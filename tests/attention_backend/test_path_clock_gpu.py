@@ -1,0 +1,45 @@
+"""PathClock on a GPU: a span's time comes back once the GPU has finished it, without a host wait, and is the
+stream time of the work inside it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attention_backend.path_clock import PathClock
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA events need a GPU"),
+]
+
+
+def test_spans_come_back_in_order_with_their_stream_time():
+    clock = PathClock()
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    short = clock.start()
+    a @ a
+    clock.stop(short, "one matmul")
+    long = clock.start()
+    for _ in range(8):
+        a @ a
+    clock.stop(long, "eight matmuls")
+    torch.cuda.synchronize()
+    (k1, ms1), (k2, ms2) = clock.done()
+    assert (k1, k2) == ("one matmul", "eight matmuls")
+    assert 0 < ms1 < ms2 and ms2 / ms1 > 4  # 8 x the work, within launch noise
+    assert clock.done() == []
+
+
+def test_an_unfinished_span_is_not_waited_for():
+    clock = PathClock()
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    torch.cuda.synchronize()
+    span = clock.start()
+    for _ in range(50):  # ~50 ms of work on an H100
+        a @ a
+    clock.stop(span, "busy")
+    assert clock.done() == []  # the GPU is still busy: nothing yet, and no wait
+    torch.cuda.synchronize()
+    assert [k for k, _ in clock.done()] == ["busy"]
