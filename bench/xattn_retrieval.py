@@ -158,6 +158,8 @@ def run(args: argparse.Namespace) -> None:
             xattn["device_decide_below"] = args.device_decide_below
         if args.no_time_paths:
             xattn["time_paths"] = False
+        if args.min_sparse_ms is not None:
+            xattn["min_sparse_ms"] = args.min_sparse_ms
         kw["additional_config"] = {"xattn": xattn}
     t0 = time.time()
     llm = LLM(model=args.model, dtype="bfloat16", max_model_len=max(data["lens"]) + 64, block_size=128,
@@ -290,6 +292,8 @@ def main() -> None:
     ap.add_argument("--sparse-kernel", choices=["auto", "fa3", "triton"], default=None,
                     help="what computes the selected blocks (default: the backend's, triton)")
     ap.add_argument("--estimate-fp8", action="store_true", help="the estimation GEMM on fp8 operands (sm_90+)")
+    ap.add_argument("--min-sparse-ms", type=float, default=None,
+                    help="the minimum of work (default: the card's entry in attention_backend/break_even.py)")
     ap.add_argument("--no-time-paths", action="store_true",
                     help="layers do not time dense vs XAttention per length (the density rules alone decide)")
     ap.add_argument("--device-decide-below", type=float, default=None,
