@@ -123,7 +123,8 @@ class HostKVTier(KVConnectorBase_V1):
         ids, meta, now = blocks.get_block_ids()[0], self._meta(request), time.monotonic()
         for j in range(first, first + num_external_tokens // self._block):
             self._loads.append((self._index.load(request.block_hashes[j], rid, meta, now), ids[j]))
-        self._saved[rid] = first + num_external_tokens // self._block
+        # saving still walks from block 0: the blocks vLLM's own cache served before the loaded run go back to
+        # the tier if it lost them (the loaded ones are held: their save is a no-op that marks them in use)
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
         meta = HostKVTierMeta(loads=self._loads)
