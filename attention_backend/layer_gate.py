@@ -11,14 +11,15 @@ near certain:
 - **timed paths** (``time_paths``, on by default): the step's attention in this layer is timed on the GPU (CUDA
   events, read a call or more later without a sync: :class:`attention_backend.path_clock.PathClock`) both ways:
   ``dense`` (vLLM's FlashAttention with no estimate) and ``xattn`` (estimate, decide, attend), in time per unit
-  of dense work (the step's causal attention FLOPs). Once both have been timed in a bucket, the layer runs the
-  cheaper there and re-times the other on every ``retime_every``-th call (staggered across layers; 4x rarer
+  of dense work (the step's causal (query, key) pairs). Once each has run twice in a bucket and been timed, the
+  layer runs the cheaper there (a path's cost: the median of its latest three timings, the smallest while it
+  has fewer, so a first call's set-up or a host stall never decides alone) and re-times the other on every ``retime_every``-th call (staggered across layers; 4x rarer
   when one path costs 1.5x the other or more, since a re-time costs the gap), so a
   layer whose sparse path stops paying runs dense, host syncs and estimate included in what was measured. This
   is what keeps XAttention from being slower than dense where the density is near the break-even or the
   estimate is a large share of a short layer (bench/results/xattn_real/notes.md: SmolLM2-135M at 32K was
   0.83x FA3 with density rules alone). Before both are timed, the density rules below decide, except that
-  the second call in a bucket runs dense once to time it.
+  the second call in a bucket runs dense to time it (and the next ones each path once more).
 - ``probe``: the cheap probe on the last query blocks pays only where a row may end up dense, so it is
   skipped while the latest estimated density is under ``probe_below`` x the break-even (the full estimate
   still decides).
@@ -40,6 +41,8 @@ near certain:
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
 DENSE, XATTN = "dense", "xattn"
@@ -63,7 +66,13 @@ class _Bucket:
     skipped: int = 0  # calls since the density went over the margin
     calls: int = 0  # calls through :meth:`LayerGate.path`
     runs: dict[str, int] = field(default_factory=lambda: {DENSE: 0, XATTN: 0})  # started, timed or not
-    cost: dict[str, float] = field(default_factory=dict)  # path -> ms per unit of work (EMA), once timed
+    samples: dict[str, deque[float]] = field(default_factory=dict)  # path -> its latest ms per unit of work
+
+    def cost(self, path: str) -> float:
+        """The path's cost: the median of its latest three timings, the smallest while it has fewer (a
+        timing can only be too high: a first call's set-up, a host stall; one such never decides alone)."""
+        xs = self.samples[path]
+        return statistics.median(xs) if len(xs) >= 3 else min(xs)
 
 
 @dataclass
@@ -78,9 +87,9 @@ class LayerGate:
     device_below: float = 0.8
     time_paths: bool = True
     retime_every: int = 16
+    first_runs: int = 2  # each path runs this often in a bucket before the timings decide
     far_apart: float = 1.5  # paths this far apart in cost (slower / faster) are re-timed ...
     far_apart_factor: int = 4  # ... this many times less often (a re-time costs the gap)
-    smoothing: float = 0.5  # weight of a new timing in the cost average
     layer: int = 0  # staggers the re-timing calls across layers
     _buckets: dict[int, _Bucket] = field(default_factory=dict, init=False)
 
@@ -91,13 +100,13 @@ class LayerGate:
             or self.retime_every < 2
             or self.far_apart < 1.0
             or self.far_apart_factor < 1
-            or not 0.0 < self.smoothing <= 1.0
+            or self.first_runs < 1
             or not 0.0 <= self.probe_below <= 1.0
             or not 0.0 <= self.device_below <= 1.0
         ):
             raise ValueError(
                 "LayerGate: need dense_margin >= 1, reprobe_every >= 1, retime_every >= 2, far_apart >= 1, "
-                "far_apart_factor >= 1, smoothing in (0, 1] "
+                "far_apart_factor >= 1, first_runs >= 1 "
                 f"and probe_below, device_below in [0, 1], got {self}"
             )
 
@@ -153,10 +162,14 @@ class LayerGate:
             return (DENSE if self.skip_estimate(bucket) else XATTN), "density"
         if not b.runs[DENSE]:
             return DENSE, "first"
-        if len(b.cost) < 2:  # the timings are still on their way
+        if len(b.samples) < 2:  # the timings are still on their way
             return (DENSE if self.skip_estimate(bucket) else XATTN), "density"
-        best = DENSE if b.cost[DENSE] <= b.cost[XATTN] else XATTN
-        gap = max(b.cost.values()) / max(min(b.cost.values()), 1e-30)
+        for path in (XATTN, DENSE):
+            if b.runs[path] < self.first_runs:
+                return path, "first"
+        cost = {path: b.cost(path) for path in (DENSE, XATTN)}
+        best = DENSE if cost[DENSE] <= cost[XATTN] else XATTN
+        gap = max(cost.values()) / max(min(cost.values()), 1e-30)
         every = self.retime_every * (self.far_apart_factor if gap >= self.far_apart else 1)
         if (b.calls + self.layer) % every == 0:
             return (XATTN if best == DENSE else DENSE), "retime"
@@ -170,10 +183,8 @@ class LayerGate:
         """A finished timing: ``path`` took ``ms`` for ``work`` units (the step's causal attention FLOPs)."""
         if work <= 0 or not math.isfinite(ms) or ms < 0:
             return
-        b, cost = self._at(bucket), ms / work
-        old = b.cost.get(path)
-        b.cost[path] = cost if old is None else (1 - self.smoothing) * old + self.smoothing * cost
+        self._at(bucket).samples.setdefault(path, deque(maxlen=3)).append(ms / work)
 
     def costs(self) -> dict[int, dict[str, float]]:
         """Per bucket's shortest context (tokens): the measured cost of each path timed there."""
-        return {bucket_tokens(k): dict(b.cost) for k, b in sorted(self._buckets.items()) if b.cost}
+        return {bucket_tokens(k): {p: b.cost(p) for p in b.samples} for k, b in sorted(self._buckets.items()) if b.samples}

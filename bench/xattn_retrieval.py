@@ -8,6 +8,9 @@ repeated filler), each at 10 depths and each length. Every engine answers the sa
 and the estimated density per layer. SmolLM2 was trained to 8,192 positions: the model is run with a YaRN
 rope config (``convert --extend F``: SmolLM2 x16 to 131K, Gemma-3-270M x4 from 32K) at every length, and rows
 past the trained length are labelled extended. Gemma-3's sliding-window layers run dense in both engines.
+TTFT per length: the median of timed runs 2-4 of four prompts, after ``--warmup`` (4) untimed prompts of that
+length, so each engine is measured in the steady state a serving engine reaches (the first length measured
+otherwise carried an engine's start-up: 6-14 ms at 8K in either direction, bench/results/xattn_real/notes.md).
 
     python3 bench/xattn_retrieval.py convert GGUF OUTDIR --extend 4
     python3 bench/xattn_retrieval.py suite --model DIR --haystack FILE --lens 8000,16000,32000 --out suite.json
@@ -169,8 +172,12 @@ def run(args: argparse.Namespace) -> None:
                            "mode": "eager" if args.eager else "vLLM default (torch.compile + CUDA graphs)"}  # fmt: skip
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
     res["ttft_s"] = {}
+    res["warmup"] = args.warmup
     for length in data["lens"]:
-        prompts = [i for i in data["items"] if i["length"] == length][:4]
+        same = [i for i in data["items"] if i["length"] == length]
+        prompts, warm = same[:4], same[4 : 4 + args.warmup]
+        for item in warm:  # untimed: the steady state a server reaches (compiles, clocks, per-layer timings)
+            llm.generate([TokensPrompt(prompt_token_ids=item["prompt_token_ids"])], one, use_tqdm=False)
         ts = []
         for item in prompts:
             t = time.perf_counter()
@@ -294,6 +301,9 @@ def main() -> None:
     ap.add_argument("--estimate-fp8", action="store_true", help="the estimation GEMM on fp8 operands (sm_90+)")
     ap.add_argument("--min-sparse-ms", type=float, default=None,
                     help="the minimum of work (default: the card's entry in attention_backend/break_even.py)")
+    ap.add_argument("--warmup", type=int, default=4,
+                    help="run: untimed prompts of each length before its four timed ones (0: none, the runs before "
+                         "2026-12-06 15:00 UTC)")
     ap.add_argument("--no-time-paths", action="store_true",
                     help="layers do not time dense vs XAttention per length (the density rules alone decide)")
     ap.add_argument("--device-decide-below", type=float, default=None,

@@ -26,6 +26,19 @@ print({r["length"] if "length" in r else i: r["break_even"] for i, r in enumerat
 print(f"{math.floor(min(values) * 100) / 100:.2f}")
 PY
   MODEL=smol RUNS=dense RUN_TIMEOUT=330 bash bench/h200/real_models.sh
+elif [ "$STAGE" = 3 ]; then
+  # after the first two stages' results: the robust path costs (median of three, each path twice first), the
+  # shipped d 64 break-even (0.68, stage 1's), the bench's warm-up; TTFT only, dense then XAttention. ~4 minutes.
+  timeout 60 python3 -m pytest --noconftest -q -p no:cacheprovider tests/attention_backend/test_path_clock_gpu.py \
+    > "$OUT/pytest_path_clock.log" 2>&1; echo "pytest rc=$?"; tail -1 "$OUT/pytest_path_clock.log"
+  MIN=""; nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H100 || MIN="--min-sparse-ms 0.6 --dense-above 0.68"
+  for R in dense xattn; do
+    B=$([ $R = dense ] && echo FLASH_ATTN || echo xattn)
+    timeout 200 python3 bench/xattn_retrieval.py run --model /tmp/smol16 --suite /tmp/suite_smol.json --backend $B \
+      --label "$R (warm-up 4)" --ttft-only --out "$OUT/smol_${R}_warm.json" $([ $R = xattn ] && echo $MIN) > "$OUT/smol_${R}_warm.log" 2>&1
+    echo "[$R] rc=$?"; grep -h '^\[ttft\]' "$OUT/smol_${R}_warm.log"
+  done
+  python3 bench/xattn_retrieval.py compare "$OUT/smol_dense_warm.json" "$OUT/smol_xattn_warm.json" --out "$OUT/xattn_real_smol_warm" 2>&1 | head -8
 else
   BE=$(cat /tmp/be64.txt); echo "dense_above (d 64 break-even) $BE"
   # a card without an entry in attention_backend/break_even.py (an H200) also needs the minimum of work: the H100's
