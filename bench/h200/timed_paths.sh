@@ -29,6 +29,7 @@ PY
 elif [ "$STAGE" = 3 ]; then
   # after the first two stages' results: the robust path costs (median of three, each path twice first), the
   # shipped d 64 break-even (0.68, stage 1's), the bench's warm-up; TTFT only, dense then XAttention. ~4 minutes.
+  # LENS=32000,128000 (a short call): the suite of those lengths only
   [ -d /tmp/smol16 ] && [ -f /tmp/suite_smol.json ] || MODEL=smol RUNS=none bash bench/h200/real_models.sh > "$OUT/prep.log" 2>&1
   timeout 60 python3 -m pytest --noconftest -q -p no:cacheprovider tests/attention_backend/test_path_clock_gpu.py \
     > "$OUT/pytest_path_clock.log" 2>&1; echo "pytest rc=$?"; tail -1 "$OUT/pytest_path_clock.log"
