@@ -70,4 +70,5 @@ for R in ${RUNS:-dense xattn}; do
 done
 [ -f "$OUT/${MODEL}_dense.json" ] || cp /tmp/keep_${MODEL}_dense.json "$OUT/${MODEL}_dense.json" 2>/dev/null
 cp "$OUT/${MODEL}_dense.json" /tmp/keep_${MODEL}_dense.json 2>/dev/null  # a later call's compare finds it
+[ -f "$OUT/${MODEL}_dense.json" ] || exit 0  # RUNS=none (weights and suite only): nothing to compare
 python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" $(ls "$OUT/${MODEL}_xattn.json" "$OUT/${MODEL}_xattn_host.json" "$OUT/${MODEL}_xattn_untimed.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
