@@ -110,8 +110,12 @@ def break_even_for(device_name: str) -> BreakEven | None:
     return None
 
 
+def causal_pairs(q_len: int, k_len: int) -> float:
+    """The (query, key) pairs causal attention visits for ``q_len`` new queries (the last of ``k_len`` positions)."""
+    return q_len * (k_len - q_len) + q_len * (q_len + 1) / 2
+
+
 def causal_attention_flops(q_len: int, k_len: int, num_heads: int, head_dim: int) -> float:
     """FLOPs of dense causal attention for ``q_len`` new queries (the last of ``k_len`` positions):
     two matmuls of 2 FLOPs per multiply-add over the visible (query, key) pairs."""
-    pairs = q_len * (k_len - q_len) + q_len * (q_len + 1) / 2
-    return 4.0 * pairs * num_heads * head_dim
+    return 4.0 * causal_pairs(q_len, k_len) * num_heads * head_dim

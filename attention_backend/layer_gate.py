@@ -2,8 +2,8 @@
 unit-tested on CPU). Each vLLM attention layer has its own impl, so each impl holds one gate.
 
 Attention gets sparser as the context grows, and a layer's cost of estimating is mostly fixed, so everything the
-gate remembers is kept per **length bucket** (:func:`length_bucket`: half an octave of context, e.g. 23,171-32,767 tokens):
-a 128K prompt's estimate says nothing about the next 32K one.
+gate remembers is kept per **length bucket** (:func:`length_bucket`: half an octave of context, e.g.
+23,171-32,767 tokens): a 128K prompt's estimate says nothing about the next 32K one.
 
 The estimate is what decides a row; these rules only save its cost where the layer's history makes the answer
 near certain:
@@ -13,9 +13,10 @@ near certain:
   ``dense`` (vLLM's FlashAttention with no estimate) and ``xattn`` (estimate, decide, attend), in time per unit
   of dense work (the step's causal (query, key) pairs). Once each has run twice in a bucket and been timed, the
   layer runs the cheaper there (a path's cost: the median of its latest three timings, the smallest while it
-  has fewer, so a first call's set-up or a host stall never decides alone) and re-times the other on every ``retime_every``-th call (staggered across layers; 4x rarer
-  when one path costs 1.5x the other or more, since a re-time costs the gap), so a
-  layer whose sparse path stops paying runs dense, host syncs and estimate included in what was measured. This
+  has fewer, so a first call's set-up or a host stall never decides alone) and re-times the other on every
+  ``retime_every``-th call (staggered across layers; 4x rarer when one path costs 1.5x the other or more, since
+  a re-time costs the gap), so a layer whose sparse path stops paying runs dense, host syncs and estimate
+  included in what was measured. This
   is what keeps XAttention from being slower than dense where the density is near the break-even or the
   estimate is a large share of a short layer (bench/results/xattn_real/notes.md: SmolLM2-135M at 32K was
   0.83x FA3 with density rules alone). Before both are timed, the density rules below decide, except that
@@ -152,8 +153,8 @@ class LayerGate:
     def path(self, bucket: int) -> tuple[str, str]:
         """``(path, why)`` for this call: ``dense`` (vLLM's kernel, no estimate) or ``xattn`` (estimate and
         decide per row). ``why``: ``timed`` (the cheaper measured path), ``retime`` (the other path, timed
-        again), ``first`` (the first dense call of the bucket, to time it) or ``density`` (the density rules:
-        nothing timed yet, or timing is off)."""
+        again), ``first`` (one of each path's first ``first_runs`` calls in the bucket, to time it) or
+        ``density`` (the density rules: nothing timed yet, or timing is off)."""
         b = self._at(bucket)
         b.calls += 1
         if not self.deciding:
@@ -180,7 +181,7 @@ class LayerGate:
         self._at(bucket).runs[path] += 1
 
     def record(self, bucket: int, path: str, ms: float, work: float) -> None:
-        """A finished timing: ``path`` took ``ms`` for ``work`` units (the step's causal attention FLOPs)."""
+        """A finished timing: ``path`` took ``ms`` for ``work`` units (the step's causal (query, key) pairs)."""
         if work <= 0 or not math.isfinite(ms) or ms < 0:
             return
         self._at(bucket).samples.setdefault(path, deque(maxlen=3)).append(ms / work)

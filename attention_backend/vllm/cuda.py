@@ -57,7 +57,7 @@ from vllm.v1.attention.backends.flash_attn import (
 )
 
 from attention_backend.block_pages import pages_unsupported
-from attention_backend.break_even import break_even_for, causal_attention_flops
+from attention_backend.break_even import break_even_for, causal_attention_flops, causal_pairs
 from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
 from attention_backend.layer_gate import DENSE, LayerGate, length_bucket
 from attention_backend.path_clock import PathClock
@@ -170,10 +170,7 @@ class CudaStepPlan:
 
     def __post_init__(self) -> None:
         self.bucket = length_bucket(max((s.k_len for s in self.candidates), default=1))
-        self.work = float(sum(
-            q * (2 * k - q + 1) / 2
-            for q, k in ((self.qsl[r + 1] - self.qsl[r], self.seq_lens[r]) for r in range(len(self.seq_lens)))
-        ))  # fmt: skip
+        self.work = sum(causal_pairs(self.qsl[r + 1] - self.qsl[r], k) for r, k in enumerate(self.seq_lens))
 
     def without_keys(self, emptied: torch.Tensor) -> Any:
         """The step's metadata with the key length of candidate ``i`` set to 0 where ``emptied[i]`` (a bool on
@@ -447,9 +444,11 @@ class XAttentionCudaImpl(FlashAttentionImpl):
                 key_cache.shape[1], block, block,
             )
         self._layer(layer)
-        for (bucket, path, work), ms in self._clock.done():
+        timings = self._clock.done()
+        for (bucket, path, work), ms in timings:
             self._gate.record(bucket, path, ms, work)
-            STATS.path_costs.setdefault(self._layer_index, {}).update(self._gate.costs())
+        if timings:
+            STATS.path_costs[self._layer_index] = self._gate.costs()
         path, why = self._gate.path(step.bucket)
         self._gate.started(step.bucket, path)
         span = self._clock.start() if self._gate.time_paths and self._gate.deciding else None
