@@ -52,7 +52,10 @@ class XAttentionConfig:
         time_paths: on CUDA, each layer times its attention both ways per context length (CUDA events, no
             sync): vLLM's dense kernel with no estimate, and XAttention (estimate, decide, attend); once both
             are timed it runs the cheaper there and re-times the other now and then
-            (:mod:`attention_backend.layer_gate`). False: the density rules alone decide.
+            (:mod:`attention_backend.layer_gate`). False: the density rules alone decide. None, the default:
+            on where the sparse blocks run on the Triton kernel, off where they run on fa3 (measured on an H100:
+            SmolLM2-135M, Triton, 32K 0.79x -> 1.11x FA3 with them; Gemma-3-270M, fa3, 128K 1.23x without them
+            and 1.04x with them, the layers' fa3 spans overstating XAttention's cost; bench/results/xattn_real).
         chunk_tokens: query tokens processed per step by the torch path (bounds peak memory;
             rounded up to a multiple of ``block_size``).
         enabled: False keeps every prefill dense (the vLLM backend then only delegates).
@@ -76,7 +79,7 @@ class XAttentionConfig:
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
     device_decide_below: float = 0.8
-    time_paths: bool = True
+    time_paths: bool | None = None
     sparse_kernel: str = "auto"
     estimate_fp8: bool = False
 
@@ -94,7 +97,7 @@ class XAttentionConfig:
         if self.sparse_kernel not in SPARSE_KERNELS:
             raise ValueError(f"XAttentionConfig.sparse_kernel: expected one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
         for name in ("enabled", "estimate_fp8", "time_paths"):
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), bool) and not (name == "time_paths" and self.time_paths is None):
                 raise ValueError(f"XAttentionConfig.{name}: expected a bool, got {getattr(self, name)!r}")
         if self.block_size % self.stride:
             raise ValueError(

@@ -159,8 +159,8 @@ def run(args: argparse.Namespace) -> None:
             xattn["estimate_fp8"] = True
         if args.device_decide_below is not None:
             xattn["device_decide_below"] = args.device_decide_below
-        if args.no_time_paths:
-            xattn["time_paths"] = False
+        if args.time_paths is not None:
+            xattn["time_paths"] = args.time_paths
         if args.min_sparse_ms is not None:
             xattn["min_sparse_ms"] = args.min_sparse_ms
         kw["additional_config"] = {"xattn": xattn}
@@ -304,8 +304,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=4,
                     help="run: untimed prompts of each length before its four timed ones (0: none, the runs before "
                          "2026-12-06 15:00 UTC)")
-    ap.add_argument("--no-time-paths", action="store_true",
-                    help="layers do not time dense vs XAttention per length (the density rules alone decide)")
+    ap.add_argument("--time-paths", action=argparse.BooleanOptionalAction, default=None,
+                    help="layers time dense vs XAttention per length and run the cheaper (--no-time-paths: the density "
+                         "rules alone decide; default: the backend's, on with the Triton sparse kernel, off with fa3)")
     ap.add_argument("--device-decide-below", type=float, default=None,
                     help="xattn device_decide_below (default: the backend's; 0 = every decision on the host)")
     ap.add_argument("--eager", action="store_true",

@@ -115,6 +115,19 @@ def resolve_min_sparse_flops(config: XAttentionConfig, device_name: str) -> tupl
     return ms * 1e-3 * entry.fa3_tflops * 1e12, f"{ms:g} ms at {entry.fa3_tflops:g} TFLOP/s ({source})"
 
 
+def resolve_time_paths(config: XAttentionConfig, kernel: str) -> tuple[bool, str]:
+    """Whether each layer times dense vs XAttention (``LayerGate``): the config's ``time_paths``, else on with
+    the Triton sparse kernel and off with fa3, as measured on the real models (``XAttentionConfig.time_paths``)."""
+    if config.time_paths is not None:
+        return config.time_paths, "--xattn-time-paths / additional_config time_paths"
+    if kernel == "fa3":
+        return False, (
+            "default with the fa3 sparse kernel: its layer timings overstated XAttention's cost on Gemma-3-270M "
+            "(128K 1.04x FA3 timed vs 1.23x untimed, bench/results/xattn_real/notes.md)"
+        )
+    return True, "default with the Triton sparse kernel (SmolLM2-135M 32K: 0.79x -> 1.11x FA3 timed)"
+
+
 def check_kernel_support(head_size: int, block_size: int) -> None:
     """Stop at start-up (one line naming the setting) when the Triton kernels cannot serve this model."""
     if head_size not in KERNEL_HEAD_DIMS:
@@ -382,6 +395,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             fp8_estimation=torch.cuda.get_device_capability() >= (9, 0),  # the TMA estimation kernel's
         )
         self.dense_above, self.dense_above_source = 1.0, "sparse disabled"
+        self.time_paths, self.time_paths_source = False, "sparse disabled"
         self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
         self._max_len = max_model_len() if self.sparse_enabled else 0
         if self.sparse_enabled:
@@ -397,8 +411,9 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self.dense_above, self.dense_above_source = resolve_dense_above(
             self.xattn, torch.cuda.get_device_name(), self.head_size, kernel
         )
+        self.time_paths, self.time_paths_source = resolve_time_paths(self.xattn, kernel)
         self._gate = LayerGate(
-            self.dense_above, device_below=self.xattn.device_decide_below, time_paths=self.xattn.time_paths,
+            self.dense_above, device_below=self.xattn.device_decide_below, time_paths=self.time_paths,
             layer=self._layer_index or 0,
         )
 
@@ -666,8 +681,8 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             self.xattn.min_sparse_len, self.xattn.probe_blocks, self.dense_above, self.dense_above_source,
             self._gate.dense_margin, self._gate.reprobe_every, self._gate.device_below,
             f"each layer times dense (no estimate) and XAttention per context length on the GPU and runs the cheaper, "
-            f"re-timing the other every {self._gate.retime_every} calls" if self._gate.time_paths
-            else "paths not timed (time_paths off)",
+            f"re-timing the other every {self._gate.retime_every} calls ({self.time_paths_source})"
+            if self._gate.time_paths else f"paths not timed ({self.time_paths_source})",
             "vLLM's FlashAttention 3 over per-block page tables" if self._sparse_kind == "fa3" else "the Triton kernel",
         )
 

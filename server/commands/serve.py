@@ -75,7 +75,7 @@ def serve(
         help="CUDA sm_90+: the estimation GEMM on fp8 copies of q and k scaled per head [default: off].")] = None,
     xattn_time_paths: Annotated[bool | None, typer.Option(
         "--xattn-time-paths/--no-xattn-time-paths",
-        help="CUDA: each layer times dense and XAttention per context length and runs the cheaper [default: on].")] = None,
+        help="CUDA: each layer times dense and XAttention per context length and runs the cheaper [default: on with the Triton sparse kernel, off with fa3].")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs and plugin status go (default: a temp dir).")] = None,
     sampling_verify: Annotated[bool | None, typer.Option(
         "--sampling-verify/--no-sampling-verify",

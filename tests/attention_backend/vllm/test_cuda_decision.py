@@ -13,6 +13,7 @@ from attention_backend.vllm.cuda import (  # noqa: E402
     XAttentionStartupError,
     check_kernel_support,
     resolve_dense_above,
+    resolve_time_paths,
 )
 
 
@@ -29,6 +30,18 @@ def test_unmeasured_card_needs_the_flag() -> None:
     with pytest.raises(XAttentionStartupError, match="^--xattn-dense-above: no measured break-even"):
         resolve_dense_above(XAttentionConfig(), "Some Future GPU")
     assert resolve_dense_above(XAttentionConfig(dense_above=0.5), "Some Future GPU")[0] == 0.5
+
+
+def test_time_paths_default_follows_the_sparse_kernel_and_the_setting_wins() -> None:
+    """Unset: timed with the Triton kernel, untimed with fa3 (measured, bench/results/xattn_real); set: as set."""
+    assert resolve_time_paths(XAttentionConfig(), "triton")[0] is True
+    on, why = resolve_time_paths(XAttentionConfig(), "fa3")
+    assert on is False and "fa3" in why and "xattn_real" in why
+    for kernel in ("fa3", "triton"):
+        assert resolve_time_paths(XAttentionConfig(time_paths=True), kernel) == (True, "--xattn-time-paths / additional_config time_paths")
+        assert resolve_time_paths(XAttentionConfig(time_paths=False), kernel)[0] is False
+    with pytest.raises(ValueError, match="time_paths: expected a bool"):
+        XAttentionConfig(time_paths="on")  # type: ignore[arg-type]
 
 
 def test_unsupported_head_dim_or_block_stops_at_start_up() -> None:
