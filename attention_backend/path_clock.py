@@ -28,6 +28,12 @@ class PathClock:
         pair[0].record()
         return pair
 
+    @staticmethod
+    def idle(pair: tuple[Any, Any]) -> bool:
+        """Right after ``start``: whether the stream had nothing left to run before the span (its begin event is
+        already complete), so the span's time includes the host launching its work. No wait."""
+        return bool(pair[0].query())
+
     def stop(self, pair: tuple[Any, Any], key: Any) -> None:
         pair[1].record()
         self._pending.append((pair[0], pair[1], key))

@@ -33,7 +33,15 @@ class XAttentionStats:
     timed_dense_row_layers: int = 0  # CUDA: of dense_row_layers, run dense with no estimate on the timed paths
     # CUDA, the timed paths (layer_gate): layer -> context bucket's shortest length -> path -> ms per unit of work
     path_costs: dict[int, dict[int, dict[str, float]]] = field(default_factory=dict)
+    # CUDA, the timed paths: layer -> bucket -> path -> [spans that began on an idle GPU, spans timed]; an idle
+    # start means the span's time includes the host launching its work (a diagnostic, not used to decide)
+    path_idle_starts: dict[int, dict[int, dict[str, list[int]]]] = field(default_factory=dict)
     per_layer: dict[int, list[int]] = field(default_factory=dict)  # CUDA: layer -> [kept, causal] estimated
+
+    def add_span(self, layer: int, bucket: int, path: str, idle_start: bool) -> None:
+        row = self.path_idle_starts.setdefault(layer, {}).setdefault(bucket, {}).setdefault(path, [0, 0])
+        row[0] += int(idle_start)
+        row[1] += 1
 
     def add_layer(self, layer: int, kept: int, causal: int) -> None:
         row = self.per_layer.setdefault(layer, [0, 0])

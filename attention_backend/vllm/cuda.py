@@ -59,7 +59,7 @@ from vllm.v1.attention.backends.flash_attn import (
 from attention_backend.block_pages import pages_unsupported
 from attention_backend.break_even import break_even_for, causal_attention_flops, causal_pairs
 from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
-from attention_backend.layer_gate import DENSE, LayerGate, length_bucket
+from attention_backend.layer_gate import DENSE, LayerGate, bucket_tokens, length_bucket
 from attention_backend.path_clock import PathClock
 from attention_backend.vllm.common import (
     STATS,
@@ -460,13 +460,15 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             )
         self._layer(layer)
         timings = self._clock.done()
-        for (bucket, path, work), ms in timings:
+        for (bucket, path, work, idle_start), ms in timings:
             self._gate.record(bucket, path, ms, work)
+            STATS.add_span(self._layer_index, bucket_tokens(bucket), path, idle_start)
         if timings:
             STATS.path_costs[self._layer_index] = self._gate.costs()
         path, why = self._gate.path(step.bucket)
         self._gate.started(step.bucket, path)
         span = self._clock.start() if self._gate.time_paths and self._gate.deciding else None
+        idle_start = span is not None and self._clock.idle(span)
         if path == DENSE:  # no estimate: the layer's history says dense costs less here
             if why == "density":
                 STATS.history_dense_row_layers += len(step.candidates)
@@ -477,7 +479,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         else:
             n_dense, on_device = self._forward_xattn(layer, step, key_cache, value_cache, query, key, value, kv_cache, attn_metadata, output, *args, **kwargs)  # fmt: skip
         if span is not None:
-            self._clock.stop(span, (step.bucket, path, step.work))
+            self._clock.stop(span, (step.bucket, path, step.work, idle_start))
         self._count_step(step, n_dense, on_device=on_device)
         return output
 

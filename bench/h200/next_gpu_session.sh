@@ -5,7 +5,9 @@
 #   PART=gemma (~8 min on an H100): Gemma-3 with the default that now leaves fa3 untimed, dense and XAttention
 #              each in two processes (the 8K-32K per-process offset; the bench now also warms each length up for
 #              2 s and logs the SM clock before each timed prompt). Then, to find why the fa3 path's layer
-#              spans overstate its cost: bench/xattn_profile.py at 64K with {"time_paths": true} and false
+#              spans overstate its cost: a timed engine (XATTN_ARGS=--time-paths) and its `path_idle_starts`
+#              (spans begun on an idle stream, per layer / length / path), bench/xattn_profile.py at 64K with
+#              {"time_paths": true} and false
 #   PART=smol  (~9 min): SmolLM2 the same way (dense, xattn with the suite, then both again, TTFT only)
 # The backend ships break-even entries for the H100 only (attention_backend/break_even.py); on another card the
 # XAttention runs pass the H100's values (labelled so in the notes).

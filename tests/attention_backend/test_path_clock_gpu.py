@@ -47,3 +47,21 @@ def test_an_unfinished_span_is_not_waited_for():
     assert clock.done() == []  # the GPU is still busy: nothing yet, and no wait
     torch.cuda.synchronize()
     assert [k for k, _ in clock.done()] == ["busy"]
+
+
+def test_a_span_knows_whether_it_began_on_an_idle_stream():
+    """``idle`` right after ``start``: True with nothing queued before the span, False behind queued work."""
+    clock = PathClock()
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    a @ a
+    torch.cuda.synchronize()
+    span = clock.start()
+    assert clock.idle(span)  # nothing before it
+    clock.stop(span, "idle start")
+    for _ in range(50):  # ~50 ms queued
+        a @ a
+    busy = clock.start()
+    assert not clock.idle(busy)
+    clock.stop(busy, "busy start")
+    torch.cuda.synchronize()
+    assert [k for k, _ in clock.done()] == ["idle start", "busy start"]

@@ -58,6 +58,10 @@ class FakeClock:
     def start(self):
         return object()
 
+    @staticmethod
+    def idle(span) -> bool:
+        return True  # spans here begin on an idle "GPU"
+
     def stop(self, span, key):
         self.spans.append(key)
         if self.ms.get(key[1]) is not None:
@@ -342,6 +346,7 @@ def test_a_layer_where_xattention_measures_slower_runs_dense_and_retimes_it(monk
     impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, clock=clock)
     impl._gate.retime_every = 4
     before = STATS.timed_dense_row_layers
+    idle_before = {k: list(v) for k, v in STATS.path_idle_starts.get(5, {}).get(4096, {}).items()}
     for _ in range(10):
         _forward(impl)
     paths = [key[1] for key in clock.spans]
@@ -352,6 +357,10 @@ def test_a_layer_where_xattention_measures_slower_runs_dense_and_retimes_it(monk
     assert STATS.timed_dense_row_layers - before == 7
     assert all(key[0] == BUCKET and key[2] == pytest.approx(TOKENS_ONE * (2 * 4096 - TOKENS_ONE + 1) / 2) for key in clock.spans)
     assert STATS.path_costs[5][4096]["dense"] < STATS.path_costs[5][4096]["xattn"]
+    idle = STATS.path_idle_starts[5][4096]  # each read span counted once, per path, with its idle start
+    assert idle["xattn"][1] - idle_before.get("xattn", [0, 0])[1] == 3
+    assert idle["dense"][1] - idle_before.get("dense", [0, 0])[1] == 6  # the 10th call's span is read at an 11th
+    assert all(row[0] == row[1] for row in idle.values())  # FakeClock: every span begins on an idle stream
 
 
 def test_a_layer_where_xattention_measures_faster_keeps_it_and_retimes_dense(monkeypatch):
