@@ -23,20 +23,22 @@ class PathClock:
         self._pending: deque[tuple[Any, Any, Any]] = deque()
         self._most_pending = most_pending
 
-    def start(self) -> tuple[Any, Any]:
-        pair = self._free.pop() if self._free else (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        pair[0].record()
-        return pair
+    def start(self) -> tuple[Any, Any, bool]:
+        """A span begins here: ``(begin, end, idle)``, ``idle`` being whether the stream had nothing left to run
+        (asked before the begin event is recorded, so the record itself cannot race the answer)."""
+        begin, end = self._free.pop() if self._free else (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        idle = bool(torch.cuda.current_stream().query())
+        begin.record()
+        return begin, end, idle
 
     @staticmethod
-    def idle(pair: tuple[Any, Any]) -> bool:
-        """Right after ``start``: whether the stream had nothing left to run before the span (its begin event is
-        already complete), so the span's time includes the host launching its work. No wait."""
-        return bool(pair[0].query())
+    def idle(span: tuple[Any, Any, bool]) -> bool:
+        """Whether the span began on an idle stream: its time then includes the host launching its work. No wait."""
+        return span[2]
 
-    def stop(self, pair: tuple[Any, Any], key: Any) -> None:
-        pair[1].record()
-        self._pending.append((pair[0], pair[1], key))
+    def stop(self, span: tuple[Any, Any, bool], key: Any) -> None:
+        span[1].record()
+        self._pending.append((span[0], span[1], key))
         if len(self._pending) > self._most_pending:  # never read (a stalled reader): drop the oldest
             begin, end, _ = self._pending.popleft()
             self._free.append((begin, end))
