@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -233,6 +234,11 @@ def run(args: argparse.Namespace) -> None:
     print(f"[suite] {args.label} accuracy {acc:.3f} in {res['suite_s']:.1f} s", flush=True)
 
 
+def _num(x: float, digits: int) -> str:
+    """A table cell: ``-`` where nothing was measured (NaN: a TTFT-only run has no answers)."""
+    return "-" if math.isnan(x) else f"{x:.{digits}f}"
+
+
 def compare(paths: list[str], out: str) -> None:
     runs = [json.loads(Path(p).read_text()) for p in paths]
     base = runs[0]
@@ -255,12 +261,13 @@ def compare(paths: list[str], out: str) -> None:
         summary["runs"].append(row)
         base_ttft = {n: statistics.median(base["ttft_s"][str(n)][1:]) for n in lens}
         cells = " | ".join(f"{ttft[n] * 1e3:.1f} ms ({base_ttft[n] / ttft[n]:.2f}x)" for n in lens)
-        print(f"| {r['label']} ({row['mode']}) | {cells} | {total:.3f} | {agree:.3f} |")
-    print("\naccuracy per task and length (dense / each XAttention engine):")
+        print(f"| {r['label']} ({row['mode']}) | {cells} | {_num(total, 3)} | {_num(agree, 3)} |")
+    scored = [row for row in summary["runs"] if not math.isnan(row["accuracy_all"])]  # TTFT-only runs have none
+    print("\naccuracy per task and length (" + " / ".join(row["label"] for row in scored) + "):")
     for t in TASKS:
         for n in lens:
             print(f"  {t:10s} {n:6d}{' (extended)' if n > native else ''}: "
-                  + " / ".join(f"{row['accuracy'][f'{t}@{n}']:.2f}" for row in summary["runs"]))  # fmt: skip
+                  + " / ".join(f"{row['accuracy'][f'{t}@{n}']:.2f}" for row in scored))  # fmt: skip
     for row in summary["runs"]:
         stats = row.get("xattn_stats") or {}
         if stats.get("per_layer"):
