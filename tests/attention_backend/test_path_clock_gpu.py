@@ -35,14 +35,24 @@ def test_spans_come_back_in_order_with_their_stream_time():
     assert clock.done() == []
 
 
-def test_an_unfinished_span_is_not_waited_for():
-    clock = PathClock()
+def _warm_matrix() -> torch.Tensor:
+    """An 8192^2 bf16 matrix whose first matmul (cuBLAS set-up) is done and finished."""
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     a @ a
     torch.cuda.synchronize()
-    span = clock.start()
+    return a
+
+
+def _queue_work(a: torch.Tensor) -> None:
     for _ in range(50):  # ~50 ms of work on an H100
         a @ a
+
+
+def test_an_unfinished_span_is_not_waited_for():
+    clock = PathClock()
+    a = _warm_matrix()
+    span = clock.start()
+    _queue_work(a)
     clock.stop(span, "busy")
     assert clock.done() == []  # the GPU is still busy: nothing yet, and no wait
     torch.cuda.synchronize()
@@ -52,14 +62,11 @@ def test_an_unfinished_span_is_not_waited_for():
 def test_a_span_knows_whether_it_began_on_an_idle_stream():
     """``idle`` right after ``start``: True with nothing queued before the span, False behind queued work."""
     clock = PathClock()
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    a @ a
-    torch.cuda.synchronize()
+    a = _warm_matrix()
     span = clock.start()
     assert clock.idle(span)  # nothing before it
     clock.stop(span, "idle start")
-    for _ in range(50):  # ~50 ms queued
-        a @ a
+    _queue_work(a)
     busy = clock.start()
     assert not clock.idle(busy)
     clock.stop(busy, "busy start")
