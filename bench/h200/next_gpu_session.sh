@@ -2,8 +2,8 @@
 # Issue 14, what is left after the 2026-12-06 16:10 UTC runs (bench/results/xattn_real/notes.md). Before it: the
 # vLLM unpack (../shared/gpu/README.md) and the weight pieces on the device (bench/h200/make_xattn_carry.sh builds
 # them; bench/h200/real_models.sh says where they go). One part per call:
-#   PART=gemma (~9 min on an H100): Gemma-3 with the default that now leaves fa3 untimed, dense and XAttention
-#              each in two processes (the 8K-32K per-process offset; the bench now also warms each length up for
+#   PART=gemma (~9 min on an H100): the PathClock GPU tests (the idle-start test is new), then Gemma-3 with
+#              the default that now leaves fa3 untimed, dense and XAttention each in two processes (the 8K-32K per-process offset; the bench now also warms each length up for
 #              2 s and logs the SM clock before each timed prompt). Then, to find why the fa3 path's layer
 #              spans overstate its cost: a timed engine (XATTN_ARGS=--time-paths) and its `path_idle_starts`
 #              (spans begun on an idle stream, per layer / length / path), bench/xattn_profile.py at 64K with
@@ -16,7 +16,10 @@ set -u
 H100=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c H100)
 [ "$H100" = 0 ] && export XATTN_ARGS="--min-sparse-ms 0.6 --dense-above $([ "${PART:-}" = gemma ] && echo 0.58 --sparse-kernel fa3 || echo 0.68)"
 case ${PART:-gemma} in
-  gemma) MODEL=gemma RUNS="dense xattn dense_b xattn_b" RUN_TIMEOUT=170 bash bench/h200/real_models.sh ;;
+  gemma) source .gpucarry/run/device_env.sh; PYTHONPATH=$PYTHONPATH:$PWD timeout 60 python3 -m pytest --noconftest -q \
+           -p no:cacheprovider tests/attention_backend/test_path_clock_gpu.py > "$OUT/pytest_path_clock.log" 2>&1
+         echo "PathClock GPU tests rc=$?"; tail -1 "$OUT/pytest_path_clock.log"
+         MODEL=gemma RUNS="dense xattn dense_b xattn_b" RUN_TIMEOUT=170 bash bench/h200/real_models.sh ;;
   smol) MODEL=smol RUNS="dense xattn" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
   smol_b) MODEL=smol RUNS="dense_b xattn_b" RUN_TIMEOUT=200 bash bench/h200/real_models.sh ;;  # after PART=smol
 esac
