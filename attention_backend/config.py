@@ -97,8 +97,9 @@ class XAttentionConfig:
         if self.sparse_kernel not in SPARSE_KERNELS:
             raise ValueError(f"XAttentionConfig.sparse_kernel: expected one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
         for name in ("enabled", "estimate_fp8", "time_paths"):
-            if not isinstance(getattr(self, name), bool) and not (name == "time_paths" and self.time_paths is None):
-                raise ValueError(f"XAttentionConfig.{name}: expected a bool, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "time_paths" and value is None):  # None: by kernel
+                raise ValueError(f"XAttentionConfig.{name}: expected a bool, got {value!r}")
         if self.block_size % self.stride:
             raise ValueError(
                 f"XAttentionConfig.stride: expected a divisor of block_size={self.block_size}, "

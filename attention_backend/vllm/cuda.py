@@ -395,7 +395,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             fp8_estimation=torch.cuda.get_device_capability() >= (9, 0),  # the TMA estimation kernel's
         )
         self.dense_above, self.dense_above_source = 1.0, "sparse disabled"
-        self.time_paths, self.time_paths_source = False, "sparse disabled"
+        self.time_paths_source = "sparse disabled"  # why the gate times its paths or not
         self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
         self._max_len = max_model_len() if self.sparse_enabled else 0
         if self.sparse_enabled:
@@ -411,9 +411,9 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self.dense_above, self.dense_above_source = resolve_dense_above(
             self.xattn, torch.cuda.get_device_name(), self.head_size, kernel
         )
-        self.time_paths, self.time_paths_source = resolve_time_paths(self.xattn, kernel)
+        time_paths, self.time_paths_source = resolve_time_paths(self.xattn, kernel)
         self._gate = LayerGate(
-            self.dense_above, device_below=self.xattn.device_decide_below, time_paths=self.time_paths,
+            self.dense_above, device_below=self.xattn.device_decide_below, time_paths=time_paths,
             layer=self._layer_index or 0,
         )
 

