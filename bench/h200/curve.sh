@@ -1,10 +1,37 @@
 #!/usr/bin/env bash
 # Issue 14 must-have 3: the kernel speed curve at fixed densities (bench/xattn_curve.py), vLLM's FA3 and
 # cuDNN SDPA as baselines in the same run. Needs the carried vLLM in /tmp/site (for FA3). Lands in $OUT.
+#   SHAPES: which model shapes, in order (default d128):
+#     d128  Llama-3.1-8B (32 q / 8 KV heads, d 128, FlexAttention too)
+#     d256  Gemma-3-270M's global layers (4 / 1, d 256)
+#     d64   SmolLM2-135M (9 / 3, d 64)
+#   TESTS=1: first the estimation kernel's GPU tests; SWEEP=1: the estimation launch-shape sweep at 128K, S=16.
+# The device returns at most 8 files a call: each shape's json/log/png is packed into $OUT/curves.tgz.
 set -u
 source .gpucarry/run/device_env.sh
 export PYTHONPATH=$PYTHONPATH:$PWD
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu_curve.txt"
-t0=$(date +%s)
-timeout "${CURVE_LIMIT:-500}" python3 bench/xattn_curve.py --out "$OUT/xattn_curve" > "$OUT/xattn_curve.log" 2>&1
-echo "xattn_curve rc=$? in $(( $(date +%s) - t0 )) s"; grep -v '^{' "$OUT/xattn_curve.log" | tail -45
+if [ "${TESTS:-0}" = 1 ]; then
+  timeout 200 python3 -m pytest --noconftest -q -p no:cacheprovider tests/attention_backend/test_kernels_gpu.py \
+    -k "estimate" > "$OUT/estimate_pytest.log" 2>&1
+  echo "estimate kernel tests rc=$?"; tail -1 "$OUT/estimate_pytest.log"
+fi
+mkdir -p /tmp/curves
+if [ "${SWEEP:-0}" = 1 ]; then
+  t0=$(date +%s)
+  timeout 200 python3 bench/xattn_est_sweep.py --lens 131072 --strides 16 --out /tmp/curves/xattn_est_sweep \
+    > /tmp/curves/xattn_est_sweep.log 2>&1
+  echo "est sweep rc=$? in $(( $(date +%s) - t0 )) s"; tail -16 /tmp/curves/xattn_est_sweep.log
+fi
+for S in ${SHAPES:-d128}; do
+  case $S in
+    d128) ARGS="" ;;
+    d256) ARGS="--heads 4 --kv-heads 1 --head-dim 256 --no-flex" ;;
+    d64)  ARGS="--heads 9 --kv-heads 3 --head-dim 64 --no-flex" ;;
+  esac
+  NAME=xattn_curve$([ "$S" = d128 ] || echo "_$S")
+  t0=$(date +%s)
+  timeout "${CURVE_LIMIT:-300}" python3 bench/xattn_curve.py $ARGS --out "/tmp/curves/$NAME" > "/tmp/curves/$NAME.log" 2>&1
+  echo "$NAME rc=$? in $(( $(date +%s) - t0 )) s"; grep -v '^{' "/tmp/curves/$NAME.log" | grep -i "131,072\|131072\|estimation" | head -6
+done
+tar -czf "$OUT/curves.tgz" -C /tmp/curves .

