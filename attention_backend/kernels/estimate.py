@@ -54,7 +54,7 @@ class EstimateTiles:
     bm: int = 128
     bn: int = 256
     num_warps: int = 8
-    num_stages: int = 3
+    num_stages: int = 4
     bk: int = 64  # head-dim slice per MMA step (0: the whole head dim)
     tma: bool = True  # TMA tensor-descriptor loads (keys gathered contiguous first); False: pointer loads
     splits: int = 0  # key-range splits per (head, query tile); 0: enough programs to fill the GPU twice

@@ -23,7 +23,7 @@ from attention_backend.shipped_tables import with_shipped_table
 from attention_backend.stats import XAttentionStats
 from attention_backend.vllm.contract import Report, require_installed
 from attention_backend.vllm.requirements import REQUIREMENTS
-from client_edge.protocol.status_marker import write_marker
+from client_edge.protocol.status_marker import markers_enabled, write_marker
 
 logger = logging.getLogger("attention_backend.vllm")
 
@@ -66,7 +66,10 @@ def max_model_len(vllm_config: Any | None = None) -> int:
 
 
 def publish_stats(extra: dict[str, Any] | None = None) -> None:
-    write_marker("attention", "stats", {**STATS.as_dict(), **(extra or {})})
+    """The counters into this process's stats marker (once per engine step that planned XAttention rows);
+    nothing is built when markers are off."""
+    if markers_enabled():
+        write_marker("attention", "stats", {**STATS.as_dict(), **(extra or {})})
 
 
 def tensor_parallel_rank() -> tuple[int, int]:

@@ -55,6 +55,7 @@ from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionMetadata,
     FlashAttentionMetadataBuilder,
 )
+from vllm.v1.kv_cache_interface import ChunkedLocalAttentionSpec, SlidingWindowSpec
 
 from attention_backend.block_pages import pages_unsupported
 from attention_backend.break_even import break_even_for, causal_attention_flops, causal_pairs
@@ -316,6 +317,14 @@ the device (``XAttentionCudaImpl._full_tables_fit``)."""
 _PRECOMPILED: set[tuple] = set()  # (layer shapes, page, settings) whose kernels this process compiled
 
 
+def plans_group(kv_cache_spec: Any) -> bool:
+    """Whether a KV-cache group may hold layers XAttention serves. vLLM gives sliding-window and chunked-local
+    layers groups of their own spec (Gemma-3: 15 of its 18 layers), whose impls always run FA3: their builder
+    plans nothing. (With vLLM's hybrid allocator off, local layers share the full layers' FullAttentionSpec and
+    that group is planned; its local layers ignore the plan.)"""
+    return not isinstance(kv_cache_spec, SlidingWindowSpec | ChunkedLocalAttentionSpec)
+
+
 class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
     """Adds ``xattn_step`` (a :class:`CudaStepPlan`, or None) to every metadata, from vLLM's CPU copies of the
     batch layout, so planning never waits for the GPU. ``seq_lens`` comes from ``seq_lens_cpu_upper_bound``
@@ -328,9 +337,10 @@ class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
         self._heads = self.vllm_config.model_config.get_num_attention_heads(self.vllm_config.parallel_config)
         self._head_dim = self.kv_cache_spec.head_size
         self._min_flops = 0.0
+        self._plans = self._xattn.enabled and plans_group(self.kv_cache_spec)
         if self._xattn.enabled:
             check_sparse_kernel(self._xattn, self.kv_cache_spec.block_size)
-        if self._xattn.enabled:
+        if self._plans:
             self._min_flops, rule = resolve_min_sparse_flops(self._xattn, torch.cuda.get_device_name())
             warn_once("min_work", "xattn: prefill rows whose dense attention per layer is under %s run FA3", rule)
 
@@ -339,7 +349,7 @@ class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
         meta.xattn_step = None
         cfg = self._xattn
         if (
-            not cfg.enabled
+            not self._plans
             or (_HAS_CASCADE and meta.use_cascade)
             or meta.causal is not True
             or meta.max_query_len < 2

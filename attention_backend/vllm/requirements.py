@@ -138,4 +138,6 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         Requirement("attr", _BACKEND, f"CommonAttentionMetadata.{field}")
         for field in ("num_reqs", "query_start_loc_cpu", "seq_lens", "seq_lens_cpu_upper_bound")
     ),
+    # KV-cache groups of local layers only (their builder plans nothing)
+    *(Requirement("name", "vllm.v1.kv_cache_interface", n) for n in ("SlidingWindowSpec", "ChunkedLocalAttentionSpec")),
 )

@@ -33,6 +33,12 @@ def marker_name(plugin: str, event: str, pid: int) -> str:
     return f"{plugin}.{event}.{pid}.json"
 
 
+def markers_enabled() -> bool:
+    """Whether this process writes markers (``XEDGE_STATUS_DIR`` is set): callers that build a costly detail
+    per engine step check this first."""
+    return bool(os.environ.get(STATUS_DIR_ENV))
+
+
 def write_marker(plugin: str, event: str, detail: dict[str, Any] | None = None) -> Path | None:
     """Write (or overwrite) this process's marker for ``plugin.event``; return its path, or None when
     ``XEDGE_STATUS_DIR`` is unset. The file is replaced atomically, so readers never see half a file."""

@@ -50,3 +50,18 @@ def test_dense_subset_indexes_rows_requests_and_drops_the_aot_schedule() -> None
     assert sub.scheduler_metadata is None
     assert step.dense_subset((0, 2))[1] is sub  # built once per step and set of rows
     assert meta.query_start_loc.tolist() == qsl  # the step's own metadata is untouched
+
+
+def test_only_groups_that_may_hold_full_attention_layers_are_planned() -> None:
+    """Gemma-3's sliding-window layers get a KV-cache group of their own: its builder plans nothing (each step
+    was planned, and its long rows counted, once per group). A FullAttentionSpec group is planned even with a
+    sliding window set (vLLM's hybrid allocator off: local and full layers share it)."""
+    from vllm.v1.kv_cache_interface import ChunkedLocalAttentionSpec, FullAttentionSpec, SlidingWindowSpec
+
+    from attention_backend.vllm.cuda import plans_group
+
+    shape = dict(block_size=128, num_kv_heads=1, head_size=256, dtype=torch.bfloat16)
+    assert plans_group(FullAttentionSpec(**shape))
+    assert plans_group(FullAttentionSpec(**shape, sliding_window=512))
+    assert not plans_group(SlidingWindowSpec(**shape, sliding_window=512))
+    assert not plans_group(ChunkedLocalAttentionSpec(**shape, attention_chunk_size=8192))
