@@ -21,7 +21,7 @@ case ${PART:-gemma} in
            -p no:cacheprovider tests/attention_backend/test_path_clock_gpu.py > "$OUT/pytest_path_clock.log" 2>&1
          echo "PathClock GPU tests rc=$?"; tail -1 "$OUT/pytest_path_clock.log"
          MODEL=gemma RUNS="dense xattn" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
-  gemma_b) MODEL=gemma RUNS="dense_b xattn_b xattn_off" RUN_TIMEOUT=170 bash bench/h200/real_models.sh ;;  # after PART=gemma
+  gemma_b) MODEL=gemma RUNS="${RUNS:-dense_b xattn_off xattn_b}" RUN_TIMEOUT=170 bash bench/h200/real_models.sh ;;  # after PART=gemma
   smol) MODEL=smol RUNS="dense xattn" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
   smol_b) MODEL=smol RUNS="dense_b xattn_b" RUN_TIMEOUT=200 bash bench/h200/real_models.sh ;;  # after PART=smol
 esac
