@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Issue 14, what is left after the 2026-12-06 16:10 UTC runs (bench/results/xattn_real/notes.md). Before it: the
+# Issue 14, what is left after the 2026-12-06 18:10 UTC runs (bench/results/xattn_real/notes.md). Before it: the
 # vLLM unpack (../shared/gpu/README.md) and the weight pieces on the device (bench/h200/make_xattn_carry.sh builds
 # them; bench/h200/real_models.sh says where they go). One part per call:
 #   PART=gemma (~7 min on an H100): the PathClock GPU tests (the idle-start test is new), then Gemma-3 with
 #              the default that now leaves fa3 untimed, dense and XAttention with the suite (the bench now also
 #              warms each length up for 2 s and logs the SM clock before each timed prompt);
-#              PART=gemma_b (~4 min, next call on the same machine): both again in new processes, TTFT only (the
-#              8K-32K per-process offset). Not scripted yet, for why the fa3 path's layer spans overstate its
+#              PART=gemma_b (~6 min, next call on the same machine): both again in new processes, TTFT only, plus
+#              the plugin with every row under min_sparse_len (xattn_off: where the 0.6-0.8 ms at 8K-16K goes) and a
+#              3 ms minimum of work (xattn_minwork: Gemma's 32K, 0.94x at 18:10 UTC). Not scripted yet, for why the fa3 path's layer spans overstate its
 #              cost: a timed engine (XATTN_ARGS=--time-paths) and its `path_idle_starts` (spans begun on an
 #              idle stream, per layer / length / path), bench/xattn_profile.py at 64K with time_paths on and off
 #   PART=smol  (~7 min): SmolLM2 the same way, dense and xattn with the suite; PART=smol_b (~4 min, next call on
@@ -21,7 +22,7 @@ case ${PART:-gemma} in
            -p no:cacheprovider tests/attention_backend/test_path_clock_gpu.py > "$OUT/pytest_path_clock.log" 2>&1
          echo "PathClock GPU tests rc=$?"; tail -1 "$OUT/pytest_path_clock.log"
          MODEL=gemma RUNS="dense xattn" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
-  gemma_b) MODEL=gemma RUNS="${RUNS:-dense_b xattn_off xattn_b}" RUN_TIMEOUT=170 bash bench/h200/real_models.sh ;;  # after PART=gemma
+  gemma_b) MODEL=gemma RUNS="${RUNS:-dense_b xattn_off xattn_b xattn_minwork}" RUN_TIMEOUT=140 bash bench/h200/real_models.sh ;;  # after PART=gemma
   smol) MODEL=smol RUNS="dense xattn" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
   smol_b) MODEL=smol RUNS="dense_b xattn_b" RUN_TIMEOUT=200 bash bench/h200/real_models.sh ;;  # after PART=smol
 esac
