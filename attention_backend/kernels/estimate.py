@@ -198,14 +198,21 @@ def _xattn_lse_tma_kernel(
             acc = tl.zeros((BM, BN), dtype=tl.float32)
 
 
+def _token_major(x: torch.Tensor) -> bool:
+    """Whether ``x [tokens, H, D]`` can be viewed as 2-D rows of tokens: every head of a token lies inside its
+    token stride (NHD, or a slice of a fused qkv buffer), so a head's slice is a column range of the row."""
+    return x.stride(2) == 1 and x.stride(1) >= x.shape[2] and (x.shape[1] - 1) * x.stride(1) + x.shape[2] <= x.stride(0)
+
+
 def _tma_operands(q: torch.Tensor, kv: PagedKV, q_offset: int, row0: int, n_rows: int, stride: int):
-    """Queries from absolute token ``row0 * stride`` and keys from token 0, ``[tokens, H, D]`` with whole rows of ``S`` tokens,
-    strided views for the TMA kernel. Zero-copy when the queries start at ``row0 * stride`` and fill whole
-    rows and the keys are one contiguous page of whole rows; else a zero-padded copy (the queries of a
-    chunk not ending on a row, the keys of a paged cache: gathered in block-table order)."""
+    """Queries from absolute token ``row0 * stride`` and keys from token 0, as token-major ``[tokens, H, D]``
+    tensors of whole rows of ``S`` tokens for the TMA kernel's 2-D views. Zero-copy when the queries start at
+    ``row0 * stride``, fill whole rows and are token-major, and the keys are one token-major page of whole rows;
+    else a zero-padded copy (the queries of a chunk not ending on a row, head-major layouts, the keys of a paged
+    cache: gathered in block-table order)."""
     lq, hq, d = q.shape
     start = q_offset - row0 * stride
-    if start == 0 and lq == n_rows * stride:
+    if start == 0 and lq == n_rows * stride and _token_major(q):
         qp = q
     else:
         qp = torch.zeros((n_rows * stride, hq, d), dtype=q.dtype, device=q.device)
@@ -213,7 +220,7 @@ def _tma_operands(q: torch.Tensor, kv: PagedKV, q_offset: int, row0: int, n_rows
     k_len, page = kv.k_len, kv.page_size
     n_krows = triton.cdiv(k_len, stride)
     kc = kv.key_cache
-    if kc.shape[0] == 1 and k_len % stride == 0 and page == k_len:
+    if kc.shape[0] == 1 and k_len % stride == 0 and page == k_len and _token_major(kc[0]):
         kp = kc[0]
     else:
         n_pages = triton.cdiv(k_len, page)

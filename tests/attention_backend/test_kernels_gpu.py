@@ -191,7 +191,8 @@ def test_estimate_reads_the_paged_cache(page, dtype, variant):
 @pytest.mark.parametrize("variant", EST_VARIANTS)
 def test_estimate_reads_queries_out_of_a_fused_qkv_buffer(variant):
     """vLLM hands the backend q as a view of its fused qkv projection (token stride (Hq + 2 Hkv) D): the
-    kernels read it in place with its strides, and give the scores of a contiguous copy."""
+    kernels read it in place with its strides, and give the scores of a contiguous copy; so do head-major
+    q and k (one page), which the TMA kernel copies token-major first."""
     lk, hq, hkv, d = (256, 4, 2, 64) if DEV == "cpu" else (1536, 8, 2, 128)
     dtype = DTYPES[0]
     q, k, v = _inputs(lk, lk, hq, hkv, d, dtype, seed=11)
@@ -200,7 +201,12 @@ def test_estimate_reads_queries_out_of_a_fused_qkv_buffer(variant):
     assert not q_view.is_contiguous()
     est = functools.partial(estimate_block_scores, block_size=128, stride=16, tiles=_est_tiles(variant))
     kv = PagedKV.from_contiguous(k, v)
-    assert_close(est(q_view, kv), est(q.contiguous(), kv), 1e-6, "scores of a qkv view vs a contiguous q")
+    want = est(q.contiguous(), kv)
+    assert_close(est(q_view, kv), want, 1e-6, "scores of a qkv view vs a contiguous q")
+    # head-major layouts (vLLM's FLASH_ATTN cache keeps [pages, Hkv, page, D]): not viewable as token rows
+    q_hnd = q.transpose(0, 1).contiguous().transpose(0, 1)
+    k_hnd, v_hnd = (x.transpose(0, 1).contiguous().transpose(0, 1) for x in (k, v))
+    assert_close(est(q_hnd, PagedKV.from_contiguous(k_hnd, v_hnd)), want, 1e-6, "scores of head-major q and k")
 
 
 @pytest.mark.parametrize("tau", [0.0, 0.5, 0.9, 0.97, 1.0])
