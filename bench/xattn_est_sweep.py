@@ -5,8 +5,9 @@ For each length and stride S (32 query heads, 8 KV heads, head dim 128, bf16, pl
 - ``estimate_block_scores`` with the pointer-load ("flat") and the TMA kernel (both one pipelined loop
   over key tile x offset x head-dim slice) at several launch shapes (the first two session-3 runs also
   timed a nested kernel, a key-tile loop around an offset loop, removed since: xattn_speed.md);
-- the same GEMM without the softmax epilogue (``_gemm_rowmax_kernel`` below: identical loads and MMAs,
-  the epilogue replaced by a row max per key tile), to separate the epilogue from the loads + MMAs;
+- the same GEMM without the softmax epilogue (``_gemm_rowmax_kernel`` / ``_gemm_rowmax_tma_kernel`` below:
+  identical loads and MMAs, the epilogue replaced by a row max per key tile), to separate the epilogue from the
+  loads + MMAs;
 - cuBLAS on the same GEMM laid out contiguously (reshaped queries x reshaped keys, all tiles, bf16 out):
   what this card's best GEMM does with the work, as the ceiling (its causal half = half the time);
 - cuDNN SDPA dense attention, the reference the issue's 5 % target is stated against.
@@ -86,6 +87,53 @@ def _gemm_rowmax_kernel(
     tl.store(out_ptr + h * n_rows + rows, best, mask=rows < n_rows)
 
 
+@triton.jit
+def _gemm_rowmax_tma_kernel(
+    q_desc, k_desc, out_ptr, n_rows, s_qt, s_qh, s_kt, s_kh,
+    GROUP: tl.constexpr, S: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):
+    """The TMA kernel's loads and MMAs (2-D boxes, q_offset 0, one program per query tile and head), with only a
+    row max per key tile as epilogue: what the softmax epilogue costs is the difference."""
+    tile = tl.cdiv(n_rows, BM) - 1 - tl.program_id(0)
+    h = tl.program_id(1)
+    kvh = h // GROUP
+    NSL: tl.constexpr = D // BK
+    NK: tl.constexpr = S * NSL
+    rows = tile * BM + tl.arange(0, BM)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    best = tl.zeros((BM,), dtype=tl.float32)
+    for it in range(tl.cdiv(tile * BM + BM, BN) * NK):
+        kk = it % NK
+        t = kk // NSL
+        d0 = (kk % NSL) * BK
+        qt = q_desc.load([tile * BM, (S - 1 - t) * s_qt + h * s_qh + d0])
+        kt = k_desc.load([(it // NK) * BN, t * s_kt + kvh * s_kh + d0])
+        acc = tl.dot(qt, kt.T, acc)
+        if kk == NK - 1:
+            best = tl.maximum(best, tl.max(acc, 1))
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+    tl.store(out_ptr + h * n_rows + rows, best, mask=rows < n_rows)
+
+
+def gemm_rowmax_tma(q: torch.Tensor, k: torch.Tensor, stride: int, tiles: EstimateTiles) -> torch.Tensor:
+    """``_gemm_rowmax_tma_kernel`` on contiguous ``q [L, Hq, D]`` and ``k [L, Hkv, D]`` (L a multiple of S)."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    lq, hq, d = q.shape
+    n_rows, bk = lq // stride, tiles.bk or d
+    out = torch.empty((hq, n_rows), dtype=torch.float32, device=q.device)
+    q_desc, k_desc = (
+        TensorDescriptor(x, [n_rows, x.stride(0) * stride], [x.stride(0) * stride, 1], [blk, bk])
+        for x, blk in ((q, tiles.bm), (k, tiles.bn))
+    )
+    _gemm_rowmax_tma_kernel[(triton.cdiv(n_rows, tiles.bm), hq)](
+        q_desc, k_desc, out, n_rows, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        GROUP=hq // k.shape[1], S=stride, D=d, BM=tiles.bm, BN=tiles.bn, BK=bk,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    return out
+
+
 def gemm_rowmax(q: torch.Tensor, kv: PagedKV, stride: int, tiles: EstimateTiles) -> torch.Tensor:
     lq, hq, d = q.shape
     n_rows = lq // stride
@@ -161,6 +209,8 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
                                 "tflops": causal_flops / (ms * 1e-3) / 1e12}
                     if not shape[5]:
                         row[key]["gemm_only_ms"] = bench_ms(functools.partial(gemm_rowmax, q, kv, stride, tiles))
+                    elif not fp8:
+                        row[key]["gemm_only_ms"] = bench_ms(functools.partial(gemm_rowmax_tma, q, k, stride, tiles))
                 except Exception as exc:  # a shape that does not compile/fit is recorded, not fatal
                     row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 print(key, row[key], flush=True)
