@@ -10,7 +10,8 @@
 #              (xattn_off: no planning, no precompile) and with every row under the minimum of work (xattn_small:
 #              planned and precompiled, then FA3); then a 3 ms minimum of work (xattn_minwork: Gemma's 32K, 0.94x).
 #   PART=est_fp8 (~2 min, no vLLM needed): the estimation sweep at 128K, S=16, bf16 and fp8 operands (fp8 with
-#              128-wide head-dim slices = 128-byte rows: the 05:25 UTC fp8 sweep used 64-byte rows)
+#              128-wide head-dim slices = 128-byte rows: the 05:25 UTC fp8 sweep used 64-byte rows), and each bf16
+#              TMA shape without its softmax epilogue (what the epilogue costs against cuBLAS's 6.6 ms)
 # Not scripted yet, for why the fa3 path's layer spans overstate its cost: a timed engine
 # (XATTN_ARGS=--time-paths) and its `path_idle_starts` (spans begun on an idle stream, per layer / length / path),
 # bench/xattn_profile.py at 64K with time_paths on and off.
