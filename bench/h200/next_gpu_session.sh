@@ -9,7 +9,7 @@
 #              where the 0.6-0.8 ms XAttention costs at 8K-16K goes: the plugin with every row under min_sparse_len
 #              (xattn_off: no planning, no precompile) and with every row under the minimum of work (xattn_small:
 #              planned and precompiled, then FA3); then a 3 ms minimum of work (xattn_minwork: Gemma's 32K, 0.94x).
-#   PART=est_fp8 (~2 min, no vLLM needed): the estimation sweep at 128K, S=16, bf16 and fp8 operands (fp8 with
+#   PART=est_fp8 (~2 min, after the vLLM unpack: the package import needs its site's httpx): the estimation sweep at 128K, S=16, bf16 and fp8 operands (fp8 with
 #              128-wide head-dim slices = 128-byte rows: the 05:25 UTC fp8 sweep used 64-byte rows), and each bf16
 #              TMA shape without its softmax epilogue (what the epilogue costs against cuBLAS's 6.6 ms)
 # Not scripted yet, for why the fa3 path's layer spans overstate its cost: a timed engine
@@ -28,7 +28,7 @@ case ${PART:-gemma} in
          echo "PathClock GPU tests rc=$?"; tail -1 "$OUT/pytest_path_clock.log"
          MODEL=gemma RUNS="dense xattn" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
   gemma_b) MODEL=gemma RUNS="${RUNS:-dense_b xattn_off xattn_small xattn_minwork}" RUN_TIMEOUT=140 bash bench/h200/real_models.sh ;;  # after PART=gemma
-  est_fp8) PYTHONPATH=$PWD timeout 240 python3 bench/xattn_est_sweep.py --lens 131072 --strides 16 --fp8 \
+  est_fp8) source .gpucarry/run/device_env.sh; PYTHONPATH=$PYTHONPATH:$PWD timeout 240 python3 bench/xattn_est_sweep.py --lens 131072 --strides 16 --fp8 \
              --out "$OUT/xattn_est_sweep_fp8" > "$OUT/xattn_est_sweep_fp8.log" 2>&1; echo "rc=$?"; tail -30 "$OUT/xattn_est_sweep_fp8.log" ;;
   smol) MODEL=smol RUNS="dense xattn" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
   smol_b) MODEL=smol RUNS="dense_b xattn_b" RUN_TIMEOUT=200 bash bench/h200/real_models.sh ;;  # after PART=smol
