@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from xattn_speed import bench_ms, planted_qkv
 
 from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_scores
-from attention_backend.kernels.estimate import _load_kv_rows
+from attention_backend.kernels.estimate import _load_kv_rows, row_descriptor
 
 BLOCK = 128
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
@@ -117,17 +117,11 @@ def _gemm_rowmax_tma_kernel(
 
 def gemm_rowmax_tma(q: torch.Tensor, k: torch.Tensor, stride: int, tiles: EstimateTiles) -> torch.Tensor:
     """``_gemm_rowmax_tma_kernel`` on contiguous ``q [L, Hq, D]`` and ``k [L, Hkv, D]`` (L a multiple of S)."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
     lq, hq, d = q.shape
     n_rows, bk = lq // stride, tiles.bk or d
     out = torch.empty((hq, n_rows), dtype=torch.float32, device=q.device)
-    q_desc, k_desc = (
-        TensorDescriptor(x, [n_rows, x.stride(0) * stride], [x.stride(0) * stride, 1], [blk, bk])
-        for x, blk in ((q, tiles.bm), (k, tiles.bn))
-    )
     _gemm_rowmax_tma_kernel[(triton.cdiv(n_rows, tiles.bm), hq)](
-        q_desc, k_desc, out, n_rows, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        row_descriptor(q, stride, tiles.bm, bk), row_descriptor(k, stride, tiles.bn, bk), out, n_rows, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         GROUP=hq // k.shape[1], S=stride, D=d, BM=tiles.bm, BN=tiles.bn, BK=bk,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )

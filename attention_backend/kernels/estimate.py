@@ -204,6 +204,15 @@ def _token_major(x: torch.Tensor) -> bool:
     return x.stride(2) == 1 and x.stride(1) >= x.shape[2] and (x.shape[1] - 1) * x.stride(1) + x.shape[2] <= x.stride(0)
 
 
+def row_descriptor(x: torch.Tensor, stride: int, block_rows: int, bk: int) -> object:
+    """The TMA kernel's 2-D view of a token-major ``x [tokens, H, D]`` (:func:`_token_major`, tokens a multiple of
+    ``stride``): one row of ``stride`` tokens per row, boxes of ``block_rows`` rows x ``bk`` columns."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    row = x.stride(0) * stride
+    return TensorDescriptor(x, [x.shape[0] // stride, row], [row, 1], [block_rows, bk])
+
+
 def _tma_operands(q: torch.Tensor, kv: PagedKV, q_offset: int, row0: int, n_rows: int, stride: int):
     """Queries from absolute token ``row0 * stride`` and keys from token 0, as token-major ``[tokens, H, D]``
     tensors of whole rows of ``S`` tokens for the TMA kernel's 2-D views. Zero-copy when the queries start at
@@ -306,18 +315,13 @@ def estimate_block_scores(
     if fp8 and not tiles.tma:
         raise ValueError("fp8 estimation needs the TMA kernel (sm_90+): tiles.tma is False")
     if tiles.tma:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-
         qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
         head_scale = lse  # unused unless fp8 (any pointer will do)
         if fp8:
             (qp, q_scale), (kp, k_scale) = to_fp8_per_head(qp), to_fp8_per_head(kp)
             group = hq // kv.num_kv_heads
             head_scale = 1.0 / (q_scale * k_scale.repeat_interleave(group))
-        q_desc, k_desc = (
-            TensorDescriptor(x, [x.shape[0] // stride, x.stride(0) * stride], [x.stride(0) * stride, 1], [blk, bk])
-            for x, blk in ((qp, tiles.bm), (kp, tiles.bn))
-        )
+        q_desc, k_desc = row_descriptor(qp, stride, tiles.bm, bk), row_descriptor(kp, stride, tiles.bn, bk)
         _xattn_lse_tma_kernel[grid](
             q_desc, k_desc, lse, head_scale, k_len, q_offset, first_qb * r, n_rows, n_kb, scale_log2, per_split,
             lse.stride(0), lse.stride(1), qp.stride(0), qp.stride(1), kp.stride(0), kp.stride(1),

@@ -78,4 +78,5 @@ BASE="$OUT/${MODEL}_dense.json"
 # a fresh machine with no dense run of its own: the second-process dense run is the baseline of this call
 [ -f "$BASE" ] || BASE="$OUT/${MODEL}_dense_b.json"
 [ -f "$BASE" ] || exit 0  # RUNS=none (weights and suite only): nothing to compare
-python3 bench/xattn_retrieval.py compare "$BASE" $(ls "$OUT/${MODEL}_xattn.json" $([ "$BASE" = "$OUT/${MODEL}_dense.json" ] && echo "$OUT/${MODEL}_dense_b.json") "$OUT/${MODEL}_xattn_b.json" "$OUT/${MODEL}_xattn_host.json" "$OUT/${MODEL}_xattn_untimed.json" "$OUT/${MODEL}_xattn_floor.json" "$OUT/${MODEL}_xattn_off.json" "$OUT/${MODEL}_xattn_small.json" "$OUT/${MODEL}_xattn_minwork.json" 2>/dev/null) --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
+OTHERS=$(for R in ${RUNS:-dense xattn}; do F="$OUT/${MODEL}_$R.json"; [ -f "$F" ] && [ "$F" != "$BASE" ] && echo "$F"; done)
+python3 bench/xattn_retrieval.py compare "$BASE" $OTHERS --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"
