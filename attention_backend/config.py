@@ -49,6 +49,10 @@ class XAttentionConfig:
             break-even decides its rows on the device: each row is still estimated and runs dense when its
             estimate is above the break-even, but the host never waits for the counts (no sync per layer);
             nearer the break-even the host reads them (and the probe applies). In [0, 1]; 0 = always the host.
+        dense_margin: on CUDA, a layer whose latest estimated density at a context length is at least this
+            multiple of the break-even runs dense there with no estimate (re-estimated every 16 calls,
+            :class:`attention_backend.layer_gate.LayerGate`); nearer the break-even every call is estimated
+            and its rows decided. >= 1; 1 skips every estimate that last came out dense.
         time_paths: on CUDA, each layer times its attention both ways per context length (CUDA events, no
             sync): vLLM's dense kernel with no estimate, and XAttention (estimate, decide, attend); once both
             are timed it runs the cheaper there and re-times the other now and then
@@ -79,6 +83,7 @@ class XAttentionConfig:
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
     device_decide_below: float = 0.8
+    dense_margin: float = 1.5
     time_paths: bool | None = None
     sparse_kernel: str = "auto"
     estimate_fp8: bool = False
@@ -94,6 +99,10 @@ class XAttentionConfig:
         if isinstance(below, bool) or not isinstance(below, int | float) or not 0.0 <= below <= 1.0:
             raise ValueError(f"XAttentionConfig.device_decide_below: expected a share in [0, 1], got {below!r}")
         object.__setattr__(self, "device_decide_below", float(below))
+        margin = self.dense_margin
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not math.isfinite(margin) or margin < 1:
+            raise ValueError(f"XAttentionConfig.dense_margin: expected a multiple of the break-even >= 1, got {margin!r}")
+        object.__setattr__(self, "dense_margin", float(margin))
         if self.sparse_kernel not in SPARSE_KERNELS:
             raise ValueError(f"XAttentionConfig.sparse_kernel: expected one of {SPARSE_KERNELS}, got {self.sparse_kernel!r}")
         for name in ("enabled", "estimate_fp8", "time_paths"):

@@ -47,6 +47,8 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 
+from attention_backend.config import XAttentionConfig
+
 DENSE, XATTN = "dense", "xattn"
 
 
@@ -83,7 +85,7 @@ class LayerGate:
     cost of both paths (:meth:`record`), and answers which path runs (:meth:`path`) and the density shortcuts."""
 
     dense_above: float  # the break-even density: a row above it runs dense
-    dense_margin: float = 1.5
+    dense_margin: float = XAttentionConfig.dense_margin
     reprobe_every: int = 16
     probe_below: float = 0.5
     device_below: float = 0.8

@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> None:
             xattn["estimate_fp8"] = True
         if args.device_decide_below is not None:
             xattn["device_decide_below"] = args.device_decide_below
+        if args.dense_margin is not None:
+            xattn["dense_margin"] = args.dense_margin
         if args.time_paths is not None:
             xattn["time_paths"] = args.time_paths
         if args.min_sparse_ms is not None:
@@ -337,6 +339,9 @@ def main() -> None:
     ap.add_argument("--time-paths", action=argparse.BooleanOptionalAction, default=None,
                     help="layers time dense vs XAttention per length and run the cheaper (--no-time-paths: the density "
                          "rules alone decide; default: the backend's, on with the Triton sparse kernel, off with fa3)")
+    ap.add_argument("--dense-margin", type=float, default=None,
+                    help="xattn dense_margin (default: the backend's): a layer whose latest density is at least this "
+                         "multiple of the break-even runs dense with no estimate")
     ap.add_argument("--device-decide-below", type=float, default=None,
                     help="xattn device_decide_below (default: the backend's; 0 = every decision on the host)")
     ap.add_argument("--eager", action="store_true",

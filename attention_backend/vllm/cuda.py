@@ -423,7 +423,8 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         )
         time_paths, self.time_paths_source = resolve_time_paths(self.xattn, kernel)
         self._gate = LayerGate(
-            self.dense_above, device_below=self.xattn.device_decide_below, time_paths=time_paths,
+            self.dense_above, device_below=self.xattn.device_decide_below, dense_margin=self.xattn.dense_margin,
+            time_paths=time_paths,
             layer=self._layer_index or 0,
         )
 

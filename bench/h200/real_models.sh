@@ -12,6 +12,7 @@
 # "xattn_host": TTFT with every decision on the host; "xattn_off": TTFT with the plugin in place and every row
 # under min_sparse_len; "xattn_small": every row under the minimum of work (planned, then FA3); "xattn_minwork":
 # TTFT with --min-sparse-ms $MIN_MS (default 3);
+# "xattn_margin": TTFT with --dense-margin $MARGIN (default 1.1);
 # "xattn_untimed": TTFT with the density rules alone, no timed paths; "xattn_floor": TTFT with tau 0.001, i.e.
 # every estimated row keeps only its sink and diagonal blocks: what the prompt costs when the full-attention
 # layers' attention is all but free, the bound no block-sparse attention can beat on this model).
@@ -68,15 +69,23 @@ for R in ${RUNS:-dense xattn}; do
     # TTFT only: a larger minimum of work (dense attention per layer, ms; default 3): Gemma's chunks with up to 32K
     # of context lost at 18:10 UTC (32K 0.94x) while 64K-128K won; would a per-kernel minimum fix 32K?
     xattn_minwork) run xattn_minwork --backend xattn --label "xattn, minimum of work ${MIN_MS:-3} ms" ${XATTN_ARGS:-} --min-sparse-ms ${MIN_MS:-3} --ttft-only $MODE ;;
+    # TTFT only: a layer whose latest density is >= MARGIN (default 1.1) x the break-even skips the estimate (the
+    # default 1.5 let Gemma's chunks at density 0.58-0.87 pay an estimate and then run FA3: 1,602 of 3,129)
+    xattn_margin) run xattn_margin --backend xattn --label "xattn, dense margin ${MARGIN:-1.1}" ${XATTN_ARGS:-} --dense-margin ${MARGIN:-1.1} --ttft-only $MODE ;;
     # TTFT only: every decision on the host (a sync per layer), to measure what deciding on the device saves
     xattn_host) run xattn_host --backend xattn --label "xattn, decided on the host" --device-decide-below 0 --ttft-only $MODE ${XATTN_ARGS:-} ;;
   esac
 done
-[ -f "$OUT/${MODEL}_dense.json" ] || cp /tmp/keep_${MODEL}_dense.json "$OUT/${MODEL}_dense.json" 2>/dev/null
-cp "$OUT/${MODEL}_dense.json" /tmp/keep_${MODEL}_dense.json 2>/dev/null  # a later call's compare finds it
-BASE="$OUT/${MODEL}_dense.json"
-# a fresh machine with no dense run of its own: the second-process dense run is the baseline of this call
-[ -f "$BASE" ] || BASE="$OUT/${MODEL}_dense_b.json"
-[ -f "$BASE" ] || exit 0  # RUNS=none (weights and suite only): nothing to compare
+# the call's baseline: its own dense run, else the last one on this machine (kept in /tmp by an earlier call),
+# else the second-process dense run (this call's or kept)
+for D in dense dense_b; do
+  [ -f "$OUT/${MODEL}_$D.json" ] && cp "$OUT/${MODEL}_$D.json" /tmp/keep_${MODEL}_$D.json
+done
+BASE=""
+for D in dense dense_b; do
+  [ -f "$OUT/${MODEL}_$D.json" ] && { BASE="$OUT/${MODEL}_$D.json"; break; }
+  [ -f /tmp/keep_${MODEL}_$D.json ] && { cp /tmp/keep_${MODEL}_$D.json "$OUT/${MODEL}_$D.json"; BASE="$OUT/${MODEL}_$D.json"; break; }
+done
+[ -n "$BASE" ] || exit 0  # RUNS=none (weights and suite only): nothing to compare
 OTHERS=$(for R in ${RUNS:-dense xattn}; do F="$OUT/${MODEL}_$R.json"; [ -f "$F" ] && [ "$F" != "$BASE" ] && echo "$F"; done)
 python3 bench/xattn_retrieval.py compare "$BASE" $OTHERS --out "$OUT/xattn_real_$MODEL" 2>&1 | tee "$OUT/compare_$MODEL.log"

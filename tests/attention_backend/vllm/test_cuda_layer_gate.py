@@ -394,3 +394,17 @@ def test_lengths_are_timed_apart(monkeypatch):
     _forward(impl, k_len=16384)
     assert [key[1] for key in clock.spans] == ["xattn", "dense", "xattn", "xattn"]
     assert clock.spans[-1][0] == length_bucket(16384) != BUCKET
+
+
+def test_dense_margin_reaches_every_layers_gate(monkeypatch):
+    """``dense_margin`` from the config (additional_config) is the margin each layer's gate skips estimates at."""
+    impl = object.__new__(cuda.XAttentionCudaImpl)
+    impl.xattn = XAttentionConfig(dense_above=0.5, dense_margin=1.1, time_paths=False)
+    impl.head_size, impl._layer_index = D, 3
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "test card")
+    impl._set_dense_above("fa3")
+    assert (impl._gate.dense_above, impl._gate.dense_margin) == (0.5, 1.1)
+    impl._gate.observe(56, 100)  # 0.56 >= 1.1 x 0.5: the next calls skip the estimate
+    assert impl._gate.skip_estimate()
+    with pytest.raises(ValueError, match="dense_margin"):
+        XAttentionConfig(dense_margin=0.9)
