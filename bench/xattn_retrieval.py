@@ -187,27 +187,51 @@ def run(args: argparse.Namespace) -> None:
     one = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
     res["ttft_s"], res["warmup_prompts"], res["sm_clock_mhz"] = {}, {}, {}
     res["warmup"], res["warmup_s"] = args.warmup, args.warmup_s
+    ab = args.ab and args.backend == "xattn"
+    if args.ab and not ab:
+        raise SystemExit("--ab: needs --backend xattn (it switches XAttention off and on in this engine)")
+    dense_res = {**res, "backend": "FLASH_ATTN", "label": "dense FA3 (same engine, XAttention off)", "xattn": {},
+                 "ttft_s": {}, "sm_clock_mhz": {}} if ab else None  # fmt: skip
+    if ab:
+        res["mode"] = dense_res["mode"] = res["mode"] + ", A/B in one engine"
+
+    def timed(item: dict[str, Any]) -> float:
+        t = time.perf_counter()
+        llm.generate([TokensPrompt(prompt_token_ids=item["prompt_token_ids"])], one, use_tqdm=False)
+        return time.perf_counter() - t
+
     for length in data["lens"]:
         same = [i for i in data["items"] if i["length"] == length]
-        prompts, rest = same[:4], same[4:] or same[:4]
+        prompts, rest = same[: args.timed], same[args.timed :] or same[: args.timed]
         # untimed, the steady state a server reaches (compiles, clocks, per-layer timings): at least --warmup
-        # prompts and --warmup-s seconds of them (short prompts alone leave the GPU between bursts)
+        # prompts and --warmup-s seconds of them (short prompts alone leave the GPU between bursts); with --ab both
+        # ways in turn
         n, t0 = 0, time.perf_counter()
         while n < args.warmup or time.perf_counter() - t0 < args.warmup_s:
-            item = rest[n % len(rest)]
-            llm.generate([TokensPrompt(prompt_token_ids=item["prompt_token_ids"])], one, use_tqdm=False)
+            if ab:
+                _set_xattn(llm, on=n % 2 == 0)
+            timed(rest[n % len(rest)])
             n += 1
         res["warmup_prompts"][str(length)] = n
-        ts, clocks = [], []
-        for item in prompts:
-            clocks.append(_sm_clock_mhz())
-            t = time.perf_counter()
-            llm.generate([TokensPrompt(prompt_token_ids=item["prompt_token_ids"])], one, use_tqdm=False)
-            ts.append(time.perf_counter() - t)
+        ts, clocks, dense_ts, dense_clocks = [], [], [], []
+        for i, item in enumerate(prompts):
+            # --ab: each prompt both ways, in A-B / B-A order by turns, so a drift of the machine falls on both
+            for on in ((True, False) if i % 2 == 0 else (False, True)) if ab else (True,):
+                if ab:
+                    _set_xattn(llm, on=on)
+                (clocks if on else dense_clocks).append(_sm_clock_mhz())
+                (ts if on else dense_ts).append(timed(item))
         res["ttft_s"][str(length)] = ts
         res["sm_clock_mhz"][str(length)] = clocks
         print(f"[ttft] {args.label} len={length} " + " ".join(f"{x:.4f}" for x in ts)
               + f" (warm-up {n} prompts; SM clock before each: {clocks} MHz)", flush=True)
+        if ab:
+            dense_res["ttft_s"][str(length)] = dense_ts
+            dense_res["sm_clock_mhz"][str(length)] = dense_clocks
+            print(f"[ttft] {dense_res['label']} len={length} " + " ".join(f"{x:.4f}" for x in dense_ts), flush=True)
+    if ab:
+        _set_xattn(llm, on=True)
+        Path(args.out.removesuffix(".json") + "_abdense.json").write_text(json.dumps(dense_res, indent=1))
     if args.ttft_only:
         if args.backend == "xattn":
             from attention_backend.vllm.common import STATS
@@ -234,6 +258,25 @@ def run(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(res, indent=1))
     acc = sum(a["correct"] for a in res["answers"]) / len(res["answers"])
     print(f"[suite] {args.label} accuracy {acc:.3f} in {res['suite_s']:.1f} s", flush=True)
+
+
+def _set_xattn(llm: Any, on: bool) -> None:
+    """--ab: switch XAttention on or off in every attention layer of this (in-process) engine; off, each layer's impl
+    hands the step to vLLM's FlashAttention at its first check, as a layer that does not support XAttention does."""
+
+    def switch(worker: Any, on: bool) -> int:
+        from attention_backend.vllm.cuda import XAttentionCudaImpl
+
+        n = 0
+        for layer in worker.vllm_config.compilation_config.static_forward_context.values():
+            impl = getattr(layer, "impl", None)
+            if isinstance(impl, XAttentionCudaImpl) and impl.xattn.enabled and not impl.dense_reasons:
+                impl.sparse_enabled = on
+                n += 1
+        return n
+
+    if not sum(llm.collective_rpc(switch, args=(on,))):
+        raise SystemExit("--ab: no XAttention layer found in the engine")
 
 
 def _num(x: float, digits: int) -> str:
@@ -346,6 +389,10 @@ def main() -> None:
                     help="xattn device_decide_below (default: the backend's; 0 = every decision on the host)")
     ap.add_argument("--eager", action="store_true",
                     help="enforce_eager (default: vLLM's default, torch.compile + CUDA graphs, what a server runs)")
+    ap.add_argument("--ab", action="store_true",
+                    help="run --backend xattn: time each prompt with XAttention on and off in the same engine (writes "
+                         "OUT and OUT_abdense.json), so no difference between processes enters the ratio")
+    ap.add_argument("--timed", type=int, default=4, help="run: timed prompts per length (the first is not in the median)")
     ap.add_argument("--ttft-only", action="store_true", help="run: TTFT only, no answers (no accuracy in compare)")
     ap.add_argument("--out")
     args = ap.parse_args()

@@ -72,6 +72,12 @@ for R in ${RUNS:-dense xattn}; do
     # TTFT only: a layer whose latest density is >= MARGIN (default 1.1) x the break-even skips the estimate (the
     # default 1.5 let Gemma's chunks at density 0.58-0.87 pay an estimate and then run FA3: 1,602 of 3,129)
     xattn_margin) run xattn_margin --backend xattn --label "xattn, dense margin ${MARGIN:-1.1}" ${XATTN_ARGS:-} --dense-margin ${MARGIN:-1.1} --ttft-only $MODE ;;
+    # TTFT only, A/B in one engine (--ab): each prompt with XAttention on and off in turn, so no difference between
+    # processes enters the ratio (Gemma 8K dense: 9.7 ms in one process, 15.7 ms in another); also writes
+    # ${MODEL}_xattn_ab*_abdense.json, each compared with its own engine's dense below
+    xattn_ab) run xattn_ab --backend xattn --label "xattn (defaults), A/B" --ab --ttft-only $MODE ${XATTN_ARGS:-} ;;
+    xattn_ab_margin) run xattn_ab_margin --backend xattn --label "xattn, dense margin ${MARGIN:-1.1}, A/B" --ab --ttft-only $MODE ${XATTN_ARGS:-} --dense-margin ${MARGIN:-1.1} ;;
+    xattn_ab_timed) run xattn_ab_timed --backend xattn --label "xattn, timed paths, A/B" --ab --ttft-only $MODE ${XATTN_ARGS:-} --time-paths ;;
     # TTFT only: every decision on the host (a sync per layer), to measure what deciding on the device saves
     xattn_host) run xattn_host --backend xattn --label "xattn, decided on the host" --device-decide-below 0 --ttft-only $MODE ${XATTN_ARGS:-} ;;
   esac
@@ -85,6 +91,9 @@ BASE=""
 for D in dense dense_b; do
   [ -f "$OUT/${MODEL}_$D.json" ] && { BASE="$OUT/${MODEL}_$D.json"; break; }
   [ -f /tmp/keep_${MODEL}_$D.json ] && { cp /tmp/keep_${MODEL}_$D.json "$OUT/${MODEL}_$D.json"; BASE="$OUT/${MODEL}_$D.json"; break; }
+done
+for F in "$OUT"/${MODEL}_xattn_ab*_abdense.json; do  # each A/B engine against its own dense
+  [ -f "$F" ] && python3 bench/xattn_retrieval.py compare "$F" "${F%_abdense.json}.json" --out "${F%_abdense.json}_cmp" 2>&1 | head -4
 done
 [ -n "$BASE" ] || exit 0  # RUNS=none (weights and suite only): nothing to compare
 OTHERS=$(for R in ${RUNS:-dense xattn}; do F="$OUT/${MODEL}_$R.json"; [ -f "$F" ] && [ "$F" != "$BASE" ] && echo "$F"; done)
