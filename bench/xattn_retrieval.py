@@ -214,6 +214,7 @@ def run(args: argparse.Namespace) -> None:
             n += 1
         res["warmup_prompts"][str(length)] = n
         ts, clocks, dense_ts, dense_clocks = [], [], [], []
+        before = _counters(args.backend)
         for i, item in enumerate(prompts):
             # --ab: each prompt both ways, in A-B / B-A order by turns, so a drift of the machine falls on both
             for on in ((True, False) if i % 2 == 0 else (False, True)) if ab else (True,):
@@ -223,6 +224,9 @@ def run(args: argparse.Namespace) -> None:
                 (ts if on else dense_ts).append(timed(item))
         res["ttft_s"][str(length)] = ts
         res["sm_clock_mhz"][str(length)] = clocks
+        if before is not None:  # what the timed prompts of this length did: their decisions, per counter
+            after = _counters(args.backend)
+            res.setdefault("xattn_counts_timed", {})[str(length)] = {k: after[k] - before[k] for k in after}
         print(f"[ttft] {args.label} len={length} " + " ".join(f"{x:.4f}" for x in ts)
               + f" (warm-up {n} prompts; SM clock before each: {clocks} MHz)", flush=True)
         if ab:
@@ -258,6 +262,15 @@ def run(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(res, indent=1))
     acc = sum(a["correct"] for a in res["answers"]) / len(res["answers"])
     print(f"[suite] {args.label} accuracy {acc:.3f} in {res['suite_s']:.1f} s", flush=True)
+
+
+def _counters(backend: str) -> dict[str, int] | None:
+    """The XAttention engine's integer counters now (this process's ``STATS``); None for the dense engine."""
+    if backend != "xattn":
+        return None
+    from attention_backend.vllm.common import STATS
+
+    return {k: v for k, v in STATS.as_dict().items() if isinstance(v, int)}
 
 
 def _set_xattn(llm: Any, on: bool) -> None:
