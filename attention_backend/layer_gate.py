@@ -9,7 +9,7 @@ The estimate is what decides a row; these rules only save its cost where the lay
 near certain:
 
 - **timed paths** (``time_paths``; by default on with the Triton sparse kernel, off with fa3:
-  ``attention_backend.vllm.cuda.resolve_time_paths``): the step's attention in this layer is timed on the GPU (CUDA
+  ``attention_backend.vllm.cuda_startup.resolve_time_paths``): the step's attention in this layer is timed on the GPU (CUDA
   events, read a call or more later without a sync: :class:`attention_backend.path_clock.PathClock`) both ways:
   ``dense`` (vLLM's FlashAttention with no estimate) and ``xattn`` (estimate, decide, attend), in time per unit
   of dense work (the step's causal (query, key) pairs). Once each has run twice in a bucket and been timed, the

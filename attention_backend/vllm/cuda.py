@@ -31,7 +31,9 @@ prefix hits are included) and which always run dense (decodes, short prefills). 
    default) or on vLLM's FlashAttention 3 through per-block page tables (``attention_backend.vllm.fa3_sparse``,
    where vLLM's KV block size divides the XAttention block); ``sparse_kernel`` in the config picks.
 
-Decisions are counted in the ``attention.stats`` marker (written once per step, at the step's last
+The step plan and the counts kept on the device live in :mod:`attention_backend.vllm.cuda_step`, the start-up rules
+(break-even, minimum of work, timed paths, ``auto``, what stops at start-up) in
+:mod:`attention_backend.vllm.cuda_startup`. Decisions are counted in the ``attention.stats`` marker (written once per step, at the step's last
 XAttention layer); the rule is logged once per process. Version
 differences handled here: ``use_cascade`` exists up to vLLM 0.31; ``seq_lens_cpu_upper_bound`` is used
 where vLLM has it.
@@ -41,9 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,15 +52,13 @@ from vllm.v1.attention.backend import AttentionType
 from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionBackend,
     FlashAttentionImpl,
-    FlashAttentionMetadata,
     FlashAttentionMetadataBuilder,
 )
 from vllm.v1.kv_cache_interface import ChunkedLocalAttentionSpec, SlidingWindowSpec
 
 from attention_backend.block_pages import pages_unsupported
-from attention_backend.break_even import break_even_for, causal_attention_flops, causal_pairs
-from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
-from attention_backend.layer_gate import DENSE, LayerGate, bucket_tokens, length_bucket
+from attention_backend.break_even import causal_attention_flops
+from attention_backend.layer_gate import DENSE, LayerGate, bucket_tokens
 from attention_backend.path_clock import PathClock
 from attention_backend.vllm.common import (
     STATS,
@@ -70,247 +68,20 @@ from attention_backend.vllm.common import (
     publish_stats,
     warn_once,
 )
+from attention_backend.vllm.cuda_startup import (
+    XAttentionStartupError,
+    auto_sparse_kernel,
+    check_kernel_support,
+    check_sparse_kernel,
+    resolve_dense_above,
+    resolve_min_sparse_flops,
+    resolve_time_paths,
+)
+from attention_backend.vllm.cuda_step import DEVICE_COUNTS, HAS_CASCADE, CudaStepPlan
 
 logger = logging.getLogger("attention_backend.vllm")
 
-_FIELDS = FlashAttentionMetadata.__dataclass_fields__
-_HAS_CASCADE = "use_cascade" in _FIELDS  # vLLM <= 0.31
-_PER_REQUEST = ("seq_lens", "block_table", "mm_prefix_range_tensor", "rswa_prefix_lens", "dcp_context_kv_lens")
-"""Metadata tensors with one entry per request (indexed when a sub-batch is built), where present."""
 
-
-class XAttentionStartupError(ValueError):
-    """The XAttention settings cannot run on this model or card (raised when vLLM builds the backend)."""
-
-
-def resolve_dense_above(
-    config: XAttentionConfig, device_name: str, head_dim: int = 128, kernel: str = "triton"
-) -> tuple[float, str]:
-    """The density above which a row runs FA3: the config's ``dense_above``, else the card's measured entry
-    for the sparse ``kernel`` (``triton`` or ``fa3``) and this head dim where it was measured apart."""
-    if config.dense_above is not None:
-        return config.dense_above, "--xattn-dense-above / additional_config dense_above"
-    entry = break_even_for(device_name)
-    if entry is None:
-        raise XAttentionStartupError(
-            f"--xattn-dense-above: no measured break-even density for GPU {device_name!r} "
-            "(attention_backend/break_even.py); measure it with bench/xattn_curve.py and pass it"
-        )
-    density, source = entry.density_for(head_dim, kernel)
-    return density, f"{entry.card}: {source}"
-
-
-def resolve_min_sparse_flops(config: XAttentionConfig, device_name: str) -> tuple[float, str]:
-    """The causal attention FLOPs a row needs in a layer to run XAttention: ``min_sparse_ms`` (the config's,
-    else the card's) times the card's measured FA3 throughput; 0 when the minimum is off."""
-    entry = break_even_for(device_name)
-    ms = config.min_sparse_ms if config.min_sparse_ms is not None else (entry.min_sparse_ms if entry else None)
-    if ms == 0.0:
-        return 0.0, "--xattn-min-sparse-ms 0 (no minimum)"
-    if entry is None:
-        raise XAttentionStartupError(
-            f"--xattn-min-sparse-ms: no measured FA3 throughput for GPU {device_name!r} "
-            "(attention_backend/break_even.py); measure it with bench/xattn_curve.py, or pass 0 (no minimum)"
-        )
-    source = "--xattn-min-sparse-ms" if config.min_sparse_ms is not None else f"{entry.card}: {entry.min_source}"
-    return ms * 1e-3 * entry.fa3_tflops * 1e12, f"{ms:g} ms at {entry.fa3_tflops:g} TFLOP/s ({source})"
-
-
-def resolve_time_paths(config: XAttentionConfig, kernel: str) -> tuple[bool, str]:
-    """Whether each layer times dense vs XAttention (``LayerGate``): the config's ``time_paths``, else on with
-    the Triton sparse kernel and off with fa3, as measured on the real models (``XAttentionConfig.time_paths``)."""
-    if config.time_paths is not None:
-        return config.time_paths, "--xattn-time-paths / additional_config time_paths"
-    if kernel == "fa3":
-        return False, (
-            "default with the fa3 sparse kernel: its layer timings overstated XAttention's cost on Gemma-3-270M "
-            "(128K 1.04x FA3 timed vs 1.23x untimed, bench/results/xattn_real/notes.md)"
-        )
-    return True, "default with the Triton sparse kernel (SmolLM2-135M 32K: 0.79x -> 1.11x FA3 timed)"
-
-
-def check_kernel_support(head_size: int, block_size: int) -> None:
-    """Stop at start-up (one line naming the setting) when the Triton kernels cannot serve this model."""
-    if head_size not in KERNEL_HEAD_DIMS:
-        raise XAttentionStartupError(
-            f"--xattn (enabled): the model's head dim {head_size} is not one the XAttention kernels support "
-            f"{KERNEL_HEAD_DIMS}; serve it without XAttention (additional_config xattn.enabled=false)"
-        )
-    if block_size not in KERNEL_BLOCK_SIZES:
-        raise XAttentionStartupError(
-            f"xattn block_size: expected one of {KERNEL_BLOCK_SIZES} on CUDA, got {block_size}"
-        )
-
-
-def auto_sparse_kernel(device_name: str, head_dim: int, page_size: int, block_size: int) -> tuple[str, str]:
-    """What ``sparse_kernel=auto`` runs, and why: ``fa3`` where the card's break-even table holds an fa3
-    entry for this head dim (measured faster than the Triton kernel there, ``attention_backend.break_even``)
-    and vLLM's KV block size divides the XAttention block; else ``triton``."""
-    reason = pages_unsupported(page_size, block_size)
-    if reason:
-        return "triton", f"{reason} (FA3 needs it)"
-    entry = break_even_for(device_name)
-    if entry is None or not entry.fa3_measured(head_dim):
-        return "triton", f"the fa3 sparse kernel was not measured faster at head dim {head_dim} on {device_name!r}"
-    return "fa3", f"measured faster than the Triton kernel at head dim {head_dim} on {entry.card}"
-
-
-def check_sparse_kernel(config: XAttentionConfig, page_size: int) -> None:
-    """Stop at start-up when ``sparse_kernel`` is ``fa3`` and vLLM's KV block size cannot serve it."""
-    reason = pages_unsupported(page_size, config.block_size)
-    if config.sparse_kernel == "fa3" and reason:
-        raise XAttentionStartupError(
-            f"--xattn-sparse-kernel fa3: {reason}; start vLLM with --block-size {config.block_size} "
-            "or use --xattn-sparse-kernel auto"
-        )
-
-
-@dataclass
-class CudaStepPlan:
-    """One engine step's plan, shared by every layer of the step (it rides on the step's metadata)."""
-
-    meta: Any  # the step's FlashAttentionMetadata
-    qsl: list[int]  # host copies: query_start_loc [B+1], seq_lens [B]
-    seq_lens: list[int]
-    candidates: list[Any]  # kernels.PrefillSeq rows that may run sparse
-    always_dense: tuple[int, ...]  # request indices that run FA3 whatever the estimate
-    small: int = 0  # long prefill rows under the minimum of work (among always_dense)
-    counted: bool = False
-    _subsets: dict[tuple[int, ...], tuple[torch.Tensor, Any]] = field(default_factory=dict)
-    _rows: torch.Tensor | None = None  # the candidates' request indices on the device (without_keys)
-    _limits: dict[tuple, torch.Tensor] = field(default_factory=dict)  # most_kept, per rule
-    bucket: int = field(init=False)  # the longest candidate's context (layer_gate.length_bucket)
-    work: float = field(init=False)  # causal (query, key) pairs of every row: what a path's time is divided by
-
-    def __post_init__(self) -> None:
-        self.bucket = length_bucket(max((s.k_len for s in self.candidates), default=1))
-        self.work = sum(causal_pairs(self.qsl[r + 1] - self.qsl[r], k) for r, k in enumerate(self.seq_lens))
-
-    def without_keys(self, emptied: torch.Tensor) -> Any:
-        """The step's metadata with the key length of candidate ``i`` set to 0 where ``emptied[i]`` (a bool on
-        the device): vLLM's FlashAttention then computes nothing for those rows (their outputs are written by
-        the sparse kernel after it). No host sync; one op when the candidates are the whole batch in order."""
-        meta = self.meta
-        rows = [s.row for s in self.candidates]
-        if rows == list(range(len(self.seq_lens))) and meta.seq_lens.shape[0] == len(rows):
-            seq_lens = torch.where(emptied, 0, meta.seq_lens)
-        else:
-            if self._rows is None:
-                self._rows = torch.tensor(rows, dtype=torch.long).to(meta.seq_lens.device, non_blocking=True)
-            seq_lens = meta.seq_lens.index_put((self._rows,), torch.where(emptied, 0, meta.seq_lens[self._rows]))
-        changes: dict[str, Any] = {"seq_lens": seq_lens, "scheduler_metadata": None, "max_num_splits": 0}
-        if _HAS_CASCADE:
-            changes["use_cascade"] = False
-        return dataclasses.replace(meta, **{k: v for k, v in changes.items() if k in _FIELDS})
-
-    def most_kept(self, dense_above: float, causal: list[int], device: torch.device) -> torch.Tensor:
-        """Per candidate, the most kept blocks that still run sparse (``_most_kept``), on the device; built once
-        per step and rule (every layer of a step has the same rows)."""
-        key = (dense_above, tuple(causal))
-        if key not in self._limits:
-            limits = [_most_kept(dense_above, c) for c in causal]
-            self._limits[key] = torch.tensor(limits, dtype=torch.long).to(device, non_blocking=True)
-        return self._limits[key]
-
-    def dense_subset(self, requests: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
-        """(token rows on the device, FlashAttentionMetadata) for the sorted request indices ``requests``;
-        built once per step and set of rows."""
-        if requests not in self._subsets:
-            self._subsets[requests] = self._build_subset(requests)
-        return self._subsets[requests]
-
-    def _build_subset(self, requests: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
-        meta, device = self.meta, self.meta.query_start_loc.device
-        lens = [self.qsl[r + 1] - self.qsl[r] for r in requests]
-        rows = torch.tensor(
-            [t for r in requests for t in range(self.qsl[r], self.qsl[r + 1])], dtype=torch.long
-        ).to(device, non_blocking=True)
-        idx = torch.tensor(requests, dtype=torch.long).to(device, non_blocking=True)
-        qsl = torch.tensor([0, *lens]).cumsum(0).to(meta.query_start_loc.dtype).to(device, non_blocking=True)
-        changes: dict[str, Any] = {
-            "num_actual_tokens": sum(lens),
-            "max_query_len": max(lens),
-            "query_start_loc": qsl,
-            "max_seq_len": max(self.seq_lens[r] for r in requests),
-            "slot_mapping": meta.slot_mapping[rows],
-            "scheduler_metadata": None,  # FA3 then plans the split itself
-            "max_num_splits": 0,
-        }
-        for name in _PER_REQUEST:
-            value = getattr(meta, name, None)
-            if name in _FIELDS and value is not None:
-                changes[name] = value[idx]
-        if _HAS_CASCADE:
-            changes["use_cascade"] = False
-        return rows, dataclasses.replace(meta, **{k: v for k, v in changes.items() if k in _FIELDS})
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """One layer's counts still on the device (:class:`DeviceCounts`)."""
-
-    layer: int
-    kept: torch.Tensor  # kept blocks, summed over heads (one count, or one per row)
-    causal: int  # causal blocks of those rows and heads
-    sparse_rows: torch.Tensor | None  # per row decided on the device: sparse (None: decided on the host)
-    rows: int  # rows decided on the device
-    gate: LayerGate | None  # the layer's gate, told the estimate at the flush
-    bucket: int  # the step's length bucket, where the gate keeps the estimate
-
-
-class DeviceCounts:
-    """Kept-block counts still on the GPU, per layer: added without a host sync, read into ``STATS`` with
-    one sync (``flush``) at the end of a step. One per process, like ``STATS``."""
-
-    def __init__(self) -> None:
-        self._pending: list[_Pending] = []
-        self.last_layer = -1  # the highest XAttention layer index seen: where a step ends
-
-    def add(
-        self,
-        layer: int,
-        kept: torch.Tensor,
-        causal: int,
-        *,
-        sparse_rows: torch.Tensor | None = None,
-        rows: int = 0,
-        gate: LayerGate | None = None,
-        bucket: int = 0,
-    ) -> None:
-        """One layer's kept blocks (a count, or one per row: summed at the flush); with ``sparse_rows`` (a bool
-        per row decided on the device, ``rows`` of them) also its decisions, counted at the flush, where
-        ``gate`` sees the layer's estimate."""
-        self._pending.append(_Pending(layer, kept, causal, sparse_rows, rows, gate, bucket))
-
-    def flush(self) -> None:
-        if not self._pending:
-            return
-        parts = [torch.cat([p.kept.reshape(-1) for p in self._pending]).long()]
-        decided = [p.sparse_rows.reshape(-1) for p in self._pending if p.sparse_rows is not None]
-        if decided:
-            parts.append(torch.cat(decided).long())
-        values = torch.cat(parts).tolist()  # the one host sync
-        at = 0
-        kept = []
-        for p in self._pending:
-            kept.append(sum(values[at : at + p.kept.numel()]))
-            at += p.kept.numel()
-        for p, n in zip(self._pending, kept, strict=True):
-            sparse = 0
-            if p.sparse_rows is not None:
-                sparse = sum(values[at : at + p.sparse_rows.numel()])
-                at += p.sparse_rows.numel()
-            STATS.kept_blocks += int(n)
-            STATS.causal_blocks += p.causal
-            STATS.add_layer(p.layer, int(n), p.causal)
-            STATS.sparse_row_layers += int(sparse)
-            STATS.dense_row_layers += p.rows - int(sparse)
-            if p.gate is not None:
-                p.gate.observe(int(n), p.causal, p.bucket)
-        self._pending.clear()
-
-
-DEVICE_COUNTS = DeviceCounts()
 DEVICE_TABLE_BYTES = 64 << 20
 """The most int32 page-table entries (in bytes) the fa3 kernel may build for one layer when its rows are decided on
 the device (``XAttentionCudaImpl._full_tables_fit``)."""
@@ -350,7 +121,7 @@ class XAttentionCudaMetadataBuilder(FlashAttentionMetadataBuilder):
         cfg = self._xattn
         if (
             not self._plans
-            or (_HAS_CASCADE and meta.use_cascade)
+            or (HAS_CASCADE and meta.use_cascade)
             or meta.causal is not True
             or meta.max_query_len < 2
             or meta.max_seq_len < cfg.min_sparse_len
@@ -698,17 +469,6 @@ class XAttentionCudaImpl(FlashAttentionImpl):
             if self._gate.time_paths else f"paths not timed ({self.time_paths_source})",
             "vLLM's FlashAttention 3 over per-block page tables" if self._sparse_kind == "fa3" else "the Triton kernel",
         )
-
-
-def _most_kept(dense_above: float, causal: int) -> int:
-    """The most kept blocks of ``causal`` that still run sparse: the largest n with n / causal <= dense_above
-    (the host's rule, in integers, so a device-side comparison decides the same)."""
-    n = math.floor(dense_above * causal)
-    while n / causal > dense_above:
-        n -= 1
-    while (n + 1) / causal <= dense_above:
-        n += 1
-    return n
 
 
 class XAttentionCudaBackend(FlashAttentionBackend):

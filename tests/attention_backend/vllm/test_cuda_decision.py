@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM is not installed")
-
-from attention_backend.break_even import BREAK_EVEN, break_even_for  # noqa: E402
-from attention_backend.config import XAttentionConfig  # noqa: E402
-from attention_backend.vllm.cuda import (  # noqa: E402
+from attention_backend.break_even import BREAK_EVEN, break_even_for
+from attention_backend.config import XAttentionConfig
+from attention_backend.vllm.cuda_startup import (
     XAttentionStartupError,
+    auto_sparse_kernel,
     check_kernel_support,
+    check_sparse_kernel,
     resolve_dense_above,
+    resolve_min_sparse_flops,
     resolve_time_paths,
 )
 
@@ -54,8 +55,6 @@ def test_unsupported_head_dim_or_block_stops_at_start_up() -> None:
 
 def test_minimum_of_work_comes_from_the_card_or_the_setting() -> None:
     from attention_backend.break_even import causal_attention_flops
-    from attention_backend.vllm.cuda import resolve_min_sparse_flops
-
     h100 = break_even_for("NVIDIA H100 80GB HBM3")
     flops, source = resolve_min_sparse_flops(XAttentionConfig(), "NVIDIA H100 80GB HBM3")
     assert flops == pytest.approx(h100.min_sparse_ms * 1e-3 * h100.fa3_tflops * 1e12) and "H100" in source
@@ -109,6 +108,7 @@ def test_layers_with_unsupported_features_stay_dense_and_say_so(caplog) -> None:
     on an unhashable list in the log-once cache)."""
     from types import SimpleNamespace
 
+    pytest.importorskip("vllm", reason="vLLM is not installed")
     from vllm.config import VllmConfig, set_current_vllm_config
 
     from attention_backend.vllm.common import init_xattn
@@ -120,8 +120,6 @@ def test_layers_with_unsupported_features_stay_dense_and_say_so(caplog) -> None:
 
 
 def test_fa3_sparse_kernel_with_a_block_size_it_cannot_serve_stops_at_start_up() -> None:
-    from attention_backend.vllm.cuda import XAttentionStartupError, check_sparse_kernel
-
     with pytest.raises(XAttentionStartupError, match="^--xattn-sparse-kernel fa3: .*256 does not divide .*--block-size 128"):
         check_sparse_kernel(XAttentionConfig(sparse_kernel="fa3"), 256)
     for kernel in ("auto", "triton"):  # these fall back to / are the Triton kernel, which serves any page size
@@ -133,8 +131,6 @@ def test_auto_takes_fa3_only_where_it_was_measured_faster_and_the_page_size_divi
     """``sparse_kernel=auto``: fa3 at the head dims the card's table holds an fa3 entry for (H100: 128 and 256,
     where the curve measured it faster), the Triton kernel at the others (d 64: slower there), on cards with no
     entry, and with a KV block size that does not divide the XAttention block; each choice says why."""
-    from attention_backend.vllm.cuda import auto_sparse_kernel
-
     h100 = "NVIDIA H100 80GB HBM3"
     entry = break_even_for(h100)
     assert entry is not None and entry.fa3_measured(128) and entry.fa3_measured(256) and not entry.fa3_measured(64)

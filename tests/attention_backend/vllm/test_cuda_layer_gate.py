@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 from attention_backend.config import XAttentionConfig  # noqa: E402
 from attention_backend.layer_gate import LayerGate, length_bucket  # noqa: E402
-from attention_backend.vllm import cuda  # noqa: E402
+from attention_backend.vllm import cuda, cuda_step  # noqa: E402
 from attention_backend.vllm.common import STATS  # noqa: E402
 
 HEADS, D, BLOCK = 4, 64, 128
@@ -106,7 +106,7 @@ TOKENS_ONE = 256  # _forward's row: 256 new tokens (not probed: q_len <= 2 x pro
 def _forward(impl, k_len=4096):
     tokens = TOKENS_ONE
     row = SimpleNamespace(row=0, q_start=0, q_len=tokens, k_len=k_len)
-    step = cuda.CudaStepPlan(meta=None, qsl=[0, tokens], seq_lens=[k_len], candidates=[row], always_dense=())
+    step = cuda_step.CudaStepPlan(meta=None, qsl=[0, tokens], seq_lens=[k_len], candidates=[row], always_dense=())
     meta = SimpleNamespace(xattn_step=step, block_table=torch.zeros(1, 32, dtype=torch.int32))
     q = torch.zeros(tokens, HEADS * D)
     kv_cache = torch.zeros(32, 1, BLOCK, 2 * D)
@@ -221,7 +221,7 @@ TOKENS = 256
 def _two_rows(impl, tokens=TOKENS):
     rows = [SimpleNamespace(row=i, q_start=i * tokens, q_len=tokens, k_len=4096) for i in range(2)]
     meta = _Meta(seq_lens=torch.tensor([4096, 4096], dtype=torch.int32))
-    step = cuda.CudaStepPlan(meta=meta, qsl=[0, tokens, 2 * tokens], seq_lens=[4096, 4096], candidates=rows,
+    step = cuda_step.CudaStepPlan(meta=meta, qsl=[0, tokens, 2 * tokens], seq_lens=[4096, 4096], candidates=rows,
                              always_dense=())  # fmt: skip
     meta.xattn_step, meta.block_table = step, torch.zeros(2, 32, dtype=torch.int32)
     q = torch.zeros(2 * tokens, HEADS * D)
@@ -252,7 +252,7 @@ def test_rows_decided_on_the_device_each_take_their_own_kernels_output(monkeypat
     kernels = RowKernels(kept=[4, 4])  # density 0.16 < 0.8 x 0.25
     impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, device_below=0.8)
     seen = _dense_writer(monkeypatch)
-    counts = cuda.DeviceCounts()
+    counts = cuda_step.DeviceCounts()
     counts.last_layer = 5
     monkeypatch.setattr(cuda, "DEVICE_COUNTS", counts)
     _two_rows(impl)  # the first call: no estimate yet, decided on the host (sync), both sparse
@@ -278,7 +278,7 @@ def test_fa3_rows_decided_on_the_device_get_emptied_counts_and_keep_flags(monkey
     fa3 = []
     impl._fa3_attend = lambda *a, **k: fa3.append(([int(s.count.sum()) for s in a[5]], [bool(x) for x in k["keep"]]))
     _dense_writer(monkeypatch)
-    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
+    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda_step.DeviceCounts())
     impl._gate.observe(16, 100, BUCKET)
     kernels.kept_rows = [4, 10]
     _two_rows(impl)
@@ -288,7 +288,7 @@ def test_fa3_rows_decided_on_the_device_get_emptied_counts_and_keep_flags(monkey
 def test_device_decisions_match_the_hosts_rule_exactly():
     for dense_above in (0.25, 0.58, 0.78, 0.1, 1 / 3):
         for causal in (1, 3, 7, 100, 4096, 12345):
-            most = cuda._most_kept(dense_above, causal)
+            most = cuda_step._most_kept(dense_above, causal)
             assert most / causal <= dense_above < (most + 1) / causal
 
 
@@ -304,13 +304,13 @@ def test_a_decode_row_beside_device_decided_rows_keeps_its_keys(monkeypatch):
     """Candidates that are not the whole batch (a decode row first): only their key lengths are touched."""
     kernels = RowKernels(kept=[4, 10])
     impl, _ = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, device_below=0.8)
-    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
+    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda_step.DeviceCounts())
     impl._gate.observe(16, 100, BUCKET)
     seen = []
     monkeypatch.setattr(cuda.FlashAttentionImpl, "forward", lambda self, *a, **k: seen.append(a[5]) or a[-1])
     rows = [SimpleNamespace(row=i, q_start=1 + (i - 1) * TOKENS, q_len=TOKENS, k_len=4096) for i in (1, 2)]
     meta = _Meta(seq_lens=torch.tensor([77, 4096, 4096], dtype=torch.int32))
-    step = cuda.CudaStepPlan(meta=meta, qsl=[0, 1, 1 + TOKENS, 1 + 2 * TOKENS], seq_lens=[77, 4096, 4096],
+    step = cuda_step.CudaStepPlan(meta=meta, qsl=[0, 1, 1 + TOKENS, 1 + 2 * TOKENS], seq_lens=[77, 4096, 4096],
                              candidates=rows, always_dense=(0,))  # fmt: skip
     meta.xattn_step, meta.block_table = step, torch.zeros(3, 32, dtype=torch.int32)
     q = torch.zeros(1 + 2 * TOKENS, HEADS * D)
@@ -328,7 +328,7 @@ def test_fa3_tables_too_large_for_the_device_path_go_back_to_the_host(monkeypatc
     calls = []
     impl._fa3_attend = lambda *a, **k: calls.append(("keep" in k, k.get("widths")))
     _dense_writer(monkeypatch)
-    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda.DeviceCounts())
+    monkeypatch.setattr(cuda, "DEVICE_COUNTS", cuda_step.DeviceCounts())
     impl._gate.observe(16, 100, BUCKET)
     # two rows of 2 query blocks x 32 key blocks, 4 heads, one page per block: 2 KiB of tables
     monkeypatch.setattr(cuda, "DEVICE_TABLE_BYTES", 2048)

@@ -10,7 +10,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed")
 import torch  # noqa: E402
 from vllm.v1.attention.backends.flash_attn import FlashAttentionMetadata  # noqa: E402
 
-from attention_backend.vllm.cuda import CudaStepPlan  # noqa: E402
+from attention_backend.vllm.cuda_step import CudaStepPlan  # noqa: E402
 
 
 def _meta(qsl: list[int], seq_lens: list[int]) -> FlashAttentionMetadata:
