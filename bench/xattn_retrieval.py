@@ -8,7 +8,7 @@ repeated filler), each at 10 depths and each length. Every engine answers the sa
 and the estimated density per layer. SmolLM2 was trained to 8,192 positions: the model is run with a YaRN
 rope config (``convert --extend F``: SmolLM2 x16 to 131K, Gemma-3-270M x4 from 32K) at every length, and rows
 past the trained length are labelled extended. Gemma-3's sliding-window layers run dense in both engines.
-TTFT per length: the median of timed runs 2-4 of four prompts, after ``--warmup`` (4) untimed prompts of that
+TTFT per length: the median of timed runs 2-4 of four prompts (``--timed``), after ``--warmup`` (4) untimed prompts of that
 length, so each engine is measured in the steady state a serving engine reaches (the first length measured
 otherwise carried an engine's start-up: 6-14 ms at 8K in either direction, bench/results/xattn_real/notes.md).
 
@@ -17,6 +17,11 @@ otherwise carried an engine's start-up: 6-14 ms at 8K in either direction, bench
     python3 bench/xattn_retrieval.py run --backend FLASH_ATTN|xattn --model DIR --suite suite.json --out X.json
         [--eager] [--ttft-only]   # default: vLLM's default compilation (torch.compile + CUDA graphs)
     python3 bench/xattn_retrieval.py compare dense.json x.json [x2.json] --out cmp   # table + cmp.json/.png
+
+``run --backend xattn --ab`` times each prompt twice in one engine, with XAttention off (every impl hands the step
+to vLLM's FlashAttention at its first check; the builder still plans, a few microseconds of host work) and on, in
+B-A / A-B order by turns over five prompts, and writes the off timings as ``OUT_abdense.json``: separate engine
+processes differed by -21 % to +25 % at 8K on the same GPU work (bench/results/xattn_real/notes.md).
 
 Exact device commands: ``bench/h200/real_models.sh`` (MODEL=smol|gemma); results: ``bench/results/xattn_real/``.
 """
@@ -188,6 +193,9 @@ def run(args: argparse.Namespace) -> None:
     res["ttft_s"], res["warmup_prompts"], res["sm_clock_mhz"] = {}, {}, {}
     res["warmup"], res["warmup_s"] = args.warmup, args.warmup_s
     ab = args.ab and args.backend == "xattn"
+    args.timed = args.timed if args.timed is not None else (5 if ab else 4)
+    if args.timed < 2:
+        raise SystemExit(f"--timed: expected >= 2 (the first prompt is not in the median), got {args.timed}")
     if args.ab and not ab:
         raise SystemExit("--ab: needs --backend xattn (it switches XAttention off and on in this engine)")
     dense_res = {**res, "backend": "FLASH_ATTN", "label": "dense FA3 (same engine, XAttention off)", "xattn": {},
@@ -214,19 +222,23 @@ def run(args: argparse.Namespace) -> None:
             n += 1
         res["warmup_prompts"][str(length)] = n
         ts, clocks, dense_ts, dense_clocks = [], [], [], []
-        before = _counters(args.backend)
+        counts: dict[str, int] = {}  # the XAttention counters moved by this length's timed XAttention prompts
         for i, item in enumerate(prompts):
-            # --ab: each prompt both ways, in A-B / B-A order by turns, so a drift of the machine falls on both
-            for on in ((True, False) if i % 2 == 0 else (False, True)) if ab else (True,):
+            # --ab: each prompt both ways, in B-A / A-B order by turns (B-A first: with an odd --timed, the pairs
+            # the median keeps, all but the first, are half each way), so a drift of the machine falls on both
+            for on in ((False, True) if i % 2 == 0 else (True, False)) if ab else (True,):
                 if ab:
                     _set_xattn(llm, on=on)
+                before = _counters(args.backend) if on else None
                 (clocks if on else dense_clocks).append(_sm_clock_mhz())
                 (ts if on else dense_ts).append(timed(item))
+                if before is not None:
+                    after = _counters(args.backend)
+                    counts = {k: counts.get(k, 0) + after[k] - before[k] for k in after}
         res["ttft_s"][str(length)] = ts
         res["sm_clock_mhz"][str(length)] = clocks
-        if before is not None:  # what the timed prompts of this length did: their decisions, per counter
-            after = _counters(args.backend)
-            res.setdefault("xattn_counts_timed", {})[str(length)] = {k: after[k] - before[k] for k in after}
+        if counts:  # what the timed XAttention prompts of this length did: their decisions, per counter
+            res.setdefault("xattn_counts_timed", {})[str(length)] = counts
         print(f"[ttft] {args.label} len={length} " + " ".join(f"{x:.4f}" for x in ts)
               + f" (warm-up {n} prompts; SM clock before each: {clocks} MHz)", flush=True)
         if ab:
@@ -305,6 +317,7 @@ def compare(paths: list[str], out: str) -> None:
     summary: dict[str, Any] = {"runs": [], "lens": lens, "model": base.get("model"), "trained_len": native}
     print("| engine | " + " | ".join(f"TTFT {n:,} (ratio vs dense)" for n in lens) + " | accuracy | agreement with dense |")
     print("|---|" + "---|" * (len(lens) + 2))
+    base_ttft = {n: statistics.median(base["ttft_s"][str(n)][1:]) for n in lens}
     for r in runs:
         ttft = {n: statistics.median(r["ttft_s"][str(n)][1:]) for n in lens}
         answers = r.get("answers", [])  # none in a --ttft-only run
@@ -314,10 +327,10 @@ def compare(paths: list[str], out: str) -> None:
         pairs = zip(answers, base_answers, strict=True) if answers and base_answers else []
         agree = _share([a["token_ids"] == b["token_ids"] for a, b in pairs])
         total = _share([a["correct"] for a in answers])
-        row = {"label": r["label"], "mode": r.get("mode", "eager"), "xattn": r.get("xattn"), "ttft_s": ttft, "accuracy": acc, "accuracy_all": total,
+        row = {"label": r["label"], "mode": r.get("mode", "eager"), "xattn": r.get("xattn"), "ttft_s": ttft,
+               "ratio_vs_dense": {n: base_ttft[n] / ttft[n] for n in lens}, "accuracy": acc, "accuracy_all": total,
                "agreement_with_dense": agree, "xattn_stats": r.get("xattn_stats")}  # fmt: skip
         summary["runs"].append(row)
-        base_ttft = {n: statistics.median(base["ttft_s"][str(n)][1:]) for n in lens}
         cells = " | ".join(f"{ttft[n] * 1e3:.1f} ms ({base_ttft[n] / ttft[n]:.2f}x)" for n in lens)
         print(f"| {r['label']} ({row['mode']}) | {cells} | {_num(total, 3)} | {_num(agree, 3)} |")
     scored = [row for row in summary["runs"] if not math.isnan(row["accuracy_all"])]  # TTFT-only runs have none
@@ -405,7 +418,8 @@ def main() -> None:
     ap.add_argument("--ab", action="store_true",
                     help="run --backend xattn: time each prompt with XAttention on and off in the same engine (writes "
                          "OUT and OUT_abdense.json), so no difference between processes enters the ratio")
-    ap.add_argument("--timed", type=int, default=4, help="run: timed prompts per length (the first is not in the median)")
+    ap.add_argument("--timed", type=int, default=None,
+                    help="run: timed prompts per length, >= 2 (the first is not in the median; default 4, with --ab 5)")
     ap.add_argument("--ttft-only", action="store_true", help="run: TTFT only, no answers (no accuracy in compare)")
     ap.add_argument("--out")
     args = ap.parse_args()

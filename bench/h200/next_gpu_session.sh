@@ -22,15 +22,16 @@ H100=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c H100)
 [ "$H100" = 0 ] && export XATTN_ARGS="--min-sparse-ms 0.6 --dense-above $(case ${PART:-gemma_ab} in gemma*) echo 0.58 --sparse-kernel fa3 ;; *) echo 0.68 ;; esac)"
 export MARGIN=${MARGIN:-1.0}
 case ${PART:-gemma_ab} in
-  gemma_ab) MODEL=gemma RUNS="${RUNS:-xattn_ab xattn_ab_margin xattn_ab_timed}" RUN_TIMEOUT=150 bash bench/h200/real_models.sh ;;
-  smol_ab) MODEL=smol RUNS="${RUNS:-xattn_ab xattn_ab_margin}" RUN_TIMEOUT=200 bash bench/h200/real_models.sh ;;
+  gemma_ab) RUNS=${RUNS:-xattn_ab xattn_ab_margin xattn_ab_timed}; MODEL=gemma RUNS="$RUNS" RUN_TIMEOUT=150 bash bench/h200/real_models.sh ;;
+  smol_ab) RUNS=${RUNS:-xattn_ab xattn_ab_margin}; MODEL=smol RUNS="$RUNS" RUN_TIMEOUT=200 bash bench/h200/real_models.sh ;;
   gemma) source .gpucarry/run/device_env.sh; PYTHONPATH=$PYTHONPATH:$PWD timeout 60 python3 -m pytest --noconftest -q \
            -p no:cacheprovider tests/attention_backend/test_path_clock_gpu.py > "$OUT/pytest_path_clock.log" 2>&1
          echo "PathClock GPU tests rc=$?"; tail -1 "$OUT/pytest_path_clock.log"
-         MODEL=gemma RUNS="dense xattn" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
+         RUNS="dense xattn"; MODEL=gemma RUNS="$RUNS" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
   *) echo "PART: gemma_ab, smol_ab or gemma, got ${PART}"; exit 2 ;;
 esac
-cp /tmp/*_xattn_ab*.log "$OUT/" 2>/dev/null
+case ${PART:-gemma_ab} in gemma*) M=gemma ;; *) M=smol ;; esac
+for R in $RUNS; do cp "/tmp/${M}_$R.log" "$OUT/" 2>/dev/null; done  # this call's engine logs
 if [ "$(ls "$OUT" | wc -l)" -gt 8 ]; then
   tar -czf /tmp/results.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/results.tgz "$OUT/"
 fi

@@ -93,7 +93,8 @@ for D in dense dense_b; do
   [ -f /tmp/keep_${MODEL}_$D.json ] && { cp /tmp/keep_${MODEL}_$D.json "$OUT/${MODEL}_$D.json"; BASE="$OUT/${MODEL}_$D.json"; break; }
 done
 for F in "$OUT"/${MODEL}_xattn_ab*_abdense.json; do  # each A/B engine against its own dense
-  [ -f "$F" ] && python3 bench/xattn_retrieval.py compare "$F" "${F%_abdense.json}.json" --out "${F%_abdense.json}_cmp" 2>&1 | head -4
+  [ -f "$F" ] && python3 bench/xattn_retrieval.py compare "$F" "${F%_abdense.json}.json" --out "${F%_abdense.json}_cmp" 2>&1 \
+    | tee "${F%_abdense.json}_cmp.log" | grep "^|"
 done
 [ -n "$BASE" ] || exit 0  # RUNS=none (weights and suite only): nothing to compare
 OTHERS=$(for R in ${RUNS:-dense xattn}; do F="$OUT/${MODEL}_$R.json"; [ -f "$F" ] && [ "$F" != "$BASE" ] && echo "$F"; done)
