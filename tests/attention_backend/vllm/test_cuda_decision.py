@@ -7,64 +7,56 @@ import pytest
 
 from attention_backend.break_even import BREAK_EVEN, break_even_for
 from attention_backend.config import XAttentionConfig
-from attention_backend.vllm.cuda_startup import (
-    XAttentionStartupError,
-    auto_sparse_kernel,
-    check_kernel_support,
-    check_sparse_kernel,
-    resolve_dense_above,
-    resolve_min_sparse_flops,
-    resolve_time_paths,
-)
+from attention_backend.vllm import cuda_startup as rules
 
 
 def test_break_even_comes_from_the_card_table_or_the_setting() -> None:
     h100 = break_even_for("NVIDIA H100 80GB HBM3")
     assert h100 is not None and 0.0 < h100.density < 1.0 and "xattn_curve" in h100.source
-    value, source = resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3")
+    value, source = rules.resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3")
     assert value == h100.density and source.startswith("H100")
-    assert resolve_dense_above(XAttentionConfig(dense_above=0.3), "NVIDIA H100 80GB HBM3")[0] == 0.3
+    assert rules.resolve_dense_above(XAttentionConfig(dense_above=0.3), "NVIDIA H100 80GB HBM3")[0] == 0.3
     assert all(e.source for e in BREAK_EVEN)
 
 
 def test_unmeasured_card_needs_the_flag() -> None:
-    with pytest.raises(XAttentionStartupError, match="^--xattn-dense-above: no measured break-even"):
-        resolve_dense_above(XAttentionConfig(), "Some Future GPU")
-    assert resolve_dense_above(XAttentionConfig(dense_above=0.5), "Some Future GPU")[0] == 0.5
+    with pytest.raises(rules.XAttentionStartupError, match="^--xattn-dense-above: no measured break-even"):
+        rules.resolve_dense_above(XAttentionConfig(), "Some Future GPU")
+    assert rules.resolve_dense_above(XAttentionConfig(dense_above=0.5), "Some Future GPU")[0] == 0.5
 
 
 def test_time_paths_default_follows_the_sparse_kernel_and_the_setting_wins() -> None:
     """Unset: timed with the Triton kernel, untimed with fa3 (measured, bench/results/xattn_real); set: as set."""
-    assert resolve_time_paths(XAttentionConfig(), "triton")[0] is True
-    on, why = resolve_time_paths(XAttentionConfig(), "fa3")
+    assert rules.resolve_time_paths(XAttentionConfig(), "triton")[0] is True
+    on, why = rules.resolve_time_paths(XAttentionConfig(), "fa3")
     assert on is False and "fa3" in why and "xattn_real" in why
     for kernel in ("fa3", "triton"):
-        assert resolve_time_paths(XAttentionConfig(time_paths=True), kernel) == (True, "--xattn-time-paths / additional_config time_paths")
-        assert resolve_time_paths(XAttentionConfig(time_paths=False), kernel)[0] is False
+        assert rules.resolve_time_paths(XAttentionConfig(time_paths=True), kernel) == (True, "--xattn-time-paths / additional_config time_paths")
+        assert rules.resolve_time_paths(XAttentionConfig(time_paths=False), kernel)[0] is False
     with pytest.raises(ValueError, match="time_paths: expected a bool"):
         XAttentionConfig(time_paths="on")  # type: ignore[arg-type]
 
 
 def test_unsupported_head_dim_or_block_stops_at_start_up() -> None:
-    check_kernel_support(128, 128)
-    with pytest.raises(XAttentionStartupError, match="head dim 96"):
-        check_kernel_support(96, 128)
-    with pytest.raises(XAttentionStartupError, match="block_size"):
-        check_kernel_support(128, 32)
+    rules.check_kernel_support(128, 128)
+    with pytest.raises(rules.XAttentionStartupError, match="head dim 96"):
+        rules.check_kernel_support(96, 128)
+    with pytest.raises(rules.XAttentionStartupError, match="block_size"):
+        rules.check_kernel_support(128, 32)
 
 
 def test_minimum_of_work_comes_from_the_card_or_the_setting() -> None:
     from attention_backend.break_even import causal_attention_flops
     h100 = break_even_for("NVIDIA H100 80GB HBM3")
-    flops, source = resolve_min_sparse_flops(XAttentionConfig(), "NVIDIA H100 80GB HBM3")
+    flops, source = rules.resolve_min_sparse_flops(XAttentionConfig(), "NVIDIA H100 80GB HBM3")
     assert flops == pytest.approx(h100.min_sparse_ms * 1e-3 * h100.fa3_tflops * 1e12) and "H100" in source
-    off, off_source = resolve_min_sparse_flops(XAttentionConfig(min_sparse_ms=0), "Some Future GPU")
+    off, off_source = rules.resolve_min_sparse_flops(XAttentionConfig(min_sparse_ms=0), "Some Future GPU")
     assert off == 0.0 and "no minimum" in off_source
-    assert resolve_min_sparse_flops(XAttentionConfig(min_sparse_ms=2.0), "NVIDIA H100 80GB HBM3")[0] == pytest.approx(
+    assert rules.resolve_min_sparse_flops(XAttentionConfig(min_sparse_ms=2.0), "NVIDIA H100 80GB HBM3")[0] == pytest.approx(
         2e-3 * h100.fa3_tflops * 1e12
     )
-    with pytest.raises(XAttentionStartupError, match="^--xattn-min-sparse-ms: no measured FA3 throughput"):
-        resolve_min_sparse_flops(XAttentionConfig(), "Some Future GPU")
+    with pytest.raises(rules.XAttentionStartupError, match="^--xattn-min-sparse-ms: no measured FA3 throughput"):
+        rules.resolve_min_sparse_flops(XAttentionConfig(), "Some Future GPU")
     # SmolLM2 (9 x 64): an 8K prompt is under the H100 minimum, the second 16K chunk of a 32K prompt is over.
     assert causal_attention_flops(8192, 8192, 9, 64) < flops < causal_attention_flops(16384, 32768, 9, 64)
     # one query at the end of k keys sees k of them; a whole causal prompt of n sees n(n+1)/2 pairs
@@ -82,12 +74,12 @@ def test_bad_minimum_of_work_names_the_flag(bad) -> None:
 
 def test_break_even_per_head_dim_where_measured() -> None:
     h100 = break_even_for("NVIDIA H100 80GB HBM3")
-    d256, source = resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3", head_dim=256)
+    d256, source = rules.resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3", head_dim=256)
     assert d256 < h100.density and "d 256" in source
-    d64, source = resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3", head_dim=64)
+    d64, source = rules.resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3", head_dim=64)
     assert d64 != h100.density and "9 q / 3 KV heads" in source  # measured apart (0.68, four-warp kernel)
-    assert resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3", head_dim=128)[0] == h100.density
-    assert resolve_dense_above(XAttentionConfig(dense_above=0.4), "NVIDIA H100 80GB HBM3", head_dim=256)[0] == 0.4
+    assert rules.resolve_dense_above(XAttentionConfig(), "NVIDIA H100 80GB HBM3", head_dim=128)[0] == h100.density
+    assert rules.resolve_dense_above(XAttentionConfig(dense_above=0.4), "NVIDIA H100 80GB HBM3", head_dim=256)[0] == 0.4
 
 
 def test_break_even_per_sparse_kernel_falls_back_to_the_triton_value_and_says_so() -> None:
@@ -120,11 +112,11 @@ def test_layers_with_unsupported_features_stay_dense_and_say_so(caplog) -> None:
 
 
 def test_fa3_sparse_kernel_with_a_block_size_it_cannot_serve_stops_at_start_up() -> None:
-    with pytest.raises(XAttentionStartupError, match="^--xattn-sparse-kernel fa3: .*256 does not divide .*--block-size 128"):
-        check_sparse_kernel(XAttentionConfig(sparse_kernel="fa3"), 256)
+    with pytest.raises(rules.XAttentionStartupError, match="^--xattn-sparse-kernel fa3: .*256 does not divide .*--block-size 128"):
+        rules.check_sparse_kernel(XAttentionConfig(sparse_kernel="fa3"), 256)
     for kernel in ("auto", "triton"):  # these fall back to / are the Triton kernel, which serves any page size
-        check_sparse_kernel(XAttentionConfig(sparse_kernel=kernel), 256)
-    check_sparse_kernel(XAttentionConfig(sparse_kernel="fa3"), 16)
+        rules.check_sparse_kernel(XAttentionConfig(sparse_kernel=kernel), 256)
+    rules.check_sparse_kernel(XAttentionConfig(sparse_kernel="fa3"), 16)
 
 
 def test_auto_takes_fa3_only_where_it_was_measured_faster_and_the_page_size_divides() -> None:
@@ -135,11 +127,11 @@ def test_auto_takes_fa3_only_where_it_was_measured_faster_and_the_page_size_divi
     entry = break_even_for(h100)
     assert entry is not None and entry.fa3_measured(128) and entry.fa3_measured(256) and not entry.fa3_measured(64)
     for head_dim, page, want in ((128, 16, "fa3"), (256, 128, "fa3"), (64, 16, "triton"), (128, 48, "triton")):
-        kind, why = auto_sparse_kernel(h100, head_dim, page, 128)
+        kind, why = rules.auto_sparse_kernel(h100, head_dim, page, 128)
         assert kind == want, (head_dim, page, why)
-    assert "not measured faster at head dim 64" in auto_sparse_kernel(h100, 64, 16, 128)[1]
-    assert "48 does not divide" in auto_sparse_kernel(h100, 128, 48, 128)[1]
-    assert auto_sparse_kernel("Some Future GPU", 128, 16, 128)[0] == "triton"
+    assert "not measured faster at head dim 64" in rules.auto_sparse_kernel(h100, 64, 16, 128)[1]
+    assert "48 does not divide" in rules.auto_sparse_kernel(h100, 128, 48, 128)[1]
+    assert rules.auto_sparse_kernel("Some Future GPU", 128, 16, 128)[0] == "triton"
     # the break-even follows the kernel: fa3's entry at d 128, the Triton value at d 64
-    assert resolve_dense_above(XAttentionConfig(), h100, 128, "fa3")[0] == entry.density_for(128, "fa3")[0] != entry.density
+    assert rules.resolve_dense_above(XAttentionConfig(), h100, 128, "fa3")[0] == entry.density_for(128, "fa3")[0] != entry.density
 
