@@ -7,7 +7,7 @@
 # run). One part per call; results packed into $OUT/results.tgz when there are more than the 8 files a call returns.
 #   PART=gemma_ab (~6 min on an H100): Gemma-3, every prompt timed with XAttention on and off in the same engine
 #              (bench/xattn_retrieval.py run --ab), three engines: the defaults (xattn_ab), dense_margin $MARGIN
-#              (default 1.0: no estimate where a layer's last one at that length came out dense; xattn_ab_margin),
+#              (real_models.sh's default 1.0: no estimate where a layer's last one at that length came out dense; xattn_ab_margin),
 #              and timed paths (xattn_ab_timed); each compared with its own engine's dense, per-length counters in
 #              xattn_counts_timed
 #   PART=smol_ab (~5 min): SmolLM2 the same way (its rows predate the new haystack), xattn_ab and xattn_ab_margin
@@ -20,7 +20,6 @@
 set -u
 H100=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c H100)
 [ "$H100" = 0 ] && export XATTN_ARGS="--min-sparse-ms 0.6 --dense-above $(case ${PART:-gemma_ab} in gemma*) echo 0.58 --sparse-kernel fa3 ;; *) echo 0.68 ;; esac)"
-export MARGIN=${MARGIN:-1.0}
 case ${PART:-gemma_ab} in
   gemma_ab) RUNS=${RUNS:-xattn_ab xattn_ab_margin xattn_ab_timed}; MODEL=gemma RUNS="$RUNS" RUN_TIMEOUT=150 bash bench/h200/real_models.sh ;;
   smol_ab) RUNS=${RUNS:-xattn_ab xattn_ab_margin}; MODEL=smol RUNS="$RUNS" RUN_TIMEOUT=200 bash bench/h200/real_models.sh ;;

@@ -12,7 +12,8 @@
 # "xattn_host": TTFT with every decision on the host; "xattn_off": TTFT with the plugin in place and every row
 # under min_sparse_len; "xattn_small": every row under the minimum of work (planned, then FA3); "xattn_minwork":
 # TTFT with --min-sparse-ms $MIN_MS (default 3);
-# "xattn_margin": TTFT with --dense-margin $MARGIN (default 1.1);
+# "xattn_margin" / "xattn_ab_margin": TTFT with --dense-margin $MARGIN (default 1.0: no estimate where a layer's last
+# one at that length came out dense);
 # "xattn_untimed": TTFT with the density rules alone, no timed paths; "xattn_floor": TTFT with tau 0.001, i.e.
 # every estimated row keeps only its sink and diagonal blocks: what the prompt costs when the full-attention
 # layers' attention is all but free, the bound no block-sparse attention can beat on this model).
@@ -21,6 +22,7 @@ set -u
 source .gpucarry/run/device_env.sh
 export PYTHONPATH=$PYTHONPATH:$PWD
 MODEL=${MODEL:-smol}
+MARGIN=${MARGIN:-1.0}  # the xattn_*margin runs' dense_margin
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .xattn_carry/run/gguf-*.whl 2>&1 | tail -1
 if [ "$MODEL" = smol ]; then
   DIR=/tmp/smol16; EXTEND=16
@@ -69,14 +71,14 @@ for R in ${RUNS:-dense xattn}; do
     # TTFT only: a larger minimum of work (dense attention per layer, ms; default 3): Gemma's chunks with up to 32K
     # of context lost at 18:10 UTC (32K 0.94x) while 64K-128K won; would a per-kernel minimum fix 32K?
     xattn_minwork) run xattn_minwork --backend xattn --label "xattn, minimum of work ${MIN_MS:-3} ms" ${XATTN_ARGS:-} --min-sparse-ms ${MIN_MS:-3} --ttft-only $MODE ;;
-    # TTFT only: a layer whose latest density is >= MARGIN (default 1.1) x the break-even skips the estimate (the
+    # TTFT only: a layer whose latest density is >= MARGIN x the break-even skips the estimate (the
     # default 1.5 let Gemma's chunks at density 0.58-0.87 pay an estimate and then run FA3: 1,602 of 3,129)
-    xattn_margin) run xattn_margin --backend xattn --label "xattn, dense margin ${MARGIN:-1.1}" ${XATTN_ARGS:-} --dense-margin ${MARGIN:-1.1} --ttft-only $MODE ;;
+    xattn_margin) run xattn_margin --backend xattn --label "xattn, dense margin $MARGIN" ${XATTN_ARGS:-} --dense-margin $MARGIN --ttft-only $MODE ;;
     # TTFT only, A/B in one engine (--ab): each prompt with XAttention on and off in turn, so no difference between
     # processes enters the ratio (Gemma 8K dense: 9.7 ms in one process, 15.7 ms in another); also writes
     # ${MODEL}_xattn_ab*_abdense.json, each compared with its own engine's dense below
     xattn_ab) run xattn_ab --backend xattn --label "xattn (defaults), A/B" --ab --ttft-only $MODE ${XATTN_ARGS:-} ;;
-    xattn_ab_margin) run xattn_ab_margin --backend xattn --label "xattn, dense margin ${MARGIN:-1.1}, A/B" --ab --ttft-only $MODE ${XATTN_ARGS:-} --dense-margin ${MARGIN:-1.1} ;;
+    xattn_ab_margin) run xattn_ab_margin --backend xattn --label "xattn, dense margin $MARGIN, A/B" --ab --ttft-only $MODE ${XATTN_ARGS:-} --dense-margin $MARGIN ;;
     xattn_ab_timed) run xattn_ab_timed --backend xattn --label "xattn, timed paths, A/B" --ab --ttft-only $MODE ${XATTN_ARGS:-} --time-paths ;;
     # TTFT only: every decision on the host (a sync per layer), to measure what deciding on the device saves
     xattn_host) run xattn_host --backend xattn --label "xattn, decided on the host" --device-decide-below 0 --ttft-only $MODE ${XATTN_ARGS:-} ;;
