@@ -146,7 +146,7 @@ class LayerGate:
         is not one of the re-estimating calls."""
         b = self._at(bucket)
         d = b.density
-        if not self.deciding or d is None or d < self.dense_margin * self.dense_above:
+        if not self.deciding or d is None or d <= self.dense_margin * self.dense_above:
             b.skipped = 0
             return False
         b.skipped += 1

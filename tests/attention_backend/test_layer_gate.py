@@ -16,6 +16,14 @@ def test_far_above_the_break_even_skips_the_estimate_but_reestimates_every_nth_c
     assert not other.skip_estimate()
 
 
+def test_a_density_at_the_margin_still_estimates_as_a_row_at_the_break_even_runs_sparse():
+    gate = LayerGate(dense_above=0.5, dense_margin=1.0, reprobe_every=4)
+    gate.observe(kept=50, causal=100)  # exactly the break-even: such a row runs sparse, so keep estimating
+    assert not gate.skip_estimate()
+    gate.observe(kept=51, causal=100)
+    assert gate.skip_estimate()
+
+
 def test_a_reestimate_under_the_margin_returns_the_layer_to_per_row_decisions():
     gate = LayerGate(dense_above=0.5, reprobe_every=2)
     gate.observe(90, 100)
