@@ -8,8 +8,8 @@ repeated filler), each at 10 depths and each length. Every engine answers the sa
 and the estimated density per layer. SmolLM2 was trained to 8,192 positions: the model is run with a YaRN
 rope config (``convert --extend F``: SmolLM2 x16 to 131K, Gemma-3-270M x4 from 32K) at every length, and rows
 past the trained length are labelled extended. Gemma-3's sliding-window layers run dense in both engines.
-TTFT per length: the median of timed runs 2-4 of four prompts (``--timed``), after ``--warmup`` (4) untimed prompts of that
-length, so each engine is measured in the steady state a serving engine reaches (the first length measured
+TTFT per length: the median of all timed prompts but the first (``--timed``: 4, 5 with ``--ab``), after
+``--warmup`` (4) untimed prompts of that length, so each engine is measured in the steady state a serving engine reaches (the first length measured
 otherwise carried an engine's start-up: 6-14 ms at 8K in either direction, bench/results/xattn_real/notes.md).
 
     python3 bench/xattn_retrieval.py convert GGUF OUTDIR --extend 4

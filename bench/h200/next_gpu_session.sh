@@ -18,19 +18,21 @@
 # The backend ships break-even entries for the H100 only (attention_backend/break_even.py); on another card the
 # XAttention runs pass the H100's values (labelled so in the notes).
 set -u
+PART=${PART:-gemma_ab}
+case $PART in gemma*) MODEL=gemma ;; *) MODEL=smol ;; esac
 H100=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c H100)
-[ "$H100" = 0 ] && export XATTN_ARGS="--min-sparse-ms 0.6 --dense-above $(case ${PART:-gemma_ab} in gemma*) echo 0.58 --sparse-kernel fa3 ;; *) echo 0.68 ;; esac)"
-case ${PART:-gemma_ab} in
-  gemma_ab) RUNS=${RUNS:-xattn_ab xattn_ab_margin xattn_ab_timed}; MODEL=gemma RUNS="$RUNS" RUN_TIMEOUT=150 bash bench/h200/real_models.sh ;;
-  smol_ab) RUNS=${RUNS:-xattn_ab xattn_ab_margin}; MODEL=smol RUNS="$RUNS" RUN_TIMEOUT=200 bash bench/h200/real_models.sh ;;
+[ "$H100" = 0 ] && export XATTN_ARGS="--min-sparse-ms 0.6 --dense-above $([ $MODEL = gemma ] && echo 0.58 --sparse-kernel fa3 || echo 0.68)"
+case $PART in
+  gemma_ab) RUNS=${RUNS:-xattn_ab xattn_ab_margin xattn_ab_timed}; RUN_TIMEOUT=150 ;;
+  smol_ab) RUNS=${RUNS:-xattn_ab xattn_ab_margin}; RUN_TIMEOUT=200 ;;
   gemma) source .gpucarry/run/device_env.sh; PYTHONPATH=$PYTHONPATH:$PWD timeout 60 python3 -m pytest --noconftest -q \
            -p no:cacheprovider tests/attention_backend/test_path_clock_gpu.py > "$OUT/pytest_path_clock.log" 2>&1
          echo "PathClock GPU tests rc=$?"; tail -1 "$OUT/pytest_path_clock.log"
-         RUNS="dense xattn"; MODEL=gemma RUNS="$RUNS" RUN_TIMEOUT=240 bash bench/h200/real_models.sh ;;
+         RUNS="dense xattn"; RUN_TIMEOUT=240 ;;
   *) echo "PART: gemma_ab, smol_ab or gemma, got ${PART}"; exit 2 ;;
 esac
-case ${PART:-gemma_ab} in gemma*) M=gemma ;; *) M=smol ;; esac
-for R in $RUNS; do cp "/tmp/${M}_$R.log" "$OUT/" 2>/dev/null; done  # this call's engine logs
+MODEL=$MODEL RUNS="$RUNS" RUN_TIMEOUT=$RUN_TIMEOUT bash bench/h200/real_models.sh
+for R in $RUNS; do cp "/tmp/${MODEL}_$R.log" "$OUT/" 2>/dev/null; done  # this call's engine logs
 if [ "$(ls "$OUT" | wc -l)" -gt 8 ]; then
   tar -czf /tmp/results.tgz -C "$OUT" . && rm -rf "${OUT:?}"/* && mv /tmp/results.tgz "$OUT/"
 fi
