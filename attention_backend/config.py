@@ -52,7 +52,9 @@ class XAttentionConfig:
         dense_margin: on CUDA, a layer whose latest estimated density at a context length is at least this
             multiple of the break-even runs dense there with no estimate (re-estimated every 16 calls,
             :class:`attention_backend.layer_gate.LayerGate`); nearer the break-even every call is estimated
-            and its rows decided. >= 1; 1 skips every estimate that last came out dense.
+            and its rows decided. >= 1; 1, the default, skips every estimate that last came out dense (A/B in one
+            engine on an H100, bench/results/xattn_real/notes.md: Gemma-3-270M 32K 0.90x -> 1.00x FA3 against 1.5,
+            16K-64K no worse anywhere, SmolLM2-135M 32K 1.07x -> 1.16x).
         time_paths: on CUDA, each layer times its attention both ways per context length (CUDA events, no
             sync): vLLM's dense kernel with no estimate, and XAttention (estimate, decide, attend); once both
             are timed it runs the cheaper there and re-times the other now and then
@@ -83,7 +85,7 @@ class XAttentionConfig:
     min_sparse_ms: float | None = None
     probe_blocks: int = 8
     device_decide_below: float = 0.8
-    dense_margin: float = 1.5
+    dense_margin: float = 1.0
     time_paths: bool | None = None
     sparse_kernel: str = "auto"
     estimate_fp8: bool = False
@@ -244,6 +246,7 @@ def additional_config_from_flags(
     sparse_kernel: str | None = None,
     estimate_fp8: bool | None = None,
     time_paths: bool | None = None,
+    dense_margin: float | None = None,
 ) -> dict[str, Any]:
     """Map ``xedge serve --xattn-*`` flags to vLLM's ``additional_config`` (``{"xattn": {...}}``).
 
@@ -270,6 +273,8 @@ def additional_config_from_flags(
         section["estimate_fp8"] = estimate_fp8
     if time_paths is not None:
         section["time_paths"] = time_paths
+    if dense_margin is not None:
+        section["dense_margin"] = dense_margin
     try:
         if threshold_table is not None:
             section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
@@ -288,6 +293,7 @@ FLAGS = {
     "sparse_kernel": "--xattn-sparse-kernel",
     "estimate_fp8": "--xattn-estimate-fp8",
     "time_paths": "--xattn-time-paths",
+    "dense_margin": "--xattn-dense-margin",
 }
 """``xedge serve`` flag of each config field (errors name the flag the user typed)."""
 

@@ -7,7 +7,7 @@
 # run). One part per call; results packed into $OUT/results.tgz when there are more than the 8 files a call returns.
 #   PART=gemma_ab (~6 min on an H100): Gemma-3, every prompt timed with XAttention on and off in the same engine
 #              (bench/xattn_retrieval.py run --ab), three engines: the defaults (xattn_ab), dense_margin $MARGIN
-#              (real_models.sh's default 1.0: no estimate where a layer's last one at that length came out dense; xattn_ab_margin),
+#              (real_models.sh's default 1.5, the backend's before 2026-12-07; xattn_ab_margin),
 #              and timed paths (xattn_ab_timed); each compared with its own engine's dense, per-length counters in
 #              xattn_counts_timed
 #   PART=smol_ab (~5 min): SmolLM2 the same way (its rows predate the new haystack), xattn_ab and xattn_ab_margin

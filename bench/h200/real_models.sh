@@ -12,7 +12,8 @@
 # "xattn_host": TTFT with every decision on the host; "xattn_off": TTFT with the plugin in place and every row
 # under min_sparse_len; "xattn_small": every row under the minimum of work (planned, then FA3); "xattn_minwork":
 # TTFT with --min-sparse-ms $MIN_MS (default 3);
-# "xattn_margin" / "xattn_ab_margin": TTFT with --dense-margin $MARGIN (default 1.0: no estimate where a layer's last
+# "xattn_margin" / "xattn_ab_margin": TTFT with --dense-margin $MARGIN (default 1.5, the backend's default before
+# 2026-12-07: layers estimated up to 1.5x the break-even; the backend's 1.0 skips the estimate where a layer's last
 # one at that length came out dense);
 # "xattn_untimed": TTFT with the density rules alone, no timed paths; "xattn_floor": TTFT with tau 0.001, i.e.
 # every estimated row keeps only its sink and diagonal blocks: what the prompt costs when the full-attention
@@ -22,7 +23,7 @@ set -u
 source .gpucarry/run/device_env.sh
 export PYTHONPATH=$PYTHONPATH:$PWD
 MODEL=${MODEL:-smol}
-MARGIN=${MARGIN:-1.0}  # the xattn_*margin runs' dense_margin
+MARGIN=${MARGIN:-1.5}  # the xattn_*margin runs' dense_margin (the backend's default is 1.0)
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .xattn_carry/run/gguf-*.whl 2>&1 | tail -1
 if [ "$MODEL" = smol ]; then
   DIR=/tmp/smol16; EXTEND=16

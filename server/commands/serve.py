@@ -69,6 +69,7 @@ def serve(
     xattn_threshold_table: Annotated[Path | None, typer.Option(help="Per-(layer, head) tau table from `xedge calibrate-xattn`.")] = None,
     xattn_dense_above: Annotated[float | None, typer.Option(help="CUDA: a prefill row whose estimated density is above this runs vLLM's dense kernel (default: the break-even measured for the card).")] = None,
     xattn_min_sparse_ms: Annotated[float | None, typer.Option(help="CUDA: a prefill row runs XAttention in a layer only if dense attention there would take at least this many ms on the card (default: the card's measured value; 0: no minimum).")] = None,
+    xattn_dense_margin: Annotated[float | None, typer.Option(help="CUDA: a layer whose latest estimated density at a context length is at least this multiple of the break-even runs dense there with no estimate, re-estimated every 16 calls; >= 1 [default: 1.0].")] = None,
     xattn_sparse_kernel: Annotated[str | None, typer.Option(help="CUDA: what computes the selected blocks: fa3 (vLLM's FlashAttention 3 over per-block page tables), triton, or auto (fa3 where measured faster on the card and the KV block size allows) [default: auto].")] = None,
     xattn_estimate_fp8: Annotated[bool | None, typer.Option(
         "--xattn-estimate-fp8/--no-xattn-estimate-fp8",
@@ -97,7 +98,7 @@ def serve(
             stride=xattn_stride, threshold=xattn_threshold, min_len=xattn_min_len, threshold_table=xattn_threshold_table,
             dense_above=xattn_dense_above,
             min_sparse_ms=xattn_min_sparse_ms, sparse_kernel=xattn_sparse_kernel, estimate_fp8=xattn_estimate_fp8,
-            time_paths=xattn_time_paths,
+            time_paths=xattn_time_paths, dense_margin=xattn_dense_margin,
         )[ADDITIONAL_CONFIG_KEY]
         given = dict(
             model=model, host=host, port=port, vllm_port=vllm_port, device=device,

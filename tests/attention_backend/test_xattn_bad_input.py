@@ -64,6 +64,9 @@ def test_from_dict_and_flags(tmp_path):
     assert additional_config_from_flags(time_paths=False) == {"xattn": {"time_paths": False}}
     with pytest.raises(ValueError, match="^--xattn-time-paths: "):
         additional_config_from_flags(time_paths="no")  # type: ignore[arg-type]
+    assert additional_config_from_flags(dense_margin=1.5) == {"xattn": {"dense_margin": 1.5}}
+    with pytest.raises(ValueError, match="^--xattn-dense-margin: .*>= 1"):
+        additional_config_from_flags(dense_margin=0.5)
     with pytest.raises(ValueError, match="at most one"):
         additional_config_from_flags(threshold=0.9, threshold_table=table)
     with pytest.raises(ValueError, match="^--xattn-threshold-table: .*existing JSON file"):

@@ -74,7 +74,7 @@ class FakeClock:
 
 def _impl(
     monkeypatch, kernels: FakeKernels, dense_above: float, layer: int, device_below: float = 0.0,
-    clock: FakeClock | None = None,
+    clock: FakeClock | None = None, dense_margin: float = XAttentionConfig.dense_margin,
 ):
     """The impl of one layer; ``device_below`` 0 (the host decides every row) unless a test says otherwise;
     paths timed only with a ``clock`` (else the density rules alone decide)."""
@@ -85,7 +85,7 @@ def _impl(
     impl.dense_above, impl.dense_above_source = dense_above, "test"
     impl.time_paths_source = "test"
     impl._gate = LayerGate(dense_above, reprobe_every=4, device_below=device_below, time_paths=clock is not None,
-                           layer=layer)  # fmt: skip
+                           layer=layer, dense_margin=dense_margin)  # fmt: skip
     impl._clock = clock or FakeClock()
     impl._kernels = kernels
     impl._tau = torch.full((HEADS,), 0.9)
@@ -129,7 +129,7 @@ def test_a_layer_far_above_the_break_even_runs_dense_without_estimates_but_is_re
 
 def test_a_layer_near_the_break_even_is_estimated_every_call_and_runs_sparse_under_it(monkeypatch):
     kernels = FakeKernels(kept_per_head=5)  # density 0.2 <= 0.25: sparse, every call estimated
-    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5)
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5, dense_margin=1.5)
     for _ in range(5):
         _forward(impl)
     assert kernels.selects == 5 and kernels.attends == 5 and dense_calls == []
@@ -137,6 +137,19 @@ def test_a_layer_near_the_break_even_is_estimated_every_call_and_runs_sparse_und
     for _ in range(5):
         _forward(impl)
     assert kernels.selects == 10 and len(dense_calls) == 5
+
+
+def test_by_default_a_layer_whose_estimate_came_out_dense_stops_estimating_until_its_reprobe(monkeypatch):
+    kernels = FakeKernels(kept_per_head=5)  # density 0.2 <= 0.25: sparse, every call estimated
+    impl, dense_calls = _impl(monkeypatch, kernels, dense_above=0.25, layer=5)
+    for _ in range(3):
+        _forward(impl)
+    assert kernels.selects == 3 and kernels.attends == 3 and dense_calls == []
+    kernels.kept = 8  # 0.32, just above the break-even: the default margin (1.0) skips the next estimates
+    for _ in range(5):
+        _forward(impl)
+    # call 4 estimates (dense); calls 5-7 skip, call 8 is the 4th skipping call: re-estimated
+    assert kernels.selects == 5 and kernels.attends == 3 and len(dense_calls) == 5
 
 
 def test_nothing_is_skipped_when_every_row_runs_sparse(monkeypatch):
