@@ -88,8 +88,9 @@ class Call(Generic[ResponseT]):
 
 #: What the driver must do next: send this request, or wait this many seconds (a float).
 Step = Union[httpx.Request, float]  # noqa: UP007 - a runtime alias, kept importable on 3.10
-#: What the driver reports back: the (read) response, the transport error, or None after a wait.
-Outcome = Union[httpx.Response, httpx.TransportError, None]  # noqa: UP007
+#: What the driver reports back: the (read) response, the request error (transport failure, or a body
+#: that could not be decoded: a bad Content-Encoding), or None after a wait.
+Outcome = Union[httpx.Response, httpx.RequestError, None]  # noqa: UP007
 
 
 class BaseEdgeClient:
@@ -114,7 +115,7 @@ class BaseEdgeClient:
             outcome = yield request
             response: httpx.Response | None = None
             failure: errors.APIError
-            if isinstance(outcome, httpx.TransportError):
+            if isinstance(outcome, httpx.RequestError):
                 self._account(request, None, attempt)
                 failure = self._transport_error(outcome, request)
             else:  # a response (duck-typed: an http_client may be an httpx-compatible test client)
@@ -179,7 +180,7 @@ class BaseEdgeClient:
         return policy.delay_s(attempt, self._rng, after)
 
     @staticmethod
-    def _transport_error(exc: httpx.TransportError, request: httpx.Request) -> errors.APIConnectionError:
+    def _transport_error(exc: httpx.RequestError, request: httpx.Request) -> errors.APIConnectionError:
         if isinstance(exc, httpx.TimeoutException):
             return errors.APITimeoutError(f"timed out: {type(exc).__name__}: {exc}", request=request)
         return errors.APIConnectionError(f"connection error: {type(exc).__name__}: {exc}", request=request)
@@ -195,7 +196,7 @@ class RequestOptions:
     deadline_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.deadline_s is not None and self.deadline_s <= 0:
+        if self.deadline_s is not None and not self.deadline_s > 0:  # NaN too: it would never expire
             raise ValueError(f"deadline_s must be > 0, got {self.deadline_s}")
         if self.max_retries is not None and self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")

@@ -64,7 +64,7 @@ class AsyncEdgeClient(Endpoints, BaseEdgeClient):
                 try:
                     outcome = await self._http.send(step)
                     await outcome.aread()
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:  # DecodingError too, not only transport errors
                     outcome = exc
             else:
                 await asyncio.sleep(step)

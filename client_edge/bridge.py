@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+from client_edge.errors import CloudProtocolError
 from client_edge.protocol import CloudToken, SessionMode, VerifyResponse
 from client_edge.runner.base import ModelRunner
 
@@ -71,7 +72,7 @@ class TokenBridge(Bridge):
         self, draft: list[int], resp: VerifyResponse, generated: list[int]
     ) -> tuple[int, list[int]]:
         if not 0 <= resp.accepted <= len(draft):
-            raise ValueError(f"cloud accepted {resp.accepted} of a {len(draft)}-token draft")
+            raise CloudProtocolError(f"cloud accepted {resp.accepted} of a {len(draft)}-token draft")
         return resp.accepted, [] if resp.correction is None else [resp.correction.token_id]
 
     def cloud_ended(self, finish_reason: str) -> bool:
@@ -110,7 +111,7 @@ class TextBridge(Bridge):
         full = self._stable(generated + draft)[base:]
         chars = resp.accepted
         if not 0 <= chars <= len(full):
-            raise ValueError(f"cloud accepted {chars} code points of a {len(full)}-code-point draft")
+            raise CloudProtocolError(f"cloud accepted {chars} code points of a {len(full)}-code-point draft")
         kept = 0  # whole draft tokens whose text lies inside the accepted code points
         while kept < len(draft) and len(self._stable(generated + draft[: kept + 1])) - base <= chars:
             kept += 1

@@ -111,7 +111,7 @@ class EdgeClient(Endpoints, BaseEdgeClient):
                 try:
                     outcome = self._http.send(step)
                     outcome.read()
-                except httpx.TransportError as exc:
+                except httpx.RequestError as exc:  # DecodingError too, not only transport errors
                     outcome = exc
             else:
                 time.sleep(step)

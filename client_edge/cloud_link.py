@@ -19,7 +19,13 @@ from typing import Protocol, TypeVar
 
 from client_edge._base_client import RequestOptions, TrafficStats, new_request_id
 from client_edge.client import EdgeClient
-from client_edge.errors import BadRequestError, ConflictError, NotFoundError, TokenizerMismatchError
+from client_edge.errors import (
+    BadRequestError,
+    CloudProtocolError,
+    ConflictError,
+    NotFoundError,
+    TokenizerMismatchError,
+)
 from client_edge.protocol import (
     CloudToken,
     CreateSessionRequest,
@@ -110,14 +116,16 @@ class CloudLink:
         u.completion_tokens += usage.completion_tokens
         u.engine_calls += usage.engine_calls
 
-    def _adopt(self, state: SessionState, units: Units) -> None:
-        """After a success the cloud holds exactly ``units``; check it says so."""
-        if state.committed.length != len(units) or state.committed.hash != self.wire.prefix_hash(units):
-            raise RuntimeError(
-                f"cloud committed {state.committed.length} units after a request for {len(units)}: "
+    def _adopt(self, state: SessionState, units: Units, length: int | None = None) -> None:
+        """After a success the cloud holds exactly ``units[:length]`` (all of them by default); check it
+        says so before relying on it: a wrong length would name a base the edge cannot hash."""
+        n = len(units) if length is None else length
+        if state.committed.length != n or state.committed.hash != self.wire.prefix_hash(units, n):
+            raise CloudProtocolError(
+                f"cloud committed {state.committed.length} units after a request for {n}: "
                 "router and edge disagree on the protocol"
             )
-        self.synced = len(units)
+        self.synced = n
 
     # --- session lifetime ------------------------------------------------------------------------
     def open(self, units: Units, prefill: bool = True) -> None:
@@ -141,7 +149,8 @@ class CloudLink:
             raise
         self._add_usage(resp.usage)
         self.session_id = resp.state.session_id
-        self.synced = resp.state.committed.length
+        self.synced = 0  # until the cloud's state checks out; a 409 then tells what it holds
+        self._adopt(resp.state, units)
 
     def close(self) -> None:
         """Delete this answer's cloud session (its transcript on the router); typed errors propagate."""
@@ -166,6 +175,8 @@ class CloudLink:
         resp = self._with_repair(units, call)
         self._add_usage(resp.usage)
         self._adopt(resp.state, units)
+        if len(resp.tokens) > k:  # the edge would commit tokens nobody asked for (a duplicated answer)
+            raise CloudProtocolError(f"cloud answered {len(resp.tokens)} tokens to an escalation for k={k}")
         return resp
 
     def verify(self, units: Units, draft: Units) -> VerifyResponse:
@@ -227,4 +238,4 @@ class CloudLink:
                 break
         body = TruncateRequest(request_id=new_request_id(), length=keep)
         resp = self.client.truncate(state.session_id, body, self.options)
-        self.synced = resp.state.committed.length
+        self._adopt(resp.state, units, keep)

@@ -40,6 +40,10 @@ class HiddenStatesUnavailableError(XEdgeError):
     """A gate needs the model's hidden states and the runner does not expose them."""
 
 
+class InvalidLogitsError(XEdgeError, ValueError):
+    """A runner's logits hold NaN or +inf, or nothing finite: no gate can score them (a broken model)."""
+
+
 class TokenizerMismatchError(XEdgeError):
     """Token mode needs the edge and the cloud to share a tokenizer; their fingerprints differ."""
 
@@ -77,6 +81,13 @@ class APIResponseValidationError(APIError):
     def __init__(self, message: str, *, response: httpx.Response) -> None:
         super().__init__(message, request=response.request)
         self.response = response
+
+
+class CloudProtocolError(APIError):
+    """The router answered 2xx with a well-formed body whose content breaks the protocol: a committed
+    state other than the one the request asked for, more tokens than ``k``, token ids outside the
+    vocabulary, more accepted than drafted. The session treats it like any failed call: it keeps its
+    own tokens (UNVERIFIED) and the next call resyncs."""
 
 
 class APIStatusError(APIError):

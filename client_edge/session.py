@@ -12,6 +12,7 @@ Invariants the loop keeps:
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from client_edge._base_client import RequestOptions
 from client_edge.bridge import Bridge, make_bridge
 from client_edge.client import EdgeClient
 from client_edge.cloud_link import CloudLink, Link, LinkFactory
-from client_edge.errors import APIError, HiddenStatesUnavailableError
+from client_edge.errors import APIError, CloudProtocolError, HiddenStatesUnavailableError
 from client_edge.gates.base import Gate
 from client_edge.protocol import SamplingSettings, SessionMode
 from client_edge.result import CloudUsage, GenerationResult, TokenSource
@@ -54,6 +55,14 @@ class SessionConfig:
     cloud_sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
     def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "escalate_k", "draft_len", "max_retries", "failure_cooldown"):
+            value = getattr(self, name)  # a float or NaN here would pass every range check below
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        if self.cloud_deadline_s is not None and not self.cloud_deadline_s > 0:  # NaN too
+            raise ValueError(f"cloud_deadline_s must be > 0, got {self.cloud_deadline_s}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not 1 <= self.escalate_k <= 256:
@@ -101,8 +110,16 @@ class EdgeSession:
     def stream(self, prompt_ids: list[int], cloud_prompt_text: str | None = None) -> AnswerStream:
         """Like ``generate``, but yields each round's committed tokens as ``(ids, sources)`` as soon as
         they are committed; ``result`` holds the ``GenerationResult`` once the iteration ends."""
+        if isinstance(prompt_ids, str | bytes) or not all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in prompt_ids
+        ):
+            raise TypeError(f"prompt_ids must be a list of token ids (ints), got {type(prompt_ids).__name__}")
+        prompt_ids = [int(t) for t in prompt_ids]
         if not prompt_ids:
             raise ValueError("prompt_ids must not be empty")
+        bad = [t for t in prompt_ids if not 0 <= t < self.runner.vocab_size]
+        if bad:  # else the runner fails deep inside (torch: "index out of range") or the cloud refuses them
+            raise ValueError(f"prompt_ids {bad[:5]} outside the local model's vocabulary [0, {self.runner.vocab_size})")
         self.runner.check_fits(
             len(prompt_ids) + self.config.max_new_tokens,
             f"the prompt ({len(prompt_ids)} tokens) plus max_new_tokens ({self.config.max_new_tokens})",
@@ -128,7 +145,8 @@ class AnswerStream:
         try:
             return next(self._rounds)
         except StopIteration as done:
-            self.result = done.value
+            if self.result is None:  # a finished generator stops again with None: keep the answer
+                self.result = done.value
             raise StopIteration from None
 
     def close(self) -> None:
@@ -189,6 +207,14 @@ class _Run:
             return False
         return True
 
+    def _cloud_ids(self, ids: list[int]) -> list[int]:
+        """``ids`` from a cloud answer, checked before any is committed: the runner cannot consume an id
+        outside its vocabulary, and a committed token is never taken back."""
+        bad = [t for t in ids if not 0 <= t < self.runner.vocab_size]
+        if bad:
+            raise CloudProtocolError(f"cloud answered token ids {bad[:5]} outside [0, {self.runner.vocab_size})")
+        return ids
+
     def _failed(self) -> None:
         self.failures += 1
         self.cooldown = self.cfg.failure_cooldown
@@ -227,7 +253,7 @@ class _Run:
                     min(self.cfg.escalate_k, self.left),
                     self.bridge.proposal([local], self.gen),
                 )
-                ids = self.bridge.cloud_ids(resp.tokens, resp.text, self.gen)
+                ids = self._cloud_ids(self.bridge.cloud_ids(resp.tokens, resp.text, self.gen))
                 if ids:
                     n0 = len(self.gen)
                     self._commit(ids, [TokenSource.CLOUD] * len(ids))
@@ -264,10 +290,11 @@ class _Run:
             assert self.link is not None
             try:
                 resp = self.link.verify(self.bridge.units(self.gen), self.bridge.proposal(draft, self.gen))
+                accepted, extra = self.bridge.verified_ids(draft, resp, self.gen)
+                extra = self._cloud_ids(extra)
             except APIError:
                 self._failed()
             else:
-                accepted, extra = self.bridge.verified_ids(draft, resp, self.gen)
                 cloud_ended = self.bridge.cloud_ended(resp.finish_reason)
                 if accepted == 0 and not extra and not cloud_ended:  # no correction: the cloud's context is full
                     self.runner.truncate(base)

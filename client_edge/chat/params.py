@@ -14,6 +14,7 @@ so it is refused.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +101,8 @@ def parse_request(
     if max_tokens is not None and max_completion_tokens is not None and max_tokens != max_completion_tokens:
         raise UnsupportedParameterError("max_tokens and max_completion_tokens disagree: give one")
     limit = max_completion_tokens if max_completion_tokens is not None else max_tokens
+    if limit is not None and (not isinstance(limit, numbers.Integral) or isinstance(limit, bool)):
+        raise UnsupportedParameterError(f"max_tokens must be an integer, got {type(limit).__name__} {limit!r}")
     if limit is not None and limit < 1:
         raise UnsupportedParameterError(f"max_tokens must be >= 1, got {limit}")
     if stream_options is not None:

@@ -13,11 +13,13 @@ Contract (every gate):
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
 
+from client_edge.errors import InvalidLogitsError
 from client_edge.runner.base import StepOutput
 
 
@@ -27,6 +29,8 @@ class Gate(ABC):
     needs_hidden_states: ClassVar[bool] = False
 
     def __init__(self, threshold: float) -> None:
+        if math.isnan(threshold):  # every comparison with NaN is False: the gate would never escalate
+            raise ValueError(f"{self.name} threshold must be a number, got {threshold}")
         self.threshold = float(threshold)
 
     @abstractmethod
@@ -45,15 +49,27 @@ class Gate(ABC):
     def with_threshold(self, threshold: float) -> Gate: ...
 
 
+def _shifted(logits: np.ndarray) -> np.ndarray:
+    """``logits - max(logits)`` in float64. -inf marks a masked token (probability 0); NaN or +inf has
+    no probability at all, and would turn every score into NaN, a gate that silently never fires."""
+    z = logits.astype(np.float64)
+    top = z.max()  # NaN if any is NaN, +inf if any is +inf, -inf if all are
+    if not np.isfinite(top):
+        raise InvalidLogitsError(
+            f"logits over {z.size} tokens hold {int(np.isnan(z).sum())} NaN, {int(np.isposinf(z).sum())} "
+            f"+inf and {int(np.isfinite(z).sum())} finite values: the local model's output cannot be scored"
+        )
+    return z - top
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - float(np.max(logits))
-    e = np.exp(z)
+    e = np.exp(_shifted(logits))
     return e / e.sum()
 
 
 def entropy_nats(logits: np.ndarray) -> float:
     """Shannon entropy of softmax(logits) in nats, computed stably from log-probabilities."""
-    z = logits.astype(np.float64) - float(np.max(logits))
-    log_z = float(np.log(np.exp(z).sum()))
-    logp = z - log_z
-    return float(-(np.exp(logp) * logp).sum())
+    z = _shifted(logits)
+    logp = z - float(np.log(np.exp(z).sum()))
+    p = np.exp(logp)
+    return float(-(p * np.where(p > 0.0, logp, 0.0)).sum())  # 0 log 0 = 0 (masked tokens)

@@ -93,6 +93,8 @@ def test_sampling_is_verified_by_the_cloud_in_speculative_mode(cloud: RouterClou
         ({"messages": []}, "empty"),
         ({"stream_options": {"include_usage": True}}, "stream=True"),
         ({"max_tokens": 0}, ">= 1"),
+        ({"max_tokens": 2.5}, "integer, got float"),
+        ({"max_completion_tokens": "16"}, "integer, got str"),
     ],
 )
 def test_unsupported_fields_are_typed_errors(cloud: RouterCloud, kwargs: dict, match: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client_edge.errors import UnknownNameError
+from client_edge.errors import InvalidLogitsError, UnknownNameError
 from client_edge.gates import GATES, create_gate
 from client_edge.gates.base import entropy_nats
 from client_edge.gates.calibrate import calibrate, escalation_rate
@@ -29,6 +29,29 @@ def test_entropy_of_uniform_and_peaked() -> None:
     assert entropy_nats(np.array([100.0, 0.0, 0.0], np.float32)) < 1e-6
     # large logits must not overflow
     assert entropy_nats(np.array([1e4, 1e4], np.float32)) == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_masked_logits_count_as_probability_zero() -> None:
+    """-inf is how a runner masks a token; the entropy is that of the others, not NaN (a gate that never fires)."""
+    masked = np.array([0.0, 0.0, -np.inf, -np.inf], np.float32)
+    assert entropy_nats(masked) == pytest.approx(math.log(2), rel=1e-6)
+    assert EntropyGate(0.5).decide(StepOutput(masked, None))
+    assert RollingEntropyGate(0.5, window=1, min_dwell=1).decide(StepOutput(masked, None))
+    assert Top1ProbGate(0.4).score(StepOutput(masked, None)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("bad", [[0.0, np.nan, 1.0], [0.0, np.inf, 1.0], [-np.inf, -np.inf]])
+@pytest.mark.parametrize("gate", [EntropyGate(1.0), Top1ProbGate(0.5), RollingEntropyGate(1.0)], ids=lambda g: g.name)
+def test_logits_without_a_distribution_are_a_typed_error(bad: list[float], gate: object) -> None:
+    with pytest.raises(InvalidLogitsError, match=r"NaN, .* \+inf and .* finite"):
+        gate.decide(StepOutput(np.asarray(bad, np.float32), None))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["entropy", "rolling_entropy", "top1", "random", "mlp"])
+def test_nan_threshold_is_rejected(name: str) -> None:
+    kw = {"path": Path("unused")} if name == "mlp" else {}
+    with pytest.raises(ValueError, match="threshold"):
+        create_gate(name, threshold=float("nan"), **kw)
 
 
 def test_top1_and_entropy_gates() -> None:
