@@ -21,8 +21,9 @@ from router.ratelimit import TokenBucketLimiter
 MIN_KEY_CHARS = 16
 
 
-def _valid_tenant(tenant: str) -> bool:
-    return 0 < len(tenant) <= 64 and all(c.isalnum() or c in "-_." for c in tenant)
+def valid_tenant(tenant: str) -> bool:
+    """1-64 characters of [A-Za-z0-9._-] (ASCII only: ``str.isalnum`` alone also takes "²" or "é")."""
+    return 0 < len(tenant) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in tenant)
 
 
 def parse_api_keys(spec: str) -> dict[str, str]:
@@ -45,7 +46,7 @@ def check_api_keys(keys: Mapping[str, str]) -> None:
     Errors name the entry by position only: a malformed list (say, tenant and key swapped) must not put
     key material into a log line."""
     for n, (key, tenant) in enumerate(keys.items()):
-        if not _valid_tenant(tenant):
+        if not valid_tenant(tenant):
             raise ValueError(f"api_keys entry {n}: the tenant must be 1-64 characters of [A-Za-z0-9._-]")
         if len(key) < MIN_KEY_CHARS or any(c.isspace() for c in key):
             raise ValueError(f"api_keys entry {n}: the key must have at least {MIN_KEY_CHARS} characters and no blanks")

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from client_edge.protocol import TENANT_HEADER
+from router.auth import valid_tenant
 from router.errors import RouterError
 from router.service import EdgeService
 
@@ -27,7 +28,7 @@ async def get_service(request: Request) -> EdgeService:
 async def get_tenant(tenant: Annotated[str | None, Header(alias=TENANT_HEADER)] = None) -> str:
     if tenant is None:
         return "default"
-    if not (0 < len(tenant) <= 64) or not all(c.isalnum() or c in "-_." for c in tenant):
+    if not valid_tenant(tenant):
         raise RouterError("invalid_request", f"{TENANT_HEADER} must be 1-64 characters of [A-Za-z0-9._-]")
     return tenant
 

@@ -1,4 +1,5 @@
-"""Typed API errors of the router and their HTTP rendering (``{"detail": ErrorInfo}``)."""
+"""Typed API errors of the router and their HTTP rendering (``{"detail": ErrorInfo}``; on the OpenAI
+routes also OpenAI's ``{"error": ...}``, see ``router.openai_errors``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from client_edge.protocol import ErrorCode, ErrorInfo, SessionState
+from router.openai_errors import OPENAI_PATHS, openai_error
 
 log = logging.getLogger("router")
 
@@ -40,13 +42,20 @@ class RouterError(Exception):
     """An error with a protocol ``code``; the HTTP status follows from the code."""
 
     def __init__(
-        self, code: ErrorCode, message: str, *, state: SessionState | None = None, retry_after_s: float | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        state: SessionState | None = None,
+        retry_after_s: float | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
         self.state = state
         self.retry_after_s = retry_after_s  # for 429 / 503: sent as Retry-After (whole seconds, at least 1)
+        self.param = param  # the request field at fault (OpenAI routes: ``error.param``)
 
     @property
     def status(self) -> int:
@@ -67,35 +76,41 @@ def error_headers(status: int, retry_after_s: float | None = None) -> dict[str, 
     return headers
 
 
-def error_response(status: int, info: ErrorInfo, *, retry_after_s: float | None = None) -> JSONResponse:
-    return JSONResponse(
-        status_code=status,
-        content={"detail": info.model_dump(mode="json", exclude_none=True)},
-        headers=error_headers(status, retry_after_s),
-    )
+def error_response(
+    status: int, info: ErrorInfo, *, retry_after_s: float | None = None, path: str = "", param: str | None = None
+) -> JSONResponse:
+    """``{"detail": info}``; on an OpenAI route (``path``) also OpenAI's ``{"error": ...}`` for its clients."""
+    content = {"detail": info.model_dump(mode="json", exclude_none=True)}
+    if path in OPENAI_PATHS:
+        content["error"] = openai_error(status, info.message, info.code, param)
+    return JSONResponse(status_code=status, content=content, headers=error_headers(status, retry_after_s))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Render RouterError, validation errors, HTTP errors and unexpected errors in the protocol's shape."""
 
     @app.exception_handler(RouterError)
-    async def _router_error(_: Request, exc: RouterError) -> JSONResponse:
-        return error_response(exc.status, exc.info(), retry_after_s=exc.retry_after_s)
+    async def _router_error(request: Request, exc: RouterError) -> JSONResponse:
+        path = request.scope["path"]
+        return error_response(exc.status, exc.info(), retry_after_s=exc.retry_after_s, path=path, param=exc.param)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{where or 'body'}: {err.get('msg')}")
-        return error_response(422, ErrorInfo(code="invalid_request", message="; ".join(parts)))
+        info = ErrorInfo(code="invalid_request", message="; ".join(parts))
+        return error_response(422, info, path=request.scope["path"])
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Framework-level errors (unknown path, wrong method): not a protocol condition of its own.
-        return error_response(exc.status_code, ErrorInfo(code="invalid_request", message=str(exc.detail)))
+        info = ErrorInfo(code="invalid_request", message=str(exc.detail))
+        return error_response(exc.status_code, info, path=request.scope["path"])
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, ErrorInfo(code="internal", message="internal error (logged by the router)"))
+        info = ErrorInfo(code="internal", message="internal error (logged by the router)")
+        return error_response(500, info, path=request.scope["path"])

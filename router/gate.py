@@ -55,7 +55,7 @@ class AuthGateMiddleware:
         wait = self.failures.wait(who)
         if wait > 0:
             info = ErrorInfo(code="rate_limited", message="too many failed authentications from this address")
-            await error_response(429, info, retry_after_s=wait)(scope, receive, send)
+            await error_response(429, info, retry_after_s=wait, path=path)(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
         raw = headers.get(b"authorization")
@@ -67,6 +67,7 @@ class AuthGateMiddleware:
                 message = "the Authorization header must be 'Bearer <api key>'"
             else:
                 message = "invalid API key"
-            await error_response(401, ErrorInfo(code="unauthorized", message=message))(scope, receive, send)
+            info = ErrorInfo(code="unauthorized", message=message)
+            await error_response(401, info, path=path)(scope, receive, send)
             return
         await self.app(scope, receive, send)

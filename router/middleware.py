@@ -47,7 +47,7 @@ class BodyLimitMiddleware:
                 more = message.get("more_body", False)
         if deadline.cancelled_caught:
             info = ErrorInfo(code="invalid_request", message=f"the request body did not arrive within {self.timeout_s:g} s")
-            await error_response(408, info)(scope, receive, send)
+            await error_response(408, info, path=scope["path"])(scope, receive, send)
             return
         body = b"".join(chunks)
         sent = False
@@ -72,4 +72,4 @@ class BodyLimitMiddleware:
         info = ErrorInfo(
             code="body_too_large", message=f"request body of at least {size} bytes exceeds the limit of {self.max_bytes}"
         )
-        await error_response(413, info)(scope, receive, send)
+        await error_response(413, info, path=scope["path"])(scope, receive, send)

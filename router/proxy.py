@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from fastapi.responses import StreamingResponse
 from client_edge.protocol.engine_xargs import is_router_owned
 from router.errors import RouterError
 from router.metrics import RouterMetrics
+from router.openai_errors import openai_error
 from router.replicas import HashRing
 from router.settings import RouterSettings
 from router.tenancy import tenant_cache_salt
@@ -83,7 +85,7 @@ class OpenAIProxy:
     def prepare(self, raw: bytes, tenant: str) -> dict[str, Any]:
         """Parse and check the client's body, and set the tenant's cache salt."""
         try:
-            body = json.loads(raw)
+            body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
         except ValueError as exc:
             raise RouterError("invalid_request", f"the request body is not valid JSON: {exc}") from None
         except RecursionError:
@@ -91,11 +93,13 @@ class OpenAIProxy:
         if not isinstance(body, dict):
             raise RouterError("invalid_request", f"the request body must be a JSON object, got {type(body).__name__}")
         if "stream" in body and not isinstance(body["stream"], bool):
-            raise RouterError("invalid_request", f"stream must be true or false, got {body['stream']!r}")
+            raise RouterError("invalid_request", f"stream must be true or false, got {body['stream']!r}", param="stream")
         if self.settings.tenant_cache_salt:
             if "cache_salt" in body:
                 raise RouterError(
-                    "invalid_request", "cache_salt is set by the router for each tenant; remove it from the request"
+                    "invalid_request",
+                    "cache_salt is set by the router for each tenant; remove it from the request",
+                    param="cache_salt",
                 )
             body["cache_salt"] = tenant_cache_salt(self.settings.cache_salt_secret, tenant)
         xargs = body.get("vllm_xargs")
@@ -105,9 +109,12 @@ class OpenAIProxy:
                 raise RouterError(
                     "invalid_request",
                     f"vllm_xargs keys {owned[:5]} are reserved for the router (every 'xedge_*' key); remove them",
+                    param="vllm_xargs",
                 )
         elif xargs is not None:
-            raise RouterError("invalid_request", f"vllm_xargs must be an object, got {type(xargs).__name__}")
+            raise RouterError(
+                "invalid_request", f"vllm_xargs must be an object, got {type(xargs).__name__}", param="vllm_xargs"
+            )
         return body
 
     async def post(self, path: str, raw: bytes, tenant: str) -> Response:
@@ -152,7 +159,7 @@ class OpenAIProxy:
                 # Headers are sent: report the break in-band, as OpenAI streams do (the client raises).
                 log.warning("stream from %s broke: %r", client.base_url, exc)
                 self.metrics.errors.labels("engine_stream_broken").inc()
-                error = {"message": "the vLLM replica's stream broke", "type": "engine_unavailable", "code": 503}
+                error = openai_error(503, "the vLLM replica's stream broke", "engine_unavailable")
                 yield f"data: {json.dumps({'error': error})}\n\n".encode()
             finally:
                 await upstream.aclose()
@@ -170,6 +177,18 @@ class OpenAIProxy:
         return RouterError(
             "engine_unavailable", f"vLLM replica {replica} unreachable on {path} ({type(exc).__name__})", retry_after_s=1.0
         )
+
+
+def _not_json(name: str) -> float:
+    """Python's json takes NaN and Infinity; JSON (and OpenAI) does not, so neither is forwarded."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf, which would be forwarded as Infinity
+        raise ValueError(f"the number {text[:32]} is out of range")
+    return value
 
 
 def _json_field(content: bytes, name: str) -> object:

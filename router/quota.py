@@ -7,7 +7,8 @@ requests in flight on any route (``tenant_max_concurrent``). A request over a ca
 last line. The counts are this router process's (sessions are counted where they were created; with
 a shared store each process bounds what it admits).
 
-Sessions idle longer than ``session_ttl_s`` are dropped from the counts as the store expires them.
+Sessions idle longer than ``session_ttl_s`` are dropped from the counts as the store expires them
+(every request that loads a session renews both).
 """
 
 from __future__ import annotations
@@ -163,6 +164,13 @@ class TenantQuota:
             return content, reply
 
         return run
+
+    def used(self, tenant: str, session_id: str) -> None:
+        """The store renewed the session's TTL (any request on it): keep counting it as long as the store
+        keeps it, or a tenant that only reads its sessions would hold more than its cap."""
+        held = self._held(tenant).get(session_id)
+        if held is not None:
+            held.last_used = self._clock()
 
     def closed(self, tenant: str, session_id: str) -> None:
         held = self._sessions.get(tenant)

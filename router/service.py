@@ -104,6 +104,12 @@ class EdgeService:
         self.engine.check_text(new_text, self.model.max_model_len, "new_text")
         return await self.engine.off_loop(session.content.extend, new_token_ids, new_text, self.tok)
 
+    async def _session(self, session_id: str, tenant: str) -> Session:
+        """The tenant's session; loading it renews its TTL in the store and in the tenant's counts alike."""
+        session = await self.store.get(session_id, tenant)
+        self.quota.used(tenant, session_id)
+        return session
+
     async def _locked(self, session: Session, request_id: str, digest: str, op):  # type: ignore[no-untyped-def]
         op = self.quota.metered(session.tenant, session.id, op)  # refused before commit when over the byte budget
         async with session.lock:
@@ -129,6 +135,13 @@ class EdgeService:
             raise RouterError(
                 "unsupported_protocol_version",
                 f"protocol_version {req.protocol_version} is not supported; this router speaks {PROTOCOL_VERSION}",
+            )
+        if req.sampling.temperature > self.settings.max_temperature:
+            # Refused here, not by vLLM on the session's first sampled call (a 502 on every escalation).
+            raise RouterError(
+                "out_of_range",
+                f"sampling.temperature={req.sampling.temperature:g}: this router allows at most "
+                f"{self.settings.max_temperature:g}",
             )
         digest = body_digest(req)
         key = (tenant, req.request_id)
@@ -177,19 +190,19 @@ class EdgeService:
         return SessionResponse(state=session.state(), usage=usage)
 
     async def get(self, session_id: str, tenant: str, *, include_content: bool) -> SessionResponse:
-        session = await self.store.get(session_id, tenant)
+        session = await self._session(session_id, tenant)
         return SessionResponse(state=session.state(include_content=include_content))
 
     @observed("delete")
     async def delete(self, session_id: str, tenant: str) -> None:
-        session = await self.store.get(session_id, tenant)
+        session = await self._session(session_id, tenant)
         async with session.lock:
             await self.store.remove(session_id, tenant)
             self.engine.session_events.closed(session.replica, tenant, session_id)
 
     @observed("sync")
     async def sync(self, session_id: str, req: SyncRequest, tenant: str) -> SessionResponse:
-        session = await self.store.get(session_id, tenant)
+        session = await self._session(session_id, tenant)
 
         async def op() -> tuple[Content, SessionResponse]:
             self._check_base(session, req.base)
@@ -203,7 +216,7 @@ class EdgeService:
 
     @observed("truncate")
     async def truncate(self, session_id: str, req: TruncateRequest, tenant: str) -> SessionResponse:
-        session = await self.store.get(session_id, tenant)
+        session = await self._session(session_id, tenant)
 
         async def op() -> tuple[Content, SessionResponse]:
             current = session.content
@@ -218,7 +231,7 @@ class EdgeService:
 
     @observed("escalate")
     async def escalate(self, session_id: str, req: EscalateRequest, tenant: str) -> EscalateReply:
-        session = await self.store.get(session_id, tenant)
+        session = await self._session(session_id, tenant)
         if req.k > self.settings.max_k or req.top_n > self.settings.max_top_n:
             raise RouterError(
                 "out_of_range",
@@ -251,7 +264,7 @@ class EdgeService:
 
     @observed("verify")
     async def verify(self, session_id: str, req: VerifyRequest, tenant: str) -> VerifyResponse:
-        session = await self.store.get(session_id, tenant)
+        session = await self._session(session_id, tenant)
         if len(req.draft_token_ids) > self.settings.max_draft or req.top_n > self.settings.max_top_n:
             raise RouterError(
                 "out_of_range",

@@ -2,7 +2,8 @@
 
 Bodies are vLLM's OpenAI request schema, forwarded to the tenant's pinned replica by
 :class:`router.proxy.OpenAIProxy`; replies (and errors) are vLLM's own. Authentication, rate limits and
-the body size limit apply as on every route.
+the body size limit apply as on every route; the router's own errors here carry OpenAI's ``error``
+object too (``router.openai_errors``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from router.deps import TenantDep
+from router.openai_errors import CHAT_COMPLETIONS_PATH, COMPLETIONS_PATH, MODELS_PATH
 from router.proxy import OpenAIProxy
 
 router = APIRouter(tags=["openai"])
@@ -35,19 +37,19 @@ def _proxy(request: Request) -> OpenAIProxy:
     return request.app.state.openai_proxy
 
 
-@router.get("/v1/models", responses=_ERRORS)
+@router.get(MODELS_PATH, responses=_ERRORS)
 async def list_models(request: Request, tenant: TenantDep) -> Response:
     """The served model (vLLM's ``/v1/models``)."""
-    return await _proxy(request).get("/v1/models", tenant)
+    return await _proxy(request).get(MODELS_PATH, tenant)
 
 
-@router.post("/v1/completions", openapi_extra=_BODY_DOC, responses=_ERRORS)
+@router.post(COMPLETIONS_PATH, openapi_extra=_BODY_DOC, responses=_ERRORS)
 async def completions(request: Request, tenant: TenantDep) -> Response:
     """Text completion; ``stream: true`` relays vLLM's server-sent events as they come."""
-    return await _proxy(request).post("/v1/completions", await request.body(), tenant)
+    return await _proxy(request).post(COMPLETIONS_PATH, await request.body(), tenant)
 
 
-@router.post("/v1/chat/completions", openapi_extra=_BODY_DOC, responses=_ERRORS)
+@router.post(CHAT_COMPLETIONS_PATH, openapi_extra=_BODY_DOC, responses=_ERRORS)
 async def chat_completions(request: Request, tenant: TenantDep) -> Response:
     """Chat completion; ``stream: true`` relays vLLM's server-sent events as they come."""
-    return await _proxy(request).post("/v1/chat/completions", await request.body(), tenant)
+    return await _proxy(request).post(CHAT_COMPLETIONS_PATH, await request.body(), tenant)
