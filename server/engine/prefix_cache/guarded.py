@@ -26,12 +26,10 @@ not, on short traces: bench/results/prefix_cache/notes.md), and
 tests/server/research/cache_sim/test_guarded.py pins it on every generated workload at three
 capacities. Only the leader's own rules apply (``density``'s and ``workload``'s pins only while they lead). The experts
 not leading evict the leader's victims (``evict_chosen``) and keep learning. Cost: seven policy
-instances and an OrderedDict, O(categories) per event.
+instances, O(categories) per event.
 """
 
 from __future__ import annotations
-
-from collections import OrderedDict
 
 from client_edge.protocol.engine_xargs import DEFAULT_META, RequestMeta
 from server.engine.prefix_cache.config import PolicyConfig
@@ -52,7 +50,10 @@ class GuardedPolicy(EvictionPolicy):
         args = (capacity_blocks, block_tokens, self.config)
         self.lru = LRUPolicy(*args)
         self.experts: dict[str, EvictionPolicy] = {name: cls(*args) for name, cls in EXPERTS.items()}
-        self._shadow_lru: OrderedDict[int, None] = OrderedDict()  # contents
+        # Every shadow, lru's included, is a policy of its own: a prompt's blocks stay in use (unevictable)
+        # until the next prompt, as in the pool; a bare LRU list that evicted the current prompt's own hits
+        # undercounted lru and handed the pool to experts that were behind it.
+        self._shadow_lru = LRUPolicy(*args)
         self._shadows: dict[str, EvictionPolicy] = {name: cls(*args) for name, cls in EXPERTS.items()}
         window = max(2.0, self.config.guard_window * capacity_blocks)
         self._decay = 1.0 - 1.0 / window
@@ -136,8 +137,7 @@ class GuardedPolicy(EvictionPolicy):
         assert self.lru.num_cached() == len(
             self._blocks
         ), "guarded: lru and guarded disagree on cached blocks"
-        assert len(self._shadow_lru) <= self.capacity_blocks, "guarded: shadow lru over capacity"
-        for shadow in self._shadows.values():
+        for shadow in (self._shadow_lru, *self._shadows.values()):
             assert shadow.num_cached() <= self.capacity_blocks, f"guarded: shadow {shadow.name} over capacity"
 
     # -- the shadow caches and the leader -----------------------------------------------------------------
@@ -150,40 +150,43 @@ class GuardedPolicy(EvictionPolicy):
         if first:
             self._flush(now)
         self._pending.append((content, meta))
-        shadow = self._shadow_lru
-        lru_hit = content in shadow
-        if not lru_hit:
-            shadow[content] = None
-            if len(shadow) > self.capacity_blocks:
-                shadow.popitem(last=False)
-        lru_hit = chain["lru"] = lru_hit and (first or chain["lru"])
+        lru_hit = chain["lru"] = self._shadow_access(self._shadow_lru, content, offset, meta, now) and (
+            first or chain["lru"]
+        )
         self.shadow_hits["lru"] += lru_hit
         decay, scores = self._decay, self.scores
         self.real_score = self.real_score * decay + (real_hit - lru_hit)
         self.real_total += real_hit - lru_hit
         self.accesses += 1
         for name, policy in self._shadows.items():
-            hit = policy.knows(content)
-            if hit:
-                policy.on_hit(content, meta, now)
-            elif policy.num_cached() < self.capacity_blocks or len(policy):
-                if policy.num_cached() >= self.capacity_blocks:
-                    policy.evict(1, now)
-                policy.on_cached(content, offset, meta, now, content)
-            hit = chain[name] = hit and (first or chain[name])
+            hit = chain[name] = self._shadow_access(policy, content, offset, meta, now) and (
+                first or chain[name]
+            )
             self.shadow_hits[name] += hit
             scores[name] = scores[name] * decay + (hit - lru_hit)
         self._elect()
 
+    def _shadow_access(
+        self, shadow: EvictionPolicy, content: int, offset: int, meta: RequestMeta, now: float
+    ) -> bool:
+        """One access in one shadow: a hit, or the content is cached, evicting a free block if the shadow is
+        full (with every block in use, it does not fit, as in the pool). True on a hit."""
+        if shadow.knows(content):
+            shadow.on_hit(content, meta, now)
+            return True
+        if shadow.num_cached() < self.capacity_blocks or len(shadow):
+            if shadow.num_cached() >= self.capacity_blocks:
+                shadow.evict(1, now)
+            shadow.on_cached(content, offset, meta, now, content)
+        return False
+
     def _flush(self, now: float) -> None:
         """Free the previous prompt's blocks in the shadows, tail first."""
-        shadow = self._shadow_lru
+        shadows = (self._shadow_lru, *self._shadows.values())
         for content, meta in reversed(self._pending):
-            if content in shadow:
-                shadow.move_to_end(content)
-            for policy in self._shadows.values():
-                if policy.knows(content):
-                    policy.on_freed(content, meta, now)
+            for shadow in shadows:
+                if shadow.knows(content):
+                    shadow.on_freed(content, meta, now)
         self._pending.clear()
 
     def _elect(self) -> None:
