@@ -16,6 +16,7 @@ Bailian lines: ``chat_id``, ``parent_chat_id``, ``timestamp`` (s), ``input_lengt
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -128,9 +129,9 @@ def _check_row(row: dict[str, Any], fmt: TraceFormat, block_tokens: int, where: 
     if (
         not isinstance(row["timestamp"], int | float)
         or isinstance(row["timestamp"], bool)
-        or row["timestamp"] < 0
+        or not 0 <= row["timestamp"] < math.inf  # NaN and Infinity (Python's json reads both) too
     ):
-        raise TraceFormatError(f"{where}: timestamp must be a non-negative number, got {row['timestamp']!r}")
+        raise TraceFormatError(f"{where}: timestamp must be a finite non-negative number, got {row['timestamp']!r}")
     hashes = row["hash_ids"]
     if not isinstance(hashes, list) or not all(_is_int(h) for h in hashes):
         raise TraceFormatError(f"{where}: hash_ids must be a list of integers")

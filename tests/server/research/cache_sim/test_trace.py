@@ -62,6 +62,8 @@ def test_bailian_keys_are_prefix_paths(tmp_path: Path) -> None:
         ({"timestamp": 5, "input_length": -1, "output_length": 1, "hash_ids": []}, "t.jsonl:2: input_length"),
         ({"timestamp": 5, "input_length": 10, "output_length": 1, "hash_ids": ["a"]}, "t.jsonl:2: hash_ids"),
         ({"timestamp": -1, "input_length": 10, "output_length": 1, "hash_ids": [1]}, "t.jsonl:2: timestamp"),
+        ({"timestamp": float("nan"), "input_length": 10, "output_length": 1, "hash_ids": [1]}, "t.jsonl:2: timestamp"),
+        ('{"timestamp": 1e400, "input_length": 10, "output_length": 1, "hash_ids": [1]}', "t.jsonl:2: timestamp"),
     ],
 )
 def test_malformed_line_reports_its_number(tmp_path: Path, bad: object, message: str) -> None:
