@@ -98,6 +98,11 @@ class SessionEngine:
         """One engine call on the session's replica; ``extra_meta`` adds ``vllm_xargs`` entries."""
         if not prompt:
             raise RouterError("invalid_request", "the committed prefix is empty: the cloud has nothing to continue")
+        # What vLLM refuses (max_tokens < 1, prompt + max_tokens beyond max_model_len) is a 4xx here, never
+        # an engine error: each route checks its own room first, this catches any it missed.
+        self.check_room(len(prompt), max(max_tokens, 1), "engine call")
+        if max_tokens < 1:
+            raise RouterError("out_of_range", f"max_tokens={max_tokens}: an engine call generates at least one token")
         s = session.sampling
         call = GenerateCall(
             prompt_ids=tuple(prompt),

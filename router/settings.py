@@ -40,7 +40,7 @@ class RouterSettings(BaseSettings):
     max_top_n: int = Field(MAX_TOP_N, ge=0, le=MAX_TOP_N)
     max_draft: int = Field(16, ge=1, le=MAX_DRAFT)
     max_temperature: float = Field(
-        2.0, gt=0, le=5.0, description="highest session sampling temperature (vLLM refuses any above 2)"
+        2.0, gt=0, le=2.0, description="highest session sampling temperature (vLLM refuses any above 2)"
     )
     max_sessions: int = Field(10_000, ge=1)
     session_ttl_s: float = Field(3600.0, gt=0)

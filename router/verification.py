@@ -91,7 +91,8 @@ async def text(svc: SessionEngine, session: Session, prompt: list[int], req: Ver
         raise RouterError(
             "out_of_range", f"draft_text is {n} cloud tokens; this router verifies at most {svc.max_draft}"
         )
-    svc.check_room(len(prompt), n, "verify")
+    # A draft of 0 cloud tokens (text the tokenizer drops) still needs one: the cloud token that covers it.
+    svc.check_room(len(prompt), max(n, 1), "verify")
     max_tokens = min(n + 1, svc.model.max_model_len - len(prompt))
     result = await svc.generate(session, prompt, max_tokens, greedy=True, top_n=req.top_n)
     tokens = svc.cloud_tokens(prompt, result.tokens)
