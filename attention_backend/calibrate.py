@@ -16,7 +16,13 @@ from typing import Any
 
 import torch
 
-from attention_backend._checks import check_qkv, default_scale, query_blocks, resolve_q_offset
+from attention_backend._checks import (
+    check_block_geometry,
+    check_qkv,
+    default_scale,
+    query_blocks,
+    resolve_q_offset,
+)
 from attention_backend.config import XAttentionConfig
 from attention_backend.estimate import estimate_block_scores
 from attention_backend.select import select_blocks
@@ -37,8 +43,11 @@ def true_block_mass(
     Returns [Hq, Lq, ceil(Lk / B)] float32; each row sums to 1.
     """
     lq, lk, hq, hkv, d = check_qkv(q, k)
+    check_block_geometry(block_size)
     q_offset = resolve_q_offset(q_offset, lq, lk)
     scale = default_scale(d, scale)
+    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens: expected a positive int, got {chunk_tokens!r}")
     nkb = -(-lk // block_size)
     group = hq // hkv
     kk = k.float().permute(1, 2, 0)  # [Hkv, D, Lk]
@@ -83,7 +92,20 @@ def calibrate_heads(
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target: expected a share in (0, 1], got {target!r}")
-    hq = scores.shape[0]
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0.0 < tol < 1.0:  # else no end to bisecting
+        raise ValueError(f"tol: expected a float in (0, 1), got {tol!r}")
+    check_block_geometry(block_size)
+    if isinstance(q_offset, bool) or not isinstance(q_offset, int) or q_offset < 0:
+        raise ValueError(f"q_offset: expected an int >= 0, got {q_offset!r}")
+    if not isinstance(mass, torch.Tensor) or mass.dim() != 3 or not isinstance(scores, torch.Tensor) or scores.dim() != 3:
+        raise ValueError("scores, mass: expected tensors [Hq, nqb, nkb] and [Hq, Lq, nkb]")
+    hq, lq, nkb = mass.shape
+    expected = (hq, query_blocks(q_offset, lq, block_size)[1], nkb) if lq else None
+    if lq < 1 or tuple(scores.shape) != expected:
+        raise ValueError(
+            f"scores: expected shape [Hq, nqb, nkb] = {expected} (from mass {tuple(mass.shape)}, q_offset={q_offset}, "
+            f"block_size={block_size}), got {tuple(scores.shape)}"
+        )
     first_qb = q_offset // block_size
     lo = torch.zeros(hq, dtype=torch.float64)
     hi = torch.ones(hq, dtype=torch.float64)

@@ -212,27 +212,39 @@ def _check_tau(value: float, where: str, what: str = "tau") -> None:
 
 
 def _as_table(rows: Sequence[Any]) -> ThresholdTable:
-    if not rows:
-        raise ValueError("XAttentionConfig.threshold: expected a non-empty [layers][heads] table, got []")
+    if isinstance(rows, str | bytes) or not isinstance(rows, Sequence) or not rows:
+        raise ValueError(f"XAttentionConfig.threshold: expected a non-empty [layers][heads] table, got {rows!r:.80}")
     table = []
     for i, row in enumerate(rows):
         if isinstance(row, str | bytes) or not isinstance(row, Sequence) or not row:
-            raise ValueError(f"XAttentionConfig.threshold[{i}]: expected a non-empty list of floats, got {row!r}")
-        values = tuple(float(x) for x in row)
-        for j, v in enumerate(values):
-            _check_tau(v, f"threshold[{i}][{j}]")
-        table.append(values)
+            raise ValueError(f"XAttentionConfig.threshold[{i}]: expected a non-empty list of floats, got {row!r:.80}")
+        values = []
+        for j, x in enumerate(row):
+            try:
+                if isinstance(x, bool | str | bytes):  # float() would take True, "0.5"
+                    raise TypeError
+                value = float(x)
+            except (TypeError, ValueError):
+                raise ValueError(f"XAttentionConfig.threshold[{i}][{j}]: expected tau in (0, 1], got {x!r:.80}") from None
+            _check_tau(value, f"threshold[{i}][{j}]")
+            values.append(value)
+        table.append(tuple(values))
     return tuple(table)
 
 
 def load_threshold_table(path: str | Path) -> ThresholdTable:
-    """Read a calibration file (``{"threshold": [[...], ...], ...}`` or a bare list) as a table."""
+    """Read a calibration file (``{"threshold": [[...], ...], ...}`` or a bare list) as a table; every
+    error names the file."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"xattn threshold table: expected an existing JSON file, got {str(path)!r}")
-    data = json.loads(path.read_text())
-    rows = data["threshold"] if isinstance(data, dict) else data
-    return _as_table(rows)
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "threshold" not in data:
+            raise ValueError(f"expected a 'threshold' key, got keys {sorted(data)}")
+        return _as_table(data["threshold"] if isinstance(data, dict) else data)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"xattn threshold table {str(path)!r}: {exc}") from None
 
 
 def additional_config_from_flags(

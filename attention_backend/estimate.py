@@ -22,6 +22,7 @@ def estimate_block_scores(
     q_offset: int | None = None,
     scale: float | None = None,
     chunk_tokens: int = 4096,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Estimated attention mass of every (query block, key block) pair, per query head.
 
@@ -44,7 +45,7 @@ def estimate_block_scores(
         least one real query contributes a total mass of 1 to its block row; blocks above the diagonal
         score 0.
     """
-    lq, lk, hq, hkv, d = check_qkv(q, k)
+    lq, lk, hq, hkv, d = check_qkv(q, k, check_finite=check_finite)
     check_block_geometry(block_size, stride)
     q_offset = resolve_q_offset(q_offset, lq, lk)
     scale = default_scale(d, scale)

@@ -20,6 +20,7 @@ def xattention_prefill(
     q_offset: int | None = None,
     layer: int | None = None,
     scale: float | None = None,
+    check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Block-sparse causal prefill attention with antidiagonal block selection.
 
@@ -30,6 +31,9 @@ def xattention_prefill(
         q_offset: None (default) = ``Lk - Lq``: the queries are the last Lq tokens of the context;
             a chunk of a chunked prefill passes the full context so far as k, v and its queries as q.
         layer: row of the threshold table. scale: softmax scale, default ``D ** -0.5``.
+        check_finite: refuse NaN / inf in q and k (ValueError; off CUDA). The vLLM CPU adapter passes False:
+            one request's bad activations then give NaN output for that request, as dense attention would,
+            instead of stopping the engine for every tenant.
 
     Returns:
         (out [Lq, Hq, D] in q's dtype, block_mask [Hq, nqb, ceil(Lk / B)] bool), where row i of the
@@ -41,7 +45,7 @@ def xattention_prefill(
     """
     if not isinstance(config, XAttentionConfig):
         raise ValueError(f"config: expected an XAttentionConfig, got {type(config).__name__}")
-    lq, lk, hq, _, _ = check_qkv(q, k, v)
+    lq, lk, hq, _, _ = check_qkv(q, k, v, check_finite=check_finite)
     q_offset = resolve_q_offset(q_offset, lq, lk)
     tau = config.thresholds(hq, layer)
     if q.is_cuda:  # the Triton kernels (attention_backend/kernels); never the torch path
@@ -59,8 +63,11 @@ def xattention_prefill(
         q_offset=q_offset,
         scale=scale,
         chunk_tokens=config.chunk_tokens,
+        check_finite=False,  # checked above (or not asked for)
     )
     first_qb, _ = query_blocks(q_offset, lq, config.block_size)
-    mask = select_blocks(scores, tau, q_block_offset=first_qb)
-    out = block_sparse_attention(q, k, v, mask, block_size=config.block_size, q_offset=q_offset, scale=scale)
+    mask = select_blocks(scores, tau, q_block_offset=first_qb, check_finite=check_finite)
+    out = block_sparse_attention(
+        q, k, v, mask, block_size=config.block_size, q_offset=q_offset, scale=scale, check_finite=False
+    )
     return out, mask

@@ -13,6 +13,7 @@ def select_blocks(
     threshold: float | Sequence[float] | torch.Tensor,
     *,
     q_block_offset: int = 0,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Keep, per head and query block, the fewest key blocks that reach ``tau`` of the row's mass.
 
@@ -45,6 +46,8 @@ def select_blocks(
 
         return cuda_select_blocks(scores, tau, q_block_offset=q_block_offset)
 
+    if check_finite and (not bool(torch.isfinite(scores).all()) or bool((scores < 0).any())):  # torch path only
+        raise ValueError("scores: expected finite non-negative block masses, got NaN, inf or negative values")
     dev = scores.device
     diag = torch.arange(q_block_offset, q_block_offset + nqb, device=dev)
     col = torch.arange(nkb, device=dev)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +66,10 @@ class ShippedTable:
 
 
 def load_shipped_table(path: Path) -> ShippedTable:
-    data = json.loads(path.read_text())
+    """One shipped file, checked: its rows must be the layers and query heads its ``model_key`` names."""
     try:
-        return ShippedTable(
+        data = json.loads(path.read_text())
+        table = ShippedTable(
             path=path,
             model_key=str(data["model_key"]),
             threshold=_as_table(data["threshold"]),
@@ -75,7 +77,17 @@ def load_shipped_table(path: Path) -> ShippedTable:
             stride=int(data["stride"]),
             block_size=int(data["block_size"]),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+        shape = re.match(r"[^/]+/L(\d+)/H(\d+)/", table.model_key)
+        if shape is None:
+            raise ValueError(f"model_key: expected type/L<layers>/H<heads>/..., got {table.model_key!r}")
+        rows = sorted({len(row) for row in table.threshold})
+        if len(table.threshold) != int(shape[1]) or rows != [int(shape[2])]:
+            raise ValueError(
+                f"threshold: expected {shape[1]} rows of {shape[2]} query heads (model_key {table.model_key}), "
+                f"got {len(table.threshold)} rows of {rows}"
+            )
+        return table
+    except (KeyError, TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise ValueError(f"shipped xattn table {path}: expected model_key, threshold, target, stride, block_size; {exc}") from None
 
 

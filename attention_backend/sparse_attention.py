@@ -24,6 +24,7 @@ def block_sparse_attention(
     q_offset: int | None = None,
     scale: float | None = None,
     out: torch.Tensor | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     """Causal attention of each query over the key blocks its (head, query block) keeps.
 
@@ -40,7 +41,7 @@ def block_sparse_attention(
         keys j <= p whose block ``j // B`` is kept in ``block_mask[h, p // B - q_offset // B]``.
         The diagonal block must be kept (it holds the query itself), else ValueError.
     """
-    lq, lk, hq, hkv, d = check_qkv(q, k, v)
+    lq, lk, hq, hkv, d = check_qkv(q, k, v, check_finite=check_finite)
     check_block_geometry(block_size)
     q_offset = resolve_q_offset(q_offset, lq, lk)
     scale = default_scale(d, scale)

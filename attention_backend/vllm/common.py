@@ -56,7 +56,16 @@ def config_from_vllm(vllm_config: Any | None = None) -> XAttentionConfig:
     # warn_once: the line shows in vLLM's log (our logger has no handler of its own) once per process,
     # although this runs once per layer
     table_log = functools.partial(warn_once, "shipped_table")
-    return XAttentionConfig.from_dict(with_shipped_table(section or {}, hf_config, log=table_log))
+    config = XAttentionConfig.from_dict(with_shipped_table(section or {}, hf_config, log=table_log))
+    layers = getattr(hf_config, "num_hidden_layers", None)
+    if config.has_table and isinstance(layers, int) and len(config.threshold) != layers:
+        # at start-up: a table of fewer layers would fail at the first long prefill, one of more would silently
+        # apply another model's rows (the head count is checked per impl, init_xattn)
+        raise ValueError(
+            f"--xattn-threshold-table: expected {layers} rows (one per layer of the served model), "
+            f"got {len(config.threshold)}: a table written for another model"
+        )
+    return config
 
 
 def max_model_len(vllm_config: Any | None = None) -> int:

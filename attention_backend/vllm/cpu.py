@@ -190,7 +190,8 @@ class XAttentionCPUBackendImpl(CPUAttentionBackendImpl):
         for req in step.plan.of(RowPath.SPARSE):
             rows = slice(req.start, req.end)
             result, mask = xattention_prefill(
-                query[rows], key[rows], value[rows], self.xattn, layer=layer_index, scale=self.scale
+                query[rows], key[rows], value[rows], self.xattn, layer=layer_index, scale=self.scale,
+                check_finite=False,  # one request's NaN activations must not stop the engine (NaN out, as dense)
             )
             out[rows] = result.to(out.dtype)
             n_blocks = mask.shape[1]

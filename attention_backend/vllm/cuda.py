@@ -180,7 +180,7 @@ class XAttentionCudaImpl(FlashAttentionImpl):
         self._gate = LayerGate(self.dense_above)  # this layer's: one impl per attention layer
         self._max_len = max_model_len() if self.sparse_enabled else 0
         if self.sparse_enabled:
-            check_kernel_support(self.head_size, self.xattn.block_size)
+            check_kernel_support(self.head_size, self.xattn.block_size, self.xattn.stride)
             # "auto" is decided at the first call (the page size); until then its break-even is that of the
             # kernel it takes with a dividing page size
             kind = self.xattn.sparse_kernel

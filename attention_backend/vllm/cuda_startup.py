@@ -59,7 +59,7 @@ def resolve_time_paths(config: XAttentionConfig, kernel: str) -> tuple[bool, str
     return True, "default with the Triton sparse kernel (SmolLM2-135M 32K: 0.79x -> 1.11x FA3 timed)"
 
 
-def check_kernel_support(head_size: int, block_size: int) -> None:
+def check_kernel_support(head_size: int, block_size: int, stride: int | None = None) -> None:
     """Stop at start-up (one line naming the setting) when the Triton kernels cannot serve this model."""
     if head_size not in KERNEL_HEAD_DIMS:
         raise XAttentionStartupError(
@@ -69,6 +69,13 @@ def check_kernel_support(head_size: int, block_size: int) -> None:
     if block_size not in KERNEL_BLOCK_SIZES:
         raise XAttentionStartupError(
             f"xattn block_size: expected one of {KERNEL_BLOCK_SIZES} on CUDA, got {block_size}"
+        )
+    rows = block_size // stride if stride else 0
+    if stride is not None and (rows < 4 or rows & (rows - 1)):  # the kernels' rule (kernels.checks.check_block_size)
+        fits = [s for s in range(1, block_size // 4 + 1) if block_size % s == 0 and (block_size // s) & (block_size // s - 1) == 0]
+        raise XAttentionStartupError(
+            f"--xattn-stride: expected one of {fits} on CUDA with block_size {block_size} (the kernels split a block "
+            f"into a power of two >= 4 of antidiagonal rows), got {stride}"
         )
 
 

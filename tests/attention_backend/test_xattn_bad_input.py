@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -104,3 +106,108 @@ def test_tensor_inputs_rejected():
         block_sparse_attention(q, k, v, torch.zeros(4, 2, 2, dtype=torch.bool), block_size=16)
     with pytest.raises(ValueError, match="XAttentionConfig"):
         xattention_prefill(q, k, v, {"stride": 4})
+
+
+def test_non_finite_q_or_k_rejected_before_any_work():
+    """NaN / inf in q or k used to come out as NaN block scores and NaN attention with no error."""
+    from attention_backend.calibrate import true_block_mass
+
+    q, k, v = qkv(40, 40, 4, 2, 8)
+    cfg = XAttentionConfig(block_size=16, stride=4)
+    bad_q, bad_k = q.clone(), k.clone()
+    bad_q[3, 0, 0] = float("nan")
+    bad_k[5, 1, 2] = float("inf")
+    mask = torch.ones(4, 3, 3, dtype=torch.bool)
+    for name, qq, kk in (("q", bad_q, k), ("k", q, bad_k)):
+        with pytest.raises(ValueError, match=f"^{name}: expected finite values, got 1 NaN/inf"):
+            xattention_prefill(qq, kk, v, cfg)
+        with pytest.raises(ValueError, match=f"^{name}: expected finite values"):
+            estimate_block_scores(qq, kk, block_size=16, stride=4)
+        with pytest.raises(ValueError, match=f"^{name}: expected finite values"):
+            block_sparse_attention(qq, kk, v, mask, block_size=16)
+        with pytest.raises(ValueError, match=f"^{name}: expected finite values"):
+            true_block_mass(qq, kk, block_size=16)
+    with pytest.raises(ValueError, match="finite non-negative"):
+        select_blocks(torch.full((4, 2, 2), float("nan")), 0.5)
+    with pytest.raises(ValueError, match="finite non-negative"):
+        select_blocks(-torch.rand(4, 2, 2), 0.5)
+
+
+def test_the_engine_path_lets_non_finite_activations_through_as_dense_attention_would():
+    """``check_finite=False`` (the vLLM CPU adapter): no exception that would stop the engine for every tenant;
+    a NaN query spoils that query's rows only, like dense attention, and finite inputs give the same output."""
+    q, k, v = qkv(40, 40, 4, 2, 8)
+    cfg = XAttentionConfig(block_size=16, stride=4, threshold=1.0)
+    ref, _ = xattention_prefill(q, k, v, cfg)
+    same, _ = xattention_prefill(q, k, v, cfg, check_finite=False)
+    assert torch.equal(ref, same)
+    bad_q = q.clone()
+    bad_q[37, 0, 0] = float("nan")  # the last query block's token: other blocks' scores stay finite
+    out, _ = xattention_prefill(bad_q, k, v, cfg, check_finite=False)
+    assert torch.isnan(out[37, 0]).all()
+    assert torch.equal(out[:32], ref[:32])
+
+
+def test_empty_heads_head_dim_or_q_longer_than_k_rejected():
+    q, k, v = qkv(40, 40, 4, 2, 8)
+    cfg = XAttentionConfig(block_size=16, stride=4)
+    with pytest.raises(ValueError, match=r"head dim >= 1"):  # was a ZeroDivisionError in the default scale
+        xattention_prefill(q[..., :0], k[..., :0], v[..., :0], cfg)
+    with pytest.raises(ValueError, match=r"Hq=0"):
+        xattention_prefill(q[:, :0], k, v, cfg)
+    with pytest.raises(ValueError, match=r"expected Lq <= Lk .* got Lq=40, Lk=20"):
+        xattention_prefill(q, k[:20], v[:20], cfg)
+    for scale in (float("inf"), float("nan")):  # inf used to pass and give NaN scores and output
+        with pytest.raises(ValueError, match="^scale: expected a positive finite float"):
+            xattention_prefill(q, k, v, cfg, scale=scale)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("hello", "Expecting value"),
+        ('{"thresholds": [[0.5]]}', "expected a 'threshold' key"),
+        ('{"threshold": [[null, 0.5]]}', r"threshold\[0\]\[0\]: expected tau in \(0, 1\], got None"),
+        ('{"threshold": [["0.5"]]}', r"threshold\[0\]\[0\]: expected tau"),
+        ('{"threshold": [[true, 0.5]]}', r"threshold\[0\]\[0\]: expected tau"),
+        ('{"threshold": [[NaN, 0.5]]}', r"threshold\[0\]\[0\]: expected tau in \(0, 1\], got nan"),
+        ('{"threshold": [[0.5, 1.5]]}', r"threshold\[0\]\[1\]: expected tau in \(0, 1\], got 1.5"),
+        ('{"threshold": 0.5}', "non-empty"),
+        ("[[0.5], 3]", r"threshold\[1\]: expected a non-empty list"),
+    ],
+)
+def test_bad_threshold_table_file_is_refused_naming_the_file_and_the_flag(tmp_path, text, match):
+    from attention_backend.config import load_threshold_table
+
+    path = tmp_path / "my-table.json"
+    path.write_text(text)
+    named = f"xattn threshold table '{re.escape(str(path))}': .*{match}"
+    with pytest.raises(ValueError, match=f"^{named}"):
+        load_threshold_table(path)
+    with pytest.raises(ValueError, match=f"^--xattn-threshold-table: {named}"):
+        additional_config_from_flags(threshold_table=path)
+    with pytest.raises(ValueError, match="threshold table"):
+        XAttentionConfig.from_dict({"threshold_table": str(path)})
+
+
+def test_calibrate_heads_rejects_bad_tolerance_and_shapes():
+    """A negative tolerance used to bisect forever and NaN gave NaN taus; mismatched scores / mass failed deep
+    inside torch (RuntimeError / IndexError)."""
+    from attention_backend.calibrate import calibrate_heads, true_block_mass
+
+    q, k, _ = qkv(40, 40, 4, 2, 8)
+    scores = estimate_block_scores(q, k, block_size=16, stride=4)
+    mass = true_block_mass(q, k, block_size=16)
+    taus = calibrate_heads(scores, mass, block_size=16, q_offset=0)
+    assert taus.shape == (4,) and bool(((taus > 0) & (taus <= 1)).all())
+    for tol in (0.0, -1.0, float("nan"), 1.0):
+        with pytest.raises(ValueError, match=r"^tol: expected a float in \(0, 1\)"):
+            calibrate_heads(scores, mass, block_size=16, q_offset=0, tol=tol)
+    with pytest.raises(ValueError, match=r"^scores: expected shape \[Hq, nqb, nkb\] = \(4, 3, 3\)"):
+        calibrate_heads(scores[:2], mass, block_size=16, q_offset=0)
+    with pytest.raises(ValueError, match=r"^scores: expected shape \[Hq, nqb, nkb\] = \(4, 5, 3\)"):
+        calibrate_heads(scores, mass, block_size=8, q_offset=0)
+    with pytest.raises(ValueError, match="^block_size: expected a positive int"):
+        true_block_mass(q, k, block_size=0)
+    with pytest.raises(ValueError, match="^chunk_tokens: expected a positive int"):
+        true_block_mass(q, k, block_size=16, chunk_tokens=0)

@@ -136,3 +136,25 @@ def test_packaged_gemma3_config_finds_its_table_with_the_sliding_layers_dense() 
     full = {5, 11, 17}
     assert all(row == (1.0,) * 4 for i, row in enumerate(table.threshold) if i not in full)
     assert all(min(table.threshold[i]) < 1.0 for i in full)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"threshold": TABLE[:1]}, r"expected 2 rows of 3 query heads .* got 1 rows of \[3\]"),
+        ({"threshold": [[0.5, 0.6], [0.8, 0.9]]}, r"expected 2 rows of 3 query heads .* got 2 rows of \[2\]"),
+        ({"threshold": [[0.5, 0.6, float("nan")], [0.8, 0.9, 1.0]]}, r"threshold\[0\]\[2\]: expected tau in \(0, 1\], got nan"),
+        ({"threshold": [[0.5, 0.6, 0.7], [0.8, 0.9, 1.5]]}, r"threshold\[1\]\[2\]: expected tau in \(0, 1\]"),
+        ({"model_key": "llama"}, "model_key: expected type/L<layers>/H<heads>"),
+    ],
+)
+def test_shipped_table_not_fitting_its_model_key_is_refused_naming_the_file(tables: Path, change: dict, match: str) -> None:
+    """A shipped table's rows are checked against the shape in its own model_key (the model it is applied to
+    has that key), and a broken file names itself; before, a row count off was applied as is."""
+    path = tables / "smol.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(ValueError, match=rf"^shipped xattn table {re.escape(str(path))}: .*{match}"):
+        find_shipped_table(SMOL, tables)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=rf"^shipped xattn table {re.escape(str(path))}: .*Expecting property name"):
+        load_shipped_table(path)

@@ -45,6 +45,17 @@ def test_unsupported_head_dim_or_block_stops_at_start_up() -> None:
         rules.check_kernel_support(128, 32)
 
 
+@pytest.mark.parametrize(("block", "stride"), [(128, 64), (128, 128), (64, 32)])
+def test_stride_the_kernels_cannot_split_stops_at_start_up(block: int, stride: int) -> None:
+    """The config takes any divisor of the block, the kernels a power of two >= 4 of rows per block: such a
+    stride used to pass start-up and fail inside the first long prefill (kernels.checks.check_block_size)."""
+    XAttentionConfig(block_size=block, stride=stride)  # valid config, CPU serves it
+    rules.check_kernel_support(128, block, block // 16)
+    rules.check_kernel_support(128, block)  # no stride given: not checked
+    with pytest.raises(rules.XAttentionStartupError, match=rf"^--xattn-stride: expected one of \[1, 2, .*\] .*got {stride}$"):
+        rules.check_kernel_support(128, block, stride)
+
+
 def test_minimum_of_work_comes_from_the_card_or_the_setting() -> None:
     from attention_backend.break_even import causal_attention_flops
     h100 = break_even_for("NVIDIA H100 80GB HBM3")

@@ -44,3 +44,19 @@ def test_explicit_threshold_overrides_and_other_models_get_none() -> None:
     default = XAttentionConfig()
     assert common.config_from_vllm(_vllm_config({}, other)) == default
     assert common.config_from_vllm(SimpleNamespace(additional_config=None, model_config=None)) == default
+
+
+def test_table_with_another_models_layer_count_stops_at_start_up(tmp_path) -> None:
+    """A table of fewer layers used to fail at the first long prefill of a later layer; one of more layers was
+    applied silently (its first rows)."""
+    import json
+
+    for layers in (2, 31):
+        path = tmp_path / f"t{layers}.json"
+        path.write_text(json.dumps({"threshold": [[0.9] * 9] * layers}))
+        with pytest.raises(ValueError, match=rf"^--xattn-threshold-table: expected 30 rows .* got {layers}"):
+            common.config_from_vllm(_vllm_config({"threshold_table": str(path)}, SMOLLM2))
+        with pytest.raises(ValueError, match=rf"^--xattn-threshold-table: expected 30 rows .* got {layers}"):
+            common.config_from_vllm(_vllm_config({"threshold": [[0.9] * 9] * layers}, SMOLLM2))
+    table = [[0.9] * 9] * 30
+    assert common.config_from_vllm(_vllm_config({"threshold": table}, SMOLLM2)).thresholds(9, layer=29) == [0.9] * 9
