@@ -193,6 +193,8 @@ class XAttentionConfig:
         ``threshold_table`` (a path to a JSON file written by ``xedge calibrate-xattn``) is accepted as
         an alternative to an inline ``threshold``.
         """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"xattn config: expected a mapping of settings, got {type(data).__name__} {data!r:.80}")
         known = {f for f in cls.__dataclass_fields__}
         data = dict(data)
         table_path = data.pop("threshold_table", None)
@@ -203,7 +205,10 @@ class XAttentionConfig:
             if "threshold" in data:
                 raise ValueError("xattn config: give either 'threshold' or 'threshold_table', not both")
             data["threshold"] = load_threshold_table(table_path)
-        return cls(**data)
+        config = cls(**data)
+        if table_path is not None:
+            _check_table_settings(Path(table_path), config)
+        return config
 
 
 def _check_tau(value: float, where: str, what: str = "tau") -> None:
@@ -290,10 +295,27 @@ def additional_config_from_flags(
     try:
         if threshold_table is not None:
             section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
-        XAttentionConfig.from_dict(section)
+        config = XAttentionConfig.from_dict(section)
     except ValueError as exc:
         raise ValueError(f"{_flag_of(str(exc), threshold_table is not None)}: {exc}") from None
+    if threshold_table is not None:
+        _check_table_settings(Path(threshold_table), config)
     return {ADDITIONAL_CONFIG_KEY: section}
+
+
+def _check_table_settings(path: Path, config: XAttentionConfig) -> None:
+    """A table from ``xedge calibrate-xattn`` records the stride and block it was calibrated at; its taus reach
+    their recall target only there, so serving it at another stride or block stops at start-up."""
+    data = json.loads(path.read_text())  # read and validated by load_threshold_table already
+    if not isinstance(data, dict):
+        return  # a bare list of rows: nothing recorded
+    for key, flag in (("stride", "--xattn-stride"), ("block_size", "the block size")):
+        recorded = data.get(key)
+        if recorded is not None and recorded != getattr(config, key):
+            raise ValueError(
+                f"--xattn-threshold-table: {str(path)!r} was calibrated at {key} {recorded!r}, but the server runs "
+                f"{getattr(config, key)} ({flag}): serve at {recorded!r} or calibrate again at {getattr(config, key)}"
+            )
 
 
 FLAGS = {

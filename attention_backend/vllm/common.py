@@ -51,6 +51,11 @@ def config_from_vllm(vllm_config: Any | None = None) -> XAttentionConfig:
     vllm_config = vllm_config if vllm_config is not None else get_current_vllm_config()
     extra = vllm_config.additional_config or {}
     section = extra.get(ADDITIONAL_CONFIG_KEY) if isinstance(extra, dict) else None
+    if section is not None and not isinstance(section, dict):
+        raise ValueError(
+            f"additional_config[{ADDITIONAL_CONFIG_KEY!r}]: expected a mapping of settings, got "
+            f"{type(section).__name__} {section!r:.80}"
+        )
     model_config = getattr(vllm_config, "model_config", None)
     hf_config = getattr(model_config, "hf_text_config", None) or getattr(model_config, "hf_config", None)
     # warn_once: the line shows in vLLM's log (our logger has no handler of its own) once per process,

@@ -37,6 +37,26 @@ def test_config_rejects(kwargs, match):
         XAttentionConfig(**kwargs)
 
 
+def test_a_calibrated_table_is_served_only_at_its_stride_and_block(tmp_path):
+    """``xedge calibrate-xattn`` records S and B; its taus reach their recall target only there."""
+    table = tmp_path / "cal.json"
+    table.write_text('{"threshold": [[0.5, 0.9]], "stride": 16, "block_size": 128}')
+    assert additional_config_from_flags(stride=16, threshold_table=table)["xattn"]["stride"] == 16
+    assert XAttentionConfig.from_dict({"threshold_table": str(table), "stride": 16}).stride == 16
+    with pytest.raises(ValueError, match=r"^--xattn-threshold-table: .*cal.json' was calibrated at stride 16, but the server runs 8"):
+        additional_config_from_flags(threshold_table=table)  # the default stride is 8
+    with pytest.raises(ValueError, match="calibrated at stride 16"):
+        XAttentionConfig.from_dict({"threshold_table": str(table)})
+    table.write_text('{"threshold": [[0.5, 0.9]], "stride": 8, "block_size": 64}')
+    with pytest.raises(ValueError, match="calibrated at block_size 64, but the server runs 128"):
+        additional_config_from_flags(threshold_table=table)
+
+
+def test_a_section_that_is_not_a_mapping_is_one_line():
+    with pytest.raises(ValueError, match="^xattn config: expected a mapping of settings, got float 0.9"):
+        XAttentionConfig.from_dict(0.9)  # type: ignore[arg-type]
+
+
 def test_from_dict_and_flags(tmp_path):
     with pytest.raises(ValueError, match="unknown keys"):
         XAttentionConfig.from_dict({"treshold": 0.9})

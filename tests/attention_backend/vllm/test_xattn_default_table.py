@@ -60,3 +60,10 @@ def test_table_with_another_models_layer_count_stops_at_start_up(tmp_path) -> No
             common.config_from_vllm(_vllm_config({"threshold": [[0.9] * 9] * layers}, SMOLLM2))
     table = [[0.9] * 9] * 30
     assert common.config_from_vllm(_vllm_config({"threshold": table}, SMOLLM2)).thresholds(9, layer=29) == [0.9] * 9
+
+
+def test_an_xattn_section_that_is_not_a_mapping_stops_with_one_line() -> None:
+    """``--additional-config '{"xattn": 0.9}'`` used to stop with a TypeError traceback from dict()."""
+    vllm_config = SimpleNamespace(additional_config={"xattn": 0.9}, model_config=None)
+    with pytest.raises(ValueError, match=r"^additional_config\['xattn'\]: expected a mapping of settings, got float 0.9"):
+        common.config_from_vllm(vllm_config)
