@@ -31,16 +31,19 @@ class StackSettings(BaseSettings):
     i.e. trust every caller and take the tenant from a header; refused unless set.
     """
 
-    model_config = SettingsConfigDict(env_prefix="XEDGE_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a malformed secret (vllm_api_key, cache_salt_secret) must not be echoed into errors.
+    # env_ignore_empty: `XEDGE_MODEL=` (a sourced deploy/.env) means unset, as in compose, not the current directory.
+    model_config = SettingsConfigDict(env_prefix="XEDGE_", frozen=True, extra="ignore", hide_input_in_errors=True,
+                                      env_ignore_empty=True)
 
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8000, ge=0, le=65535)
     vllm_port: int = Field(0, ge=0, le=65535)
     model: str | None = None
     served_model_name: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     prefix_cache_policy: str = "lru"
-    kv_cache_gib: float = Field(1.0, gt=0)
+    kv_cache_gib: float = Field(1.0, gt=0, le=2**20, allow_inf_nan=False)  # at most 1 PiB: a byte count vLLM takes
     kv_host_tier_blocks: int = Field(0, ge=0)
     max_model_len: int | None = Field(None, gt=0)
     block_size: int | None = Field(None, gt=0)

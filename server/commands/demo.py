@@ -19,8 +19,8 @@ from server.demo.edge import DEFAULT_RUNNER, RUNNERS
 
 
 def demo(
-    n_prompts: Annotated[int, typer.Option(help="How many eval questions (half GSM8K, half CommonsenseQA).")] = 4,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 48,
+    n_prompts: Annotated[int, typer.Option(min=1, help="How many eval questions (half GSM8K, half CommonsenseQA).")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per answer.")] = 48,
     gate: Annotated[str, typer.Option(help="Escalation gate: entropy, top1, rolling_entropy, mlp.")] = "entropy",
     threshold: Annotated[float, typer.Option(help="Gate threshold (entropy in nats / top-1 probability).")] = 2.0,
     run_dir: Annotated[Path | None, typer.Option(help="Where logs go (default: a temp dir).")] = None,
@@ -30,6 +30,7 @@ def demo(
     ] = DEFAULT_RUNNER,
 ) -> None:
     """Serve the packaged model on CPU and answer real questions from an edge client that escalates."""
+    from pydantic import ValidationError
     from rich.console import Console
     from rich.table import Table
 
@@ -37,28 +38,45 @@ def demo(
     from client_edge.gates import create_gate
     from client_edge.result import TokenSource
     from client_edge.session import EdgeSession, SessionConfig
+    from server.commands.serve import env_error_line, one_line
     from server.demo.edge import make_edge_runner
     from server.demo.prompts import load_demo_prompts
     from server.launch.process import LaunchError
     from server.launch.stack import Stack
+    from server.launch.supervise import interrupt_on_sigterm
     from server.models.store import ModelNotFoundError
     from server.settings import StackSettings
 
     if runner not in RUNNERS:
         raise typer.BadParameter(f"{runner!r}: choose one of {', '.join(RUNNERS)}", param_hint="--runner")
+    try:  # before the stack starts (a minute), not after
+        escalation_gate = create_gate(gate, threshold=threshold)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gate / --threshold") from None
+    try:
+        # 32-token KV blocks (vLLM's CPU default is 128): an escalation recomputes at most one partial block
+        # beyond its new tokens, so smaller blocks keep the per-escalation cloud work close to the delta.
+        given = {"run_dir": run_dir} if run_dir else {}  # left out: XEDGE_RUN_DIR, then a temp dir
+        settings = StackSettings(port=0, vllm_port=0, device="cpu", block_size=32, **given)
+    except ValidationError as exc:  # an XEDGE_* variable (or --run-dir) the settings refuse
+        typer.echo(f"xedge demo: {one_line(exc, list(given))}", err=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # an XEDGE_* variable that is not even JSON
+        typer.echo(f"xedge demo: {env_error_line(exc)}", err=True)
+        raise typer.Exit(2) from None
     console = Console(stderr=False)
     prompts, note = load_demo_prompts(n_gsm8k=(n_prompts + 1) // 2, n_csqa=n_prompts // 2)
     if note:
         console.print(f"[yellow]note:[/] {note}")
-    # 32-token KV blocks (vLLM's CPU default is 128): an escalation recomputes at most one partial block
-    # beyond its new tokens, so smaller blocks keep the per-escalation cloud work close to the delta.
-    settings = StackSettings(port=0, vllm_port=0, device="cpu", run_dir=run_dir, block_size=32)
+    interrupt_on_sigterm()  # SIGTERM stops the stack like Ctrl-C: its children run in their own sessions
     try:
         with console.status("starting vLLM (CPU) + router: about a minute ..."):
             stack = Stack(settings, log=lambda line: console.log(line)).start()
     except (LaunchError, ModelNotFoundError) as exc:
-        console.print(f"xedge demo: {exc}")
+        typer.echo(f"xedge demo: {exc}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     try:
         console.log(f"stack ready: router {stack.router_url}, vLLM {stack.vllm_url}, logs {stack.run_dir}")
         with console.status(f"loading the edge model ({runner}) ..."):
@@ -70,7 +88,7 @@ def demo(
         with EdgeClient(stack.router_url) as client:
             session = EdgeSession(
                 edge,
-                create_gate(gate, threshold=threshold),
+                escalation_gate,
                 client,
                 SessionConfig(max_new_tokens=max_new_tokens, cloud_deadline_s=30.0),
             )
@@ -94,6 +112,8 @@ def demo(
                     f"{wall:.1f}",
                 )
         console.print(table)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     finally:
         with console.status("stopping the stack ..."):
             stack.stop()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -43,13 +45,27 @@ def open_listen_refusal(settings: StackSettings, router_keys: str) -> str | None
     )
 
 
-def one_line(exc: ValidationError) -> str:
-    """A settings validation error as one line naming the flag: `--prefix-cache-policy: unknown ...`."""
+def one_line(exc: ValidationError, flags: Collection[str] | None = None) -> str:
+    """A settings validation error as one line naming the flag: `--prefix-cache-policy: unknown ...`, or the
+    environment variable (`XEDGE_KV_CACHE_GIB: ...`) where the value came from there, not from ``flags``
+    (the fields given as flags; None: name flags only). Never the value itself: it may be a secret."""
+    env = {k.upper() for k in os.environ}
     parts = []
     for err in exc.errors():
-        flag = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
-        parts.append(f"{flag}: {err['msg'].removeprefix('Value error, ')}")
+        field = str(err["loc"][0]) if err["loc"] else ""
+        var = f"XEDGE_{field.upper()}"
+        if flags is not None and field not in flags and var in env:
+            name = var
+        else:
+            name = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
+        parts.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
+
+
+def env_error_line(exc: ValueError) -> str:
+    """A settings source error (`XEDGE_VLLM_ARGS=not json`) as one line naming the variable."""
+    field = re.search(r'error parsing value for field "(\w+)" from source "EnvSettingsSource"', str(exc))
+    return f"XEDGE_{field[1].upper()}: not valid JSON" if field else str(exc)
 
 
 def serve(
@@ -62,7 +78,7 @@ def serve(
     kv_cache_gib: Annotated[float | None, typer.Option(help="KV cache size on CPU, GiB [default: 1.0].")] = None,
     kv_host_tier_blocks: Annotated[int | None, typer.Option(help="A second KV tier of this many blocks in host memory: computed blocks are copied out, evicted prefixes load back instead of being recomputed [default: 0 = off].")] = None,
     max_model_len: Annotated[int | None, typer.Option(help="vLLM max model length.")] = None,
-    block_size: Annotated[int | None, typer.Option(help="vLLM KV block size (default: vLLM's on CPU, the XAttention block on CUDA).")] = None,
+    block_size: Annotated[int | None, typer.Option(help="vLLM KV block size, a multiple of 32 on CPU (default: vLLM's on CPU, the XAttention block on CUDA).")] = None,
     xattn_stride: Annotated[int | None, typer.Option(help="XAttention antidiagonal stride (8 or 16).")] = None,
     xattn_threshold: Annotated[float | None, typer.Option(help="XAttention threshold tau in (0, 1].")] = None,
     xattn_min_len: Annotated[int | None, typer.Option(help="Prompts at least this long take the sparse prefill.")] = None,
@@ -93,6 +109,7 @@ def serve(
     from server.launch.vllm_cmd import with_stack_secrets
     from server.settings import StackSettings
 
+    given: dict[str, object] = {}
     try:
         xattn = additional_config_from_flags(
             stride=xattn_stride, threshold=xattn_threshold, min_len=xattn_min_len, threshold_table=xattn_threshold_table,
@@ -109,10 +126,10 @@ def serve(
         # Flags left out fall back to StackSettings (XEDGE_* env, then its defaults): each default is written once.
         settings = StackSettings(xattn=xattn, **{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
-        typer.echo(f"xedge serve: {one_line(exc)}", err=True)
+        typer.echo(f"xedge serve: {one_line(exc, [k for k, v in given.items() if v is not None])}", err=True)
         raise typer.Exit(2) from None
     except ValueError as exc:
-        typer.echo(f"xedge serve: {exc}", err=True)
+        typer.echo(f"xedge serve: {env_error_line(exc)}", err=True)
         raise typer.Exit(2) from None
 
     router_keys = os.environ.get("XEDGE_ROUTER_API_KEYS", "").strip()

@@ -17,6 +17,13 @@ def missing_events(status_dir: Path) -> list[str]:
     return [f"{p}.{e}" for p, e in REQUIRED_EVENTS if (p, e) not in seen]
 
 
+def clear(status_dir: Path) -> None:
+    """Remove every marker in ``status_dir`` (a previous vLLM's: it must not vouch for the next one), and
+    nothing else (``--run-dir`` may be a directory of the user's)."""
+    for marker in read_markers(status_dir):
+        marker.path.unlink(missing_ok=True)
+
+
 def summary(status_dir: Path) -> dict[str, Any]:
     """A JSON-able view of what is active, for /v1/xedge/status-style endpoints and tests."""
     out: dict[str, Any] = {}

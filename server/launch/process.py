@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,9 +15,34 @@ from pathlib import Path
 
 import httpx
 
+TAIL_LINES = 8
+"""How many of a child's last log lines a start-up failure shows."""
+_SECRET_NAME = re.compile(r"(^|_)(KEYS?|SECRET|TOKEN|PASSWORD|PASSWD)(_|$)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"://[^/@\s]*?:([^/@\s]+)@")
+
+
+def secret_values(environ: Mapping[str, str]) -> list[str]:
+    """The secrets in ``environ``, longest first: values of ``*_KEY(S)`` / ``*_SECRET`` / ``*_TOKEN`` /
+    ``*_PASSWORD`` variables (and each key of a ``tenant:key,...`` list), and passwords in URLs
+    (``redis://:PASSWORD@host``)."""
+    found: set[str] = set()
+    for name, value in environ.items():
+        if _SECRET_NAME.search(name):
+            found.update(part for part in (value, *re.split(r"[,:\s]+", value)) if len(part) >= 8)
+        found.update(m.group(1) for m in _URL_PASSWORD.finditer(value))
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(text: str, environ: Mapping[str, str]) -> str:
+    """``text`` with every secret of ``environ`` replaced by ``***``."""
+    for secret in secret_values(environ):
+        text = text.replace(secret, "***")
+    return text
+
 
 class LaunchError(RuntimeError):
-    """A component of the stack could not be started; the message is one line meant for the user."""
+    """A component of the stack could not be started; the message is one line meant for the user (a child
+    that failed to start adds its last log lines, secrets masked)."""
 
 
 @dataclass
@@ -59,10 +86,17 @@ class ManagedProcess:
         return None if self._proc is None else self._proc.poll()
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` non-blank lines of the log, each secret of the child's environment masked."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
+            tail = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()][-lines:]
+        except OSError:
             return ""
+        return redact("\n".join(tail), {**os.environ, **self.env})
+
+    def _failed(self, headline: str) -> LaunchError:
+        """LaunchError saying why: ``headline`` and the last lines of the child's log."""
+        tail = self.log_tail(TAIL_LINES)
+        return LaunchError(headline + (f"; its last log lines:\n{textwrap.indent(tail, '    ')}" if tail else ""))
 
     def wait_http_ok(self, url: str, timeout_s: float, poll_s: float = 0.5) -> None:
         """Block until GET `url` answers 200; raise LaunchError if the child dies or time runs out."""
@@ -70,12 +104,18 @@ class ManagedProcess:
         while time.monotonic() < deadline:
             code = self.poll()
             if code is not None:
-                raise LaunchError(f"{self.name} exited with code {code} before it was ready (log: {self.log_path})")
+                raise self._failed(f"{self.name} exited with code {code} before it was ready (log: {self.log_path})")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url, timeout=2.0).status_code == 200:
                     return
             time.sleep(poll_s)
-        raise LaunchError(f"{self.name} was not ready at {url} after {timeout_s:.0f} s (log: {self.log_path})")
+        raise self._failed(f"{self.name} was not ready at {url} after {timeout_s:.0f} s (log: {self.log_path})")
+
+    def terminate(self) -> None:
+        """SIGTERM the process group and return at once (``stop`` waits and escalates)."""
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGTERM)
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left after `grace_s`."""

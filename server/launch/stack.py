@@ -5,7 +5,6 @@ Used by `xedge serve`, `xedge demo` and the end-to-end tests, so the tests run w
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
@@ -14,10 +13,10 @@ from pathlib import Path
 from types import TracebackType
 
 from server.launch import plugin_status
-from server.launch.ports import ensure_port_free, free_port
+from server.launch.ports import ensure_port_free, free_port, http_host
 from server.launch.process import LaunchError, ManagedProcess
 from server.launch.supervise import Child
-from server.launch.vllm_cmd import resolve_device, vllm_argv, vllm_env
+from server.launch.vllm_cmd import check_for_device, resolve_device, vllm_argv, vllm_env
 from server.models.store import resolve_model_dir
 from server.settings import StackSettings
 
@@ -53,7 +52,7 @@ class Stack:
 
     @property
     def router_url(self) -> str:
-        return f"http://{self.settings.host}:{self.router_port}"
+        return f"http://{http_host(self.settings.host)}:{self.router_port}"
 
     @property
     def served_model_name(self) -> str:
@@ -65,16 +64,26 @@ class Stack:
         self.router_port = s.port or 0  # 0: auto, picked in _start_router (after vLLM's start-up, see there)
         if s.router and s.port:
             ensure_port_free(s.host, s.port, "the router")
+            if s.port == s.vllm_port:
+                raise LaunchError(f"--port and --vllm-port are both {s.port}: the router and vLLM need a port each")
         self.vllm_port = s.vllm_port or free_port()
+        while s.router and self.vllm_port == s.port and not s.vllm_port:  # an auto port must not be the router's
+            self.vllm_port = free_port()
         ensure_port_free("127.0.0.1", self.vllm_port, "vLLM")
         self.device = resolve_device(s.device)
-        if s.run_dir is None:
-            self.run_dir = Path(tempfile.mkdtemp(prefix="xedge-run-"))
-            self._own_run_dir = True
-        else:
-            self.run_dir = s.run_dir
-        shutil.rmtree(self.status_dir, ignore_errors=True)
-        self.status_dir.mkdir(parents=True)
+        check_for_device(s, self.device)
+        try:
+            if s.run_dir is None:
+                self.run_dir = Path(tempfile.mkdtemp(prefix="xedge-run-"))
+                self._own_run_dir = True
+            else:
+                self.run_dir = s.run_dir
+            self.status_dir.mkdir(parents=True, exist_ok=True)
+            plugin_status.clear(self.status_dir)
+            (self.run_dir / "vllm.log").touch()
+        except OSError as exc:
+            where = s.run_dir or tempfile.gettempdir()
+            raise LaunchError(f"run dir {where} (--run-dir, XEDGE_RUN_DIR): cannot write logs there ({exc})") from None
         try:
             self._start_vllm()
             if s.router:
@@ -134,6 +143,7 @@ class Stack:
         blocking until it is ready; the router in front keeps running (503 ``engine_unavailable`` meanwhile)."""
         if self.vllm is not None:
             self.vllm.stop()
+        plugin_status.clear(self.status_dir)  # the old engine's markers must not vouch for the new one
         self._start_vllm()
 
     def restart_router(self) -> None:
@@ -151,9 +161,11 @@ class Stack:
         return kids
 
     def stop(self) -> None:
-        for proc in (self.router, self.vllm):
-            if proc is not None:
-                proc.stop()
+        procs = [proc for proc in (self.router, self.vllm) if proc is not None]
+        for proc in procs:  # every group is told first, so a second Ctrl-C while waiting below leaves no vLLM running
+            proc.terminate()
+        for proc in procs:
+            proc.stop()
         self.router = self.vllm = None
 
     def __enter__(self) -> Stack:

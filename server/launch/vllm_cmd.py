@@ -11,6 +11,7 @@ from pathlib import Path
 from attention_backend.vllm.contract import Requirement
 from server.engine.kv_tier.config import kv_transfer_config
 from server.engine.verify import PROCESSOR_FQCN
+from server.launch.process import LaunchError
 from server.settings import StackSettings
 
 PLUGIN_NAMES = ("xedge_attention", "xedge_prefix_cache")
@@ -33,7 +34,9 @@ FLAG_REQUIREMENTS: tuple[Requirement, ...] = (
     *(Requirement("flag", flag) for flag in VLLM_FLAGS),
 )
 """What the launch relies on in vLLM, checked per version by scripts/vllm_compat_check.py."""
-
+CPU_BLOCK_MULTIPLE = 32
+"""vLLM's CPU attention computes KV blocks of a multiple of 32 tokens (``CPUAttentionBackend``'s
+``get_supported_kernel_block_sizes``); any other size fails in its engine process, minutes into the start."""
 
 
 def vllm_auth_headers(settings: StackSettings) -> dict[str, str]:
@@ -64,6 +67,19 @@ def resolve_device(requested: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_for_device(settings: StackSettings, device: str) -> None:
+    """What vLLM would refuse only deep in its start-up on ``device``, refused now in one line (LaunchError)."""
+    if device == "cpu" and settings.block_size and settings.block_size % CPU_BLOCK_MULTIPLE:
+        raise LaunchError(
+            f"--block-size {settings.block_size}: vLLM's CPU attention needs a multiple of {CPU_BLOCK_MULTIPLE}"
+        )
+    if device == "cuda" and settings.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LaunchError(f"--device cuda: torch {torch.__version__} sees no CUDA GPU on this machine")
 
 
 def vllm_argv(settings: StackSettings, model_dir: Path, port: int, device: str) -> list[str]:

@@ -128,6 +128,8 @@ def resolve_model_dir(model: str | None) -> Path:
     if model is None:
         return ensure_default_model()
     path = Path(model).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ModelNotFoundError(f"model {str(path)!r} is a file, not a directory (expected a local HF model dir)")
     if not path.is_dir():
         raise ModelNotFoundError(f"model directory {str(path)!r} does not exist (expected a local HF model dir)")
     if not (path / "config.json").is_file():

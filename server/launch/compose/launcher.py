@@ -20,7 +20,7 @@ from server.launch.cloud_settings import stack_settings_from_env
 from server.launch.compose.resolve import ComposeError
 from server.launch.compose.topology import Service, Topology
 from server.launch.ports import ensure_port_free, free_port
-from server.launch.process import ManagedProcess
+from server.launch.process import ManagedProcess, redact
 from server.launch.stack import Stack
 from server.settings import StackSettings
 
@@ -112,7 +112,7 @@ class ComposeStack:
                 f"policy={s.prefix_cache_policy} max_model_len={s.max_model_len} run_dir={s.run_dir}"
             )
         env = {k: v for k, v in self.topology.router.environment.items() if k.startswith("XEDGE_ROUTER_")}
-        shown = {k: ("***" if "KEY" in k or "SECRET" in k else v) for k, v in sorted(env.items())}
+        shown = {k: ("***" if "KEY" in k or "SECRET" in k else redact(v, env)) for k, v in sorted(env.items())}
         lines.append(f"router {self.topology.router.name}: python -m router {shown}")
         return lines
 
