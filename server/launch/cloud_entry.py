@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from server.launch.cloud_settings import stack_settings_from_env
-from server.launch.vllm_cmd import resolve_device, vllm_argv, vllm_env
+from server.launch.vllm_cmd import ROUTER_ONLY_ENV, resolve_device, vllm_argv, vllm_env
 from server.models.store import resolve_model_dir
 
 DEFAULT_PORT = 8000
@@ -32,7 +32,8 @@ def cloud_command(environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]
     device = resolve_device(settings.device)
     argv = vllm_argv(settings, model_dir, settings.vllm_port or DEFAULT_PORT, device)
     argv[argv.index("--host") + 1] = environ.get("XEDGE_VLLM_HOST", "0.0.0.0")
-    env = {**environ, **vllm_env(settings, Path(status), device)}
+    inherited = {k: v for k, v in environ.items() if not k.startswith(ROUTER_ONLY_ENV)}  # not the router's secrets
+    env = {**inherited, **vllm_env(settings, Path(status), device)}
     return argv, env, Path(status)
 
 

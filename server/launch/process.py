@@ -58,6 +58,7 @@ class ManagedProcess:
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    withhold: tuple[str, ...] = ()  # prefixes of inherited variables the child must not see (another's secrets)
     _proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -69,7 +70,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
+                env={**{k: v for k, v in os.environ.items() if not k.startswith(self.withhold)}, **self.env},
                 cwd=self.cwd,
                 start_new_session=True,
             )

@@ -16,7 +16,7 @@ from server.launch import plugin_status
 from server.launch.ports import ensure_port_free, free_port, http_host
 from server.launch.process import LaunchError, ManagedProcess
 from server.launch.supervise import Child
-from server.launch.vllm_cmd import check_for_device, resolve_device, vllm_argv, vllm_env
+from server.launch.vllm_cmd import ROUTER_ONLY_ENV, check_for_device, resolve_device, vllm_argv, vllm_env
 from server.models.store import resolve_model_dir
 from server.settings import StackSettings
 
@@ -100,6 +100,7 @@ class Stack:
             name="vLLM",
             argv=vllm_argv(s, self.model_dir, self.vllm_port, self.device),
             env=vllm_env(s, self.status_dir, self.device),
+            withhold=ROUTER_ONLY_ENV,
             log_path=self.run_dir / "vllm.log",
             # Not the repo root: `python -m` puts the cwd first on sys.path (RUNBOOK).
             cwd=self.run_dir,

@@ -34,6 +34,9 @@ FLAG_REQUIREMENTS: tuple[Requirement, ...] = (
     *(Requirement("flag", flag) for flag in VLLM_FLAGS),
 )
 """What the launch relies on in vLLM, checked per version by scripts/vllm_compat_check.py."""
+ROUTER_ONLY_ENV = ("XEDGE_ROUTER_",)
+"""Variables vLLM does not inherit: the router's settings (its API keys, cache-salt secret, session-store URL with
+its password); vLLM gets its own key as ``VLLM_API_KEY`` (:func:`vllm_env`)."""
 CPU_BLOCK_MULTIPLE = 32
 """vLLM's CPU attention computes KV blocks of a multiple of 32 tokens (``CPUAttentionBackend``'s
 ``get_supported_kernel_block_sizes``); any other size fails in its engine process, minutes into the start."""

@@ -109,8 +109,10 @@ def test_cloud_container_runs_vllm_with_our_plugins(tmp_path: Path) -> None:
     model.mkdir()
     (model / "config.json").write_text("{}")
     environ = {"XEDGE_MODEL": str(model), "XEDGE_DEVICE": "cpu", "XEDGE_STATUS_DIR": str(tmp_path / "st"),
-               "XEDGE_VLLM_ARGS": json.dumps(["--seed", "1"]), "XEDGE_MAX_MODEL_LEN": "512"}  # fmt: skip
+               "XEDGE_VLLM_ARGS": json.dumps(["--seed", "1"]), "XEDGE_MAX_MODEL_LEN": "512",
+               "XEDGE_ROUTER_API_KEYS": "acme:0123456789abcdefXYZ"}  # fmt: skip
     argv, env, status = cloud_command(environ)
+    assert "XEDGE_ROUTER_API_KEYS" not in env and env["XEDGE_MODEL"] == str(model)  # vLLM never sees the router's keys
     assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     flags = dict(zip(argv[3::1], argv[4::1], strict=False))
     assert flags["--host"] == "0.0.0.0" and flags["--port"] == "8000" and flags["--max-model-len"] == "512"

@@ -279,3 +279,22 @@ def test_an_interrupt_while_stopping_the_router_still_stops_vllm(tmp_path: Path,
 def test_a_variable_that_is_not_json_is_named(no_child: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XEDGE_VLLM_ARGS", "--max-num-seqs 4")  # a list of strings in JSON is expected
     assert _serve([]) == (2, ["xedge serve: XEDGE_VLLM_ARGS: not valid JSON"])
+
+
+def test_vllm_does_not_inherit_the_routers_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`xedge serve` hands the router its keys through the environment; vLLM used to inherit them too."""
+    from server.launch.vllm_cmd import ROUTER_ONLY_ENV
+
+    monkeypatch.setenv("XEDGE_ROUTER_API_KEYS", "acme:0123456789abcdefXYZ")
+    monkeypatch.setenv("XEDGE_ROUTER_CACHE_SALT_SECRET", "s3cr3t-s3cr3t-s3cr3t")
+    monkeypatch.setenv("XEDGE_KEEP_ME", "1")
+    dump = "import json, os; print(json.dumps(sorted(k for k in os.environ if k.startswith('XEDGE_'))))"
+    child = ManagedProcess("vLLM", [sys.executable, "-c", dump], tmp_path / "env.log", env={"VLLM_API_KEY": "k" * 16},
+                           withhold=ROUTER_ONLY_ENV)  # fmt: skip
+    child.start()
+    deadline = time.monotonic() + 10
+    while child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child.poll() == 0
+    seen = json.loads((tmp_path / "env.log").read_text())
+    assert "XEDGE_KEEP_ME" in seen and not [k for k in seen if k.startswith("XEDGE_ROUTER_")]
