@@ -7,6 +7,7 @@ session resolves by resyncing. Retries are safe because every mutating request c
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import random
 import time
@@ -62,4 +63,6 @@ def retry_after_s(response: httpx.Response) -> float | None:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if parsed.tzinfo is None:  # "-0000" parses naive; an HTTP date is GMT, never this machine's local time
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, parsed.timestamp() - time.time())

@@ -35,6 +35,23 @@ def test_retry_after_header_parsing() -> None:
     assert retry_after_s(httpx.Response(429, request=req)) is None
 
 
+def test_retry_after_date_is_gmt_whatever_the_local_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HTTP date with ``-0000`` parses naive; read as local time it was hours off east or west of GMT."""
+    import email.utils
+    import time
+
+    req = httpx.Request("GET", "http://x")
+    when = email.utils.formatdate(time.time() + 30, usegmt=True).replace("GMT", "-0000")
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    try:
+        wait = retry_after_s(httpx.Response(503, headers={"retry-after": when}, request=req))
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert wait is not None and 25 <= wait <= 31
+
+
 @pytest.mark.parametrize(
     "kw",
     [{"max_retries": -1}, {"initial_delay_s": 0}, {"jitter": 1.5}, {"initial_delay_s": 5, "max_delay_s": 1}],
