@@ -41,7 +41,8 @@ class HiddenStatesUnavailableError(XEdgeError):
 
 
 class InvalidLogitsError(XEdgeError, ValueError):
-    """A runner's logits hold NaN or +inf, or nothing finite: no gate can score them (a broken model)."""
+    """A runner's logits hold NaN or +inf, or nothing finite (or, for the mlp gate, its hidden state holds NaN or
+    inf): no gate can score them (a broken model)."""
 
 
 class TokenizerMismatchError(XEdgeError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client_edge.errors import HiddenStatesUnavailableError
+from client_edge.errors import HiddenStatesUnavailableError, InvalidLogitsError
 from client_edge.gates.base import Gate
 from client_edge.runner.base import StepOutput
 
@@ -113,6 +113,11 @@ class MLPRouterGate(Gate):
             )
         if step.hidden.shape != (expected,):
             raise ValueError(f"router expects hidden [{expected}], got {list(step.hidden.shape)}")
+        if not np.isfinite(step.hidden).all():  # a NaN score would be a gate that silently never fires
+            raise InvalidLogitsError(
+                f"the hidden state holds {int((~np.isfinite(step.hidden)).sum())} NaN/inf of {expected} values: "
+                "the local model's output cannot be scored"
+            )
         return float(1.0 / (1.0 + np.exp(-self.router.logit(step.hidden))))
 
     def with_threshold(self, threshold: float) -> MLPRouterGate:

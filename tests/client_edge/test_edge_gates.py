@@ -167,6 +167,14 @@ def test_mlp_gate_rejects_wrong_hidden_size_and_missing_file(tmp_path: Path) -> 
         MLPRouterGate(0.5, path=tmp_path / "absent")
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_mlp_gate_refuses_a_hidden_state_it_cannot_score(bad: float) -> None:
+    """A NaN score never reaches the threshold: the gate used to stay silent on a broken local model."""
+    gate = MLPRouterGate(0.5, router=_router(4))
+    with pytest.raises(InvalidLogitsError, match="hidden state holds 1 NaN/inf of 4"):
+        gate.decide(_step([0.0], [0.5, bad, 2.0, 0.1]))
+
+
 def test_router_training_learns_the_fake_models_uncertainty(tmp_path: Path) -> None:
     """The fake edge is wrong exactly where its hidden[0] is +5: a trained router must find that."""
     pytest.importorskip("torch")
