@@ -5,6 +5,7 @@ This module imports nothing heavy (no torch) so the CLI and the server can use i
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,16 @@ ThresholdTable = tuple[tuple[float, ...], ...]
 KERNEL_BLOCK_SIZES = (64, 128)
 KERNEL_HEAD_DIMS = (64, 128, 256)
 """What the Triton kernels (``attention_backend.kernels``) support; here so start-up checks need no Triton."""
+
+
+@functools.cache
+def kernel_strides(block_size: int) -> tuple[int, ...]:
+    """The strides the Triton kernels take at ``block_size``: each splits a block into a power of two >= 4 of
+    antidiagonal rows."""
+    return tuple(
+        s for s in range(1, block_size // 4 + 1) if block_size % s == 0 and (block_size // s) & (block_size // s - 1) == 0
+    )
+
 SPARSE_KERNELS = ("auto", "fa3", "triton")
 """Values of ``XAttentionConfig.sparse_kernel``."""
 
@@ -204,10 +215,10 @@ class XAttentionConfig:
         if table_path is not None:
             if "threshold" in data:
                 raise ValueError("xattn config: give either 'threshold' or 'threshold_table', not both")
-            data["threshold"] = load_threshold_table(table_path)
+            data["threshold"], recorded = read_threshold_table(table_path)
         config = cls(**data)
         if table_path is not None:
-            _check_table_settings(Path(table_path), config)
+            _check_table_settings(Path(table_path), recorded, config)
         return config
 
 
@@ -240,6 +251,12 @@ def _as_table(rows: Sequence[Any]) -> ThresholdTable:
 def load_threshold_table(path: str | Path) -> ThresholdTable:
     """Read a calibration file (``{"threshold": [[...], ...], ...}`` or a bare list) as a table; every
     error names the file."""
+    return read_threshold_table(path)[0]
+
+
+def read_threshold_table(path: str | Path) -> tuple[ThresholdTable, dict[str, Any]]:
+    """:func:`load_threshold_table`, plus the file's other entries (``xedge calibrate-xattn`` records the
+    ``stride`` and ``block_size`` it calibrated at; {} for a bare list)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"xattn threshold table: expected an existing JSON file, got {str(path)!r}")
@@ -247,7 +264,9 @@ def load_threshold_table(path: str | Path) -> ThresholdTable:
         data = json.loads(path.read_text())
         if isinstance(data, dict) and "threshold" not in data:
             raise ValueError(f"expected a 'threshold' key, got keys {sorted(data)}")
-        return _as_table(data["threshold"] if isinstance(data, dict) else data)
+        if isinstance(data, dict):
+            return _as_table(data["threshold"]), data
+        return _as_table(data), {}
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise ValueError(f"xattn threshold table {str(path)!r}: {exc}") from None
 
@@ -292,25 +311,25 @@ def additional_config_from_flags(
         section["time_paths"] = time_paths
     if dense_margin is not None:
         section["dense_margin"] = dense_margin
+    recorded: dict[str, Any] = {}
     try:
         if threshold_table is not None:
-            section["threshold"] = [list(row) for row in load_threshold_table(threshold_table)]
+            table, recorded = read_threshold_table(threshold_table)
+            section["threshold"] = [list(row) for row in table]
         config = XAttentionConfig.from_dict(section)
     except ValueError as exc:
         raise ValueError(f"{_flag_of(str(exc), threshold_table is not None)}: {exc}") from None
     if threshold_table is not None:
-        _check_table_settings(Path(threshold_table), config)
+        _check_table_settings(Path(threshold_table), recorded, config)
     return {ADDITIONAL_CONFIG_KEY: section}
 
 
-def _check_table_settings(path: Path, config: XAttentionConfig) -> None:
-    """A table from ``xedge calibrate-xattn`` records the stride and block it was calibrated at; its taus reach
-    their recall target only there, so serving it at another stride or block stops at start-up."""
-    data = json.loads(path.read_text())  # read and validated by load_threshold_table already
-    if not isinstance(data, dict):
-        return  # a bare list of rows: nothing recorded
+def _check_table_settings(path: Path, recorded_settings: Mapping[str, Any], config: XAttentionConfig) -> None:
+    """A table from ``xedge calibrate-xattn`` records the stride and block it was calibrated at
+    (``recorded_settings``, from :func:`read_threshold_table`); its taus reach their recall target only there,
+    so serving it at another stride or block stops at start-up."""
     for key, flag in (("stride", "--xattn-stride"), ("block_size", "the block size")):
-        recorded = data.get(key)
+        recorded = recorded_settings.get(key)
         if recorded is not None and recorded != getattr(config, key):
             raise ValueError(
                 f"--xattn-threshold-table: {str(path)!r} was calibrated at {key} {recorded!r}, but the server runs "

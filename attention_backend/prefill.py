@@ -66,7 +66,7 @@ def xattention_prefill(
         check_finite=False,  # checked above (or not asked for)
     )
     first_qb, _ = query_blocks(q_offset, lq, config.block_size)
-    mask = select_blocks(scores, tau, q_block_offset=first_qb, check_finite=check_finite)
+    mask = select_blocks(scores, tau, q_block_offset=first_qb, check_finite=False)  # finite q, k: finite scores
     out = block_sparse_attention(
         q, k, v, mask, block_size=config.block_size, q_offset=q_offset, scale=scale, check_finite=False
     )

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS
+from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, kernel_strides
 from attention_backend.kernels.kv_view import PagedKV
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16)
@@ -62,8 +62,7 @@ def check_query(q: torch.Tensor, kv: PagedKV, q_offset: int) -> None:
 def check_block_size(block_size: int, stride: int | None = None) -> None:
     if block_size not in KERNEL_BLOCK_SIZES:
         raise ValueError(f"kernel block_size must be one of {KERNEL_BLOCK_SIZES}, got {block_size}")
-    rows = block_size // stride if stride else 0
-    if stride is not None and (stride < 1 or block_size % stride or rows < 4 or rows & (rows - 1)):
+    if stride is not None and stride not in kernel_strides(block_size):
         raise ValueError(
             f"kernel stride must split block_size={block_size} into a power of two >= 4 of rows, got {stride}"
         )

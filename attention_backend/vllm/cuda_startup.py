@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from attention_backend.block_pages import pages_unsupported
 from attention_backend.break_even import break_even_for
-from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig
+from attention_backend.config import KERNEL_BLOCK_SIZES, KERNEL_HEAD_DIMS, XAttentionConfig, kernel_strides
 
 
 class XAttentionStartupError(ValueError):
@@ -70,11 +70,9 @@ def check_kernel_support(head_size: int, block_size: int, stride: int | None = N
         raise XAttentionStartupError(
             f"xattn block_size: expected one of {KERNEL_BLOCK_SIZES} on CUDA, got {block_size}"
         )
-    rows = block_size // stride if stride else 0
-    if stride is not None and (rows < 4 or rows & (rows - 1)):  # the kernels' rule (kernels.checks.check_block_size)
-        fits = [s for s in range(1, block_size // 4 + 1) if block_size % s == 0 and (block_size // s) & (block_size // s - 1) == 0]
+    if stride is not None and stride not in kernel_strides(block_size):
         raise XAttentionStartupError(
-            f"--xattn-stride: expected one of {fits} on CUDA with block_size {block_size} (the kernels split a block "
+            f"--xattn-stride: expected one of {list(kernel_strides(block_size))} on CUDA with block_size {block_size} (the kernels split a block "
             f"into a power of two >= 4 of antidiagonal rows), got {stride}"
         )
 
