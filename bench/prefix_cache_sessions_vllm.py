@@ -150,7 +150,7 @@ def simulate(contexts: list[list[int]], escalations: list[tuple[int, list[int]]]
     per escalation under each of ``SIM_POLICIES``, and the rotation's capacity bound (module docstring)."""
     from server.engine.prefix_cache.registry import policy_class
     from server.research.cache_sim.replay import replay
-    from server.research.cache_sim.trace import Trace
+    from server.research.cache_sim.trace import Trace, prefix_keys
 
     k = len(contexts)
     ids_of = [list(ids) for ids in contexts]
@@ -158,14 +158,9 @@ def simulate(contexts: list[list[int]], escalations: list[tuple[int, list[int]]]
     for s, new in escalations:
         ids_of[s].extend(new)
         requests.append((s, list(ids_of[s])))
-    paths: dict[tuple[int, tuple[int, ...]], int] = {}
-    blocks = []
-    for _, ids in requests:
-        keys, parent = [], -1
-        for j in range(len(ids) // BLOCK):
-            parent = paths.setdefault((parent, tuple(ids[j * BLOCK : (j + 1) * BLOCK])), len(paths))
-            keys.append(parent)
-        blocks.append(keys)
+    paths: dict = {}
+    blocks = [prefix_keys((tuple(ids[j * BLOCK : (j + 1) * BLOCK]) for j in range(len(ids) // BLOCK)), paths)
+              for _, ids in requests]  # fmt: skip
     metas = [RequestMeta(category="edge-session", session=f"s{s}", session_ttl_s=600.0) for s in range(k)]
     trace = Trace(
         "mooncake",

@@ -17,12 +17,12 @@ request, the label a server would send (``xedge_category``). All randomness come
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import count
 
 from client_edge.protocol.engine_xargs import MAX_CLOSED_SESSIONS, RequestMeta
-from server.research.cache_sim.trace import Trace, turn_category
+from server.research.cache_sim.trace import Trace, prefix_keys, turn_category
 
 BLOCK_TOKENS = 64
 
@@ -59,17 +59,11 @@ class _Builder:
         router announces a DELETE on its next call to the replica)."""
         self.requests.sort(key=lambda r: (r[0], r[1]))
         closes = sorted(self.closes, reverse=True)
-        paths: dict[tuple[int, int], int] = {}
+        paths: dict[tuple[int, Hashable], int] = {}
         metas: dict[str, RequestMeta] = {}
         times, inputs, outputs, keys_out, metas_out = [], [], [], [], []
         for time_s, _, blocks, category, output, own_meta in self.requests:
-            keys, parent = [], -1
-            for content in blocks:
-                key = paths.get((parent, content))
-                if key is None:
-                    key = paths[(parent, content)] = len(paths)
-                keys.append(key)
-                parent = key
+            keys = prefix_keys(blocks, paths)
             meta = own_meta or metas.get(category)
             if meta is None:
                 meta = metas[category] = RequestMeta(category=category)

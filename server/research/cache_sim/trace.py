@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -62,7 +63,7 @@ def read_trace(path: Path, fmt: TraceFormat | None = None, limit: int | None = N
     outputs: list[int] = []
     blocks: list[list[int]] = []
     metas: list[RequestMeta] = []
-    paths: dict[tuple[int, int], int] = {}
+    paths: dict[tuple[int, Hashable], int] = {}
     turns: dict[int, int] = {}
     meta_cache: dict[str, RequestMeta] = {}
     with open(path, encoding="utf-8") as f:
@@ -82,14 +83,7 @@ def read_trace(path: Path, fmt: TraceFormat | None = None, limit: int | None = N
                 fmt = detect_format(row)
             block_tokens = BLOCK_TOKENS[fmt]
             _check_row(row, fmt, block_tokens, where)
-            keys = []
-            parent = -1
-            for h in row["hash_ids"]:
-                key = paths.get((parent, h))
-                if key is None:
-                    key = paths[(parent, h)] = len(paths)
-                keys.append(key)
-                parent = key
+            keys = prefix_keys(row["hash_ids"], paths)
             time_s = row["timestamp"] / 1000.0 if fmt == "mooncake" else float(row["timestamp"])
             if times and time_s < times[-1]:
                 raise TraceFormatError(f"{where}: timestamp goes back in time ({time_s} < {times[-1]})")
@@ -116,6 +110,16 @@ def read_trace(path: Path, fmt: TraceFormat | None = None, limit: int | None = N
 def turn_category(turn: int) -> str:
     """The category of a conversation's ``turn``-th request: ``turn1`` .. ``turn3``, then ``turn4+``."""
     return f"turn{max(turn, 1)}" if turn < 4 else "turn4+"
+
+
+def prefix_keys(contents: Iterable[Hashable], paths: dict[tuple[int, Hashable], int]) -> list[int]:
+    """The keys of one prompt's blocks, each identifying the whole prefix up to it: ``paths`` interns
+    (parent key, block content) pairs across the trace, so equal keys are equal prefixes."""
+    keys, parent = [], -1
+    for content in contents:
+        parent = paths.setdefault((parent, content), len(paths))
+        keys.append(parent)
+    return keys
 
 
 def _check_row(row: dict[str, Any], fmt: TraceFormat, block_tokens: int, where: str) -> None:

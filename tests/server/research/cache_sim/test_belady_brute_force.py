@@ -17,7 +17,7 @@ from client_edge.protocol.engine_xargs import RequestMeta
 from server.engine.prefix_cache.lru import LRUPolicy
 from server.research.cache_sim.belady import BeladyPolicy
 from server.research.cache_sim.replay import ServiceModel, replay
-from server.research.cache_sim.trace import Trace
+from server.research.cache_sim.trace import Trace, prefix_keys
 
 BT = 4
 
@@ -61,16 +61,13 @@ def _best(trace: Trace, capacity: int, service: ServiceModel, metric: str) -> in
 def _tiny_trace(seed: int, partial: bool) -> Trace:
     rng = random.Random(seed)
     conversations = [[rng.randrange(3)] for _ in range(3)]
-    paths: dict[tuple[int, int], int] = {}
+    paths: dict = {}
     times, inputs, outputs, blocks = [], [], [], []
     for _ in range(rng.randrange(3, 8)):
         conv = conversations[rng.randrange(3)]
         if rng.random() < 0.5:
             conv.append(rng.randrange(4))
-        keys, parent = [], -1
-        for h in conv[: rng.randrange(1, len(conv) + 1)]:
-            parent = paths.setdefault((parent, h), len(paths))
-            keys.append(parent)
+        keys = prefix_keys(conv[: rng.randrange(1, len(conv) + 1)], paths)
         times.append((times[-1] if times else 0.0) + rng.random())
         inputs.append(BT * len(keys) - (rng.randrange(BT) if partial else 0))
         outputs.append(rng.randrange(4))

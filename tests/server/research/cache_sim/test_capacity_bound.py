@@ -10,7 +10,7 @@ from client_edge.protocol.engine_xargs import RequestMeta
 from server.engine.prefix_cache.registry import policy_class
 from server.research.cache_sim.capacity_bound import max_hit_blocks
 from server.research.cache_sim.replay import replay
-from server.research.cache_sim.trace import Trace
+from server.research.cache_sim.trace import Trace, prefix_keys
 
 BLOCK = 16
 
@@ -27,14 +27,8 @@ def _rotation(rng: random.Random, k: int, rounds: int) -> list[tuple[int, list[i
 
 
 def _trace(requests: list[tuple[int, list[int]]]) -> Trace:
-    paths: dict[tuple[int, int], int] = {}
-    blocks = []
-    for _, content in requests:
-        keys, parent = [], -1
-        for c in content:
-            parent = paths.setdefault((parent, c), len(paths))
-            keys.append(parent)
-        blocks.append(keys)
+    paths: dict = {}
+    blocks = [prefix_keys(content, paths) for _, content in requests]
     metas = [RequestMeta(category="edge-session", session=f"s{s}", session_ttl_s=600.0) for s, _ in requests]
     n = len(requests)
     return Trace("mooncake", BLOCK, [float(i) for i in range(n)], [len(c) * BLOCK for _, c in requests],

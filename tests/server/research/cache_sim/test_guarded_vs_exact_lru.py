@@ -17,7 +17,7 @@ from server.engine.prefix_cache.registry import create_policy
 from server.research.cache_sim.belady import BeladyPolicy
 from server.research.cache_sim.generators import GENERATORS, footprint_blocks, generate
 from server.research.cache_sim.replay import replay
-from server.research.cache_sim.trace import Trace
+from server.research.cache_sim.trace import Trace, prefix_keys
 
 BT = 16
 KINDS = ("loop", "scan", "zipf", "conversation", "mix")
@@ -73,14 +73,8 @@ def adversarial_trace(seed: int, num_requests: int = 300) -> Trace:
         else:
             blocks, category = prompts[rng.randrange(len(prompts))], rng.choice("abc")
         requests.append((blocks, category))
-    paths: dict[tuple[int, int], int] = {}
-    keys_of = []
-    for blocks, _ in requests:
-        keys, parent = [], -1
-        for c in blocks:
-            parent = paths.setdefault((parent, c), len(paths))
-            keys.append(parent)
-        keys_of.append(keys)
+    paths: dict = {}
+    keys_of = [prefix_keys(blocks, paths) for blocks, _ in requests]
     times = [float(i) + rng.random() for i in range(num_requests)]
     return Trace(
         "mooncake",

@@ -8,7 +8,7 @@ from client_edge.protocol.engine_xargs import RequestMeta
 from server.data_root import data_root
 from server.engine.prefix_cache.registry import create_policy, policy_class
 from server.research.cache_sim.replay import ServiceModel, replay
-from server.research.cache_sim.trace import Trace
+from server.research.cache_sim.trace import Trace, prefix_keys
 
 MOONCAKE = data_root() / "traces" / "mooncake_conversation_trace.jsonl"  # $XEDGE_DATA_ROOT or ../shared/data
 
@@ -61,16 +61,13 @@ def test_in_flight_blocks_are_not_evicted() -> None:
 
 def _random_trace(seed: int) -> Trace:
     rng = random.Random(seed)
-    paths: dict[tuple[int, int], int] = {}
+    paths: dict = {}
     conversations = [[rng.randrange(10**6) for _ in range(rng.randrange(1, 6))] for _ in range(40)]
     requests = []
     for i in range(600):
         conv = conversations[rng.randrange(len(conversations))]
         conv.extend(rng.randrange(10**6) for _ in range(rng.randrange(0, 3)))
-        keys, parent = [], -1
-        for h in [0, *conv]:
-            parent = paths.setdefault((parent, h), len(paths))
-            keys.append(parent)
+        keys = prefix_keys([0, *conv], paths)
         requests.append((float(i), keys, 512 * len(keys) - rng.randrange(0, 300)))
     return _trace(requests)
 
