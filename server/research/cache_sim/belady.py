@@ -9,8 +9,8 @@ Optimal in block hits (checked against every eviction sequence on small traces:
 tests/server/research/cache_sim/test_belady_brute_force.py). In token hits it is optimal only while every reused
 block is whole: a reused partial last block is worth fewer tokens, and weighting by it is a weighted-caching
 problem MIN does not solve (e.g. blocks [[0],[1],[2,3],[0],[1,4],[2],[0]], input tokens [1,3,7,2,7,2,3], 4-token
-blocks, capacity 3: 4 tokens against an optimum of 7). On the Mooncake trace 88 partial-block keys are reused, so
-the "upper bound" there is Belady's, not a proven token optimum.
+blocks, capacity 3: 4 tokens against an optimum of 7). Where a trace reuses partial last blocks,
+the "upper bound" in tokens is Belady's, not a proven token optimum.
 """
 
 from __future__ import annotations
