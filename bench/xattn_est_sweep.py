@@ -10,6 +10,9 @@ For each length and stride S (32 query heads, 8 KV heads, head dim 128, bf16, pl
   loads + MMAs;
 - cuBLAS on the same GEMM laid out contiguously (reshaped queries x reshaped keys, all tiles, bf16 out):
   what this card's best GEMM does with the work, as the ceiling (its causal half = half the time);
+- the library-GEMM estimate (``EstimateTiles(gemm=True)``, ``kernels.estimate_gemm``: packed operands, cuBLAS
+  bf16 or torch's fp8 rowwise GEMM, the same softmax epilogue in Triton) at several query-row chunks, with the
+  share of (head, query block, key block) selections at tau 0.9 that differ from the default kernel's;
 - cuDNN SDPA dense attention, the reference the issue's 5 % target is stated against.
 Also checks each variant's scores against the default launch's. Prints a table; writes ``<out>.json``
 with every timing and ``best``: the fastest correct shape per stride at the last length, which
@@ -34,10 +37,11 @@ import triton.language as tl
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from xattn_speed import bench_ms, planted_qkv
 
-from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_scores
+from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_scores, select_blocks_indexed
 from attention_backend.kernels.estimate import _load_kv_rows, row_descriptor
 
 BLOCK = 128
+GEMM_CHUNKS = (512, 1024, 2048)  # reshaped query rows per library GEMM
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
     (128, 256, 8, 3, 64, False),
     (128, 128, 8, 2, 128, False),
@@ -189,7 +193,7 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
     for stride in strides:
         causal_flops = 2 * args.heads * (length // stride) * (length // stride + 1) / 2 * stride * args.head_dim
         ref = estimate_block_scores(q, kv, block_size=BLOCK, stride=stride)
-        for shape in SHAPES:
+        for shape in SHAPES if not args.default_only else [s for s in SHAPES if EstimateTiles(*s) == EstimateTiles()]:
             tiles = EstimateTiles(*shape)
             # bf16 operands; and, with --fp8, the same TMA shape on fp8 operands (estimate_fp8)
             for fp8 in (False, True) if args.fp8 and shape[5] else (False,):
@@ -208,7 +212,7 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
                 except Exception as exc:  # a shape that does not compile/fit is recorded, not fatal
                     row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 print(key, row[key], flush=True)
-        timed = [(row[f"s{stride}_{tag(sh)}"].get("ms", math.inf), sh) for sh in SHAPES if sh[5]]
+        timed = [(row[f"s{stride}_{tag(sh)}"].get("ms", math.inf), sh) for sh in SHAPES if f"s{stride}_{tag(sh)}" in row and sh[5]]
         shape = min(timed)[1]
         for page in (128, 16):  # vLLM's paged cache: the TMA kernel first gathers the keys contiguous
             paged = paged_copy(k, v, page, seed=page)
@@ -219,6 +223,23 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
             print(f"s{stride}_{tag(shape)}_page{page}", row[f"s{stride}_{tag(shape)}_page{page}"], flush=True)
             del paged
             torch.cuda.empty_cache()
+        mask_ref = select_blocks_indexed(ref, 0.9, first_qb=0)[0]
+        for chunk in GEMM_CHUNKS:
+            for fp8 in (False, True):
+                key = f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "")
+                try:
+                    fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
+                                           tiles=EstimateTiles(gemm=True, gemm_chunk=chunk))
+                    got = fn()
+                    changed = (select_blocks_indexed(got, 0.9, first_qb=0)[0] != mask_ref).sum().item()
+                    ms = bench_ms(fn)
+                    row[key] = {"ms": ms, "max_abs_diff": (got - ref).abs().max().item(),
+                                "selection_changed_tau09": changed / max(1, mask_ref.sum().item()),
+                                "pct_cudnn": 100 * ms / row["cudnn_ms"], "tflops": causal_flops / (ms * 1e-3) / 1e12}
+                    del got
+                except Exception as exc:  # recorded, not fatal
+                    row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                print(key, row[key], flush=True)
         row[f"s{stride}_cublas"] = cublas_same_gemm(q, k, stride)
         print(f"s{stride}_cublas", row[f"s{stride}_cublas"], flush=True)
     del q, k, v, kv
@@ -234,6 +255,8 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--fp8", action="store_true", help="also time every TMA shape on fp8 operands (estimate_fp8)")
+    ap.add_argument("--default-only", action="store_true",
+                    help="of the Triton kernel's launch shapes, time only the default one (EstimateTiles())")
     ap.add_argument("--out", default="bench/results/xattn_kernels/xattn_est_sweep")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -245,7 +268,7 @@ def main() -> None:
     print(f"{'L':>7} {'S':>3} {'variant':<34} {'ms':>8} {'%cuDNN':>7} {'TF/s':>6} {'gemm-only':>9} {'maxdiff':>8}")
     for row in rows:
         for stride in strides:
-            for shape in SHAPES:
+            for shape in (sh for sh in SHAPES if f"s{stride}_{tag(sh)}" in row):
                 r = row[f"s{stride}_{tag(shape)}"]
                 if "error" in r:
                     print(f"{row['length']:>7} {stride:>3} {tag(shape):<34} {r['error'][:60]}")
@@ -256,12 +279,19 @@ def main() -> None:
                 r = row[key]
                 print(f"{row['length']:>7} {stride:>3} {key[len(f's{stride}_'):]:<34} {r['ms']:8.2f}"
                       f" {100 * r['ms'] / row['cudnn_ms']:7.2f} {'':>6} {'':>9} {r['max_abs_diff']:8.1e}")
+            for key in (x for x in row if x.startswith(f"s{stride}_gemm_")):
+                r = row[key]
+                if "error" in r:
+                    print(f"{row['length']:>7} {stride:>3} {key[len(f's{stride}_'):]:<34} {r['error'][:60]}")
+                    continue
+                print(f"{row['length']:>7} {stride:>3} {key[len(f's{stride}_'):]:<34} {r['ms']:8.2f} {r['pct_cudnn']:7.2f}"
+                      f" {r['tflops']:6.0f} {'':>9} {r['max_abs_diff']:8.1e}  sel. changed {r['selection_changed_tau09']:.4f}")
             c = row[f"s{stride}_cublas"]
             print(f"{row['length']:>7} {stride:>3} {'cuBLAS same GEMM, causal half':<34} {c['ms_causal_half']:8.2f}"
                   f" {100 * c['ms_causal_half'] / row['cudnn_ms']:7.2f} {c['tflops']:6.0f}")
     for stride in strides:
         ok = [(last[f"s{stride}_{tag(s)}"]["ms"], s) for s in SHAPES
-              if "ms" in last[f"s{stride}_{tag(s)}"] and last[f"s{stride}_{tag(s)}"]["max_abs_diff"] < 1e-3]
+              if "ms" in last.get(f"s{stride}_{tag(s)}", {}) and last[f"s{stride}_{tag(s)}"]["max_abs_diff"] < 1e-3]
         ms, shape = min(ok)
         best[str(stride)] = dict(zip(("bm", "bn", "num_warps", "num_stages", "bk", "tma"), shape, strict=True))
     out = Path(args.out)

@@ -60,6 +60,8 @@ class EstimateTiles:
     bk: int = 64  # head-dim slice per MMA step (0: the whole head dim)
     tma: bool = True  # TMA tensor-descriptor loads (keys gathered contiguous first); False: pointer loads
     splits: int = 0  # key-range splits per (head, query tile); 0: enough programs to fill the GPU twice
+    gemm: bool = False  # the GEMM by the vendor library + a Triton epilogue (kernels.estimate_gemm); bm..splits unused
+    gemm_chunk: int = 1024  # with gemm: reshaped query rows per GEMM (bounds the logits buffer)
 
 
 POINTER_TILES = EstimateTiles(tma=False, num_stages=3)
@@ -312,9 +314,15 @@ def estimate_block_scores(
     grid = (n_tiles, hq, triton.cdiv(key_tiles, per_split))
     shape = dict(GROUP=hq // kv.num_kv_heads, S=stride, R=r, D=d, BM=tiles.bm, BN=tiles.bn)
     launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
-    if fp8 and not tiles.tma:
-        raise ValueError("fp8 estimation needs the TMA kernel (sm_90+): tiles.tma is False")
-    if tiles.tma:
+    if fp8 and not (tiles.tma or tiles.gemm):
+        raise ValueError("fp8 estimation needs the TMA kernel (sm_90+) or the library GEMM: tiles.tma is False")
+    if tiles.gemm:
+        from attention_backend.kernels.estimate_gemm import lse_by_gemm
+
+        qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
+        lse_by_gemm(qp, kp, lse, stride=stride, rows_per_block=r, row0=first_qb * r, n_rows=n_rows, k_len=k_len,
+                    q_offset=q_offset, n_kb=n_kb, scale_log2=scale_log2, fp8=fp8, chunk_rows=tiles.gemm_chunk)
+    elif tiles.tma:
         qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
         head_scale = lse  # unused unless fp8 (any pointer will do)
         if fp8:

@@ -10,6 +10,7 @@ sparse rows' queries and outputs and building the tables (no host sync). Needs a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -19,6 +20,9 @@ from attention_backend.block_pages import concat_pages, head_major, head_pages, 
 
 TMA_PAGES = False
 """Default of ``fa3_attend(tma_pages=)``."""
+
+PER_HEAD_STREAMS = 0
+"""Default of ``fa3_attend(per_head_streams=)``: 0 = one FA3 call over head-major copies of the queries."""
 
 
 def fa3_attend(
@@ -36,6 +40,7 @@ def fa3_attend(
     fa_version: int = 3,
     tma_pages: bool = TMA_PAGES,
     keep: list[torch.Tensor] | None = None,
+    per_head_streams: int = PER_HEAD_STREAMS,
 ) -> None:
     """Block-sparse attention of the prefill rows ``seqs`` (``kernels.PrefillSeq``) over their
     ``selections`` (``kernels.Selection``); writes their rows of ``out [T, Hq, D]``.
@@ -46,7 +51,9 @@ def fa3_attend(
     bound, as FA3 allows), which lets FA3 load K/V pages with TMA: its heuristic turns TMA page loads off
     when ``max_seqlen_q`` is at most its query tile (128), our case exactly. ``keep``: per row, a 0-dim bool
     on the device; a row whose flag is False keeps what ``out`` holds (decided dense on the device: give it
-    zero counts, so nothing is computed for it)."""
+    zero counts, so nothing is computed for it). ``per_head_streams`` > 0 (and no ``keep``): no copies: one
+    FA3 call per (row, query head) reading that head's queries and writing its outputs in place through
+    strided views, the calls spread over that many CUDA streams so one call's tail overlaps the next."""
     k_pages, ratio = head_pages(key_cache)
     v_pages, v_ratio = head_pages(value_cache)
     if v_ratio != ratio:
@@ -66,6 +73,10 @@ def fa3_attend(
         )
         for i, (s, sel) in enumerate(zip(seqs, selections, strict=True))
     ]
+    if per_head_streams > 0 and keep is None:
+        _per_head_calls(query, k_pages, v_pages, seqs, parts, block_size=block_size, scale=scale, out=out,
+                        fa_version=fa_version, tma_pages=tma_pages, streams=per_head_streams)
+        return
     pages = concat_pages(parts)
     q_parts = [head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs]
     q_hm = q_parts[0] if len(q_parts) == 1 else torch.cat(q_parts)
@@ -83,3 +94,41 @@ def fa3_attend(
         o = o_hm[start : start + n].view(hq, s.q_len, d).transpose(0, 1)
         out[rows] = o if keep is None else torch.where(keep[i], o, out[rows])
         start += n
+
+
+def _per_head_calls(
+    query: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, seqs: list[Any], parts: list[Any], *,
+    block_size: int, scale: float, out: torch.Tensor, fa_version: int, tma_pages: bool, streams: int,
+) -> None:
+    """``fa3_attend`` without the head-major copies: row ``s`` and head ``h`` are the sequences
+    ``h * n_qb .. (h + 1) * n_qb`` of its tables, and their queries/outputs the strided ``[q_len, 1, D]`` column
+    ``h`` of ``query`` / ``out`` (FA3 takes any row stride)."""
+    hq = query.shape[1]
+    main = torch.cuda.current_stream()
+    pool = _streams(streams, query.device)
+    for st in pool:
+        st.wait_stream(main)
+    n = 0
+    for s, pages in zip(seqs, parts, strict=True):
+        n_qb = pages.block_table.shape[0] // hq
+        cu = pages.cu_seqlens_q
+        rows = slice(s.q_start, s.q_start + s.q_len)
+        for h in range(hq):
+            seq = slice(h * n_qb, (h + 1) * n_qb)
+            with torch.cuda.stream(pool[n % streams]):
+                flash_attn_varlen_func(
+                    query[rows, h : h + 1], k_pages, v_pages,
+                    max_seqlen_q=block_size + 1 if tma_pages else block_size,
+                    cu_seqlens_q=cu[h * n_qb : (h + 1) * n_qb + 1] - cu[h * n_qb],
+                    max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k[seq], softmax_scale=scale,
+                    causal=True, block_table=pages.block_table[seq], out=out[rows, h : h + 1],
+                    fa_version=fa_version, num_splits=1,
+                )
+            n += 1
+    for st in pool:
+        main.wait_stream(st)
+
+
+@functools.cache
+def _streams(n: int, device: torch.device) -> list[torch.cuda.Stream]:
+    return [torch.cuda.Stream(device) for _ in range(n)]

@@ -5,21 +5,28 @@
 #     d128  Llama-3.1-8B (32 q / 8 KV heads, d 128, FlexAttention too)
 #     d256  Gemma-3-270M's global layers (4 / 1, d 256)
 #     d64   SmolLM2-135M (9 / 3, d 64)
-#   TESTS=1: first the estimation kernel's GPU tests; SWEEP=1: the estimation launch-shape sweep at 128K, S=16.
+#   TESTS=1: first the estimation kernel's GPU tests (TESTS_K: another -k); FA3_TESTS=1: the fa3 sparse kernel's;
+#   SWEEP=1: the estimation launch-shape sweep at 128K, S=16 (library-GEMM variants included; SWEEP_ARGS, e.g.
+#   --default-only: only the default Triton launch shape).
 # The device returns at most 8 files a call: each shape's json/log/png is packed into $OUT/curves.tgz.
 set -u
 source .gpucarry/run/device_env.sh
 export PYTHONPATH=$PYTHONPATH:$PWD
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu_curve.txt"
-if [ "${TESTS:-0}" = 1 ]; then
+if [ "${TESTS:-0}" = 1 ]; then  # TESTS_K: which of the kernel tests (default the estimation kernels')
   timeout 200 python3 -m pytest --noconftest -q -p no:cacheprovider tests/attention_backend/test_kernels_gpu.py \
-    -k "estimate" > "$OUT/estimate_pytest.log" 2>&1
+    -k "${TESTS_K:-estimate}" > "$OUT/estimate_pytest.log" 2>&1
   echo "estimate kernel tests rc=$?"; tail -1 "$OUT/estimate_pytest.log"
+fi
+if [ "${FA3_TESTS:-0}" = 1 ]; then  # the fa3 sparse kernel's GPU tests (the copy-free per-head variant included)
+  timeout 200 python3 -m pytest --noconftest -q -p no:cacheprovider tests/attention_backend/vllm/test_fa3_sparse_gpu.py \
+    > "$OUT/fa3_sparse_pytest.log" 2>&1
+  echo "fa3 sparse tests rc=$?"; tail -1 "$OUT/fa3_sparse_pytest.log"
 fi
 mkdir -p /tmp/curves
 if [ "${SWEEP:-0}" = 1 ]; then
   t0=$(date +%s)
-  timeout 200 python3 bench/xattn_est_sweep.py --lens 131072 --strides 16 --out /tmp/curves/xattn_est_sweep \
+  timeout 200 python3 bench/xattn_est_sweep.py --lens 131072 --strides 16 ${SWEEP_ARGS:-} --out /tmp/curves/xattn_est_sweep \
     > /tmp/curves/xattn_est_sweep.log 2>&1
   echo "est sweep rc=$? in $(( $(date +%s) - t0 )) s"; tail -16 /tmp/curves/xattn_est_sweep.log
 fi
@@ -28,6 +35,7 @@ for S in ${SHAPES:-d128}; do
     d128) ARGS="" ;;
     d256) ARGS="--heads 4 --kv-heads 1 --head-dim 256 --no-flex" ;;
     d64)  ARGS="--heads 9 --kv-heads 3 --head-dim 64 --no-flex" ;;
+    none) continue ;;
   esac
   NAME=xattn_curve$([ "$S" = d128 ] || echo "_$S")
   t0=$(date +%s)

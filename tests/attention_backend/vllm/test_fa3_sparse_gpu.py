@@ -58,11 +58,16 @@ def _batch(rows: list[tuple[int, int]], hq: int, hkv: int, d: int, g: torch.Gene
     return seqs, rows_kv, torch.cat(q_parts)
 
 
+@pytest.mark.parametrize("per_head_streams", [0, 1, 3], ids=["copies", "per-head", "per-head-3-streams"])
 @pytest.mark.parametrize("tma_pages", [False, True])
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("page", [16, 128])
 @pytest.mark.parametrize(("hq", "hkv", "d"), [(8, 2, 128), (4, 1, 256)])
-def test_fa3_sparse_matches_triton_and_reference(tma_pages: bool, layout: str, page: int, hq: int, hkv: int, d: int) -> None:
+def test_fa3_sparse_matches_triton_and_reference(
+    tma_pages: bool, layout: str, page: int, hq: int, hkv: int, d: int, per_head_streams: int
+) -> None:
+    """Also the copy-free variant (one FA3 call per row and head through strided views, on 1 or 3 streams): the
+    rows in between (none here) and the other heads' columns must stay as they are."""
     g = torch.Generator(device="cuda").manual_seed(hq * d + page)
     rows = [(3000, 3000), (1000, 2900)]  # a whole prompt, and a chunk starting mid-block after a prefix
     seqs, rows_kv, query = _batch(rows, hq, hkv, d, g)
@@ -74,10 +79,18 @@ def test_fa3_sparse_matches_triton_and_reference(tma_pages: bool, layout: str, p
         assert float(sel.count.sum()) < 0.8 * hq * causal_blocks(s, BLOCK)
     got = torch.full_like(query, float("nan"))
     fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=got, widths=widths,
-               tma_pages=tma_pages)
+               tma_pages=tma_pages, per_head_streams=per_head_streams)
+    torch.cuda.synchronize()
     want = torch.full_like(query, float("nan"))
     paged_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=want)
     assert_close(got, want, 2e-2, f"fa3 vs triton, {layout} page {page} d {d}")
+    if per_head_streams:  # the second row alone: the first row's outputs are not touched
+        only = torch.full_like(query, float("nan"))
+        fa3_attend(query, key_cache, value_cache, table, seqs[1:], sels[1:], block_size=BLOCK, scale=scale, out=only,
+                   widths=widths[1:], tma_pages=tma_pages, per_head_streams=per_head_streams)
+        torch.cuda.synchronize()
+        assert bool(torch.isnan(only[: seqs[0].q_len]).all()), "a row that was not asked for was written"
+        assert_close(only[seqs[1].q_start :], got[seqs[1].q_start :], 0.0, "second row alone vs in the batch")
     for s, sel, (k, v) in zip(seqs, sels, rows_kv, strict=True):
         rows_q = slice(s.q_start, s.q_start + s.q_len)
         ref = ref_block_sparse_attention(

@@ -1,0 +1,160 @@
+"""XAttention's estimation with the GEMM done by the vendor library (``EstimateTiles(gemm=True)``).
+
+Same scores as ``estimate.estimate_block_scores`` (the module docstring there defines them), in three steps
+per chunk of query rows instead of one fused Triton loop:
+1. ``_pack_rows_kernel`` (once per call): the reshaped rows of queries (tokens reversed within each row of
+   ``S``) and keys become contiguous ``[Hkv, rows, group, S * D]`` operands, so each KV head's GEMM is one
+   plain row-major x column-major product; with ``fp8`` each row is scaled to e4m3's range by its own absolute
+   maximum and the scale kept (``[Hkv, rows, group]`` fp32);
+2. per KV head and chunk, the causal part of the logits ``(chunk rows x group) x keys`` by ``torch._scaled_mm``
+   (fp8, rowwise scales: Hopper's fp8 tensor-core rate) or ``torch.matmul`` (bf16/fp16), bf16 out;
+3. ``_lse_from_logits_kernel``: the fused kernel's epilogue (``estimate._store_tile_lse``) over those logits:
+   per query row and key block ``log2 sum 2^(logit * log2e)`` into the same ``lse`` buffer, which
+   ``estimate.block_scores_from_lse`` then turns into block scores.
+
+Why: the fused Triton kernel's GEMM runs at 438 TFLOP/s on an H100 where cuBLAS does the same GEMM at 664
+(bf16) and Hopper's fp8 rate is twice bf16's (``bench/results/xattn_kernels/notes.md``); the logits make
+one round trip through memory instead (bounded by ``chunk_rows``). Rounding: logits are rounded to bf16
+(relative 2^-8) before the softmax; fp8 operands as ``attention_backend.fp8`` measures them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from attention_backend.fp8 import FP8_RANGE
+from attention_backend.kernels.estimate import _store_tile_lse
+
+GEMM_ALIGN = 16
+"""Rows of the packed operands are padded to a multiple of this (the fp8 GEMM's alignment)."""
+
+
+@triton.jit
+def _pack_rows_kernel(
+    x_ptr, out_ptr, scale_ptr, src_rows, n_rows, s_xt, s_xh, s_oh, s_or, s_om, s_sh, s_sr,
+    GROUP: tl.constexpr, S: tl.constexpr, D: tl.constexpr, RB: tl.constexpr, REVERSE: tl.constexpr,
+    FP8: tl.constexpr,
+):
+    """Rows ``RB`` of head ``h``: ``out[h // GROUP, row, h % GROUP, t*D:(t+1)*D] = x[row*S + t', h]`` with
+    ``t' = S-1-t`` (``REVERSE``, the queries) or ``t``; rows at or past ``src_rows`` are zeros. ``FP8``: each
+    row divided by ``amax / FP8_RANGE`` (kept in ``scale_ptr``) and stored as e4m3."""
+    h = tl.program_id(1)
+    rows = tl.program_id(0) * RB + tl.arange(0, RB)
+    ok = rows < src_rows
+    inside = rows < n_rows
+    d = tl.arange(0, D)
+    x_base = x_ptr + h.to(tl.int64) * s_xh
+    o_base = out_ptr + (h // GROUP).to(tl.int64) * s_oh + (h % GROUP).to(tl.int64) * s_om
+    o_rows = o_base + rows.to(tl.int64)[:, None] * s_or + d[None, :]
+    if FP8:
+        amax = tl.zeros((RB,), dtype=tl.float32)
+        for t in range(S):
+            tok = rows * S + (S - 1 - t if REVERSE else t)
+            x = tl.load(x_base + tok.to(tl.int64)[:, None] * s_xt + d[None, :], mask=ok[:, None], other=0.0)
+            amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), 1))
+        amax = tl.maximum(amax, 1e-12)
+        tl.store(scale_ptr + (h // GROUP).to(tl.int64) * s_sh + rows.to(tl.int64) * s_sr + h % GROUP,
+                 amax / FP8_RANGE, mask=inside)
+        mult = FP8_RANGE / amax
+    for t in range(S):
+        tok = rows * S + (S - 1 - t if REVERSE else t)
+        x = tl.load(x_base + tok.to(tl.int64)[:, None] * s_xt + d[None, :], mask=ok[:, None], other=0.0)
+        if FP8:
+            x = (x.to(tl.float32) * mult[:, None]).to(out_ptr.dtype.element_ty)
+        tl.store(o_rows + t * D, x, mask=inside[:, None])
+
+
+def pack_rows(
+    x: torch.Tensor, stride: int, n_rows: int, *, group: int, reverse: bool, fp8: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x [tokens, H, D]`` (token-major, tokens from a row boundary) -> ``[H / group, n_rows, group, S * D]``
+    (e4m3 with ``fp8``, else ``x``'s dtype) and, with ``fp8``, the per-row scales ``[H / group, n_rows, group]``
+    (``x ~ packed * scale``). Rows past ``x``'s tokens are zeros."""
+    tokens, heads, d = x.shape
+    if tokens % stride:
+        raise ValueError(f"pack_rows: {tokens} tokens are not whole rows of {stride}")
+    dtype = torch.float8_e4m3fn if fp8 else x.dtype
+    out = torch.empty((heads // group, n_rows, group, stride * d), dtype=dtype, device=x.device)
+    scale = torch.empty((heads // group, n_rows, group), dtype=torch.float32, device=x.device) if fp8 else None
+    sc = scale if scale is not None else out  # unused without fp8 (any pointer will do)
+    rb = 16
+    _pack_rows_kernel[(triton.cdiv(n_rows, rb), heads)](
+        x, out, sc, min(n_rows, tokens // stride), n_rows, x.stride(0), x.stride(1),
+        out.stride(0), out.stride(1), out.stride(2),
+        sc.stride(0) if fp8 else 0, sc.stride(1) if fp8 else 0,
+        GROUP=group, S=stride, D=d, RB=rb, REVERSE=reverse, FP8=fp8, num_warps=4,
+    )
+    return out, scale
+
+
+@triton.jit(do_not_specialize=["k_len", "q_offset", "row0", "n_rows", "n_kb", "a", "n_chunk", "n_cols"])
+def _lse_from_logits_kernel(
+    logits_ptr, lse_ptr, k_len, q_offset, row0, n_rows, n_kb, scale_log2, a, n_chunk, n_cols,
+    s_lr, s_lm, s_lh, s_er, h0,
+    GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+):
+    """One ``BM`` x ``BN`` tile of one KV head's logits ``[n_chunk rows, GROUP, n_cols]`` (rows from absolute
+    reshaped row ``a``): the fused kernel's epilogue, into the lse rows of query head ``h0 + member``."""
+    m = tl.program_id(1)
+    local = tl.program_id(0) * BM + tl.arange(0, BM)
+    rows = a + local
+    row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows) & (local < n_chunk)
+    j0 = tl.program_id(2) * BN
+    cols = j0 + tl.arange(0, BN)
+    x = tl.load(logits_ptr + local.to(tl.int64)[:, None] * s_lr + m * s_lm + cols[None, :],
+                mask=(local < n_chunk)[:, None] & (cols < n_cols)[None, :], other=0.0)
+    j_end = a + tl.minimum(tl.program_id(0) * BM + BM, n_chunk)
+    _store_tile_lse(x.to(tl.float32), rows, row_ok, j0, j_end, lse_ptr + (h0 + m).to(tl.int64) * s_lh, row0, n_kb,
+                    scale_log2, s_er, BM, BN, R)
+
+
+def lse_by_gemm(
+    qp: torch.Tensor,
+    kp: torch.Tensor,
+    lse: torch.Tensor,
+    *,
+    stride: int,
+    rows_per_block: int,
+    row0: int,
+    n_rows: int,
+    k_len: int,
+    q_offset: int,
+    n_kb: int,
+    scale_log2: float,
+    fp8: bool,
+    chunk_rows: int,
+) -> None:
+    """Fill ``lse [Hq, n_rows, n_kb]`` from the zero-padded token-major operands of ``estimate._tma_operands``
+    (queries from absolute reshaped row ``row0``, keys from token 0) by library GEMMs, ``chunk_rows`` reshaped
+    query rows per GEMM; ``rows_per_block`` = B / S."""
+    hq, hkv = qp.shape[1], kp.shape[1]
+    group = hq // hkv
+    if chunk_rows <= 0 or chunk_rows % GEMM_ALIGN:
+        raise ValueError(f"gemm_chunk must be a positive multiple of {GEMM_ALIGN}, got {chunk_rows}")
+    key_rows = triton.cdiv(row0 + n_rows, GEMM_ALIGN) * GEMM_ALIGN  # the last query row's causal keys, aligned
+    q_rows = triton.cdiv(n_rows, GEMM_ALIGN) * GEMM_ALIGN  # zero rows past n_rows (left out of the sums)
+    q8, q_scale = pack_rows(qp, stride, q_rows, group=group, reverse=True, fp8=fp8)
+    k8, k_scale = pack_rows(kp, stride, key_rows, group=1, reverse=False, fp8=fp8)
+    bm, bn = 64, 128
+    for a in range(0, q_rows, chunk_rows):
+        n_chunk = min(chunk_rows, q_rows - a)
+        n_cols = min(key_rows, triton.cdiv(row0 + a + n_chunk, GEMM_ALIGN) * GEMM_ALIGN)
+        for g in range(hkv):
+            qa = q8[g, a : a + n_chunk].reshape(n_chunk * group, -1)
+            kb = k8[g, :n_cols].reshape(n_cols, -1)
+            if fp8:
+                logits = torch._scaled_mm(
+                    qa, kb.t(), scale_a=q_scale[g, a : a + n_chunk].reshape(-1, 1),
+                    scale_b=k_scale[g, :n_cols].reshape(1, -1), out_dtype=torch.bfloat16, use_fast_accum=True,
+                )
+            else:
+                logits = qa @ kb.t()
+            logits = logits.view(n_chunk, group, n_cols)
+            grid = (triton.cdiv(n_chunk, bm), group, triton.cdiv(n_cols, bn))
+            _lse_from_logits_kernel[grid](
+                logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
+                logits.stride(0), logits.stride(1), lse.stride(0), lse.stride(1), g * group,
+                GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=4,
+            )
