@@ -31,7 +31,7 @@ GEMM_ALIGN = 16
 """Rows of the packed operands are padded to a multiple of this (the fp8 GEMM's alignment)."""
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["src_rows", "n_rows"])
 def _pack_rows_kernel(
     x_ptr, out_ptr, scale_ptr, src_rows, n_rows, s_xt, s_xh, s_oh, s_or, s_om, s_sh, s_sr,
     GROUP: tl.constexpr, S: tl.constexpr, D: tl.constexpr, RB: tl.constexpr, REVERSE: tl.constexpr,
@@ -89,7 +89,8 @@ def pack_rows(
     return out, scale
 
 
-@triton.jit(do_not_specialize=["k_len", "q_offset", "row0", "n_rows", "n_kb", "a", "n_chunk", "n_cols"])
+@triton.jit(do_not_specialize=["k_len", "q_offset", "row0", "n_rows", "n_kb", "a", "n_chunk", "n_cols", "s_lr", "s_lm",
+                               "s_lh", "s_er", "h0"])
 def _lse_from_logits_kernel(
     logits_ptr, lse_ptr, k_len, q_offset, row0, n_rows, n_kb, scale_log2, a, n_chunk, n_cols,
     s_lr, s_lm, s_lh, s_er, h0,

@@ -155,21 +155,6 @@ def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, vari
     assert_close(got.cpu(), want, SCORE_TOL[dtype], "block scores")
 
 
-def _fp8_rows_round_trip(x: torch.Tensor, first_token: int, stride: int) -> torch.Tensor:
-    """What the library-GEMM estimate multiplies, in fp32: ``x`` (absolute tokens from ``first_token``) with
-    every reshaped row of ``stride`` tokens and each head scaled by its own absolute maximum to e4m3."""
-    from attention_backend.fp8 import FP8_RANGE
-
-    lead = first_token % stride
-    n = -(-(lead + x.shape[0]) // stride) * stride
-    xp = torch.zeros((n, *x.shape[1:]), dtype=torch.float32)
-    xp[lead : lead + x.shape[0]] = x.float().cpu()
-    rows = xp.view(n // stride, stride, *x.shape[1:])
-    amax = rows.abs().amax(dim=(1, 3), keepdim=True).clamp_min(1e-12)
-    back = (rows * (FP8_RANGE / amax)).to(torch.float8_e4m3fn).float() * (amax / FP8_RANGE)
-    return back.view(n, *x.shape[1:])[lead : lead + x.shape[0]]
-
-
 @pytest.mark.parametrize("kernel", ["tma", "gemm"])
 @pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES[:3], ids=SHAPE_IDS[:3])
@@ -178,7 +163,7 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
     and close to the bf16 scores (what it replaces). The TMA kernel scales each head, the library GEMM each
     reshaped row of each head; heads of different magnitudes check that the scale is taken back out of the
     logits."""
-    from attention_backend.fp8 import fp8_round_trip
+    from attention_backend.fp8 import fp8_round_trip, fp8_rows_round_trip
 
     if kernel == "gemm" and INTERPRET:
         pytest.skip("the Triton interpreter's fp32 -> e4m3 conversion drops the carry of a rounded-up mantissa "
@@ -191,7 +176,7 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
     tiles = _est_tiles(kernel)
     got = estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=tiles, fp8=True)
     if kernel == "gemm":
-        qf, kf = _fp8_rows_round_trip(q, off, stride), _fp8_rows_round_trip(k, 0, stride)
+        qf, kf = fp8_rows_round_trip(q, stride, off), fp8_rows_round_trip(k, stride)
     else:
         qf, kf = fp8_round_trip(q).cpu(), fp8_round_trip(k).cpu()
     want = ref_estimate_block_scores(qf, kf, block_size=block, stride=stride, q_offset=off)
