@@ -41,7 +41,10 @@ from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_sco
 from attention_backend.kernels.estimate import _load_kv_rows, row_descriptor
 
 BLOCK = 128
-GEMM_CHUNKS = (512, 1024, 2048)  # reshaped query rows per library GEMM
+GEMM_VARIANTS = (  # (reshaped query rows per library GEMM, fp8, epilogue bm, bn, num_warps)
+    *((chunk, fp8, 128, 256, 8) for chunk in (512, 1024, 2048) for fp8 in (False, True)),
+    *((1024, True, bm, bn, w) for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 256, 8), (128, 256, 4), (256, 128, 8))),
+)
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
     (128, 256, 8, 3, 64, False),
     (128, 128, 8, 2, 128, False),
@@ -161,6 +164,23 @@ def cublas_same_gemm(q: torch.Tensor, k: torch.Tensor, stride: int) -> dict[str,
     return {"ms_all_tiles": ms, "ms_causal_half": ms / 2, "tflops": flops / (ms * 1e-3) / 1e12}
 
 
+def kernel_breakdown(fn: Any) -> dict[str, float]:
+    """GPU time of one call of ``fn`` per kernel name (torch profiler), the 8 largest, ms."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    times: dict[str, float] = {}
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0.0)
+        if us:
+            times[ev.key[:60]] = times.get(ev.key[:60], 0.0) + us / 1e3
+    return dict(sorted(times.items(), key=lambda kv: -kv[1])[:8])
+
+
 def tag(shape: tuple) -> str:
     bm, bn, w, st, bk, tma = shape
     return f"{'tma' if tma else 'flat'}_bm{bm}_bn{bn}_bk{bk or 'D'}_w{w}_st{st}"
@@ -224,22 +244,22 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
             del paged
             torch.cuda.empty_cache()
         mask_ref = select_blocks_indexed(ref, 0.9, first_qb=0)[0]
-        for chunk in GEMM_CHUNKS:
-            for fp8 in (False, True):
-                key = f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "")
-                try:
-                    fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
-                                           tiles=EstimateTiles(gemm=True, gemm_chunk=chunk))
-                    got = fn()
-                    changed = (select_blocks_indexed(got, 0.9, first_qb=0)[0] != mask_ref).sum().item()
-                    ms = bench_ms(fn)
-                    row[key] = {"ms": ms, "max_abs_diff": (got - ref).abs().max().item(),
-                                "selection_changed_tau09": changed / max(1, mask_ref.sum().item()),
-                                "pct_cudnn": 100 * ms / row["cudnn_ms"], "tflops": causal_flops / (ms * 1e-3) / 1e12}
-                    del got
-                except Exception as exc:  # recorded, not fatal
-                    row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-                print(key, row[key], flush=True)
+        for chunk, fp8, bm, bn, warps in GEMM_VARIANTS:
+            key = f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "") + f"_e{bm}x{bn}w{warps}"
+            try:
+                fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
+                                       tiles=EstimateTiles(bm=bm, bn=bn, num_warps=warps, gemm=True, gemm_chunk=chunk))
+                got = fn()
+                changed = (select_blocks_indexed(got, 0.9, first_qb=0)[0] != mask_ref).sum().item()
+                ms = bench_ms(fn)
+                row[key] = {"ms": ms, "max_abs_diff": (got - ref).abs().max().item(),
+                            "selection_changed_tau09": changed / max(1, mask_ref.sum().item()),
+                            "pct_cudnn": 100 * ms / row["cudnn_ms"], "tflops": causal_flops / (ms * 1e-3) / 1e12,
+                            "kernels_ms": kernel_breakdown(fn)}
+                del got
+            except Exception as exc:  # recorded, not fatal
+                row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            print(key, row[key], flush=True)
         row[f"s{stride}_cublas"] = cublas_same_gemm(q, k, stride)
         print(f"s{stride}_cublas", row[f"s{stride}_cublas"], flush=True)
     del q, k, v, kv
@@ -286,6 +306,7 @@ def main() -> None:
                     continue
                 print(f"{row['length']:>7} {stride:>3} {key[len(f's{stride}_'):]:<34} {r['ms']:8.2f} {r['pct_cudnn']:7.2f}"
                       f" {r['tflops']:6.0f} {'':>9} {r['max_abs_diff']:8.1e}  sel. changed {r['selection_changed_tau09']:.4f}")
+                print("          " + ", ".join(f"{k} {v:.2f}" for k, v in r["kernels_ms"].items()))
             c = row[f"s{stride}_cublas"]
             print(f"{row['length']:>7} {stride:>3} {'cuBLAS same GEMM, causal half':<34} {c['ms_causal_half']:8.2f}"
                   f" {100 * c['ms_causal_half'] / row['cudnn_ms']:7.2f} {c['tflops']:6.0f}")

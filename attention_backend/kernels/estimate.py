@@ -60,7 +60,8 @@ class EstimateTiles:
     bk: int = 64  # head-dim slice per MMA step (0: the whole head dim)
     tma: bool = True  # TMA tensor-descriptor loads (keys gathered contiguous first); False: pointer loads
     splits: int = 0  # key-range splits per (head, query tile); 0: enough programs to fill the GPU twice
-    gemm: bool = False  # the GEMM by the vendor library + a Triton epilogue (kernels.estimate_gemm); bm..splits unused
+    gemm: bool = False  # the GEMM by the vendor library + a Triton epilogue (kernels.estimate_gemm): bm x bn logits
+    #                     per epilogue program, num_warps its warps; num_stages, bk, tma and splits unused
     gemm_chunk: int = 1024  # with gemm: reshaped query rows per GEMM (bounds the logits buffer)
 
 
@@ -321,7 +322,8 @@ def estimate_block_scores(
 
         qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
         lse_by_gemm(qp, kp, lse, stride=stride, rows_per_block=r, row0=first_qb * r, n_rows=n_rows, k_len=k_len,
-                    q_offset=q_offset, n_kb=n_kb, scale_log2=scale_log2, fp8=fp8, chunk_rows=tiles.gemm_chunk)
+                    q_offset=q_offset, n_kb=n_kb, scale_log2=scale_log2, fp8=fp8, chunk_rows=tiles.gemm_chunk,
+                    bm=tiles.bm, bn=tiles.bn, num_warps=tiles.num_warps)
     elif tiles.tma:
         qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
         head_scale = lse  # unused unless fp8 (any pointer will do)

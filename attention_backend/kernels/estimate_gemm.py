@@ -8,7 +8,7 @@ per chunk of query rows instead of one fused Triton loop:
    maximum and the scale kept (``[Hkv, rows, group]`` fp32);
 2. per KV head and chunk, the causal part of the logits ``(chunk rows x group) x keys`` by ``torch._scaled_mm``
    (fp8, rowwise scales: Hopper's fp8 tensor-core rate) or ``torch.matmul`` (bf16/fp16), bf16 out;
-3. ``_lse_from_logits_kernel``: the fused kernel's epilogue (``estimate._store_tile_lse``) over those logits:
+3. ``_lse_from_logits_kernel``: the fused kernel's epilogue (as ``estimate._store_tile_lse``) over those logits:
    per query row and key block ``log2 sum 2^(logit * log2e)`` into the same ``lse`` buffer, which
    ``estimate.block_scores_from_lse`` then turns into block scores.
 
@@ -25,7 +25,6 @@ import triton
 import triton.language as tl
 
 from attention_backend.fp8 import FP8_RANGE
-from attention_backend.kernels.estimate import _store_tile_lse
 
 GEMM_ALIGN = 16
 """Rows of the packed operands are padded to a multiple of this (the fp8 GEMM's alignment)."""
@@ -35,35 +34,30 @@ GEMM_ALIGN = 16
 def _pack_rows_kernel(
     x_ptr, out_ptr, scale_ptr, src_rows, n_rows, s_xt, s_xh, s_oh, s_or, s_om, s_sh, s_sr,
     GROUP: tl.constexpr, S: tl.constexpr, D: tl.constexpr, RB: tl.constexpr, REVERSE: tl.constexpr,
-    FP8: tl.constexpr,
+    FP8: tl.constexpr, RANGE: tl.constexpr, SDP: tl.constexpr,
 ):
-    """Rows ``RB`` of head ``h``: ``out[h // GROUP, row, h % GROUP, t*D:(t+1)*D] = x[row*S + t', h]`` with
-    ``t' = S-1-t`` (``REVERSE``, the queries) or ``t``; rows at or past ``src_rows`` are zeros. ``FP8``: each
-    row divided by ``amax / FP8_RANGE`` (kept in ``scale_ptr``) and stored as e4m3."""
+    """Rows ``RB`` of head ``h``, each whole (``S * D`` values) in registers, one read:
+    ``out[h // GROUP, row, h % GROUP, t*D:(t+1)*D] = x[row*S + t', h]`` with ``t' = S-1-t`` (``REVERSE``, the
+    queries) or ``t``; rows at or past ``src_rows`` are zeros. ``FP8``: each row divided by ``amax / RANGE``
+    (kept in ``scale_ptr``) and stored as e4m3."""
     h = tl.program_id(1)
     rows = tl.program_id(0) * RB + tl.arange(0, RB)
     ok = rows < src_rows
     inside = rows < n_rows
-    d = tl.arange(0, D)
-    x_base = x_ptr + h.to(tl.int64) * s_xh
+    c = tl.arange(0, SDP)  # SDP: S * D up to a power of two
+    c_ok = c < S * D
+    t = c // D
+    tok = rows[:, None] * S + ((S - 1 - t) if REVERSE else t)[None, :]
+    x = tl.load(x_ptr + h.to(tl.int64) * s_xh + tok.to(tl.int64) * s_xt + (c % D)[None, :],
+                mask=ok[:, None] & c_ok[None, :], other=0.0)
     o_base = out_ptr + (h // GROUP).to(tl.int64) * s_oh + (h % GROUP).to(tl.int64) * s_om
-    o_rows = o_base + rows.to(tl.int64)[:, None] * s_or + d[None, :]
     if FP8:
-        amax = tl.zeros((RB,), dtype=tl.float32)
-        for t in range(S):
-            tok = rows * S + (S - 1 - t if REVERSE else t)
-            x = tl.load(x_base + tok.to(tl.int64)[:, None] * s_xt + d[None, :], mask=ok[:, None], other=0.0)
-            amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), 1))
-        amax = tl.maximum(amax, 1e-12)
+        xf = x.to(tl.float32)
+        amax = tl.maximum(tl.max(tl.abs(xf), 1), 1e-12)
         tl.store(scale_ptr + (h // GROUP).to(tl.int64) * s_sh + rows.to(tl.int64) * s_sr + h % GROUP,
-                 amax / FP8_RANGE, mask=inside)
-        mult = FP8_RANGE / amax
-    for t in range(S):
-        tok = rows * S + (S - 1 - t if REVERSE else t)
-        x = tl.load(x_base + tok.to(tl.int64)[:, None] * s_xt + d[None, :], mask=ok[:, None], other=0.0)
-        if FP8:
-            x = (x.to(tl.float32) * mult[:, None]).to(out_ptr.dtype.element_ty)
-        tl.store(o_rows + t * D, x, mask=inside[:, None])
+                 amax / RANGE, mask=inside)
+        x = (xf * (RANGE / amax)[:, None]).to(out_ptr.dtype.element_ty)
+    tl.store(o_base + rows.to(tl.int64)[:, None] * s_or + c[None, :], x, mask=inside[:, None] & c_ok[None, :])
 
 
 def pack_rows(
@@ -79,12 +73,13 @@ def pack_rows(
     out = torch.empty((heads // group, n_rows, group, stride * d), dtype=dtype, device=x.device)
     scale = torch.empty((heads // group, n_rows, group), dtype=torch.float32, device=x.device) if fp8 else None
     sc = scale if scale is not None else out  # unused without fp8 (any pointer will do)
-    rb = 16
+    sdp = triton.next_power_of_2(stride * d)
+    rb = max(1, 8192 // sdp)  # 8K values per program
     _pack_rows_kernel[(triton.cdiv(n_rows, rb), heads)](
         x, out, sc, min(n_rows, tokens // stride), n_rows, x.stride(0), x.stride(1),
         out.stride(0), out.stride(1), out.stride(2),
         sc.stride(0) if fp8 else 0, sc.stride(1) if fp8 else 0,
-        GROUP=group, S=stride, D=d, RB=rb, REVERSE=reverse, FP8=fp8, num_warps=4,
+        GROUP=group, S=stride, D=d, RB=rb, REVERSE=reverse, FP8=fp8, RANGE=FP8_RANGE, SDP=sdp, num_warps=4,
     )
     return out, scale
 
@@ -97,18 +92,26 @@ def _lse_from_logits_kernel(
     GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
 ):
     """One ``BM`` x ``BN`` tile of one KV head's logits ``[n_chunk rows, GROUP, n_cols]`` (rows from absolute
-    reshaped row ``a``): the fused kernel's epilogue, into the lse rows of query head ``h0 + member``."""
+    reshaped row ``a``) into the lse rows of query head ``h0 + member``: the fused kernel's epilogue
+    (``estimate._store_tile_lse``: causal mask, per-row max of the tile, ``log2 sum 2^x`` per key block), with
+    the tile loaded as ``[BM, BN / R, R]`` so the per-block sums need no reshape of the registers."""
+    NB: tl.constexpr = BN // R
     m = tl.program_id(1)
     local = tl.program_id(0) * BM + tl.arange(0, BM)
     rows = a + local
     row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows) & (local < n_chunk)
-    j0 = tl.program_id(2) * BN
-    cols = j0 + tl.arange(0, BN)
-    x = tl.load(logits_ptr + local.to(tl.int64)[:, None] * s_lr + m * s_lm + cols[None, :],
-                mask=(local < n_chunk)[:, None] & (cols < n_cols)[None, :], other=0.0)
+    kb = tl.program_id(2) * NB + tl.arange(0, NB)
+    cols = kb[None, :, None] * R + tl.arange(0, R)[None, None, :]  # [1, NB, R]
+    x = tl.load(logits_ptr + local.to(tl.int64)[:, None, None] * s_lr + m * s_lm + cols,
+                mask=(local < n_chunk)[:, None, None] & (cols < n_cols), other=0.0)
+    x = tl.where(cols <= rows[:, None, None], x.to(tl.float32) * scale_log2, float("-inf"))
+    mx = tl.max(tl.max(x, 2), 1)
+    mx = tl.where(mx == float("-inf"), 0.0, mx)
+    blk = tl.sum(tl.exp2(x - mx[:, None, None]), 2)
+    lse = mx[:, None] + tl.log2(blk)
     j_end = a + tl.minimum(tl.program_id(0) * BM + BM, n_chunk)
-    _store_tile_lse(x.to(tl.float32), rows, row_ok, j0, j_end, lse_ptr + (h0 + m).to(tl.int64) * s_lh, row0, n_kb,
-                    scale_log2, s_er, BM, BN, R)
+    ptrs = lse_ptr + (h0 + m).to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_er + kb[None, :]
+    tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
 
 
 def lse_by_gemm(
@@ -126,10 +129,13 @@ def lse_by_gemm(
     scale_log2: float,
     fp8: bool,
     chunk_rows: int,
+    bm: int = 128,
+    bn: int = 256,
+    num_warps: int = 8,
 ) -> None:
     """Fill ``lse [Hq, n_rows, n_kb]`` from the zero-padded token-major operands of ``estimate._tma_operands``
     (queries from absolute reshaped row ``row0``, keys from token 0) by library GEMMs, ``chunk_rows`` reshaped
-    query rows per GEMM; ``rows_per_block`` = B / S."""
+    query rows per GEMM; ``rows_per_block`` = B / S; ``bm x bn`` logits per epilogue program."""
     hq, hkv = qp.shape[1], kp.shape[1]
     group = hq // hkv
     if chunk_rows <= 0 or chunk_rows % GEMM_ALIGN:
@@ -138,7 +144,6 @@ def lse_by_gemm(
     q_rows = triton.cdiv(n_rows, GEMM_ALIGN) * GEMM_ALIGN  # zero rows past n_rows (left out of the sums)
     q8, q_scale = pack_rows(qp, stride, q_rows, group=group, reverse=True, fp8=fp8)
     k8, k_scale = pack_rows(kp, stride, key_rows, group=1, reverse=False, fp8=fp8)
-    bm, bn = 64, 128
     for a in range(0, q_rows, chunk_rows):
         n_chunk = min(chunk_rows, q_rows - a)
         n_cols = min(key_rows, triton.cdiv(row0 + a + n_chunk, GEMM_ALIGN) * GEMM_ALIGN)
@@ -157,5 +162,5 @@ def lse_by_gemm(
             _lse_from_logits_kernel[grid](
                 logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
                 logits.stride(0), logits.stride(1), lse.stride(0), lse.stride(1), g * group,
-                GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=4,
+                GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=num_warps,
             )

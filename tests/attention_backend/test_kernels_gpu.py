@@ -124,7 +124,8 @@ def _est_tiles(variant: str) -> EstimateTiles:
     ``split3`` variants cut every query tile's key range into 3 programs (fewer than 3 tiles: one each);
     ``gemm``: the library GEMM + Triton epilogue, in chunks of query rows small enough to need several."""
     if variant == "gemm":
-        return EstimateTiles(gemm=True, gemm_chunk=32 if DEV == "cpu" else 96)
+        return EstimateTiles(gemm=True, gemm_chunk=32, bm=64, bn=64, num_warps=4) if DEV == "cpu" else \
+            EstimateTiles(gemm=True, gemm_chunk=96)
     kind = dict(tma=variant.startswith("tma"), bk=0 if variant == "pointer-whole-d" else 32)
     kind["splits"] = 3 if variant.endswith("split3") else 1
     if DEV == "cpu":
