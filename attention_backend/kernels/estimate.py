@@ -317,15 +317,15 @@ def estimate_block_scores(
     launch = dict(num_warps=tiles.num_warps, num_stages=tiles.num_stages)
     if fp8 and not (tiles.tma or tiles.gemm):
         raise ValueError("fp8 estimation needs the TMA kernel (sm_90+) or the library GEMM: tiles.tma is False")
+    if tiles.gemm or tiles.tma:
+        qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
     if tiles.gemm:
         from attention_backend.kernels.estimate_gemm import lse_by_gemm
 
-        qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
         lse_by_gemm(qp, kp, lse, stride=stride, rows_per_block=r, row0=first_qb * r, n_rows=n_rows, k_len=k_len,
                     q_offset=q_offset, n_kb=n_kb, scale_log2=scale_log2, fp8=fp8, chunk_rows=tiles.gemm_chunk,
                     bm=tiles.bm, bn=tiles.bn, num_warps=tiles.num_warps)
     elif tiles.tma:
-        qp, kp = _tma_operands(q, kv, q_offset, first_qb * r, n_rows, stride)
         head_scale = lse  # unused unless fp8 (any pointer will do)
         if fp8:
             (qp, q_scale), (kp, k_scale) = to_fp8_per_head(qp), to_fp8_per_head(kp)

@@ -73,16 +73,17 @@ def fa3_attend(
         )
         for i, (s, sel) in enumerate(zip(seqs, selections, strict=True))
     ]
+    max_seqlen_q = block_size + 1 if tma_pages else block_size
     if per_head_streams > 0 and keep is None:
-        _per_head_calls(query, k_pages, v_pages, seqs, parts, block_size=block_size, scale=scale, out=out,
-                        fa_version=fa_version, tma_pages=tma_pages, streams=per_head_streams)
+        _per_head_calls(query, k_pages, v_pages, seqs, parts, max_seqlen_q=max_seqlen_q, scale=scale, out=out,
+                        fa_version=fa_version, streams=per_head_streams)
         return
     pages = concat_pages(parts)
     q_parts = [head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs]
     q_hm = q_parts[0] if len(q_parts) == 1 else torch.cat(q_parts)
     o_hm = torch.empty_like(q_hm)
     flash_attn_varlen_func(
-        q_hm, k_pages, v_pages, max_seqlen_q=block_size + 1 if tma_pages else block_size, cu_seqlens_q=pages.cu_seqlens_q,
+        q_hm, k_pages, v_pages, max_seqlen_q=max_seqlen_q, cu_seqlens_q=pages.cu_seqlens_q,
         max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k, softmax_scale=scale, causal=True,
         block_table=pages.block_table, out=o_hm, fa_version=fa_version, num_splits=1,
     )
@@ -98,11 +99,12 @@ def fa3_attend(
 
 def _per_head_calls(
     query: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, seqs: list[Any], parts: list[Any], *,
-    block_size: int, scale: float, out: torch.Tensor, fa_version: int, tma_pages: bool, streams: int,
+    max_seqlen_q: int, scale: float, out: torch.Tensor, fa_version: int, streams: int,
 ) -> None:
     """``fa3_attend`` without the head-major copies: row ``s`` and head ``h`` are the sequences
     ``h * n_qb .. (h + 1) * n_qb`` of its tables, and their queries/outputs the strided ``[q_len, 1, D]`` column
-    ``h`` of ``query`` / ``out`` (FA3 takes any row stride)."""
+    ``h`` of ``query`` / ``out`` (FA3 takes any row stride). Every head of a row has the same query blocks, so
+    the first head's ``cu_seqlens_q`` serves them all (``block_pages.row_geometry``)."""
     hq = query.shape[1]
     main = torch.cuda.current_stream()
     pool = _streams(streams, query.device)
@@ -111,15 +113,14 @@ def _per_head_calls(
     n = 0
     for s, pages in zip(seqs, parts, strict=True):
         n_qb = pages.block_table.shape[0] // hq
-        cu = pages.cu_seqlens_q
+        cu = pages.cu_seqlens_q[: n_qb + 1]
         rows = slice(s.q_start, s.q_start + s.q_len)
         for h in range(hq):
             seq = slice(h * n_qb, (h + 1) * n_qb)
             with torch.cuda.stream(pool[n % streams]):
                 flash_attn_varlen_func(
                     query[rows, h : h + 1], k_pages, v_pages,
-                    max_seqlen_q=block_size + 1 if tma_pages else block_size,
-                    cu_seqlens_q=cu[h * n_qb : (h + 1) * n_qb + 1] - cu[h * n_qb],
+                    max_seqlen_q=max_seqlen_q, cu_seqlens_q=cu,
                     max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k[seq], softmax_scale=scale,
                     causal=True, block_table=pages.block_table[seq], out=out[rows, h : h + 1],
                     fa_version=fa_version, num_splits=1,

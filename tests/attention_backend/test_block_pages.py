@@ -14,6 +14,7 @@ from attention_backend.block_pages import (
     head_major,
     head_pages,
     query_block_lens,
+    row_geometry,
     sparse_pages,
 )
 from attention_backend.reference import ref_block_sparse_attention
@@ -70,6 +71,16 @@ def test_query_block_lens_cover_the_row() -> None:
     assert query_block_lens(150, 150, 32, "cpu").tolist() == [32, 32, 32, 32, 22]
     assert query_block_lens(70, 150, 32, "cpu").tolist() == [16, 32, 22]  # starts at 80, mid-block 2
     assert query_block_lens(1, 97, 32, "cpu").tolist() == [1]
+
+
+@pytest.mark.parametrize(("q_len", "k_len"), [(150, 150), (70, 150), (1, 97)])
+def test_every_head_of_a_row_has_the_first_heads_query_offsets(q_len: int, k_len: int) -> None:
+    """The copy-free fa3 path (``fa3_attend(per_head_streams=)``) passes head 0's ``cu_seqlens_q`` for every head."""
+    hq = 4
+    cu, _ = row_geometry(q_len, k_len, 32, hq, "cpu")
+    n_qb = (cu.numel() - 1) // hq
+    for h in range(hq):
+        assert (cu[h * n_qb : (h + 1) * n_qb + 1] - cu[h * n_qb]).tolist() == cu[: n_qb + 1].tolist()
 
 
 def test_bad_layouts_and_pages_raise() -> None:
