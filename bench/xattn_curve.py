@@ -204,19 +204,34 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
     return res
 
 
+def line_fit(res: dict[str, Any], key: str, kind: str) -> tuple[float, float] | None:
+    """Least-squares line ``time = intercept + slope * density`` through a sparse kernel's points of one mask kind."""
+    pts = [(p["density"], p[key]) for p in res["points"] if p["kind"] == kind and key in p]
+    if len(pts) < 2:
+        return None
+    n = len(pts)
+    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+    slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    return slope, my - slope * mx
+
+
 def break_even(res: dict[str, Any], key: str) -> dict[str, float | None]:
     """Per mask kind: the density where a sparse kernel's time (``key``) meets FA3's (line through the points)."""
     out: dict[str, float | None] = {}
     for kind in sorted({p["kind"] for p in res["points"]}):
-        pts = [(p["density"], p[key]) for p in res["points"] if p["kind"] == kind and key in p]
-        if len(pts) < 2:
-            out[kind] = None
-            continue
-        n = len(pts)
-        mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
-        slope = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
-        out[kind] = (res["fa3_ms"] - (my - slope * mx)) / slope if slope > 0 else None
+        fit = line_fit(res, key, kind)
+        out[kind] = (res["fa3_ms"] - fit[1]) / fit[0] if fit and fit[0] > 0 else None
     return out
+
+
+def cost_model(res: dict[str, Any], key: str) -> str:
+    """The same line read as (rate per computed block as a share of FA3's = FA3 ms / slope, fixed ms per call)."""
+    parts = []
+    for kind in sorted({p["kind"] for p in res["points"]}):
+        fit = line_fit(res, key, kind)
+        if fit and fit[0] > 0:
+            parts.append(f"{kind} {100 * res['fa3_ms'] / fit[0]:.0f} % per block + {fit[1]:.2f} ms")
+    return ", ".join(parts) or "n/a"
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -264,6 +279,9 @@ def render(result: dict[str, Any], json_path: Path) -> None:
             )
             + " (FA3-paged)\n"
         )
+        print("Line fit over the densities, time = fixed + density x per-block cost: Triton "
+              + cost_model(row, "sparse_ms") + "; FA3-paged " + cost_model(row, "fa3sparse_ms")
+              + "; FA3-paged with TMA pages " + cost_model(row, "fa3sparse_tma_ms") + "\n")
         print(
             "| mask | density | Triton sparse ms | TFLOP/s (% of FA3) | FA3-paged sparse ms | TFLOP/s (% of FA3) "
             "| Flex ms | e2e S=16 ms (Triton / FA3-paged) | FA3 / e2e S=16 (Triton / FA3-paged) "
