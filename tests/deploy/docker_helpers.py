@@ -47,6 +47,38 @@ def run(argv: Sequence[str], *, env: dict[str, str] | None = None, timeout: floa
     return done.stdout
 
 
+def require_disk(docker: str, gib: float) -> None:
+    """Fail, saying where and how much, when the engine's data root has less than ``gib`` GiB free: an image
+    build that runs out of disk fails deep inside pip with ENOSPC, which reads like a packaging bug."""
+    root = run([docker, "info", "--format", "{{.DockerRootDir}}"], timeout=30).strip()
+    free = shutil.disk_usage(root).free / 2**30
+    if free < gib:
+        pytest.fail(f"the Docker engine's data root {root} has {free:.1f} GiB free; building deploy/ needs about {gib:g} GiB "
+                    "(free some: `docker image prune`, or remove old xedge-* images)")  # fmt: skip
+
+
+def image_ids(docker: str, tags: Sequence[str]) -> dict[str, str]:
+    """The image id behind each tag that exists now."""
+    ids = {}
+    for tag in tags:
+        done = subprocess.run([docker, "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True, timeout=60)
+        if done.returncode == 0:
+            ids[tag] = done.stdout.strip()
+    return ids
+
+
+def remove_superseded(docker: str, before: dict[str, str]) -> list[str]:
+    """Remove the images that ``before``'s tags pointed at and no longer do (a rebuild re-tags and leaves the old
+    image dangling: about 4 GB per CPU image per run). Children first: pass tags in build order (removing a child
+    also removes the untagged parents it alone used). Returns the superseded ids that are gone; one still used
+    by a container, or by an image outside ``before``, is kept (docker refuses, and that is right)."""
+    now = image_ids(docker, list(before))
+    superseded = [before[tag] for tag in reversed(list(before)) if now.get(tag) != before[tag]]
+    for old in superseded:
+        subprocess.run([docker, "rmi", old], capture_output=True, text=True, timeout=300)
+    return [old for old in superseded if not image_ids(docker, [old])]
+
+
 class Timer:
     """Wall-clock seconds per phase, printed at the end (the CI budget is tracked from these)."""
 

@@ -28,11 +28,23 @@ from client_edge.retry import RetryPolicy
 from client_edge.session import EdgeSession, SessionConfig
 from server.launch.ports import free_port
 from tests.deploy.compose_helpers import tenant_cache_isolation
-from tests.deploy.docker_helpers import ComposeProject, Timer, docker_or_skip, run, torch_index
+from tests.deploy.docker_helpers import (
+    ComposeProject,
+    Timer,
+    docker_or_skip,
+    image_ids,
+    remove_superseded,
+    require_disk,
+    run,
+    torch_index,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 
 TAG = "ci"  # image tags (xedge-router:ci, ...): kept after the test, so a rerun reuses the layer cache
+# Build order (a child after its base): the images a rerun supersedes are removed children first.
+IMAGES = tuple(f"{name}:{TAG}" for name in ("xedge-router", "xedge-cloud-cpu", "xedge-vllm-standin", "xedge-cloud"))
+DISK_GIB = 12  # free space the builds need: the CPU image is 3.9 GB and pip unpacks its wheels beside it
 KEY_A = "sk-acme-docker-0123456789abcdef"
 KEY_B = "sk-globex-docker-0123456789abcdef"
 BLOCK = 128  # vLLM's CPU KV block size
@@ -63,6 +75,8 @@ class Deployed:
 def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ComposeProject, int]]:
     """The router and CPU images built by `docker compose build` (the compose file's own build sections)."""
     docker = docker_or_skip()
+    require_disk(docker, DISK_GIB)
+    before = image_ids(docker, IMAGES)
     project = f"xedge-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {
@@ -81,6 +95,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Comp
         with TIMER.phase("build router + cpu images (compose build)"):
             compose("--profile", "cpu", "build", timeout=3000)
     yield docker, compose, port
+    removed = remove_superseded(docker, before)
+    print(f"[docker stack] superseded images removed: {len(removed)}", file=sys.stderr, flush=True)
 
 
 @pytest.fixture(scope="module")
