@@ -30,15 +30,15 @@ fi
 # beside it, at the GPU machines' version (torch 2.11 + cu130 ships Triton 3.6); only for the whole suite.
 TRITON=3.6.0
 tri=${XEDGE_TRITON_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/xedge/triton-$TRITON}
-if (( $# == 0 )) && [[ ! -f "$tri/.xedge-ok" ]]; then
-  echo "[test] triton==$TRITON for the interpreter, into $tri" >&2
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --target "$tri" "triton==$TRITON"
-  touch "$tri/.xedge-ok"
-fi
 echo "[test] pytest (CPU suite: not gpu, not slow)" >&2
 rc=0
 "$VENV/bin/python" -m pytest -m "not gpu and not slow" --durations=15 "$@" || rc=$?
 if (( $# == 0 )); then
+  if [[ ! -f "$tri/.xedge-ok" ]]; then
+    echo "[test] triton==$TRITON for the interpreter, into $tri" >&2
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --target "$tri" "triton==$TRITON"
+    touch "$tri/.xedge-ok"
+  fi
   echo "[test] pytest (Triton kernels and page tables under TRITON_INTERPRET=1, Triton $TRITON)" >&2
   PYTHONPATH="$tri${PYTHONPATH:+:$PYTHONPATH}" TRITON_INTERPRET=1 "$VENV/bin/python" -m pytest -m gpu -p no:cacheprovider \
     tests/attention_backend/test_kernels_gpu.py tests/attention_backend/test_page_tables.py || rc=$?

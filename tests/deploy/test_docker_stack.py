@@ -43,7 +43,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 
 TAG = "ci"  # image tags (xedge-router:ci, ...): kept after the test, so a rerun reuses the layer cache
 # Build order (a child after its base): the images a rerun supersedes are removed children first.
-IMAGES = tuple(f"{name}:{TAG}" for name in ("xedge-router", "xedge-cloud-cpu", "xedge-vllm-standin", "xedge-cloud"))
+ROUTER, CLOUD_CPU, STANDIN, CLOUD = (f"{name}:{TAG}" for name in ("xedge-router", "xedge-cloud-cpu", "xedge-vllm-standin", "xedge-cloud"))
+IMAGES = (ROUTER, CLOUD_CPU, STANDIN, CLOUD)
 DISK_GIB = 12  # free space the builds need: the CPU image is 3.9 GB and pip unpacks its wheels beside it
 KEY_A = "sk-acme-docker-0123456789abcdef"
 KEY_B = "sk-globex-docker-0123456789abcdef"
@@ -126,7 +127,7 @@ def test_containers_are_healthy_non_root_and_reachable_only_on_loopback(deployed
     # The cloud healthcheck (vLLM /health + both plugins' markers) passes inside the container right now.
     run([deployed.docker, "exec", containers["cloud-cpu"]["Id"], "python3", "-m", "server.launch.healthcheck"], timeout=60)
     sizes = {}
-    for image in (f"xedge-router:{TAG}", f"xedge-cloud-cpu:{TAG}"):
+    for image in (ROUTER, CLOUD_CPU):
         sizes[image] = int(run([deployed.docker, "image", "inspect", "-f", "{{.Size}}", image], timeout=60)) / 1e6
     print(f"[docker stack] image sizes (MB): {json.dumps({k: round(v) for k, v in sizes.items()})}", file=sys.stderr)
 
@@ -224,13 +225,11 @@ def test_gpu_image_builds_on_a_stand_in_base(images: tuple[str, ComposeProject, 
     both plugins register in that vLLM, the entry point builds vLLM's command, it runs as xedge, and
     not one package of the base changed (only xedge was added)."""
     docker, compose, _ = images
-    standin = f"xedge-vllm-standin:{TAG}"
     with TIMER.phase("gpu image on a stand-in base"):
-        base = f"FROM xedge-cloud-cpu:{TAG}\nUSER root\nRUN pip uninstall -y xedge && userdel -r xedge && rm -rf /run/xedge\n"
-        run([docker, "build", "-q", "-t", standin, "-"], input=base, timeout=600)
-        compose("--profile", "gpu", "build", "--build-arg", f"VLLM_IMAGE={standin}", "cloud", timeout=1200)
-    image = f"xedge-cloud:{TAG}"
-    config = json.loads(run([docker, "image", "inspect", image], timeout=60))[0]["Config"]
+        base = f"FROM {CLOUD_CPU}\nUSER root\nRUN pip uninstall -y xedge && userdel -r xedge && rm -rf /run/xedge\n"
+        run([docker, "build", "-q", "-t", STANDIN, "-"], input=base, timeout=600)
+        compose("--profile", "gpu", "build", "--build-arg", f"VLLM_IMAGE={STANDIN}", "cloud", timeout=1200)
+    config = json.loads(run([docker, "image", "inspect", CLOUD], timeout=60))[0]["Config"]
     assert config["User"] == "xedge" and config["Entrypoint"] == ["python3", "-m", "server.launch.cloud_entry"]
     probe = (
         "import json, os, pathlib\n"
@@ -246,7 +245,7 @@ def test_gpu_image_builds_on_a_stand_in_base(images: tuple[str, ComposeProject, 
         "  'markers': sorted(f'{m.plugin}.{m.event}' for m in read_markers(status)), 'argv': argv,\n"
         "  'plugins': env.get('VLLM_PLUGINS'), 'uid': os.getuid()}))\n"
     )
-    out = json.loads(run([docker, "run", "--rm", "--network", "none", "--entrypoint", "python3", image, "-c", probe], timeout=300).splitlines()[-1])
+    out = json.loads(run([docker, "run", "--rm", "--network", "none", "--entrypoint", "python3", CLOUD, "-c", probe], timeout=300).splitlines()[-1])
     assert {"xedge_attention", "xedge_prefix_cache"} <= set(out["eps"]), out
     assert {"attention.registered", "prefix_cache.registered"} <= set(out["markers"]), out
     assert out["argv"][1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and "--enable-prefix-caching" in out["argv"]
@@ -256,5 +255,5 @@ def test_gpu_image_builds_on_a_stand_in_base(images: tuple[str, ComposeProject, 
         lines = run([docker, "run", "--rm", "--network", "none", "--entrypoint", "python3", img, "-m", "pip", "freeze"], timeout=300)
         return {ln for ln in lines.splitlines() if ln.strip()}
 
-    added, removed = freeze(image) - freeze(standin), freeze(standin) - freeze(image)
+    added, removed = freeze(CLOUD) - freeze(STANDIN), freeze(STANDIN) - freeze(CLOUD)
     assert not removed and [a.split()[0].split("==")[0] for a in added] == ["xedge"], (added, removed)
