@@ -32,7 +32,8 @@ if [ "${SWEEP:-0}" = 1 ]; then
 fi
 for S in ${SHAPES:-d128}; do
   case $S in
-    d128) ARGS="" ;;
+    d128) ARGS=""  # the sweep (same shape) ran: also time its fastest library-GEMM estimate
+          [ -s /tmp/curves/xattn_est_sweep.json ] && ARGS="--gemm-from-sweep /tmp/curves/xattn_est_sweep.json" ;;
     d256) ARGS="--heads 4 --kv-heads 1 --head-dim 256 --no-flex" ;;
     d64)  ARGS="--heads 9 --kv-heads 3 --head-dim 64 --no-flex" ;;
     none) continue ;;
@@ -40,6 +41,6 @@ for S in ${SHAPES:-d128}; do
   NAME=xattn_curve$([ "$S" = d128 ] || echo "_$S")
   t0=$(date +%s)
   timeout "${CURVE_LIMIT:-300}" python3 bench/xattn_curve.py $ARGS --out "/tmp/curves/$NAME" > "/tmp/curves/$NAME.log" 2>&1
-  echo "$NAME rc=$? in $(( $(date +%s) - t0 )) s"; grep -v '^{' "/tmp/curves/$NAME.log" | grep -i "131,072\|131072\|estimation" | head -6
+  echo "$NAME rc=$? in $(( $(date +%s) - t0 )) s"; grep -v '^{' "/tmp/curves/$NAME.log" | grep -i "131,072\|131072\|estimation\|fastest" | head -8
 done
 tar -czf "$OUT/curves.tgz" -C /tmp/curves .
