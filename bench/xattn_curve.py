@@ -164,7 +164,7 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
                     call = functools.partial(
                         fa3_attend, q, *pages, page_table, [PrefillSeq(0, 0, length, length)],
                         [Selection(mask, idx, count)], block_size=BLOCK, scale=d**-0.5, out=out_fa3,
-                        widths=[int(count.max())],
+                        widths=[int(count.max())], tma_pages=False,
                     )
                     point["fa3sparse_ms"] = bench_ms(call)
                     point["fa3sparse_tflops"] = 4.0 * d * computed_pairs(count, length) / (point["fa3sparse_ms"] * 1e-3) / 1e12

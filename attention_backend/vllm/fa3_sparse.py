@@ -18,8 +18,11 @@ from vllm.vllm_flash_attn import flash_attn_varlen_func
 
 from attention_backend.block_pages import concat_pages, head_major, head_pages, sparse_pages
 
-TMA_PAGES = False
-"""Default of ``fa3_attend(tma_pages=)``."""
+TMA_PAGES_HEAD_DIMS = (128,)
+"""Head dims at which ``fa3_attend(tma_pages=None)`` turns TMA page loads on, as measured (bench/xattn_curve.py on an
+NVIDIA H100 80GB HBM3, 2026-12-06 18:05 UTC, bench/results/xattn_curve/): at d 128 they took 0.86-0.98x the time of
+the plain tables at 128K and 0.90-0.96x at 64K over all ten masks (0.85-1.04x at 32K); at d 256 and d 64 0.96-1.09x,
+no gain."""
 
 PER_HEAD_STREAMS = 0
 """Default of ``fa3_attend(per_head_streams=)``: 0 = one FA3 call over head-major copies of the queries."""
@@ -38,7 +41,7 @@ def fa3_attend(
     out: torch.Tensor,
     widths: list[int] | None = None,
     fa_version: int = 3,
-    tma_pages: bool = TMA_PAGES,
+    tma_pages: bool | None = None,
     keep: list[torch.Tensor] | None = None,
     per_head_streams: int = PER_HEAD_STREAMS,
 ) -> None:
@@ -47,7 +50,8 @@ def fa3_attend(
 
     key_cache, value_cache: ``[num_pages, page, Hkv, D]`` views of vLLM's cache; block_table: the batch's
     ``[rows, max_pages]``; widths: per row, the most blocks any of its (head, query block) keeps (bounds
-    the table; default all of the row's key blocks). ``tma_pages``: pass ``max_seqlen_q = B + 1`` (an upper
+    the table; default all of the row's key blocks). ``tma_pages`` (None: at the head dims of
+    ``TMA_PAGES_HEAD_DIMS``): pass ``max_seqlen_q = B + 1`` (an upper
     bound, as FA3 allows), which lets FA3 load K/V pages with TMA: its heuristic turns TMA page loads off
     when ``max_seqlen_q`` is at most its query tile (128), our case exactly. ``keep``: per row, a 0-dim bool
     on the device; a row whose flag is False keeps what ``out`` holds (decided dense on the device: give it
@@ -73,6 +77,8 @@ def fa3_attend(
         )
         for i, (s, sel) in enumerate(zip(seqs, selections, strict=True))
     ]
+    if tma_pages is None:
+        tma_pages = int(query.shape[-1]) in TMA_PAGES_HEAD_DIMS
     max_seqlen_q = block_size + 1 if tma_pages else block_size
     if per_head_streams > 0 and keep is None:
         _per_head_calls(query, k_pages, v_pages, seqs, parts, max_seqlen_q=max_seqlen_q, scale=scale, out=out,
