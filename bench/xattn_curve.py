@@ -244,7 +244,7 @@ def sweep_best_gemm(path: Path) -> tuple[bool, Any, str]:
 
     row = json.loads(path.read_text())["rows"][-1]
     ok = [(v["ms"], k) for k, v in row.items() if k.startswith("s16_gemm_") and "ms" in v
-          and v["selection_changed_tau09"] < 0.02]
+          and v["selection_changed_tau09"] < 0.02 and v["max_abs_diff"] < 0.5]  # fp8 measured 0.21 / 0.8 % (H100)
     if not ok:
         raise SystemExit(f"--gemm-from-sweep: no S=16 library-GEMM variant ran in {path}")
     key = min(ok)[1]  # s16_gemm_c{chunk}[_fp8]_e{bm}x{bn}w{warps}
