@@ -24,8 +24,12 @@ NVIDIA H100 80GB HBM3, 2026-12-06 18:05 UTC, bench/results/xattn_curve/): at d 1
 the plain tables at 128K and 0.90-0.96x at 64K over all ten masks (0.85-1.04x at 32K); at d 256 and d 64 0.96-1.09x,
 no gain."""
 
-PER_HEAD_STREAMS = 0
-"""Default of ``fa3_attend(per_head_streams=)``: 0 = one FA3 call over head-major copies of the queries."""
+PER_HEAD_STREAMS_BY_HEAD_DIM = {128: 4}
+"""``fa3_attend(per_head_streams=None)`` at these head dims: the copy-free calls on that many streams; elsewhere 0, one
+FA3 call over head-major copies of the queries. Measured (bench/xattn_curve.py on an NVIDIA H100 80GB HBM3,
+2026-12-07 08:35 UTC, TMA pages both ways): at d 128 four streams took 0.84-0.99x the copies' time at 128K and
+0.77-0.98x at 64K over all ten masks, 0.76-1.01x at 32K; at d 256 0.76-0.99x except 64K at densities 0.3 / 0.5
+(1.02-1.13x): not switched there."""
 
 
 def fa3_attend(
@@ -43,7 +47,7 @@ def fa3_attend(
     fa_version: int = 3,
     tma_pages: bool | None = None,
     keep: list[torch.Tensor] | None = None,
-    per_head_streams: int = PER_HEAD_STREAMS,
+    per_head_streams: int | None = None,
 ) -> None:
     """Block-sparse attention of the prefill rows ``seqs`` (``kernels.PrefillSeq``) over their
     ``selections`` (``kernels.Selection``); writes their rows of ``out [T, Hq, D]``.
@@ -55,9 +59,9 @@ def fa3_attend(
     bound, as FA3 allows), which lets FA3 load K/V pages with TMA: its heuristic turns TMA page loads off
     when ``max_seqlen_q`` is at most its query tile (128), our case exactly. ``keep``: per row, a 0-dim bool
     on the device; a row whose flag is False keeps what ``out`` holds (decided dense on the device: give it
-    zero counts, so nothing is computed for it). ``per_head_streams`` > 0 (and no ``keep``): no copies: one
-    FA3 call per (row, query head) reading that head's queries and writing its outputs in place through
-    strided views, the calls spread over that many CUDA streams so one call's tail overlaps the next."""
+    zero counts, so nothing is computed for it). ``per_head_streams`` > 0 (None: ``PER_HEAD_STREAMS_BY_HEAD_DIM``):
+    no copies: one FA3 call per (row, query head) reading that head's queries and writing its outputs in place
+    through strided views, the calls spread over that many CUDA streams so one call's tail overlaps the next."""
     k_pages, ratio = head_pages(key_cache)
     v_pages, v_ratio = head_pages(value_cache)
     if v_ratio != ratio:
@@ -80,9 +84,11 @@ def fa3_attend(
     if tma_pages is None:
         tma_pages = int(query.shape[-1]) in TMA_PAGES_HEAD_DIMS
     max_seqlen_q = block_size + 1 if tma_pages else block_size
-    if per_head_streams > 0 and keep is None:
+    if per_head_streams is None:
+        per_head_streams = PER_HEAD_STREAMS_BY_HEAD_DIM.get(int(query.shape[-1]), 0)
+    if per_head_streams > 0:
         _per_head_calls(query, k_pages, v_pages, seqs, parts, max_seqlen_q=max_seqlen_q, scale=scale, out=out,
-                        fa_version=fa_version, streams=per_head_streams)
+                        fa_version=fa_version, streams=per_head_streams, keep=keep)
         return
     pages = concat_pages(parts)
     q_parts = [head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs]
@@ -106,20 +112,25 @@ def fa3_attend(
 def _per_head_calls(
     query: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, seqs: list[Any], parts: list[Any], *,
     max_seqlen_q: int, scale: float, out: torch.Tensor, fa_version: int, streams: int,
+    keep: list[torch.Tensor] | None,
 ) -> None:
     """``fa3_attend`` without the head-major copies: row ``s`` and head ``h`` are the sequences
     ``h * n_qb .. (h + 1) * n_qb`` of its tables, and their queries/outputs the strided ``[q_len, 1, D]`` column
     ``h`` of ``query`` / ``out`` (FA3 takes any row stride). Every head of a row has the same query blocks, so
-    the first head's ``cu_seqlens_q`` serves them all (``block_pages.row_geometry``)."""
+    the first head's ``cu_seqlens_q`` serves them all (``block_pages.row_geometry``). A row whose ``keep`` flag
+    is False gets all-zero ``cu_seqlens_q`` on the device: its sequences hold no query, FA3 writes none of its
+    rows (with empty key ranges alone it would write zeros over them)."""
     hq = query.shape[1]
+    n_qbs = [pages.block_table.shape[0] // hq for pages in parts]
+    cus = [pages.cu_seqlens_q[: n_qb + 1] for pages, n_qb in zip(parts, n_qbs, strict=True)]
+    if keep is not None:  # on the main stream, before the others wait for it; held until they are joined
+        cus = [cu * flag for cu, flag in zip(cus, keep, strict=True)]
     main = torch.cuda.current_stream()
     pool = _streams(streams, query.device)
     for st in pool:
         st.wait_stream(main)
     n = 0
-    for s, pages in zip(seqs, parts, strict=True):
-        n_qb = pages.block_table.shape[0] // hq
-        cu = pages.cu_seqlens_q[: n_qb + 1]
+    for s, pages, n_qb, cu in zip(seqs, parts, n_qbs, cus, strict=True):
         rows = slice(s.q_start, s.q_start + s.q_len)
         for h in range(hq):
             seq = slice(h * n_qb, (h + 1) * n_qb)

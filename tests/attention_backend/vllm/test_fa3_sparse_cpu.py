@@ -76,3 +76,11 @@ def test_sparse_rows_of_a_batch_match_the_reference_and_leave_other_rows(monkeyp
     monkeypatch.setattr(fa3, "TMA_PAGES_HEAD_DIMS", (D,))  # the default turns TMA pages on at the listed head dims
     fa3.fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=0.3, out=out)
     assert calls[-1]["max_seqlen_q"] == BLOCK + 1
+    # the copy-free path (CUDA streams: GPU test) is the default at the head dims listed, keep flags included
+    per_head: list = []
+    monkeypatch.setattr(fa3, "_per_head_calls", lambda *a, **kw: per_head.append(kw))
+    monkeypatch.setattr(fa3, "PER_HEAD_STREAMS_BY_HEAD_DIM", {D: 2})
+    n_calls, keep = len(calls), [torch.tensor(True), torch.tensor(False)]
+    fa3.fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=0.3, out=out, keep=keep)
+    assert len(calls) == n_calls and len(per_head) == 1
+    assert per_head[0]["streams"] == 2 and per_head[0]["keep"] is keep and per_head[0]["max_seqlen_q"] == BLOCK + 1
