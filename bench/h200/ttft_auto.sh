@@ -10,7 +10,11 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 run() { local name=$1; shift; local t0=$(date +%s)
   timeout 200 python3 bench/vllm_ttft.py ttft "$@" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
   echo "[$name] rc=$? $(( $(date +%s) - t0 )) s: $(grep -h '^\[ttft\]' "$OUT/$name.log" | tr '\n' ' ')"; }
-run ttft_fa --backend FLASH_ATTN
-run ttft_auto --backend xattn --tau 0.9 --stride 8 --sparse-kernel auto
-run ttft_auto_lowtau --backend xattn --tau 0.5 --stride 16 --sparse-kernel auto
+RUNS=${RUNS:-"fa auto lowtau"}  # which engines (e.g. RUNS="fa lowtau": the sparse kernel's gain alone)
+for r in $RUNS; do case $r in
+  fa) run ttft_fa --backend FLASH_ATTN ;;
+  auto) run ttft_auto --backend xattn --tau 0.9 --stride 8 --sparse-kernel auto ;;
+  lowtau) run ttft_auto_lowtau --backend xattn --tau 0.5 --stride 16 --sparse-kernel auto ;;
+  *) echo "unknown run $r"; exit 2 ;;
+esac; done
 for f in "$OUT"/ttft_*.json; do python3 -c "import json; d=json.load(open('$f')); print('$f', d['ttft_s'], d.get('xattn_stats',{}).get('density'))"; done
