@@ -80,10 +80,11 @@ BREAK_EVEN: tuple[BreakEven, ...] = (
         fa3_by_head_dim=(
             (
                 128,
-                0.78,
-                "bench/xattn_curve.py on an NVIDIA H100 80GB HBM3, 2026-12-06: the fa3 sparse kernel alone costs "
-                "what FA3 costs at density 0.79-0.83 (32K-128K, 32 q / 8 KV heads, random and structured "
-                "masks; bench/results/xattn_curve/notes.md): the smallest, rounded down",
+                0.87,
+                "bench/xattn_curve.py on an NVIDIA H100 80GB HBM3, 2026-12-07 08:35 UTC: the fa3 sparse kernel as it "
+                "runs by default at d 128 (per-head calls on 4 streams, TMA pages) alone costs what FA3 costs at "
+                "density 0.87-0.95 (32K-128K, 32 q / 8 KV heads, random and structured masks; "
+                "bench/results/xattn_curve/notes.md): the smallest, rounded down",
             ),
             (
                 256,

@@ -7,8 +7,9 @@ density (default 0.05, 0.1, 0.2, 0.3, 0.5) and block-mask kind:
 - ``structured``: per query block the sink, then the blocks nearest the diagonal (a local band), as many
   as the density asks for: the usual shape of real attention (sink + recent);
 it times our block-sparse Triton kernel on the given blocks, the same blocks on vLLM's FlashAttention 3 through
-per-block page tables (``attention_backend.vllm.fa3_sparse``, the backend's default sparse kernel: tables,
-head-major copies and FA3 all timed), FlexAttention (compiled) on the same blocks, and
+per-block page tables (``attention_backend.vllm.fa3_sparse``, ``auto``'s sparse kernel at d 128 and 256 on an
+H100; tables, copies and FA3 all timed) in its forms: head-major copies with plain or TMA page loads, and copy-free
+per-head calls on 1 and 4 streams (the d 128 default), FlexAttention (compiled) on the same blocks, and
 once per length vLLM's FlashAttention 3 (``vllm.vllm_flash_attn.flash_attn_varlen_func``, ``fa_version=3``,
 GQA native), cuDNN SDPA (K/V repeated to 32 heads) and our estimation (S = 8 and 16) + selection, whose
 cost does not depend on the density. End to end = estimation + selection + sparse, against FA3.
@@ -304,7 +305,11 @@ def render(result: dict[str, Any], json_path: Path) -> None:
         )
         print("Line fit over the densities, time = fixed + density x per-block cost: Triton "
               + cost_model(row, "sparse_ms") + "; FA3-paged " + cost_model(row, "fa3sparse_ms")
-              + "; FA3-paged with TMA pages " + cost_model(row, "fa3sparse_tma_ms") + "\n")
+              + "; FA3-paged with TMA pages " + cost_model(row, "fa3sparse_tma_ms")
+              + f"; FA3-paged per head on {PER_HEAD_STREAMS[-1]} streams, TMA pages "
+              + cost_model(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_tma_ms") + " (break-even "
+              + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a"
+                          for k, v in break_even(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_tma_ms").items()) + ")\n")
         print(
             "| mask | density | Triton sparse ms | TFLOP/s (% of FA3) | FA3-paged sparse ms | TFLOP/s (% of FA3) "
             "| Flex ms | e2e S=16 ms (Triton / FA3-paged) | FA3 / e2e S=16 (Triton / FA3-paged) "
