@@ -3,8 +3,9 @@
 The kept key blocks of every (query head, query block) become the page table of one short causal sequence
 (``attention_backend.block_pages``; on the GPU built by one Triton launch, ``kernels.page_tables``), so one
 paged varlen FA3 call computes the block-sparse attention of all sparse rows of a layer at FA3's speed per
-computed block, reading K/V from vLLM's cache in place. What it costs beyond FA3: a head-major copy of the
-sparse rows' queries and outputs and building the tables (no host sync). Needs a vLLM page size that divides the XAttention block
+computed block, reading K/V from vLLM's cache in place. What it costs beyond FA3: building the tables (no host
+sync) and either a head-major copy of the sparse rows' queries and outputs or, at the head dims where that
+measured faster, one FA3 call per row and query head on strided views over a few CUDA streams. Needs a vLLM page size that divides the XAttention block
 (``block_pages.pages_unsupported``); the Triton kernel (``kernels.paged_attend``) serves the other cases.
 """
 
