@@ -131,21 +131,23 @@ def _per_head_calls(
     for st in pool:
         st.wait_stream(main)
     n = 0
-    for s, pages, n_qb, cu in zip(seqs, parts, n_qbs, cus, strict=True):
-        rows = slice(s.q_start, s.q_start + s.q_len)
-        for h in range(hq):
-            seq = slice(h * n_qb, (h + 1) * n_qb)
-            with torch.cuda.stream(pool[n % streams]):
-                flash_attn_varlen_func(
-                    query[rows, h : h + 1], k_pages, v_pages,
-                    max_seqlen_q=max_seqlen_q, cu_seqlens_q=cu,
-                    max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k[seq], softmax_scale=scale,
-                    causal=True, block_table=pages.block_table[seq], out=out[rows, h : h + 1],
-                    fa_version=fa_version, num_splits=1,
-                )
-            n += 1
-    for st in pool:
-        main.wait_stream(st)
+    try:
+        for s, pages, n_qb, cu in zip(seqs, parts, n_qbs, cus, strict=True):
+            rows = slice(s.q_start, s.q_start + s.q_len)
+            for h in range(hq):
+                seq = slice(h * n_qb, (h + 1) * n_qb)
+                with torch.cuda.stream(pool[n % streams]):
+                    flash_attn_varlen_func(
+                        query[rows, h : h + 1], k_pages, v_pages,
+                        max_seqlen_q=max_seqlen_q, cu_seqlens_q=cu,
+                        max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k[seq], softmax_scale=scale,
+                        causal=True, block_table=pages.block_table[seq], out=out[rows, h : h + 1],
+                        fa_version=fa_version, num_splits=1,
+                    )
+                n += 1
+    finally:  # joined even when a call raises: nothing queued on a side stream outlives this function unordered
+        for st in pool:
+            main.wait_stream(st)
 
 
 @functools.cache

@@ -153,17 +153,16 @@ def test_a_row_decided_dense_on_the_device_keeps_its_output(page: int, per_head_
     key_cache, value_cache, table = _cache(rows_kv, page, hkv, d, "NHD")
     scale = d**-0.5
     sels = paged_select(query, key_cache, value_cache, table, seqs, block_size=BLOCK, stride=16, threshold=0.6, scale=scale)
-    want = torch.full_like(query, float("nan"))
+    want = torch.full_like(query, float("nan"))  # the same path without keep flags
     fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=want,
-               per_head_streams=0)
+               per_head_streams=per_head_streams)
     keep = [torch.tensor(True, device="cuda"), torch.tensor(False, device="cuda")]
     emptied = [sels[0], type(sels[1])(sels[1].mask, sels[1].idx, torch.zeros_like(sels[1].count))]
     got = torch.full_like(query, 5.0)  # what FlashAttention wrote for the dense row
     fa3_attend(query, key_cache, value_cache, table, seqs, emptied, block_size=BLOCK, scale=scale, out=got, keep=keep,
-               per_head_streams=per_head_streams)
-    torch.cuda.synchronize()
+               per_head_streams=per_head_streams)  # no synchronize: the checks rely on fa3_attend's own join
     first, second = slice(0, 3000), slice(3000, 4000)
-    assert_close(got[first], want[first], 2e-2 if per_head_streams else 0.0, "the sparse row")  # want: the copies
+    assert_close(got[first], want[first], 0.0, "the sparse row")
     assert (got[second] == 5.0).all()
     zeros = torch.full_like(query, float("nan"))
     paged_attend(query, key_cache, value_cache, table, seqs, emptied, block_size=BLOCK, scale=scale, out=zeros)
