@@ -17,7 +17,10 @@ engine=../shared/docker/offline_engine.sh
 [[ -f "$engine" ]] || engine=/work/shared/docker/offline_engine.sh
 if command -v docker >/dev/null && [[ -f "$engine" ]]; then
   echo "[test] Docker engine ($engine)" >&2
-  bash "$engine" >&2 || echo "[test] no Docker engine started: the docker tests will skip" >&2
+  # through Python's subprocess: the daemon it leaves running inherits none of this shell's descriptors past
+  # stderr (a caller's lock or pipe would otherwise stay open as long as dockerd runs)
+  python3 -c 'import subprocess, sys; sys.exit(subprocess.call(["bash", sys.argv[1]], stdin=subprocess.DEVNULL, stdout=2))' \
+    "$engine" >&2 || echo "[test] no Docker engine started: the docker tests will skip" >&2
 fi
 # The shared session store's tests start a real redis-server (Debian package; they skip, saying why, without it).
 if ! command -v redis-server >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
