@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -252,11 +253,14 @@ def sweep_best_gemm(path: Path) -> tuple[bool, Any, str] | None:
           and v["selection_changed_tau09"] < 0.02 and v["max_abs_diff"] < 0.5]  # fp8 measured 0.21 / 0.8 % (H100)
     if not ok:
         return None
-    key = min(ok)[1]  # s16_gemm_c{chunk}[_fp8]_e{bm}x{bn}w{warps}
-    chunk = int(key.split("_c")[1].split("_")[0])
-    bm, rest = key.rsplit("_e", 1)[1].split("x")
-    bn, warps = rest.split("w")
-    return "_fp8" in key, EstimateTiles(bm=int(bm), bn=int(bn), num_warps=int(warps), gemm=True, gemm_chunk=chunk), key
+    key = min(ok)[1]  # s16_gemm_c{chunk}[_fp8]_e{bm}x{bn}w{warps}[_s{streams}]
+    m = re.fullmatch(r"s16_gemm_c(\d+)(_fp8)?_e(\d+)x(\d+)w(\d+)(?:_s(\d+))?", key)
+    if m is None:
+        raise ValueError(f"--gemm-from-sweep: unknown variant key {key!r}")
+    chunk, fp8, bm, bn, warps, streams = m.groups()
+    tiles = EstimateTiles(bm=int(bm), bn=int(bn), num_warps=int(warps), gemm=True, gemm_chunk=int(chunk),
+                          gemm_streams=int(streams or 1))
+    return fp8 is not None, tiles, key
 
 
 def measure(args: argparse.Namespace) -> None:

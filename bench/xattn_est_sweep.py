@@ -41,12 +41,15 @@ from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_sco
 from attention_backend.kernels.estimate import _load_kv_rows, row_descriptor
 
 BLOCK = 128
-GEMM_VARIANTS = (  # (reshaped query rows per library GEMM, fp8, epilogue bm, bn, num_warps)
+GEMM_VARIANTS = (  # (reshaped query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams])
     (1024, False, 128, 256, 8),  # bf16: 12.7 ms at 128K in the first H100 run (chunks 512 / 2048: 13.3 / 13.8)
     *((chunk, True, 128, 256, 8) for chunk in (512, 1024, 2048)),
     # Epilogue tiles from 255 down to 56 registers a thread (ptxas for sm_90a, bench/xattn_gemm_regs.py): the
     # default 128 x 256 on 8 warps fits one CTA (8 warps) an SM, too few to hide the latency of a streaming kernel.
     *((1024, True, bm, bn, w) for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 128, 8), (32, 256, 8), (64, 64, 4))),
+    # H100, 2026-12-07: 64 x 128 on 8 warps fastest (7.99 ms at 128K: fp8 GEMMs 3.32, epilogue 3.00, serial on one
+    # stream); the same over 2 streams so each epilogue overlaps the next GEMM (EstimateTiles.gemm_streams)
+    *((chunk, True, 64, 128, 8, 2) for chunk in (1024, 2048)),
 )
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
     (128, 256, 8, 3, 64, False),
@@ -247,11 +250,14 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
             del paged
             torch.cuda.empty_cache()
         mask_ref = select_blocks_indexed(ref, 0.9, first_qb=0)[0]
-        for chunk, fp8, bm, bn, warps in GEMM_VARIANTS:
-            key = f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "") + f"_e{bm}x{bn}w{warps}"
+        for chunk, fp8, bm, bn, warps, *more in GEMM_VARIANTS:
+            streams = more[0] if more else 1
+            key = (f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "") + f"_e{bm}x{bn}w{warps}"
+                   + (f"_s{streams}" if streams > 1 else ""))
             try:
                 fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
-                                       tiles=EstimateTiles(bm=bm, bn=bn, num_warps=warps, gemm=True, gemm_chunk=chunk))
+                                       tiles=EstimateTiles(bm=bm, bn=bn, num_warps=warps, gemm=True, gemm_chunk=chunk,
+                                                           gemm_streams=streams))
                 got = fn()
                 changed = (select_blocks_indexed(got, 0.9, first_qb=0)[0] != mask_ref).sum().item()
                 ms = bench_ms(fn)

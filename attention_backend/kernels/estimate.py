@@ -63,6 +63,8 @@ class EstimateTiles:
     gemm: bool = False  # the GEMM by the vendor library + a Triton epilogue (kernels.estimate_gemm): bm x bn logits
     #                     per epilogue program, num_warps its warps; num_stages, bk, tma and splits unused
     gemm_chunk: int = 1024  # with gemm: reshaped query rows per GEMM (bounds the logits buffer)
+    gemm_streams: int = 1  # with gemm on CUDA: (GEMM, epilogue) pairs over this many streams, so one pair's
+    #                        epilogue overlaps the next pair's GEMM (one logits buffer in flight per stream)
 
 
 POINTER_TILES = EstimateTiles(tma=False, num_stages=3)
@@ -324,7 +326,7 @@ def estimate_block_scores(
 
         lse_by_gemm(qp, kp, lse, stride=stride, rows_per_block=r, row0=first_qb * r, n_rows=n_rows, k_len=k_len,
                     q_offset=q_offset, n_kb=n_kb, scale_log2=scale_log2, fp8=fp8, chunk_rows=tiles.gemm_chunk,
-                    bm=tiles.bm, bn=tiles.bn, num_warps=tiles.num_warps)
+                    bm=tiles.bm, bn=tiles.bn, num_warps=tiles.num_warps, streams=tiles.gemm_streams)
     elif tiles.tma:
         head_scale = lse  # unused unless fp8 (any pointer will do)
         if fp8:

@@ -20,6 +20,8 @@ one round trip through memory instead (bounded by ``chunk_rows``). Rounding: log
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -132,35 +134,63 @@ def lse_by_gemm(
     bm: int = 128,
     bn: int = 256,
     num_warps: int = 8,
+    streams: int = 1,
 ) -> None:
     """Fill ``lse [Hq, n_rows, n_kb]`` from the zero-padded token-major operands of ``estimate._tma_operands``
     (queries from absolute reshaped row ``row0``, keys from token 0) by library GEMMs, ``chunk_rows`` reshaped
-    query rows per GEMM; ``rows_per_block`` = B / S; ``bm x bn`` logits per epilogue program."""
+    query rows per GEMM; ``rows_per_block`` = B / S; ``bm x bn`` logits per epilogue program. ``streams`` > 1
+    (CUDA): the (KV head, chunk) pairs go round-robin over that many streams, each pair's GEMM and epilogue on
+    one stream (its logits buffer is allocated and freed there), so an epilogue overlaps the next GEMM; the
+    operands are made on the current stream before the others wait for it, and it waits for them all."""
     hq, hkv = qp.shape[1], kp.shape[1]
     group = hq // hkv
     if chunk_rows <= 0 or chunk_rows % GEMM_ALIGN:
         raise ValueError(f"gemm_chunk must be a positive multiple of {GEMM_ALIGN}, got {chunk_rows}")
+    if streams < 1:
+        raise ValueError(f"gemm_streams must be >= 1, got {streams}")
     key_rows = triton.cdiv(row0 + n_rows, GEMM_ALIGN) * GEMM_ALIGN  # the last query row's causal keys, aligned
     q_rows = triton.cdiv(n_rows, GEMM_ALIGN) * GEMM_ALIGN  # zero rows past n_rows (left out of the sums)
     q8, q_scale = pack_rows(qp, stride, q_rows, group=group, reverse=True, fp8=fp8)
     k8, k_scale = pack_rows(kp, stride, key_rows, group=1, reverse=False, fp8=fp8)
-    for a in range(0, q_rows, chunk_rows):
+
+    def chunk(a: int, g: int) -> None:  # KV head g's logits of query rows a .. a + chunk_rows, then their epilogue
         n_chunk = min(chunk_rows, q_rows - a)
         n_cols = min(key_rows, triton.cdiv(row0 + a + n_chunk, GEMM_ALIGN) * GEMM_ALIGN)
-        for g in range(hkv):
-            qa = q8[g, a : a + n_chunk].reshape(n_chunk * group, -1)
-            kb = k8[g, :n_cols].reshape(n_cols, -1)
-            if fp8:
-                logits = torch._scaled_mm(
-                    qa, kb.t(), scale_a=q_scale[g, a : a + n_chunk].reshape(-1, 1),
-                    scale_b=k_scale[g, :n_cols].reshape(1, -1), out_dtype=torch.bfloat16, use_fast_accum=True,
-                )
-            else:
-                logits = qa @ kb.t()
-            logits = logits.view(n_chunk, group, n_cols)
-            grid = (triton.cdiv(n_chunk, bm), group, triton.cdiv(n_cols, bn))
-            _lse_from_logits_kernel[grid](
-                logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
-                logits.stride(0), logits.stride(1), lse.stride(0), lse.stride(1), g * group,
-                GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=num_warps,
+        qa = q8[g, a : a + n_chunk].reshape(n_chunk * group, -1)
+        kb = k8[g, :n_cols].reshape(n_cols, -1)
+        if fp8:
+            logits = torch._scaled_mm(
+                qa, kb.t(), scale_a=q_scale[g, a : a + n_chunk].reshape(-1, 1),
+                scale_b=k_scale[g, :n_cols].reshape(1, -1), out_dtype=torch.bfloat16, use_fast_accum=True,
             )
+        else:
+            logits = qa @ kb.t()
+        logits = logits.view(n_chunk, group, n_cols)
+        grid = (triton.cdiv(n_chunk, bm), group, triton.cdiv(n_cols, bn))
+        _lse_from_logits_kernel[grid](
+            logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
+            logits.stride(0), logits.stride(1), lse.stride(0), lse.stride(1), g * group,
+            GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=num_warps,
+        )
+
+    pairs = [(a, g) for a in range(0, q_rows, chunk_rows) for g in range(hkv)]
+    if streams == 1 or not qp.is_cuda:
+        for a, g in pairs:
+            chunk(a, g)
+        return
+    main = torch.cuda.current_stream()
+    pool = _side_streams(streams, qp.device)
+    for st in pool:
+        st.wait_stream(main)
+    try:
+        for i, (a, g) in enumerate(pairs):
+            with torch.cuda.stream(pool[i % streams]):
+                chunk(a, g)
+    finally:  # q8 / k8 / scales are freed on return: every stream that read them is joined first
+        for st in pool:
+            main.wait_stream(st)
+
+
+@functools.cache
+def _side_streams(n: int, device: torch.device) -> list[torch.cuda.Stream]:
+    return [torch.cuda.Stream(device) for _ in range(n)]

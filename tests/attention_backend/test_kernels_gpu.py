@@ -188,6 +188,22 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
         estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=_est_tiles("pointer"), fp8=True)
 
 
+@pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
+def test_gemm_estimate_over_streams_is_the_serial_one(fp8: bool) -> None:
+    """``EstimateTiles.gemm_streams``: the (KV head, chunk) pairs over 3 CUDA streams give the scores of one stream
+    bit for bit (the same kernels on the same operands, each pair writing its own lse rows); a missing wait or
+    join shows as unwritten or stale scores."""
+    if DEV != "cuda":
+        pytest.skip("CUDA streams: off CUDA the pairs run in order whatever gemm_streams says")
+    lk, hq, hkv, d = 3000, 8, 2, 128
+    q, k, v = _inputs(lk, lk, hq, hkv, d, torch.bfloat16, seed=5)
+    est = functools.partial(estimate_block_scores, q, PagedKV.from_contiguous(k, v), block_size=128, stride=16, fp8=fp8)
+    serial = est(tiles=EstimateTiles(gemm=True, gemm_chunk=32))
+    streamed = est(tiles=EstimateTiles(gemm=True, gemm_chunk=32, gemm_streams=3))
+    assert bool(torch.isfinite(serial).all())
+    assert torch.equal(streamed, serial)
+
+
 @pytest.mark.parametrize("variant", EST_VARIANTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("page", [16, 32, 128])
