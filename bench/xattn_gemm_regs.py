@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/xattn_kernels/gemm_regs_sm90")
     args = ap.parse_args()
     rows = []
-    for bm, bn, warps in sorted({(bm, bn, w) for _, _, bm, bn, w in GEMM_VARIANTS}):
+    for bm, bn, warps in sorted({(bm, bn, w) for _, _, bm, bn, w, *_ in GEMM_VARIANTS}):
         consts = {"GROUP": GROUP, "S": STRIDE, "R": BLOCK // STRIDE, "BM": bm, "BN": bn}
         types = {"logits_ptr": "*bf16", "lse_ptr": "*fp32", "scale_log2": "fp32"}
         rows.append({"bm": bm, "bn": bn, "num_warps": warps, "logits_per_thread": bm * bn // (32 * warps),
