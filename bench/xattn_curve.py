@@ -367,6 +367,10 @@ def render(result: dict[str, Any], json_path: Path) -> None:
             if f3:
                 ax.plot([p["density"] for p in f3], [p["e2e_fa3sparse_s16_ms"] for p in f3], style.replace("-", "--"),
                         label=f"ours e2e S=16 FA3-paged, {kind}")
+            best = [p for p in pts if "e2e_best_s16_ms" in p]
+            if best:  # the fastest estimate and the fastest fa3 form measured at each point (e2e_best_s16_parts)
+                ax.plot([p["density"] for p in best], [p["e2e_best_s16_ms"] for p in best], style.replace("-", "-."),
+                        label=f"ours e2e S=16, fastest parts, {kind}")
             flex = [p for p in pts if "flex_ms" in p]
             if flex:
                 ax.plot([p["density"] for p in flex], [p["flex_ms"] for p in flex], style.replace("-", ":"),
