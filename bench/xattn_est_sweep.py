@@ -254,14 +254,16 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
             streams = more[0] if more else 1
             key = (f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "") + f"_e{bm}x{bn}w{warps}"
                    + (f"_s{streams}" if streams > 1 else ""))
+            # what rebuilds this variant (bench/xattn_curve.py --gemm-from-sweep): fp8 and the EstimateTiles fields
+            variant = {"fp8": fp8, "tiles": {"bm": bm, "bn": bn, "num_warps": warps, "gemm": True, "gemm_chunk": chunk,
+                                             "gemm_streams": streams}}  # fmt: skip
             try:
                 fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
-                                       tiles=EstimateTiles(bm=bm, bn=bn, num_warps=warps, gemm=True, gemm_chunk=chunk,
-                                                           gemm_streams=streams))
+                                       tiles=EstimateTiles(**variant["tiles"]))
                 got = fn()
                 changed = (select_blocks_indexed(got, 0.9, first_qb=0)[0] != mask_ref).sum().item()
                 ms = bench_ms(fn)
-                row[key] = {"ms": ms, "max_abs_diff": (got - ref).abs().max().item(),
+                row[key] = {"variant": variant, "ms": ms, "max_abs_diff": (got - ref).abs().max().item(),
                             "selection_changed_tau09": changed / max(1, mask_ref.sum().item()),
                             "pct_cudnn": 100 * ms / row["cudnn_ms"], "tflops": causal_flops / (ms * 1e-3) / 1e12,
                             "kernels_ms": kernel_breakdown(fn)}

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from attention_backend.fp8 import FP8_RANGE
+from attention_backend.kernels.streams import round_robin
 
 GEMM_ALIGN = 16
 """Rows of the packed operands are padded to a multiple of this (the fp8 GEMM's alignment)."""
@@ -139,9 +140,9 @@ def lse_by_gemm(
     """Fill ``lse [Hq, n_rows, n_kb]`` from the zero-padded token-major operands of ``estimate._tma_operands``
     (queries from absolute reshaped row ``row0``, keys from token 0) by library GEMMs, ``chunk_rows`` reshaped
     query rows per GEMM; ``rows_per_block`` = B / S; ``bm x bn`` logits per epilogue program. ``streams`` > 1
-    (CUDA): the (KV head, chunk) pairs go round-robin over that many streams, each pair's GEMM and epilogue on
-    one stream (its logits buffer is allocated and freed there), so an epilogue overlaps the next GEMM; the
-    operands are made on the current stream before the others wait for it, and it waits for them all."""
+    (CUDA): the (KV head, chunk) pairs go round-robin over that many streams (``kernels.streams``), each pair's
+    GEMM and epilogue on one stream (its logits buffer is allocated and freed there), so an epilogue overlaps
+    the next GEMM."""
     hq, hkv = qp.shape[1], kp.shape[1]
     group = hq // hkv
     if chunk_rows <= 0 or chunk_rows % GEMM_ALIGN:
@@ -177,20 +178,5 @@ def lse_by_gemm(
     if streams == 1 or not qp.is_cuda:
         for a, g in pairs:
             chunk(a, g)
-        return
-    main = torch.cuda.current_stream()
-    pool = _side_streams(streams, qp.device)
-    for st in pool:
-        st.wait_stream(main)
-    try:
-        for i, (a, g) in enumerate(pairs):
-            with torch.cuda.stream(pool[i % streams]):
-                chunk(a, g)
-    finally:  # q8 / k8 / scales are freed on return: every stream that read them is joined first
-        for st in pool:
-            main.wait_stream(st)
-
-
-@functools.cache
-def _side_streams(n: int, device: torch.device) -> list[torch.cuda.Stream]:
-    return [torch.cuda.Stream(device) for _ in range(n)]
+    else:  # q8 / k8 / scales are freed on return: round_robin joins every stream that read them first
+        round_robin((functools.partial(chunk, a, g) for a, g in pairs), streams, qp.device)

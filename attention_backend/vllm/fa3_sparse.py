@@ -12,6 +12,7 @@ measured faster, one FA3 call per row and query head on strided views over a few
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -82,11 +83,12 @@ def fa3_attend(
         )
         for i, (s, sel) in enumerate(zip(seqs, selections, strict=True))
     ]
+    head_dim = int(query.shape[-1])
     if tma_pages is None:
-        tma_pages = int(query.shape[-1]) in TMA_PAGES_HEAD_DIMS
+        tma_pages = head_dim in TMA_PAGES_HEAD_DIMS
     max_seqlen_q = block_size + 1 if tma_pages else block_size
     if per_head_streams is None:
-        per_head_streams = PER_HEAD_STREAMS_BY_HEAD_DIM.get(int(query.shape[-1]), 0)
+        per_head_streams = PER_HEAD_STREAMS_BY_HEAD_DIM.get(head_dim, 0)
     if per_head_streams > 0:
         _per_head_calls(query, k_pages, v_pages, seqs, parts, max_seqlen_q=max_seqlen_q, scale=scale, out=out,
                         fa_version=fa_version, streams=per_head_streams, keep=keep)
@@ -100,12 +102,12 @@ def fa3_attend(
         max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k, softmax_scale=scale, causal=True,
         block_table=pages.block_table, out=o_hm, fa_version=fa_version, num_splits=1,
     )
-    hq, d = query.shape[1], query.shape[2]
+    hq = query.shape[1]
     start = 0
     for i, s in enumerate(seqs):
         n = hq * s.q_len
         rows = slice(s.q_start, s.q_start + s.q_len)
-        o = o_hm[start : start + n].view(hq, s.q_len, d).transpose(0, 1)
+        o = o_hm[start : start + n].view(hq, s.q_len, head_dim).transpose(0, 1)
         out[rows] = o if keep is None else torch.where(keep[i], o, out[rows])
         start += n
 
@@ -121,35 +123,26 @@ def _per_head_calls(
     the first head's ``cu_seqlens_q`` serves them all (``block_pages.row_geometry``). A row whose ``keep`` flag
     is False gets all-zero ``cu_seqlens_q`` on the device: its sequences hold no query, FA3 writes none of its
     rows (with empty key ranges alone it would write zeros over them)."""
+    # the kernels package needs Triton (CUDA builds)
+    from attention_backend.kernels.streams import round_robin
+
     hq = query.shape[1]
     n_qbs = [pages.block_table.shape[0] // hq for pages in parts]
     cus = [pages.cu_seqlens_q[: n_qb + 1] for pages, n_qb in zip(parts, n_qbs, strict=True)]
-    if keep is not None:  # on the main stream, before the others wait for it; held until they are joined
+    if keep is not None:  # on the current stream, before the side streams wait for it; held until they are joined
         cus = [cu * flag for cu, flag in zip(cus, keep, strict=True)]
-    main = torch.cuda.current_stream()
-    pool = _streams(streams, query.device)
-    for st in pool:
-        st.wait_stream(main)
-    n = 0
-    try:
+
+    def calls() -> Iterator[Callable[[], object]]:
         for s, pages, n_qb, cu in zip(seqs, parts, n_qbs, cus, strict=True):
             rows = slice(s.q_start, s.q_start + s.q_len)
             for h in range(hq):
                 seq = slice(h * n_qb, (h + 1) * n_qb)
-                with torch.cuda.stream(pool[n % streams]):
-                    flash_attn_varlen_func(
-                        query[rows, h : h + 1], k_pages, v_pages,
-                        max_seqlen_q=max_seqlen_q, cu_seqlens_q=cu,
-                        max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k[seq], softmax_scale=scale,
-                        causal=True, block_table=pages.block_table[seq], out=out[rows, h : h + 1],
-                        fa_version=fa_version, num_splits=1,
-                    )
-                n += 1
-    finally:  # joined even when a call raises: nothing queued on a side stream outlives this function unordered
-        for st in pool:
-            main.wait_stream(st)
+                yield functools.partial(
+                    flash_attn_varlen_func, query[rows, h : h + 1], k_pages, v_pages,
+                    max_seqlen_q=max_seqlen_q, cu_seqlens_q=cu,
+                    max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k[seq], softmax_scale=scale,
+                    causal=True, block_table=pages.block_table[seq], out=out[rows, h : h + 1],
+                    fa_version=fa_version, num_splits=1,
+                )
 
-
-@functools.cache
-def _streams(n: int, device: torch.device) -> list[torch.cuda.Stream]:
-    return [torch.cuda.Stream(device) for _ in range(n)]
+    round_robin(calls(), streams, query.device)
