@@ -27,6 +27,7 @@ import argparse
 import functools
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,20 @@ def kernel_breakdown(fn: Any) -> dict[str, float]:
     return dict(sorted(times.items(), key=lambda kv: -kv[1])[:8])
 
 
+def host_ms(fn: Any, reps: int = 5) -> float:
+    """Median host (CPU) time to enqueue one call of ``fn``, the GPU idle before each: when it nears the CUDA-event
+    time, the call is bound by its launches, not by its kernels."""
+    fn()
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t0))
+    torch.cuda.synchronize()
+    return sorted(times)[reps // 2]
+
+
 def tag(shape: tuple) -> str:
     bm, bn, w, st, bk, tma = shape
     return f"{'tma' if tma else 'flat'}_bm{bm}_bn{bn}_bk{bk or 'D'}_w{w}_st{st}"
@@ -266,7 +281,7 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
                 row[key] = {"variant": variant, "ms": ms, "max_abs_diff": (got - ref).abs().max().item(),
                             "selection_changed_tau09": changed / max(1, mask_ref.sum().item()),
                             "pct_cudnn": 100 * ms / row["cudnn_ms"], "tflops": causal_flops / (ms * 1e-3) / 1e12,
-                            "kernels_ms": kernel_breakdown(fn)}
+                            "kernels_ms": kernel_breakdown(fn), "host_ms": host_ms(fn)}
                 del got
             except Exception as exc:  # recorded, not fatal
                 row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -316,7 +331,8 @@ def main() -> None:
                     print(f"{row['length']:>7} {stride:>3} {key[len(f's{stride}_'):]:<34} {r['error'][:60]}")
                     continue
                 print(f"{row['length']:>7} {stride:>3} {key[len(f's{stride}_'):]:<34} {r['ms']:8.2f} {r['pct_cudnn']:7.2f}"
-                      f" {r['tflops']:6.0f} {'':>9} {r['max_abs_diff']:8.1e}  sel. changed {r['selection_changed_tau09']:.4f}")
+                      f" {r['tflops']:6.0f} {'':>9} {r['max_abs_diff']:8.1e}  sel. changed {r['selection_changed_tau09']:.4f}"
+                      f"  host {r.get('host_ms', math.nan):.2f} ms")
                 print("          " + ", ".join(f"{k} {v:.2f}" for k, v in r["kernels_ms"].items()))
             c = row[f"s{stride}_cublas"]
             print(f"{row['length']:>7} {stride:>3} {'cuBLAS same GEMM, causal half':<34} {c['ms_causal_half']:8.2f}"

@@ -3,10 +3,14 @@
 Per row of block scores: the sink block (key block 0) and the diagonal block are always kept; the other
 causal blocks are added in descending score order while the kept mass before adding a block is below
 ``tau * row mass`` (the official x-attention rule, ``cumsum_without_self < required``). ``tau >= 1``
-keeps every causal block. The kernel sorts the row in registers (``tl.sort``), finds the smallest score
-that is taken and keeps every non-forced causal block scoring more, plus as many of the blocks tied at
-that score as the sorted order took, lowest key block first (the reference's stable sort). Besides the bool mask it writes the kept key blocks in ascending order with
-their count, which is what the sparse attention kernel iterates over.
+keeps every causal block. The kernel does not sort: the smallest score that is taken (the cut-off) is the
+smallest score ``c`` with ``kept + sum(scores > c) < required``, found by bisection over the bits of the
+non-negative fp32 scores (31 masked sums over the row, in registers), which names exactly the block the
+sorted walk stops at. Every non-forced causal block scoring more than ``c`` is kept, plus as many of the blocks
+tied at ``c`` as the walk would take, lowest key block first (the reference's stable sort). The sums run in
+a tree, not in sorted order: a row whose running mass meets ``required`` within fp32 rounding may keep one
+block more or less than the float64 reference. Besides the bool mask it writes the kept key blocks in
+ascending order with their count, which is what the sparse attention kernel iterates over.
 """
 
 from __future__ import annotations
@@ -34,15 +38,26 @@ def _xattn_select_kernel(
     forced = causal & ((kb == 0) | (kb == qb))
     required = tau * tl.sum(s, 0)
     kept = tl.sum(tl.where(forced, s, 0.0), 0)
-    other = tl.where(forced, -1.0, tl.where(causal, s, -1.0))  # scores are >= 0; -1 sorts the rest last
-    ranked = tl.sort(other, 0, descending=True)
-    mass = tl.maximum(ranked, 0.0)
-    before = tl.cumsum(mass, 0) - mass
-    take = (ranked >= 0.0) & (kept + before < required)
-    cutoff = tl.min(tl.where(take, ranked, float("inf")), 0)
-    # Blocks tied at the cut-off: the reference's stable sort takes the lowest key blocks first.
-    n_tied_taken = tl.sum((take & (ranked == cutoff)).to(tl.int32), 0)
+    other = tl.where(forced, -1.0, tl.where(causal, s, -1.0))  # candidates are >= 0; -1: never taken
+    # Bisection for the cut-off's bits: the smallest b in [0, bits(max)] with kept + sum(other > f(b)) < required
+    # (a non-negative float's bits order as it does). That predicate changes only at candidate scores, so b
+    # lands on one; when even the largest candidate is not taken (kept >= required) the cut-off is +inf.
+    lo = tl.full((), 0, tl.int32)
+    hi = tl.maximum(tl.max(other, 0), 0.0).to(tl.int32, bitcast=True)
+    for _ in range(31):
+        mid = lo + (hi - lo) // 2
+        ok = kept + tl.sum(tl.where(other > mid.to(tl.float32, bitcast=True), other, 0.0), 0) < required
+        hi = tl.where(ok, mid, hi)
+        lo = tl.where(ok, lo, mid + 1)
+    cutoff = tl.where(kept < required, hi.to(tl.float32, bitcast=True), float("inf"))
+    above = tl.sum(tl.where(other > cutoff, other, 0.0), 0)
+    # Blocks tied at the cut-off: the walk takes tie j while kept + above + j * cutoff < required, lowest key
+    # block first (the reference's stable sort).
     tied = (other == cutoff).to(tl.int32)
+    n_tied = tl.sum(tied, 0)
+    step = tl.where(n_tied > 0, cutoff, 0.0)  # finite whenever a block ties (no inf * 0)
+    j = tl.arange(0, NKB)
+    n_tied_taken = tl.sum(((j < n_tied) & (kept + (above + j.to(tl.float32) * step) < required)).to(tl.int32), 0)
     tie_rank = tl.cumsum(tied, 0) - tied
     sel = forced | (causal & (other > cutoff)) | ((tied > 0) & (tie_rank < n_tied_taken))
     sel = tl.where(tau >= 1.0, causal, sel)

@@ -3,7 +3,7 @@
 Triton compiles a kernel the first time it sees a new set of constexprs (integer arguments that change per
 request are marked ``do_not_specialize`` in each kernel). What is left to compile is known at start-up:
 the estimation and sparse kernels once per model shape, and the block-score and selection kernels once per
-power of two of the key blocks in a row (``NKB``: the row is held in registers, ``tl.sort`` needs its
+power of two of the key blocks in a row (``NKB``: the row is held in registers, ``tl.arange`` needs its
 length at compile time). :func:`precompile` runs them all once, so no request pays a compile (seconds at
 128K on an H100, bench/results/vllm_ttft/notes.md) and vLLM's JIT monitor, armed after its warm-up, sees
 none.

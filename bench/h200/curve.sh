@@ -7,7 +7,8 @@
 #     d64   SmolLM2-135M (9 / 3, d 64)
 #   TESTS=1: first the estimation kernel's GPU tests (TESTS_K: another -k); FA3_TESTS=1: the fa3 sparse kernel's;
 #   SWEEP=1: the estimation launch-shape sweep at 128K, S=16 (library-GEMM variants included; SWEEP_ARGS, e.g.
-#   --default-only: only the default Triton launch shape).
+#   --default-only: only the default Triton launch shape); SELECT=1: block selection at 32K-128K
+#   (bench/xattn_select_speed.py) against SELECT_BASELINE, an earlier kernels/select.py, where that file exists.
 # The device returns at most 8 files a call: each shape's json/log/png is packed into $OUT/curves.tgz.
 set -u
 source .gpucarry/run/device_env.sh
@@ -24,6 +25,11 @@ if [ "${FA3_TESTS:-0}" = 1 ]; then  # the fa3 sparse kernel's GPU tests (the cop
   echo "fa3 sparse tests rc=$?"; tail -1 "$OUT/fa3_sparse_pytest.log"
 fi
 mkdir -p /tmp/curves
+if [ "${SELECT:-0}" = 1 ]; then
+  BASE=""; [ -s "${SELECT_BASELINE:-}" ] && BASE="--baseline $SELECT_BASELINE"
+  timeout 120 python3 bench/xattn_select_speed.py $BASE --out "$OUT/xattn_select_speed" > "$OUT/xattn_select_speed.log" 2>&1
+  echo "select speed rc=$?"; tail -8 "$OUT/xattn_select_speed.log"
+fi
 if [ "${SWEEP:-0}" = 1 ]; then
   t0=$(date +%s)
   timeout 200 python3 bench/xattn_est_sweep.py --lens 131072 --strides 16 ${SWEEP_ARGS:-} --out /tmp/curves/xattn_est_sweep \

@@ -267,6 +267,27 @@ def test_select_ties_follow_the_reference_order():
         assert int(count.sum()) < int(causal_block_mask(hq, nkb, nkb).sum()), "ties kept every block"
 
 
+@pytest.mark.parametrize("tau", [0.5, 0.9, 0.95])
+def test_select_long_rows_with_ties_match_the_reference(tau):
+    """Rows of 300 key blocks (NKB 512, the cut-off found by bisection over many candidates) whose scores are
+    multiples of 1/8 (many exact ties, sums exact in fp32 and fp64 alike), and skewed continuous ones."""
+    gen = torch.Generator().manual_seed(int(tau * 1000))
+    hq, nkb, first = 2, 300, 200
+    nqb = nkb - first
+    causal = causal_block_mask(hq, nqb, nkb, first)
+    for raw in (
+        torch.randint(0, 6, (hq, nqb, nkb), generator=gen) / 8.0,
+        torch.rand(hq, nqb, nkb, generator=gen) ** 6,
+    ):
+        scores = (raw * causal).float()
+        mask, idx, count = select_blocks_indexed(scores.to(DEV), tau, first_qb=first)
+        want = ref_select_blocks(scores, tau, q_block_offset=first)
+        assert_mask_equal(mask.cpu(), want, f"long-row selection tau={tau}")
+        assert torch.equal(count.cpu(), want.sum(-1, dtype=torch.int32)), "count != kept blocks"
+        kept = torch.nonzero(want[1, -1]).flatten().to(torch.int32)
+        assert torch.equal(idx[1, -1, : len(kept)].cpu(), kept), "index list of the last row"
+
+
 def test_select_per_head_thresholds():
     gen = torch.Generator().manual_seed(7)
     hq, nkb = 4, 20
