@@ -3,10 +3,12 @@
 ``attention_backend.kernels.select`` finds each row's cut-off by bisection over the scores' bits; until
 2026-12-07 it sorted each row in registers (``tl.sort``). Give that module (e.g. ``git show
 906e43d:attention_backend/kernels/select.py > select_sort.py``) as ``--baseline`` and both run on the same
-scores in the same process: CUDA-event time (median), the ratio, and how many (head, query block, key block)
-decisions differ. Scores: 32 query heads, per causal row a softmax-like mass (``rand ** 4``, normalised), and
-a second set with every score tied (uniform attention, as dummy weights give). Writes ``<out>.json`` and prints
-a table.
+scores in the same process: CUDA-event time (median), the ratio, how many (head, query block, key block)
+decisions differ between them and how many differ from the float64 torch reference (``attention_backend.select``,
+first ``--ref-heads`` heads); also the bisection kernel at 1, 2, 4 and 8 warps a row. Scores: 32 query heads,
+per causal row a softmax-like mass (``rand ** 4``, normalised), and a second set with every score of a row tied
+(uniform attention, as dummy weights give; rows whose ``tau`` boundary falls exactly on a tie sum are decided by
+fp32 rounding). Writes ``<out>.json`` and prints a table.
 
     python bench/xattn_select_speed.py --baseline select_sort.py --out bench/results/xattn_kernels/xattn_select_speed
 """
@@ -20,21 +22,54 @@ import json
 from pathlib import Path
 
 import torch
+import triton
 from xattn_speed import bench_ms
 
-from attention_backend.kernels.select import select_blocks_indexed
+from attention_backend.kernels.select import select_blocks_indexed, select_warps
+from attention_backend.select import select_blocks
 
 BLOCK = 128
+WARPS = (1, 2, 4, 8)
 
 
 def scores_for(n_kb: int, heads: int, tied: bool, seed: int) -> torch.Tensor:
     """[heads, n_kb, n_kb] fp32 block masses, causal rows summing to 1 (or uniform: all tied)."""
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    raw = torch.ones if tied else (lambda *s, **kw: torch.rand(*s, **kw) ** 4)
-    kw = {} if tied else {"generator": gen}
-    s = raw(heads, n_kb, n_kb, device="cuda", **kw)
+    if tied:
+        s = torch.ones(heads, n_kb, n_kb, device="cuda")
+    else:
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        s = torch.rand(heads, n_kb, n_kb, device="cuda", generator=gen) ** 4
     s = torch.tril(s)
     return (s / s.sum(-1, keepdim=True)).float()
+
+
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location("select_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def measure(length: int, tied: bool, args: argparse.Namespace, base) -> dict:
+    n_kb = length // BLOCK
+    scores = scores_for(n_kb, args.heads, tied, seed=length)
+    ref = select_blocks(scores[: args.ref_heads].cpu(), args.tau)  # float64, torch
+    mask = select_blocks_indexed(scores, args.tau, first_qb=0)[0]
+    row = {"length": length, "scores": "tied" if tied else "rand^4", "n_kb": n_kb,
+           "warps": select_warps(triton.next_power_of_2(n_kb)),
+           "ms": bench_ms(functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0)),
+           "density": mask.sum().item() / (args.heads * n_kb * (n_kb + 1) / 2),
+           "ref_differ": (mask[: args.ref_heads].cpu() != ref).sum().item()}  # fmt: skip
+    row["ms_by_warps"] = {
+        w: bench_ms(functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0, num_warps=w)) for w in WARPS
+    }
+    if base is not None:
+        want = base.select_blocks_indexed(scores, args.tau, first_qb=0)[0]
+        row["baseline_ms"] = bench_ms(functools.partial(base.select_blocks_indexed, scores, args.tau, first_qb=0))
+        row["speedup"] = row["baseline_ms"] / row["ms"]
+        row["decisions_differ"] = (mask != want).sum().item()
+        row["baseline_ref_differ"] = (want[: args.ref_heads].cpu() != ref).sum().item()
+    return row
 
 
 def main() -> None:
@@ -42,53 +77,28 @@ def main() -> None:
     ap.add_argument("--lens", default="32768,65536,131072")
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--tau", type=float, default=0.9)
-    ap.add_argument(
-        "--baseline", type=Path, help="an earlier attention_backend/kernels/select.py to time alongside"
-    )
+    ap.add_argument("--ref-heads", type=int, default=4, help="heads checked against the float64 torch reference")
+    ap.add_argument("--baseline", type=Path, help="an earlier attention_backend/kernels/select.py to time alongside")
     ap.add_argument("--out", type=Path, default=Path("bench/results/xattn_kernels/xattn_select_speed"))
     args = ap.parse_args()
-    base = None
-    if args.baseline:
-        spec = importlib.util.spec_from_file_location("select_baseline", args.baseline)
-        base = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(base)
+    base = load_module(args.baseline) if args.baseline else None
     rows = []
     for length in (int(x) for x in args.lens.split(",")):
-        n_kb = length // BLOCK
         for tied in (False, True):
-            scores = scores_for(n_kb, args.heads, tied, seed=length)
-            row = {"length": length, "scores": "tied" if tied else "rand^4", "n_kb": n_kb}
-            mask = select_blocks_indexed(scores, args.tau, first_qb=0)[0]
-            row["ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0))
-            row["density"] = mask.sum().item() / (args.heads * n_kb * (n_kb + 1) / 2)
-            if base is not None:
-                want = base.select_blocks_indexed(scores, args.tau, first_qb=0)[0]
-                row["baseline_ms"] = bench_ms(
-                    functools.partial(base.select_blocks_indexed, scores, args.tau, first_qb=0)
-                )
-                row["speedup"] = row["baseline_ms"] / row["ms"]
-                row["decisions_differ"] = (mask != want).sum().item()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    res = {
-        "device": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "tau": args.tau,
-        "heads": args.heads,
-        "baseline": str(args.baseline) if args.baseline else None,
-        "rows": rows,
-    }
+            rows.append(measure(length, tied, args, base))
+            print(json.dumps(rows[-1]), flush=True)
+    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "tau": args.tau, "heads": args.heads,
+           "baseline": str(args.baseline) if args.baseline else None, "rows": rows}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
-    print(f"\n{res['device']}, {args.heads} heads, tau {args.tau}")
-    print(
-        f"{'length':>8} {'scores':>7} {'density':>7} {'bisect ms':>9} {'sort ms':>8} {'speed-up':>8} {'differ':>6}"
-    )
+    nan = float("nan")
+    print(f"\n{res['device']}, {args.heads} heads, tau {args.tau}; differ = (head, query block, key block) decisions")
+    print(f"{'length':>8} {'scores':>7} {'density':>7} {'bisect ms':>9} {'sort ms':>8} {'speed-up':>8} {'differ':>6}"
+          f" {'vs ref: bisect':>14} {'sort':>5}   bisect ms at {' / '.join(map(str, WARPS))} warps")  # fmt: skip
     for r in rows:
-        print(
-            f"{r['length']:>8} {r['scores']:>7} {r['density']:7.3f} {r['ms']:9.3f} {r.get('baseline_ms', float('nan')):8.3f} "
-            f"{r.get('speedup', float('nan')):7.2f}x {r.get('decisions_differ', -1):>6}"
-        )
+        print(f"{r['length']:>8} {r['scores']:>7} {r['density']:7.3f} {r['ms']:9.3f} {r.get('baseline_ms', nan):8.3f}"
+              f" {r.get('speedup', nan):7.2f}x {r.get('decisions_differ', -1):>6} {r['ref_differ']:>14}"
+              f" {r.get('baseline_ref_differ', -1):>5}   " + " / ".join(f"{v:.3f}" for v in r["ms_by_warps"].values()))  # fmt: skip
 
 
 if __name__ == "__main__":

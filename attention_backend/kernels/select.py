@@ -80,12 +80,19 @@ def thresholds_per_head(threshold: float | torch.Tensor, num_heads: int, device:
     return torch.full((num_heads,), float(threshold), dtype=torch.float32, device=device)
 
 
+def select_warps(nkb: int) -> int:
+    """Warps per row of ``nkb`` (a power of two) blocks: 8 scores a thread, so the bisection's 31 sums need
+    no more cross-warp steps than the row's length calls for (1 warp up to 256 blocks, 4 at 1,024)."""
+    return max(1, min(8, nkb // 256))
+
+
 def select_blocks_indexed(
-    scores: torch.Tensor, threshold: float | torch.Tensor, *, first_qb: int
+    scores: torch.Tensor, threshold: float | torch.Tensor, *, first_qb: int, num_warps: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Select blocks from ``scores: [Hq, n_qb, n_kb]`` fp32 (row ``i`` = absolute query block
     ``first_qb + i``). Returns ``mask [Hq, n_qb, n_kb]`` bool, ``idx [Hq, n_qb, n_kb]`` int32 (the kept key
-    blocks ascending, the rest of each row unspecified) and ``count [Hq, n_qb]`` int32."""
+    blocks ascending, the rest of each row unspecified) and ``count [Hq, n_qb]`` int32. ``num_warps``: per
+    row, default :func:`select_warps` (bench/xattn_select_speed.py times the others)."""
     if scores.dim() != 3 or scores.dtype != torch.float32:
         raise ValueError(f"scores must be [Hq, n_qb, n_kb] float32, got {tuple(scores.shape)} {scores.dtype}")
     hq, n_qb, n_kb = scores.shape
@@ -96,12 +103,14 @@ def select_blocks_indexed(
     mask = torch.empty((hq, n_qb, n_kb), dtype=torch.bool, device=scores.device)
     idx = torch.empty((hq, n_qb, n_kb), dtype=torch.int32, device=scores.device)
     count = torch.empty((hq, n_qb), dtype=torch.int32, device=scores.device)
+    nkb_pow2 = triton.next_power_of_2(n_kb)
     _xattn_select_kernel[(n_qb, hq)](
         scores, tau, mask, idx, count,
         first_qb, n_kb,
         scores.stride(0), scores.stride(1), mask.stride(0), mask.stride(1), idx.stride(0), idx.stride(1),
         count.stride(0),
-        NKB=triton.next_power_of_2(n_kb),
+        NKB=nkb_pow2,
+        num_warps=num_warps or select_warps(nkb_pow2),
     )
     return mask, idx, count
 
