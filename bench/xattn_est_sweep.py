@@ -42,7 +42,7 @@ from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_sco
 from attention_backend.kernels.estimate import _load_kv_rows, row_descriptor
 
 BLOCK = 128
-GEMM_VARIANTS = (  # (reshaped query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams])
+GEMM_VARIANTS = (  # (reshaped query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams[, grouped]])
     (1024, False, 128, 256, 8),  # bf16: 12.7 ms at 128K in the first H100 run (chunks 512 / 2048: 13.3 / 13.8)
     *((chunk, True, 128, 256, 8) for chunk in (512, 1024, 2048)),
     # Epilogue tiles from 255 down to 56 registers a thread (ptxas for sm_90a, bench/xattn_gemm_regs.py): the
@@ -51,6 +51,9 @@ GEMM_VARIANTS = (  # (reshaped query rows per library GEMM, fp8, epilogue bm, bn
     # H100, 2026-12-07: 64 x 128 on 8 warps fastest (7.99 ms at 128K: fp8 GEMMs 3.32, epilogue 3.00, serial on one
     # stream); the same over 2 streams so each epilogue overlaps the next GEMM (EstimateTiles.gemm_streams)
     *((chunk, True, 64, 128, 8, 2) for chunk in (1024, 2048)),
+    # H100, 2026-12-07 11:00 UTC: the 64 pairs of a 128K call take 6 ms to enqueue (host), as long as their kernels;
+    # grouped: one batched GEMM + one epilogue a chunk over all 8 KV heads (16 launches at 1,024 rows, not 128)
+    *((chunk, True, 64, 128, 8, streams, True) for chunk, streams in ((512, 1), (512, 2), (1024, 1), (1024, 2))),
 )
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
     (128, 256, 8, 3, 64, False),
@@ -267,11 +270,12 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
         mask_ref = select_blocks_indexed(ref, 0.9, first_qb=0)[0]
         for chunk, fp8, bm, bn, warps, *more in GEMM_VARIANTS:
             streams = more[0] if more else 1
+            grouped = more[1] if len(more) > 1 else False
             key = (f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "") + f"_e{bm}x{bn}w{warps}"
-                   + (f"_s{streams}" if streams > 1 else ""))
+                   + (f"_s{streams}" if streams > 1 else "") + ("_grouped" if grouped else ""))
             # what rebuilds this variant (bench/xattn_curve.py --gemm-from-sweep): fp8 and the EstimateTiles fields
             variant = {"fp8": fp8, "tiles": {"bm": bm, "bn": bn, "num_warps": warps, "gemm": True, "gemm_chunk": chunk,
-                                             "gemm_streams": streams}}  # fmt: skip
+                                             "gemm_streams": streams, "gemm_grouped": grouped}}  # fmt: skip
             try:
                 fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
                                        tiles=EstimateTiles(**variant["tiles"]))

@@ -65,6 +65,8 @@ class EstimateTiles:
     gemm_chunk: int = 1024  # with gemm: reshaped query rows per GEMM (bounds the logits buffer)
     gemm_streams: int = 1  # with gemm on CUDA: (GEMM, epilogue) pairs over this many streams, so one pair's
     #                        epilogue overlaps the next pair's GEMM (one logits buffer in flight per stream)
+    gemm_grouped: bool = False  # with gemm: one batched GEMM + one epilogue per chunk over every KV head (2 launches a
+    #                             chunk, not 2 per KV head and chunk; the logits buffer holds every KV head's)
 
 
 POINTER_TILES = EstimateTiles(tma=False, num_stages=3)
@@ -326,7 +328,8 @@ def estimate_block_scores(
 
         lse_by_gemm(qp, kp, lse, stride=stride, rows_per_block=r, row0=first_qb * r, n_rows=n_rows, k_len=k_len,
                     q_offset=q_offset, n_kb=n_kb, scale_log2=scale_log2, fp8=fp8, chunk_rows=tiles.gemm_chunk,
-                    bm=tiles.bm, bn=tiles.bn, num_warps=tiles.num_warps, streams=tiles.gemm_streams)
+                    bm=tiles.bm, bn=tiles.bn, num_warps=tiles.num_warps, streams=tiles.gemm_streams,
+                    grouped=tiles.gemm_grouped)
     elif tiles.tma:
         head_scale = lse  # unused unless fp8 (any pointer will do)
         if fp8:

@@ -87,25 +87,28 @@ def pack_rows(
     return out, scale
 
 
-@triton.jit(do_not_specialize=["k_len", "q_offset", "row0", "n_rows", "n_kb", "a", "n_chunk", "n_cols", "s_lr", "s_lm",
-                               "s_lh", "s_er", "h0"])
+@triton.jit(do_not_specialize=["k_len", "q_offset", "row0", "n_rows", "n_kb", "a", "n_chunk", "n_cols", "s_lg", "s_lr",
+                               "s_lm", "s_lh", "s_er", "h0"])
 def _lse_from_logits_kernel(
     logits_ptr, lse_ptr, k_len, q_offset, row0, n_rows, n_kb, scale_log2, a, n_chunk, n_cols,
-    s_lr, s_lm, s_lh, s_er, h0,
+    s_lg, s_lr, s_lm, s_lh, s_er, h0,
     GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
 ):
-    """One ``BM`` x ``BN`` tile of one KV head's logits ``[n_chunk rows, GROUP, n_cols]`` (rows from absolute
-    reshaped row ``a``) into the lse rows of query head ``h0 + member``: the fused kernel's epilogue
-    (``estimate._store_tile_lse``: causal mask, per-row max of the tile, ``log2 sum 2^x`` per key block), with
-    the tile loaded as ``[BM, BN / R, R]`` so the per-block sums need no reshape of the registers."""
+    """One ``BM`` x ``BN`` tile of the logits ``[KV heads, n_chunk rows, GROUP, n_cols]`` (rows from absolute
+    reshaped row ``a``; program axis 1 = KV head x GROUP + member) into the lse rows of query head
+    ``h0 + axis 1``: the fused kernel's epilogue (``estimate._store_tile_lse``: causal mask, per-row max of the
+    tile, ``log2 sum 2^x`` per key block), with the tile loaded as ``[BM, BN / R, R]`` so the per-block sums need
+    no reshape of the registers."""
     NB: tl.constexpr = BN // R
-    m = tl.program_id(1)
+    hm = tl.program_id(1)
+    g = hm // GROUP
+    m = hm % GROUP
     local = tl.program_id(0) * BM + tl.arange(0, BM)
     rows = a + local
     row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows) & (local < n_chunk)
     kb = tl.program_id(2) * NB + tl.arange(0, NB)
     cols = kb[None, :, None] * R + tl.arange(0, R)[None, None, :]  # [1, NB, R]
-    x = tl.load(logits_ptr + local.to(tl.int64)[:, None, None] * s_lr + m * s_lm + cols,
+    x = tl.load(logits_ptr + g.to(tl.int64) * s_lg + local.to(tl.int64)[:, None, None] * s_lr + m * s_lm + cols,
                 mask=(local < n_chunk)[:, None, None] & (cols < n_cols), other=0.0)
     x = tl.where(cols <= rows[:, None, None], x.to(tl.float32) * scale_log2, float("-inf"))
     mx = tl.max(tl.max(x, 2), 1)
@@ -113,7 +116,7 @@ def _lse_from_logits_kernel(
     blk = tl.sum(tl.exp2(x - mx[:, None, None]), 2)
     lse = mx[:, None] + tl.log2(blk)
     j_end = a + tl.minimum(tl.program_id(0) * BM + BM, n_chunk)
-    ptrs = lse_ptr + (h0 + m).to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_er + kb[None, :]
+    ptrs = lse_ptr + (h0 + hm).to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_er + kb[None, :]
     tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
 
 
@@ -136,13 +139,16 @@ def lse_by_gemm(
     bn: int = 256,
     num_warps: int = 8,
     streams: int = 1,
+    grouped: bool = False,
 ) -> None:
     """Fill ``lse [Hq, n_rows, n_kb]`` from the zero-padded token-major operands of ``estimate._tma_operands``
     (queries from absolute reshaped row ``row0``, keys from token 0) by library GEMMs, ``chunk_rows`` reshaped
     query rows per GEMM; ``rows_per_block`` = B / S; ``bm x bn`` logits per epilogue program. ``streams`` > 1
     (CUDA): the (KV head, chunk) pairs go round-robin over that many streams (``kernels.streams``), each pair's
     GEMM and epilogue on one stream (its logits buffer is allocated and freed there), so an epilogue overlaps
-    the next GEMM."""
+    the next GEMM. ``grouped``: per chunk one batched GEMM over every KV head (``torch._scaled_grouped_mm`` in fp8,
+    a strided batched ``matmul`` in bf16) and one epilogue launch, 2 launches a chunk instead of 2 per (KV head,
+    chunk): fewer host launches where they, not the GPU, set the pace (logits buffer: every KV head's)."""
     hq, hkv = qp.shape[1], kp.shape[1]
     group = hq // hkv
     if chunk_rows <= 0 or chunk_rows % GEMM_ALIGN:
@@ -170,13 +176,37 @@ def lse_by_gemm(
         grid = (triton.cdiv(n_chunk, bm), group, triton.cdiv(n_cols, bn))
         _lse_from_logits_kernel[grid](
             logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
-            logits.stride(0), logits.stride(1), lse.stride(0), lse.stride(1), g * group,
+            0, logits.stride(0), logits.stride(1), lse.stride(0), lse.stride(1), g * group,
             GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=num_warps,
         )
 
-    pairs = [(a, g) for a in range(0, q_rows, chunk_rows) for g in range(hkv)]
+    def chunk_all_heads(a: int) -> None:  # every KV head's logits of query rows a .. a + chunk_rows, one epilogue
+        n_chunk = min(chunk_rows, q_rows - a)
+        n_cols = min(key_rows, triton.cdiv(row0 + a + n_chunk, GEMM_ALIGN) * GEMM_ALIGN)
+        qa = q8[:, a : a + n_chunk].reshape(hkv, n_chunk * group, -1)
+        kb = k8[:, :n_cols].reshape(hkv, n_cols, -1)
+        if fp8:
+            logits = torch._scaled_grouped_mm(
+                qa, kb.transpose(-1, -2), scale_a=q_scale[:, a : a + n_chunk].reshape(hkv, -1).contiguous(),
+                scale_b=k_scale[:, :n_cols].reshape(hkv, n_cols).contiguous(), out_dtype=torch.bfloat16,
+                use_fast_accum=True,
+            )
+        else:
+            logits = qa @ kb.transpose(-1, -2)
+        logits = logits.view(hkv, n_chunk, group, n_cols)
+        grid = (triton.cdiv(n_chunk, bm), hkv * group, triton.cdiv(n_cols, bn))
+        _lse_from_logits_kernel[grid](
+            logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
+            logits.stride(0), logits.stride(1), logits.stride(2), lse.stride(0), lse.stride(1), 0,
+            GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=num_warps,
+        )
+
+    if grouped:
+        calls = [functools.partial(chunk_all_heads, a) for a in range(0, q_rows, chunk_rows)]
+    else:
+        calls = [functools.partial(chunk, a, g) for a in range(0, q_rows, chunk_rows) for g in range(hkv)]
     if streams == 1 or not qp.is_cuda:
-        for a, g in pairs:
-            chunk(a, g)
+        for call in calls:
+            call()
     else:  # q8 / k8 / scales are freed on return: round_robin joins every stream that read them first
-        round_robin((functools.partial(chunk, a, g) for a, g in pairs), streams, qp.device)
+        round_robin(calls, streams, qp.device)

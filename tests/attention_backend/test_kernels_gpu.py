@@ -116,16 +116,18 @@ else:
 SHAPE_IDS = [f"lk{s[0]}-off{s[1]}-h{s[2]}x{s[3]}-B{s[4]}-S{s[5]}" for s in SHAPES]
 
 
-EST_VARIANTS = ["pointer", "pointer-whole-d", "pointer-split3", "tma", "tma-split3", "gemm"]
+EST_VARIANTS = ["pointer", "pointer-whole-d", "pointer-split3", "tma", "tma-split3", "gemm", "gemm-grouped"]
 
 
 def _est_tiles(variant: str) -> EstimateTiles:
     """Pointer-load kernel (32-wide head-dim slices or the whole head dim per step) or the TMA one; the
     ``split3`` variants cut every query tile's key range into 3 programs (fewer than 3 tiles: one each);
-    ``gemm``: the library GEMM + Triton epilogue, in chunks of query rows small enough to need several."""
-    if variant == "gemm":
-        return EstimateTiles(gemm=True, gemm_chunk=32, bm=64, bn=64, num_warps=4) if DEV == "cpu" else \
-            EstimateTiles(gemm=True, gemm_chunk=96)
+    ``gemm``: the library GEMM + Triton epilogue, in chunks of query rows small enough to need several
+    (``gemm-grouped``: one batched GEMM and one epilogue a chunk over every KV head)."""
+    if variant.startswith("gemm"):
+        grouped = variant == "gemm-grouped"
+        return EstimateTiles(gemm=True, gemm_chunk=32, bm=64, bn=64, num_warps=4, gemm_grouped=grouped) \
+            if DEV == "cpu" else EstimateTiles(gemm=True, gemm_chunk=96, gemm_grouped=grouped)
     kind = dict(tma=variant.startswith("tma"), bk=0 if variant == "pointer-whole-d" else 32)
     kind["splits"] = 3 if variant.endswith("split3") else 1
     if DEV == "cpu":
@@ -156,7 +158,7 @@ def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, vari
     assert_close(got.cpu(), want, SCORE_TOL[dtype], "block scores")
 
 
-@pytest.mark.parametrize("kernel", ["tma", "gemm"])
+@pytest.mark.parametrize("kernel", ["tma", "gemm", "gemm-grouped"])
 @pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES[:3], ids=SHAPE_IDS[:3])
 def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, block, stride, paged, kernel):
@@ -166,7 +168,7 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
     logits."""
     from attention_backend.fp8 import fp8_round_trip, fp8_rows_round_trip
 
-    if kernel == "gemm" and INTERPRET:
+    if kernel.startswith("gemm") and INTERPRET:
         pytest.skip("the Triton interpreter's fp32 -> e4m3 conversion drops the carry of a rounded-up mantissa "
                     "(-31.9 -> -16); the GPU's conversion rounds to nearest")
     d = 64
@@ -176,7 +178,7 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
     kv = _paged(k, v, 16, seed=3) if paged else PagedKV.from_contiguous(k, v)
     tiles = _est_tiles(kernel)
     got = estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=tiles, fp8=True)
-    if kernel == "gemm":
+    if kernel.startswith("gemm"):
         qf, kf = fp8_rows_round_trip(q, stride, off), fp8_rows_round_trip(k, stride)
     else:
         qf, kf = fp8_round_trip(q).cpu(), fp8_round_trip(k).cpu()
@@ -202,6 +204,11 @@ def test_gemm_estimate_over_streams_is_the_serial_one(fp8: bool) -> None:
     streamed = est(tiles=EstimateTiles(gemm=True, gemm_chunk=32, gemm_streams=3))
     assert bool(torch.isfinite(serial).all())
     assert torch.equal(streamed, serial)
+    # one batched GEMM a chunk over both KV heads: another GEMM kernel (same logits up to its summation order),
+    # and over streams the same bits as its own serial run
+    grouped = est(tiles=EstimateTiles(gemm=True, gemm_chunk=32, gemm_grouped=True))
+    assert float((grouped - serial).abs().max()) < 1e-2
+    assert torch.equal(est(tiles=EstimateTiles(gemm=True, gemm_chunk=32, gemm_grouped=True, gemm_streams=3)), grouped)
 
 
 @pytest.mark.parametrize("variant", EST_VARIANTS)
