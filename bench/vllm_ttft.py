@@ -80,6 +80,8 @@ def ttft(args: argparse.Namespace) -> dict[str, Any]:
         xattn["dense_above"] = args.dense_above
     if args.sparse_kernel:
         xattn["sparse_kernel"] = args.sparse_kernel
+    if args.estimate_fp8:
+        xattn["estimate_fp8"] = True
     t = time.time()
     kw = {"block_size": args.block_size} if args.block_size else {}
     llm = make_llm(args.backend, "/tmp/l8b", max(lens) + 64, xattn, args.tp, load_format="dummy",
@@ -166,6 +168,7 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=0, help="vLLM KV block size (0: vLLM's default)")
     ap.add_argument("--sparse-kernel", choices=["auto", "fa3", "triton"], default=None,
                     help="xattn sparse_kernel (default: the config default)")
+    ap.add_argument("--estimate-fp8", action="store_true", help="xattn estimate_fp8 (the grouped library GEMM at S >= 16)")
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size (> 1: one worker process per GPU)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()

@@ -15,6 +15,7 @@ for r in $RUNS; do case $r in
   fa) run ttft_fa --backend FLASH_ATTN ;;
   auto) run ttft_auto --backend xattn --tau 0.9 --stride 8 --sparse-kernel auto ;;
   lowtau) run ttft_auto_lowtau --backend xattn --tau 0.5 --stride 16 --sparse-kernel auto ;;
+  fp8) run ttft_auto_lowtau_fp8 --backend xattn --tau 0.5 --stride 16 --sparse-kernel auto --estimate-fp8 ;;
   *) echo "unknown run $r"; exit 2 ;;
 esac; done
 for f in "$OUT"/ttft_*.json; do python3 -c "import json; d=json.load(open('$f')); print('$f', d['ttft_s'], d.get('xattn_stats',{}).get('density'))"; done
