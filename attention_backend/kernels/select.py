@@ -81,9 +81,11 @@ def thresholds_per_head(threshold: float | torch.Tensor, num_heads: int, device:
 
 
 def select_warps(nkb: int) -> int:
-    """Warps per row of ``nkb`` (a power of two) blocks: 8 scores a thread, so the bisection's 31 sums need
-    no more cross-warp steps than the row's length calls for (1 warp up to 256 blocks, 4 at 1,024)."""
-    return max(1, min(8, nkb // 256))
+    """Warps per row of ``nkb`` (a power of two) blocks: 1 up to 512 blocks, then one per 512 (16 scores a thread), so
+    the bisection's 31 sums take few cross-warp steps. H100, 2026-12-07 (bench/results/xattn_kernels/
+    xattn_select_speed.json, ms at 1 / 2 / 4 warps): 512 blocks 0.154 / 0.176 / 0.232, 1,024 blocks 0.556 / 0.488 /
+    0.505."""
+    return max(1, min(8, nkb // 512))
 
 
 def select_blocks_indexed(
