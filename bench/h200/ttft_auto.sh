@@ -8,9 +8,9 @@ source .gpucarry/run/device_env.sh
 export PYTHONPATH=$PYTHONPATH:$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 run() { local name=$1; shift; local t0=$(date +%s)
-  timeout 200 python3 bench/vllm_ttft.py ttft "$@" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+  timeout 200 python3 bench/vllm_ttft.py ttft "$@" ${LENS:+--lens $LENS} --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
   echo "[$name] rc=$? $(( $(date +%s) - t0 )) s: $(grep -h '^\[ttft\]' "$OUT/$name.log" | tr '\n' ' ')"; }
-RUNS=${RUNS:-"fa auto lowtau"}  # which engines (e.g. RUNS="fa lowtau": the sparse kernel's gain alone)
+RUNS=${RUNS:-"fa auto lowtau"}  # which engines (e.g. RUNS="fa lowtau": the sparse kernel's gain alone); LENS: prompt lengths
 for r in $RUNS; do case $r in
   fa) run ttft_fa --backend FLASH_ATTN ;;
   auto) run ttft_auto --backend xattn --tau 0.9 --stride 8 --sparse-kernel auto ;;
