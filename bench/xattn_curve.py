@@ -112,10 +112,12 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
             functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, out=scores)
         )
     res["select_ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, 0.9, first_qb=0))
-    try:  # S=16 on fp8 operands (estimate_fp8): time, and how far its scores are from the bf16 ones
-        fp8 = estimate_block_scores(q, kv, block_size=BLOCK, stride=16, fp8=True)
+    try:  # S=16, the fused kernel on fp8 operands (estimate_fp8 itself runs FP8_GEMM_TILES on sm_90: the
+        # est_s16_gemm_best line when the sweep picked it): time, and how far its scores are from the bf16 ones
+        fused = EstimateTiles()
+        fp8 = estimate_block_scores(q, kv, block_size=BLOCK, stride=16, fp8=True, tiles=fused)
         res["est_s16_fp8_ms"] = bench_ms(
-            functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=16, out=fp8, fp8=True)
+            functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=16, out=fp8, fp8=True, tiles=fused)
         )
         res["est_s16_fp8_max_abs_diff"] = float((fp8 - scores).abs().max())
         del fp8

@@ -55,7 +55,8 @@ def _xattn_select_kernel(
     # block first (the reference's stable sort).
     tied = (other == cutoff).to(tl.int32)
     n_tied = tl.sum(tied, 0)
-    step = tl.where(n_tied > 0, cutoff, 0.0)  # finite whenever a block ties (no inf * 0)
+    step = tl.where(n_tied > 0, cutoff, 0.0)  # no inf * 0 when nothing ties (scores are finite masses: an inf one
+    #                                            would tie at an inf cut-off and keep only the forced blocks)
     j = tl.arange(0, NKB)
     n_tied_taken = tl.sum(((j < n_tied) & (kept + (above + j.to(tl.float32) * step) < required)).to(tl.int32), 0)
     tie_rank = tl.cumsum(tied, 0) - tied
