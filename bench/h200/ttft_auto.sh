@@ -7,9 +7,14 @@ set -u
 source .gpucarry/run/device_env.sh
 export PYTHONPATH=$PYTHONPATH:$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-run() { local name=$1; shift; local t0=$(date +%s)
+run() { local name=$1; shift; local t0=$(date +%s) rc
+  # the card's used memory every 250 ms (vLLM's engine core is another process; its estimate buffers come on top of
+  # the KV cache it reserves): the peak is printed with the result
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 250 > "/tmp/mem_$name.txt" & local sampler=$!
   timeout 200 python3 bench/vllm_ttft.py ttft "$@" ${LENS:+--lens $LENS} --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
-  echo "[$name] rc=$? $(( $(date +%s) - t0 )) s: $(grep -h '^\[ttft\]' "$OUT/$name.log" | tr '\n' ' ')"; }
+  rc=$?; kill $sampler 2>/dev/null
+  echo "[$name] rc=$rc $(( $(date +%s) - t0 )) s, peak $(sort -n "/tmp/mem_$name.txt" | tail -1) MiB used:" \
+    "$(grep -h '^\[ttft\]' "$OUT/$name.log" | tr '\n' ' ')"; }
 RUNS=${RUNS:-"fa auto lowtau"}  # which engines (e.g. RUNS="fa lowtau": the sparse kernel's gain alone); LENS: prompt lengths
 for r in $RUNS; do case $r in
   fa) run ttft_fa --backend FLASH_ATTN ;;
