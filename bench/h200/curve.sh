@@ -9,6 +9,7 @@
 #   SWEEP=1: the estimation launch-shape sweep at 128K, S=16 (library-GEMM variants included; SWEEP_ARGS, e.g.
 #   --default-only: only the default Triton launch shape); SELECT=1: block selection at 32K-128K
 #   (bench/xattn_select_speed.py) against SELECT_BASELINE, an earlier kernels/select.py, where that file exists.
+#   ORDER=1: the fa3 per-head calls with a row's query blocks ascending vs descending (bench/xattn_fa3_row_order.py).
 # The device returns at most 8 files a call: each shape's json/log/png is packed into $OUT/curves.tgz.
 set -u
 source .gpucarry/run/device_env.sh
@@ -25,6 +26,10 @@ if [ "${FA3_TESTS:-0}" = 1 ]; then  # the fa3 sparse kernel's GPU tests (the cop
   echo "fa3 sparse tests rc=$?"; tail -1 "$OUT/fa3_sparse_pytest.log"
 fi
 mkdir -p /tmp/curves
+if [ "${ORDER:-0}" = 1 ]; then
+  timeout 200 python3 bench/xattn_fa3_row_order.py --out "$OUT/fa3_row_order" > "$OUT/fa3_row_order.log" 2>&1
+  echo "fa3 row order rc=$?"; tail -7 "$OUT/fa3_row_order.log"
+fi
 if [ "${SELECT:-0}" = 1 ]; then
   BASE=""; [ -s "${SELECT_BASELINE:-}" ] && BASE="--baseline $SELECT_BASELINE"
   timeout 120 python3 bench/xattn_select_speed.py $BASE --out "$OUT/xattn_select_speed" > "$OUT/xattn_select_speed.log" 2>&1
