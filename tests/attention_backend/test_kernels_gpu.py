@@ -190,6 +190,23 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
         estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=_est_tiles("pointer"), fp8=True)
 
 
+@pytest.mark.parametrize(
+    ("capability", "fp8", "stride", "want"),
+    [((9, 0), True, 16, "FP8_GEMM_TILES"), ((9, 0), True, 32, "FP8_GEMM_TILES"), ((9, 0), True, 8, "fused"),
+     ((9, 0), False, 16, "fused"), ((10, 0), True, 16, "fused"), ((8, 0), True, 16, "POINTER_TILES"),
+     ((8, 0), False, 8, "POINTER_TILES")],
+)
+def test_default_estimate_tiles_follow_the_measured_card(monkeypatch, capability, fp8, stride, want):
+    """``default_tiles``: the grouped fp8 library GEMM only where it was measured faster (fp8 at S >= 16 on sm_90),
+    the fused TMA kernel on other sm_90+ cases, pointer loads before sm_90 (the capability is faked: no GPU needed)."""
+    from attention_backend.kernels import estimate as est
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    got = est.default_tiles(torch.device("cuda"), fp8=fp8, stride=stride)
+    assert got == (est.EstimateTiles() if want == "fused" else getattr(est, want))
+    assert est.default_tiles(torch.device("cpu"), fp8=fp8, stride=stride) == est.EstimateTiles()  # the interpreter
+
+
 @pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
 def test_gemm_estimate_over_streams_is_the_serial_one(fp8: bool) -> None:
     """``EstimateTiles.gemm_streams``: the (KV head, chunk) pairs over 3 CUDA streams give the scores of one stream
