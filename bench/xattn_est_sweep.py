@@ -42,7 +42,7 @@ from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_sco
 from attention_backend.kernels.estimate import _load_kv_rows, row_descriptor
 
 BLOCK = 128
-GEMM_VARIANTS = (  # (reshaped query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams[, grouped]])
+GEMM_VARIANTS = (  # (query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams[, grouped[, epilogue tiles]]])
     (1024, False, 128, 256, 8),  # bf16: 12.7 ms at 128K in the first H100 run (chunks 512 / 2048: 13.3 / 13.8)
     *((chunk, True, 128, 256, 8) for chunk in (512, 1024, 2048)),
     # Epilogue tiles from 255 down to 56 registers a thread (ptxas for sm_90a, bench/xattn_gemm_regs.py): the
@@ -54,6 +54,9 @@ GEMM_VARIANTS = (  # (reshaped query rows per library GEMM, fp8, epilogue bm, bn
     # H100, 2026-12-07 11:00 UTC: the 64 pairs of a 128K call take 6 ms to enqueue (host), as long as their kernels;
     # grouped: one batched GEMM + one epilogue a chunk over all 8 KV heads (16 launches at 1,024 rows, not 128)
     *((chunk, True, 64, 128, 8, streams, True) for chunk, streams in ((512, 1), (512, 2), (1024, 1), (1024, 2))),
+    # H100, 10:49 UTC: grouped 512 / 2 streams fastest (7.72 ms: GEMM 4.09, epilogue 2.63 at a third of the card's
+    # bandwidth); each epilogue program walking 4 or 8 tiles of its rows (EstimateTiles.gemm_epilogue_cols)
+    *((512, True, 64, 128, 8, streams, True, cols) for streams in (1, 2) for cols in (4, 8)),
 )
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
     (128, 256, 8, 3, 64, False),
@@ -271,11 +274,14 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
         for chunk, fp8, bm, bn, warps, *more in GEMM_VARIANTS:
             streams = more[0] if more else 1
             grouped = more[1] if len(more) > 1 else False
+            cols = more[2] if len(more) > 2 else 1
             key = (f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "") + f"_e{bm}x{bn}w{warps}"
-                   + (f"_s{streams}" if streams > 1 else "") + ("_grouped" if grouped else ""))
+                   + (f"_s{streams}" if streams > 1 else "") + ("_grouped" if grouped else "")
+                   + (f"_ec{cols}" if cols > 1 else ""))
             # what rebuilds this variant (bench/xattn_curve.py --gemm-from-sweep): fp8 and the EstimateTiles fields
             variant = {"fp8": fp8, "tiles": {"bm": bm, "bn": bn, "num_warps": warps, "gemm": True, "gemm_chunk": chunk,
-                                             "gemm_streams": streams, "gemm_grouped": grouped}}  # fmt: skip
+                                             "gemm_streams": streams, "gemm_grouped": grouped,
+                                             "gemm_epilogue_cols": cols}}  # fmt: skip
             try:
                 fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
                                        tiles=EstimateTiles(**variant["tiles"]))

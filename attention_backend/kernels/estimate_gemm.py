@@ -92,13 +92,13 @@ def pack_rows(
 def _lse_from_logits_kernel(
     logits_ptr, lse_ptr, k_len, q_offset, row0, n_rows, n_kb, scale_log2, a, n_chunk, n_cols,
     s_lg, s_lr, s_lm, s_lh, s_er, h0,
-    GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    GROUP: tl.constexpr, S: tl.constexpr, R: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, COLS: tl.constexpr,
 ):
-    """One ``BM`` x ``BN`` tile of the logits ``[KV heads, n_chunk rows, GROUP, n_cols]`` (rows from absolute
-    reshaped row ``a``; program axis 1 = KV head x GROUP + member) into the lse rows of query head
+    """``COLS`` consecutive ``BM`` x ``BN`` tiles of the logits ``[KV heads, n_chunk rows, GROUP, n_cols]`` (rows from
+    absolute reshaped row ``a``; program axis 1 = KV head x GROUP + member) into the lse rows of query head
     ``h0 + axis 1``: the fused kernel's epilogue (``estimate._store_tile_lse``: causal mask, per-row max of the
-    tile, ``log2 sum 2^x`` per key block), with the tile loaded as ``[BM, BN / R, R]`` so the per-block sums need
-    no reshape of the registers."""
+    tile, ``log2 sum 2^x`` per key block), each tile loaded as ``[BM, BN / R, R]`` so the per-block sums need no
+    reshape of the registers; tiles past the chunk's last causal column are skipped."""
     NB: tl.constexpr = BN // R
     hm = tl.program_id(1)
     g = hm // GROUP
@@ -106,18 +106,20 @@ def _lse_from_logits_kernel(
     local = tl.program_id(0) * BM + tl.arange(0, BM)
     rows = a + local
     row_ok = (rows * S + S > q_offset) & (rows * S < k_len) & (rows < row0 + n_rows) & (local < n_chunk)
-    kb = tl.program_id(2) * NB + tl.arange(0, NB)
-    cols = kb[None, :, None] * R + tl.arange(0, R)[None, None, :]  # [1, NB, R]
-    x = tl.load(logits_ptr + g.to(tl.int64) * s_lg + local.to(tl.int64)[:, None, None] * s_lr + m * s_lm + cols,
-                mask=(local < n_chunk)[:, None, None] & (cols < n_cols), other=0.0)
-    x = tl.where(cols <= rows[:, None, None], x.to(tl.float32) * scale_log2, float("-inf"))
-    mx = tl.max(tl.max(x, 2), 1)
-    mx = tl.where(mx == float("-inf"), 0.0, mx)
-    blk = tl.sum(tl.exp2(x - mx[:, None, None]), 2)
-    lse = mx[:, None] + tl.log2(blk)
-    j_end = a + tl.minimum(tl.program_id(0) * BM + BM, n_chunk)
-    ptrs = lse_ptr + (h0 + hm).to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_er + kb[None, :]
-    tl.store(ptrs, lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
+    j_end = a + tl.minimum(tl.program_id(0) * BM + BM, n_chunk)  # past this tile's last row: no causal column
+    base = logits_ptr + g.to(tl.int64) * s_lg + local.to(tl.int64)[:, None, None] * s_lr + m * s_lm
+    out = lse_ptr + (h0 + hm).to(tl.int64) * s_lh + (rows - row0).to(tl.int64)[:, None] * s_er
+    for t in tl.range(0, COLS):
+        kb = (tl.program_id(2) * COLS + t) * NB + tl.arange(0, NB)
+        if (tl.program_id(2) * COLS + t) * BN < tl.minimum(j_end, n_cols):
+            cols = kb[None, :, None] * R + tl.arange(0, R)[None, None, :]  # [1, NB, R]
+            x = tl.load(base + cols, mask=(local < n_chunk)[:, None, None] & (cols < n_cols), other=0.0)
+            x = tl.where(cols <= rows[:, None, None], x.to(tl.float32) * scale_log2, float("-inf"))
+            mx = tl.max(tl.max(x, 2), 1)
+            mx = tl.where(mx == float("-inf"), 0.0, mx)
+            blk = tl.sum(tl.exp2(x - mx[:, None, None]), 2)
+            lse = mx[:, None] + tl.log2(blk)
+            tl.store(out + kb[None, :], lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
 
 
 def lse_by_gemm(
@@ -140,6 +142,7 @@ def lse_by_gemm(
     num_warps: int = 8,
     streams: int = 1,
     grouped: bool = False,
+    epilogue_cols: int = 1,
 ) -> None:
     """Fill ``lse [Hq, n_rows, n_kb]`` from the zero-padded token-major operands of ``estimate._tma_operands``
     (queries from absolute reshaped row ``row0``, keys from token 0) by library GEMMs, ``chunk_rows`` reshaped
@@ -148,17 +151,30 @@ def lse_by_gemm(
     GEMM and epilogue on one stream (its logits buffer is allocated and freed there), so an epilogue overlaps
     the next GEMM. ``grouped``: per chunk one batched GEMM over every KV head (``torch._scaled_grouped_mm`` in fp8,
     a strided batched ``matmul`` in bf16) and one epilogue launch, 2 launches a chunk instead of 2 per (KV head,
-    chunk): fewer host launches where they, not the GPU, set the pace (logits buffer: every KV head's)."""
+    chunk): fewer host launches where they, not the GPU, set the pace (logits buffer: every KV head's).
+    ``epilogue_cols``: ``bm x bn`` tiles per epilogue program, along the row (fewer programs, loads of the next tile
+    in flight while one is reduced)."""
     hq, hkv = qp.shape[1], kp.shape[1]
     group = hq // hkv
     if chunk_rows <= 0 or chunk_rows % GEMM_ALIGN:
         raise ValueError(f"gemm_chunk must be a positive multiple of {GEMM_ALIGN}, got {chunk_rows}")
     if streams < 1:
         raise ValueError(f"gemm_streams must be >= 1, got {streams}")
+    if epilogue_cols < 1:
+        raise ValueError(f"gemm_epilogue_cols must be >= 1, got {epilogue_cols}")
     key_rows = triton.cdiv(row0 + n_rows, GEMM_ALIGN) * GEMM_ALIGN  # the last query row's causal keys, aligned
     q_rows = triton.cdiv(n_rows, GEMM_ALIGN) * GEMM_ALIGN  # zero rows past n_rows (left out of the sums)
     q8, q_scale = pack_rows(qp, stride, q_rows, group=group, reverse=True, fp8=fp8)
     k8, k_scale = pack_rows(kp, stride, key_rows, group=1, reverse=False, fp8=fp8)
+
+    def epilogue(logits: torch.Tensor, a: int, h0: int) -> None:  # logits [KV heads, n_chunk, group, n_cols] -> lse
+        heads, n_chunk, _, n_cols = logits.shape
+        grid = (triton.cdiv(n_chunk, bm), heads * group, triton.cdiv(n_cols, bn * epilogue_cols))
+        _lse_from_logits_kernel[grid](
+            logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
+            logits.stride(0), logits.stride(1), logits.stride(2), lse.stride(0), lse.stride(1), h0,
+            GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, COLS=epilogue_cols, num_warps=num_warps,
+        )
 
     def chunk(a: int, g: int) -> None:  # KV head g's logits of query rows a .. a + chunk_rows, then their epilogue
         n_chunk = min(chunk_rows, q_rows - a)
@@ -172,13 +188,7 @@ def lse_by_gemm(
             )
         else:
             logits = qa @ kb.t()
-        logits = logits.view(n_chunk, group, n_cols)
-        grid = (triton.cdiv(n_chunk, bm), group, triton.cdiv(n_cols, bn))
-        _lse_from_logits_kernel[grid](
-            logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
-            0, logits.stride(0), logits.stride(1), lse.stride(0), lse.stride(1), g * group,
-            GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=num_warps,
-        )
+        epilogue(logits.view(1, n_chunk, group, n_cols), a, g * group)
 
     def chunk_all_heads(a: int) -> None:  # every KV head's logits of query rows a .. a + chunk_rows, one epilogue
         n_chunk = min(chunk_rows, q_rows - a)
@@ -193,13 +203,7 @@ def lse_by_gemm(
             )
         else:
             logits = qa @ kb.transpose(-1, -2)
-        logits = logits.view(hkv, n_chunk, group, n_cols)
-        grid = (triton.cdiv(n_chunk, bm), hkv * group, triton.cdiv(n_cols, bn))
-        _lse_from_logits_kernel[grid](
-            logits, lse, k_len, q_offset, row0, n_rows, n_kb, scale_log2, row0 + a, n_chunk, n_cols,
-            logits.stride(0), logits.stride(1), logits.stride(2), lse.stride(0), lse.stride(1), 0,
-            GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, num_warps=num_warps,
-        )
+        epilogue(logits.view(hkv, n_chunk, group, n_cols), a, 0)
 
     if grouped:
         calls = [functools.partial(chunk_all_heads, a) for a in range(0, q_rows, chunk_rows)]

@@ -116,18 +116,22 @@ else:
 SHAPE_IDS = [f"lk{s[0]}-off{s[1]}-h{s[2]}x{s[3]}-B{s[4]}-S{s[5]}" for s in SHAPES]
 
 
-EST_VARIANTS = ["pointer", "pointer-whole-d", "pointer-split3", "tma", "tma-split3", "gemm", "gemm-grouped"]
+EST_VARIANTS = ["pointer", "pointer-whole-d", "pointer-split3", "tma", "tma-split3", "gemm", "gemm-grouped",
+                "gemm-grouped-cols3"]
 
 
 def _est_tiles(variant: str) -> EstimateTiles:
     """Pointer-load kernel (32-wide head-dim slices or the whole head dim per step) or the TMA one; the
     ``split3`` variants cut every query tile's key range into 3 programs (fewer than 3 tiles: one each);
     ``gemm``: the library GEMM + Triton epilogue, in chunks of query rows small enough to need several
-    (``gemm-grouped``: one batched GEMM and one epilogue a chunk over every KV head)."""
+    (``gemm-grouped``: one batched GEMM and one epilogue a chunk over every KV head; ``-cols3``: each epilogue
+    program walks 3 logit tiles of its rows)."""
     if variant.startswith("gemm"):
-        grouped = variant == "gemm-grouped"
-        return EstimateTiles(gemm=True, gemm_chunk=32, bm=64, bn=64, num_warps=4, gemm_grouped=grouped) \
-            if DEV == "cpu" else EstimateTiles(gemm=True, gemm_chunk=96, gemm_grouped=grouped)
+        kind = dict(gemm=True, gemm_grouped=variant.startswith("gemm-grouped"))
+        if variant.endswith("cols3"):
+            kind.update(gemm_epilogue_cols=3, bn=16 if DEV == "cpu" else 32)
+        return EstimateTiles(gemm_chunk=32, bm=64, **{"bn": 64, **kind}, num_warps=4) if DEV == "cpu" else \
+            EstimateTiles(gemm_chunk=96, **kind)
     kind = dict(tma=variant.startswith("tma"), bk=0 if variant == "pointer-whole-d" else 32)
     kind["splits"] = 3 if variant.endswith("split3") else 1
     if DEV == "cpu":
@@ -188,6 +192,19 @@ def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, blo
     assert float((got - bf).abs().max()) < 0.1, "fp8 scores far from the bf16 ones"
     with pytest.raises(ValueError, match="fp8 estimation needs the TMA kernel"):
         estimate_block_scores(q, kv, block_size=block, stride=stride, q_offset=off, tiles=_est_tiles("pointer"), fp8=True)
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["pairs", "grouped"])
+def test_gemm_epilogue_walking_tiles_is_the_one_tile_epilogue(grouped):
+    """``gemm_epilogue_cols``: an epilogue program that walks 3 logit tiles of its rows writes what 3 one-tile programs
+    write, bit for bit (rows long enough that each spans several such programs, and tiles past the causal edge)."""
+    lk, hq, hkv, d = 1100, 2, 1, 64
+    q, k, v = _inputs(lk, lk, hq, hkv, d, DTYPES[0], seed=9)
+    est = functools.partial(estimate_block_scores, q, PagedKV.from_contiguous(k, v), block_size=128, stride=8)
+    tiles = dict(gemm=True, gemm_chunk=48, bm=32, bn=16, num_warps=4, gemm_grouped=grouped)
+    one = est(tiles=EstimateTiles(**tiles))
+    assert bool(torch.isfinite(one).all())
+    assert torch.equal(est(tiles=EstimateTiles(**tiles, gemm_epilogue_cols=3)), one)
 
 
 @pytest.mark.parametrize(
