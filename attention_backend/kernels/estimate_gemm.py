@@ -176,39 +176,28 @@ def lse_by_gemm(
             GROUP=group, S=stride, R=rows_per_block, BM=bm, BN=bn, COLS=epilogue_cols, num_warps=num_warps,
         )
 
-    def chunk(a: int, g: int) -> None:  # KV head g's logits of query rows a .. a + chunk_rows, then their epilogue
+    def chunk(a: int, heads: slice) -> None:  # the logits of query rows a .. a + chunk_rows of these KV heads, epilogue
         n_chunk = min(chunk_rows, q_rows - a)
         n_cols = min(key_rows, triton.cdiv(row0 + a + n_chunk, GEMM_ALIGN) * GEMM_ALIGN)
-        qa = q8[g, a : a + n_chunk].reshape(n_chunk * group, -1)
-        kb = k8[g, :n_cols].reshape(n_cols, -1)
+        qa = q8[heads, a : a + n_chunk].flatten(1, 2)  # [heads, n_chunk * group, S * D]
+        kb = k8[heads, :n_cols, 0]  # [heads, n_cols, S * D]
         if fp8:
-            logits = torch._scaled_mm(
-                qa, kb.t(), scale_a=q_scale[g, a : a + n_chunk].reshape(-1, 1),
-                scale_b=k_scale[g, :n_cols].reshape(1, -1), out_dtype=torch.bfloat16, use_fast_accum=True,
-            )
-        else:
-            logits = qa @ kb.t()
-        epilogue(logits.view(1, n_chunk, group, n_cols), a, g * group)
-
-    def chunk_all_heads(a: int) -> None:  # every KV head's logits of query rows a .. a + chunk_rows, one epilogue
-        n_chunk = min(chunk_rows, q_rows - a)
-        n_cols = min(key_rows, triton.cdiv(row0 + a + n_chunk, GEMM_ALIGN) * GEMM_ALIGN)
-        qa = q8[:, a : a + n_chunk].reshape(hkv, n_chunk * group, -1)
-        kb = k8[:, :n_cols].reshape(hkv, n_cols, -1)
-        if fp8:
-            logits = torch._scaled_grouped_mm(
-                qa, kb.transpose(-1, -2), scale_a=q_scale[:, a : a + n_chunk].reshape(hkv, -1).contiguous(),
-                scale_b=k_scale[:, :n_cols].reshape(hkv, n_cols).contiguous(), out_dtype=torch.bfloat16,
-                use_fast_accum=True,
-            )
+            qs, ks = q_scale[heads, a : a + n_chunk].flatten(1), k_scale[heads, :n_cols, 0]
+        if not grouped:  # one KV head: the library's plain GEMM
+            if fp8:
+                logits = torch._scaled_mm(qa[0], kb[0].t(), scale_a=qs[0][:, None], scale_b=ks[0][None, :],
+                                          out_dtype=torch.bfloat16, use_fast_accum=True)  # fmt: skip
+            else:
+                logits = qa[0] @ kb[0].t()
+        elif fp8:
+            logits = torch._scaled_grouped_mm(qa, kb.transpose(-1, -2), scale_a=qs.contiguous(), scale_b=ks.contiguous(),
+                                              out_dtype=torch.bfloat16, use_fast_accum=True)  # fmt: skip
         else:
             logits = qa @ kb.transpose(-1, -2)
-        epilogue(logits.view(hkv, n_chunk, group, n_cols), a, 0)
+        epilogue(logits.view(-1, n_chunk, group, n_cols), a, heads.start * group)
 
-    if grouped:
-        calls = [functools.partial(chunk_all_heads, a) for a in range(0, q_rows, chunk_rows)]
-    else:
-        calls = [functools.partial(chunk, a, g) for a in range(0, q_rows, chunk_rows) for g in range(hkv)]
+    head_sets = [slice(0, hkv)] if grouped else [slice(g, g + 1) for g in range(hkv)]
+    calls = [functools.partial(chunk, a, heads) for a in range(0, q_rows, chunk_rows) for heads in head_sets]
     if streams == 1 or not qp.is_cuda:
         for call in calls:
             call()
