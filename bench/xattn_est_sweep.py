@@ -45,7 +45,7 @@ BLOCK = 128
 GEMM_VARIANTS = (  # (query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams[, grouped[, epilogue tiles]]])
     (1024, False, 128, 256, 8),  # bf16: 12.7 ms at 128K in the first H100 run (chunks 512 / 2048: 13.3 / 13.8)
     *((chunk, True, 128, 256, 8) for chunk in (512, 1024, 2048)),
-    # Epilogue tiles from 255 down to 56 registers a thread (ptxas for sm_90a, bench/xattn_gemm_regs.py): the
+    # Epilogue tiles from 254 down to 64 registers a thread (ptxas for sm_90a, bench/xattn_gemm_regs.py): the
     # default 128 x 256 on 8 warps fits one CTA (8 warps) an SM, too few to hide the latency of a streaming kernel.
     *((1024, True, bm, bn, w) for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 128, 8), (32, 256, 8), (64, 64, 4))),
     # H100, 2026-12-07: 64 x 128 on 8 warps fastest (7.99 ms at 128K: fp8 GEMMs 3.32, epilogue 3.00, serial on one

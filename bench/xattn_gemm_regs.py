@@ -65,15 +65,18 @@ def main() -> None:
     ap.add_argument("--out", default="bench/results/xattn_kernels/gemm_regs_sm90")
     args = ap.parse_args()
     rows = []
-    for bm, bn, warps in sorted({(bm, bn, w) for _, _, bm, bn, w, *_ in GEMM_VARIANTS}):
-        consts = {"GROUP": GROUP, "S": STRIDE, "R": BLOCK // STRIDE, "BM": bm, "BN": bn}
+    # (bm, bn, warps, epilogue tiles a program) of every variant; a variant tuple's 8th entry is its epilogue tiles
+    shapes = sorted({(v[2], v[3], v[4], v[7] if len(v) > 7 else 1) for v in GEMM_VARIANTS})
+    for bm, bn, warps, cols in shapes:
+        consts = {"GROUP": GROUP, "S": STRIDE, "R": BLOCK // STRIDE, "BM": bm, "BN": bn, "COLS": cols}
         types = {"logits_ptr": "*bf16", "lse_ptr": "*fp32", "scale_log2": "fp32"}
-        rows.append({"bm": bm, "bn": bn, "num_warps": warps, "logits_per_thread": bm * bn // (32 * warps),
+        rows.append({"bm": bm, "bn": bn, "num_warps": warps, "epilogue_cols": cols,
+                     "logits_per_thread": bm * bn // (32 * warps),
                      **compile_sm90(_lse_from_logits_kernel, types, consts, warps)})  # fmt: skip
-    print(f"{'epilogue':>12} {'warps':>5} {'elem/thr':>8} {'regs':>5} {'spill B':>8} {'CTAs/SM':>7} {'warps/SM':>8}")
+    print(f"{'epilogue':>12} {'tiles':>5} {'warps':>5} {'elem/thr':>8} {'regs':>5} {'spill B':>8} {'CTAs/SM':>7} {'warps/SM':>8}")
     for r in rows:
-        print(f"{r['bm']:>5}x{r['bn']:<6} {r['num_warps']:>5} {r['logits_per_thread']:>8} {r['registers']:>5} "
-              f"{r['spill_stores']:>8} {r['ctas_per_sm']:>7} {r['warps_per_sm']:>8}")  # fmt: skip
+        print(f"{r['bm']:>5}x{r['bn']:<6} {r['epilogue_cols']:>5} {r['num_warps']:>5} {r['logits_per_thread']:>8} "
+              f"{r['registers']:>5} {r['spill_stores']:>8} {r['ctas_per_sm']:>7} {r['warps_per_sm']:>8}")  # fmt: skip
     pack = []
     for fp8 in (False, True):
         for stride, d in ((8, 128), (16, 64), (16, 128), (16, 256)):
