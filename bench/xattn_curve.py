@@ -125,14 +125,14 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
         res["est_fp8_error"] = f"{type(exc).__name__}: {exc}"[:300]
     mask_ref = select_blocks_indexed(scores, 0.9, first_qb=0)[0]
     gemm_runs = [("est_s16_gemm", False, EstimateTiles(gemm=True)), ("est_s16_gemm_fp8", True, EstimateTiles(gemm=True))]
-    if args.gemm_from_sweep:  # also the sweep's fastest library-GEMM variant (its epilogue tile and chunk)
-        best = sweep_best_gemm(args.gemm_from_sweep)
+    for name, on_fp8 in (("est_s16_gemm_best", True), ("est_s16_gemm_best_bf16", False)) if args.gemm_from_sweep else ():
+        best = sweep_best_gemm(args.gemm_from_sweep, on_fp8)  # the sweep's fastest library-GEMM variant (fp8, bf16)
         if best is None:  # said in the JSON and the log, the curve goes on
-            res["est_s16_gemm_best_error"] = f"no S=16 library-GEMM variant qualified in {args.gemm_from_sweep}"
-            print(res["est_s16_gemm_best_error"], flush=True)
+            res[f"{name}_error"] = f"no S=16 library-GEMM variant qualified in {args.gemm_from_sweep}"
+            print(res[f"{name}_error"], flush=True)
         else:
-            res["est_s16_gemm_best_variant"] = best[2]
-            gemm_runs.append(("est_s16_gemm_best", best[0], best[1]))
+            res[f"{name}_variant"] = best[2]
+            gemm_runs.append((name, best[0], best[1]))
     for name, fp8, tiles in gemm_runs:  # S=16 with the GEMM by the library (kernels.estimate_gemm)
         try:
             fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=16, fp8=fp8, tiles=tiles)
@@ -192,7 +192,7 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
                     point[f"e2e_s{stride}_speedup_vs_fa3"] = res["fa3_ms"] / total
                     if stride == 16 and "fa3sparse_ms" in point:  # the fastest estimate and sparse kernel measured
                         best = min((point[x], x) for x in point if x.startswith("fa3sparse") and x.endswith("_ms"))
-                        est = min((res[x], x) for x in ("est_s16_ms", "est_s16_gemm_ms", "est_s16_gemm_fp8_ms", "est_s16_gemm_best_ms") if x in res)
+                        est = min((res[x], x) for x in ("est_s16_ms", "est_s16_gemm_ms", "est_s16_gemm_fp8_ms", "est_s16_gemm_best_ms", "est_s16_gemm_best_bf16_ms") if x in res)
                         point["e2e_best_s16_ms"] = est[0] + res["select_ms"] + best[0]
                         point["e2e_best_s16_parts"] = [est[1], best[1]]
                         point["e2e_best_s16_speedup_vs_fa3"] = res["fa3_ms"] / point["e2e_best_s16_ms"]
@@ -244,14 +244,16 @@ def cost_model(res: dict[str, Any], key: str) -> str:
     return ", ".join(parts) or "n/a"
 
 
-def sweep_best_gemm(path: Path) -> tuple[bool, Any, str] | None:
-    """The fastest S=16 library-GEMM variant of an ``xattn_est_sweep.py`` JSON (its longest length) whose
-    selections at tau 0.9 changed by under 2 % and whose scores stay within 0.5 of the fused kernel's: (fp8, its
-    EstimateTiles, its key), rebuilt from the ``variant`` the sweep records; None where none qualifies."""
+def sweep_best_gemm(path: Path, fp8: bool) -> tuple[bool, Any, str] | None:
+    """The fastest S=16 library-GEMM variant on ``fp8`` (else bf16) operands of an ``xattn_est_sweep.py`` JSON (its
+    longest length) whose selections at tau 0.9 changed by under 2 % and whose scores stay within 0.5 of the fused
+    kernel's: (fp8, its EstimateTiles, its key), rebuilt from the ``variant`` the sweep records; None where none
+    qualifies."""
     from attention_backend.kernels import EstimateTiles
 
     row = json.loads(path.read_text())["rows"][-1]
     ok = [(v["ms"], k) for k, v in row.items() if k.startswith("s16_gemm_") and "ms" in v and "variant" in v
+          and v["variant"]["fp8"] == fp8
           and v["selection_changed_tau09"] < 0.02 and v["max_abs_diff"] < 0.5]  # fp8 measured 0.21 / 0.8 % (H100)
     if not ok:
         return None
@@ -299,6 +301,9 @@ def render(result: dict[str, Any], json_path: Path) -> None:
             + (f"the sweep's fastest ({row['est_s16_gemm_best_variant']}) {row.get('est_s16_gemm_best_ms', float('nan')):.2f} ms "
                f"({100 * row.get('est_s16_gemm_best_ms', float('nan')) / fa3:.1f} %), "
                if "est_s16_gemm_best_variant" in row else "")
+            + (f"bf16: ({row['est_s16_gemm_best_bf16_variant']}) {row.get('est_s16_gemm_best_bf16_ms', float('nan')):.2f} ms "
+               f"({100 * row.get('est_s16_gemm_best_bf16_ms', float('nan')) / fa3:.1f} %), "
+               if "est_s16_gemm_best_bf16_variant" in row else "")
             + f"selection {row['select_ms']:.2f} ms; "
             "break-even density "
             + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in row["break_even"].items())

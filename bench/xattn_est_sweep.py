@@ -57,6 +57,12 @@ GEMM_VARIANTS = (  # (query rows per library GEMM, fp8, epilogue bm, bn, num_war
     # H100, 10:49 UTC: grouped 512 / 2 streams fastest (7.72 ms: GEMM 4.09, epilogue 2.63 at a third of the card's
     # bandwidth); each epilogue program walking 4 or 8 tiles of its rows (EstimateTiles.gemm_epilogue_cols)
     *((512, True, 64, 128, 8, streams, True, cols) for streams in (1, 2) for cols in (4, 8)),
+    # 2026-12-07 13:40 UTC: the epilogue loads a key block's logits as one 16-byte vector and reduces it in registers
+    # (it loaded 2 bytes at a time and reduced across threads: its strides were unspecialised, bench/xattn_gemm_regs.py);
+    # larger epilogue tiles again, and bf16 operands grouped (the library's bf16 GEMM against the fused kernel)
+    *((512, fp8, bm, bn, w, streams, True) for fp8 in (True, False) for bm, bn, w in ((128, 128, 8), (128, 256, 8))
+      for streams in (1, 2)),
+    *((512, False, 64, 128, 8, streams, True) for streams in (1, 2)),
 )
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
     (128, 256, 8, 3, 64, False),

@@ -38,12 +38,29 @@ def signature(kernel: triton.JITFunction, types: dict[str, str], consts: dict[st
     return {n: "constexpr" if n in consts else types.get(n, "i32") for n in kernel.arg_names}
 
 
+def launch_attrs(kernel: triton.JITFunction, consts: dict[str, object]) -> dict[tuple[int], list[list[object]]]:
+    """What a launch specialises on: pointers 16-byte aligned (torch's allocations) and every integer argument left
+    out of ``do_not_specialize`` divisible by 16 (the launchers here pass only such values there)."""
+    return {(i,): [["tt.divisibility", 16]] for i, p in enumerate(kernel.params)
+            if p.name not in consts and not p.do_not_specialize}  # fmt: skip
+
+
 def compile_sm90(kernel: triton.JITFunction, types: dict[str, str], consts: dict[str, object], warps: int) -> dict[str, int]:
-    """ptxas's counts for ``kernel`` compiled for sm_90a (raises where Triton or ptxas cannot build it)."""
-    compiled = triton.compile(ASTSource(kernel, signature(kernel, types, consts), consts), target=SM90, options={"num_warps": warps})
-    stats = ptxas_stats(compiled.asm["ptx"])
+    """ptxas's counts for ``kernel`` compiled for sm_90a as a launch specialises it (raises where Triton or ptxas cannot
+    build it), plus the PTX's widest global load (bytes a thread loads in one instruction) and its warp shuffles."""
+    src = ASTSource(kernel, signature(kernel, types, consts), consts, launch_attrs(kernel, consts))
+    compiled = triton.compile(src, target=SM90, options={"num_warps": warps})
+    ptx = compiled.asm["ptx"]
+    stats = ptxas_stats(ptx)
     ctas = min(REGS_PER_SM // (stats["registers"] * 32 * warps), MAX_WARPS_PER_SM // warps)
-    return {**stats, "ctas_per_sm": ctas, "warps_per_sm": ctas * warps}
+    return {**stats, "ctas_per_sm": ctas, "warps_per_sm": ctas * warps, "load_bytes": widest_load(ptx),
+            "shuffles": len(re.findall(r"\bshfl\.sync", ptx))}  # fmt: skip
+
+
+def widest_load(ptx: str) -> int:
+    """Bytes of the widest ``ld.global`` in ``ptx`` (``.v4.b32`` = 16)."""
+    widths = [int(v or 1) * int(b) // 8 for v, b in re.findall(r"ld\.global(?:\.[a-zA-Z0-9_:]+)*?(?:\.v(\d))?\.[bfsu](\d+)", ptx)]
+    return max(widths, default=0)
 
 
 def ptxas_stats(ptx: str) -> dict[str, int]:
@@ -73,10 +90,12 @@ def main() -> None:
         rows.append({"bm": bm, "bn": bn, "num_warps": warps, "epilogue_cols": cols,
                      "logits_per_thread": bm * bn // (32 * warps),
                      **compile_sm90(_lse_from_logits_kernel, types, consts, warps)})  # fmt: skip
-    print(f"{'epilogue':>12} {'tiles':>5} {'warps':>5} {'elem/thr':>8} {'regs':>5} {'spill B':>8} {'CTAs/SM':>7} {'warps/SM':>8}")
+    print(f"{'epilogue':>12} {'tiles':>5} {'warps':>5} {'elem/thr':>8} {'regs':>5} {'spill B':>8} {'CTAs/SM':>7} {'warps/SM':>8}"
+          f" {'load B':>6} {'shfl':>5}")  # fmt: skip
     for r in rows:
         print(f"{r['bm']:>5}x{r['bn']:<6} {r['epilogue_cols']:>5} {r['num_warps']:>5} {r['logits_per_thread']:>8} "
-              f"{r['registers']:>5} {r['spill_stores']:>8} {r['ctas_per_sm']:>7} {r['warps_per_sm']:>8}")  # fmt: skip
+              f"{r['registers']:>5} {r['spill_stores']:>8} {r['ctas_per_sm']:>7} {r['warps_per_sm']:>8} {r['load_bytes']:>6} "
+              f"{r['shuffles']:>5}")  # fmt: skip
     pack = []
     for fp8 in (False, True):
         for stride, d in ((8, 128), (16, 64), (16, 128), (16, 256)):
@@ -86,10 +105,10 @@ def main() -> None:
             out_t = "*fp8e4nv" if fp8 else "*bf16"
             types = {"x_ptr": "*bf16", "out_ptr": out_t, "scale_ptr": "*fp32" if fp8 else out_t}
             pack.append({"fp8": fp8, "stride": stride, "head_dim": d, **compile_sm90(_pack_rows_kernel, types, consts, 4)})
-    print(f"{'pack':>12} {'S':>5} {'d':>8} {'regs':>5} {'spill B':>8} {'CTAs/SM':>7} {'warps/SM':>8}")
+    print(f"{'pack':>12} {'S':>5} {'d':>8} {'regs':>5} {'spill B':>8} {'CTAs/SM':>7} {'warps/SM':>8} {'load B':>6} {'shfl':>5}")
     for r in pack:
         print(f"{'fp8' if r['fp8'] else 'bf16':>12} {r['stride']:>5} {r['head_dim']:>8} {r['registers']:>5} "
-              f"{r['spill_stores']:>8} {r['ctas_per_sm']:>7} {r['warps_per_sm']:>8}")  # fmt: skip
+              f"{r['spill_stores']:>8} {r['ctas_per_sm']:>7} {r['warps_per_sm']:>8} {r['load_bytes']:>6} {r['shuffles']:>5}")  # fmt: skip
     out = Path(args.out).with_suffix(".json")
     meta = {"target": "sm_90a", "triton": triton.__version__, "group": GROUP, "stride": STRIDE, "block": BLOCK}
     out.write_text(json.dumps({"meta": meta, "epilogue": rows, "pack": pack}, indent=1) + "\n")

@@ -87,8 +87,10 @@ def pack_rows(
     return out, scale
 
 
-@triton.jit(do_not_specialize=["k_len", "q_offset", "row0", "n_rows", "n_kb", "a", "n_chunk", "n_cols", "s_lg", "s_lr",
-                               "s_lm", "s_lh", "s_er", "h0"])
+# Left specialised: the logits' strides and ``n_cols``, multiples of GEMM_ALIGN by construction (one compile, and their
+# divisibility by 16 is what lets each thread load a key block's R logits as one 16-byte vector; unspecialised, Triton
+# loads 2 bytes at a time and reduces each block across threads).
+@triton.jit(do_not_specialize=["k_len", "q_offset", "row0", "n_rows", "n_kb", "a", "n_chunk", "s_lh", "s_er", "h0"])
 def _lse_from_logits_kernel(
     logits_ptr, lse_ptr, k_len, q_offset, row0, n_rows, n_kb, scale_log2, a, n_chunk, n_cols,
     s_lg, s_lr, s_lm, s_lh, s_er, h0,
@@ -96,9 +98,11 @@ def _lse_from_logits_kernel(
 ):
     """``COLS`` consecutive ``BM`` x ``BN`` tiles of the logits ``[KV heads, n_chunk rows, GROUP, n_cols]`` (rows from
     absolute reshaped row ``a``; program axis 1 = KV head x GROUP + member) into the lse rows of query head
-    ``h0 + axis 1``: the fused kernel's epilogue (``estimate._store_tile_lse``: causal mask, per-row max of the
-    tile, ``log2 sum 2^x`` per key block), each tile loaded as ``[BM, BN / R, R]`` so the per-block sums need no
-    reshape of the registers; tiles past the chunk's last causal column are skipped."""
+    ``h0 + axis 1``: the fused kernel's epilogue (``estimate._store_tile_lse``: causal mask, ``log2 sum 2^x`` per
+    query row and key block), each tile loaded as ``[BM, BN / R, R]``. The max subtracted before ``exp2`` is each key
+    block's own (the fused kernel takes the tile row's): the ``R`` contiguous logits of a block are one vector load
+    of one thread, so every reduction here stays in registers, no shuffle across threads. Tiles past the chunk's last
+    causal column are skipped."""
     NB: tl.constexpr = BN // R
     hm = tl.program_id(1)
     g = hm // GROUP
@@ -115,10 +119,9 @@ def _lse_from_logits_kernel(
             cols = kb[None, :, None] * R + tl.arange(0, R)[None, None, :]  # [1, NB, R]
             x = tl.load(base + cols, mask=(local < n_chunk)[:, None, None] & (cols < n_cols), other=0.0)
             x = tl.where(cols <= rows[:, None, None], x.to(tl.float32) * scale_log2, float("-inf"))
-            mx = tl.max(tl.max(x, 2), 1)
+            mx = tl.max(x, 2)  # per key block, not per tile row: a block's R logits sit in one thread's registers
             mx = tl.where(mx == float("-inf"), 0.0, mx)
-            blk = tl.sum(tl.exp2(x - mx[:, None, None]), 2)
-            lse = mx[:, None] + tl.log2(blk)
+            lse = mx + tl.log2(tl.sum(tl.exp2(x - mx[:, :, None]), 2))
             tl.store(out + kb[None, :], lse, mask=row_ok[:, None] & (kb[None, :] * R < j_end) & (kb[None, :] < n_kb))
 
 
