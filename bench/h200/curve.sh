@@ -7,7 +7,7 @@
 #     d64   SmolLM2-135M (9 / 3, d 64)
 #   TESTS=1: first the estimation kernel's GPU tests (TESTS_K: another -k); FA3_TESTS=1: the fa3 sparse kernel's;
 #   SWEEP=1: the estimation launch-shape sweep at 128K, S=16 (library-GEMM variants included; SWEEP_ARGS, e.g.
-#   --default-only: only the default Triton launch shape); SELECT=1: block selection at 32K-128K
+#   --default-only: only the default Triton launch shape; SWEEP_LIMIT: its seconds, default 200); SELECT=1: block selection at 32K-128K
 #   (bench/xattn_select_speed.py) against SELECT_BASELINE, an earlier kernels/select.py, where that file exists.
 #   ORDER=1: the fa3 per-head calls with a row's query blocks ascending vs descending (bench/xattn_fa3_row_order.py).
 # The device returns at most 8 files a call: each shape's json/log/png is packed into $OUT/curves.tgz.
@@ -37,7 +37,7 @@ if [ "${SELECT:-0}" = 1 ]; then
 fi
 if [ "${SWEEP:-0}" = 1 ]; then
   t0=$(date +%s)
-  timeout 200 python3 bench/xattn_est_sweep.py --lens 131072 --strides 16 ${SWEEP_ARGS:-} --out /tmp/curves/xattn_est_sweep \
+  timeout "${SWEEP_LIMIT:-200}" python3 bench/xattn_est_sweep.py --lens 131072 --strides 16 ${SWEEP_ARGS:-} --out /tmp/curves/xattn_est_sweep \
     > /tmp/curves/xattn_est_sweep.log 2>&1
   echo "est sweep rc=$? in $(( $(date +%s) - t0 )) s"; tail -16 /tmp/curves/xattn_est_sweep.log
 fi
