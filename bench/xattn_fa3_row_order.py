@@ -42,13 +42,14 @@ def per_head_calls(fa: Any, q: torch.Tensor, k_pages: torch.Tensor, v_pages: tor
     the row, head-major); ``descending``: ``q`` / ``out`` hold the query blocks last first and the tables follow."""
     hq = q.shape[1]
     cu = pages.cu_seqlens_q[: n_qb + 1]  # every query block is whole (length % BLOCK == 0): the same offsets
+    tables, useds = pages.block_table.view(hq, n_qb, -1), pages.seqused_k.view(hq, n_qb)
+    if descending:  # copies made here, alive until every stream is joined: a copy made per call and dropped after
+        # its launch is freed to the caching allocator of the current stream while the side stream has yet to read it
+        tables, useds = tables.flip(1), useds.flip(1)
 
     def calls():
         for h in range(hq):
-            seq = slice(h * n_qb, (h + 1) * n_qb)
-            table, used = pages.block_table[seq], pages.seqused_k[seq]
-            if descending:
-                table, used = table.flip(0), used.flip(0)
+            table, used = tables[h], useds[h]
             yield functools.partial(
                 fa, q[:, h : h + 1], k_pages, v_pages, max_seqlen_q=BLOCK + 1, cu_seqlens_q=cu,
                 max_seqlen_k=pages.max_seqlen_k, seqused_k=used, softmax_scale=scale, causal=True,

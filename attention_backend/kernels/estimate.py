@@ -71,10 +71,12 @@ class EstimateTiles:
 
 
 POINTER_TILES = EstimateTiles(tma=False, num_stages=3)
-FP8_GEMM_TILES = EstimateTiles(bm=64, bn=128, num_warps=8, gemm=True, gemm_chunk=512, gemm_streams=2, gemm_grouped=True)
-"""fp8 estimation at S >= 16 on sm_90: the library GEMM, grouped over KV heads in 512-row chunks on 2 streams, epilogue
-64 x 128 on 8 warps. H100, 2026-12-07 (bench/results/xattn_curve/): 0.97 / 2.22 / 7.54 ms at 32K / 64K / 128K,
-where the fused kernel takes 1.9 / 4.1 / 10.6 ms on fp8 operands and 0.93 / 2.6 / 10.0 ms on bf16 ones."""
+FP8_GEMM_TILES = EstimateTiles(bm=64, bn=128, num_warps=8, gemm=True, gemm_chunk=1024, gemm_grouped=True)
+"""fp8 estimation at S >= 16 on sm_90: the library GEMM, grouped over KV heads in 1,024-row chunks on one stream,
+epilogue 64 x 128 on 8 warps. H100, 2026-12-07 13:46 UTC (bench/results/xattn_kernels/xattn_est_sweep_gemm_h100.log):
+1.14 / 2.08 / 6.59 ms at 32K / 64K / 128K, the smallest sum over the three lengths of the 16 fp8 grouped variants
+(the fastest at 128K, 512-row chunks with a 128 x 128 epilogue on 2 streams, 6.43 ms, took 1.73 ms at 32K); the
+fused kernel takes 1.00 / 2.83 / 10.44 ms on bf16 operands in the same run."""
 
 
 @functools.cache
