@@ -124,7 +124,10 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
     except Exception as exc:  # reported in the JSON, not hidden
         res["est_fp8_error"] = f"{type(exc).__name__}: {exc}"[:300]
     mask_ref = select_blocks_indexed(scores, 0.9, first_qb=0)[0]
-    gemm_runs = [("est_s16_gemm", False, EstimateTiles(gemm=True)), ("est_s16_gemm_fp8", True, EstimateTiles(gemm=True))]
+    # what estimate_fp8 runs at S=16 on sm_90 (FP8_GEMM_TILES), and the same launch on bf16 operands
+    from attention_backend.kernels.estimate import FP8_GEMM_TILES
+
+    gemm_runs = [("est_s16_gemm", False, FP8_GEMM_TILES), ("est_s16_gemm_fp8", True, FP8_GEMM_TILES)]
     for name, on_fp8 in (("est_s16_gemm_best", True), ("est_s16_gemm_best_bf16", False)) if args.gemm_from_sweep else ():
         best = sweep_best_gemm(args.gemm_from_sweep, on_fp8)  # the sweep's fastest library-GEMM variant (fp8, bf16)
         if best is None:  # said in the JSON and the log, the curve goes on
@@ -179,13 +182,16 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
                     point["fa3sparse_vs_triton_max_abs_diff"] = float((out_fa3.float() - out.float()).abs().max())
                     point["fa3sparse_tma_ms"] = bench_ms(functools.partial(call, tma_pages=True))
                     point["fa3sparse_tma_vs_triton_max_abs_diff"] = float((out_fa3.float() - out.float()).abs().max())
-                    for n in PER_HEAD_STREAMS:  # no head-major copies: one FA3 call per head, over n streams
+                    # no head-major copies: one FA3 call per head over n streams, query blocks ascending; on the most
+                    # streams also last first (fa3_attend(descending=True): FA3's op with seqused_q)
+                    for n, desc in [(n, False) for n in PER_HEAD_STREAMS] + [(PER_HEAD_STREAMS[-1], True)]:
+                        key = f"fa3sparse_ph{n}" + ("_desc" if desc else "")
                         out_fa3.fill_(float("nan"))
-                        ms = bench_ms(functools.partial(call, tma_pages=True, per_head_streams=n))
-                        point[f"fa3sparse_ph{n}_tma_ms"] = ms
-                        point[f"fa3sparse_ph{n}_tma_vs_fa3_tflops"] = (
+                        ms = bench_ms(functools.partial(call, tma_pages=True, per_head_streams=n, descending=desc))
+                        point[f"{key}_tma_ms"] = ms
+                        point[f"{key}_tma_vs_fa3_tflops"] = (
                             4.0 * d * computed_pairs(count, length) / (ms * 1e-3) / 1e12 / res["fa3_tflops"])
-                        point[f"fa3sparse_ph{n}_vs_triton_max_abs_diff"] = float((out_fa3.float() - out.float()).abs().max())
+                        point[f"{key}_vs_triton_max_abs_diff"] = float((out_fa3.float() - out.float()).abs().max())
                 for stride in (8, 16):
                     total = res[f"est_s{stride}_ms"] + res["select_ms"] + point["sparse_ms"]
                     point[f"e2e_s{stride}_ms"] = total
@@ -293,7 +299,7 @@ def render(result: dict[str, Any], json_path: Path) -> None:
             f"cuDNN {row.get('cudnn_ms', float('nan')):.1f} ms, estimation S=8 {row['est_s8_ms']:.1f} ms "
             f"({100 * row['est_s8_ms'] / fa3:.1f} % of FA3), S=16 {row['est_s16_ms']:.1f} ms "
             f"({100 * row['est_s16_ms'] / fa3:.1f} %), S=16 fp8 {row.get('est_s16_fp8_ms', float('nan')):.1f} ms "
-            f"({100 * row.get('est_s16_fp8_ms', float('nan')) / fa3:.1f} %), S=16 library GEMM bf16 "
+            f"({100 * row.get('est_s16_fp8_ms', float('nan')) / fa3:.1f} %), S=16 library GEMM (FP8_GEMM_TILES) bf16 "
             f"{row.get('est_s16_gemm_ms', float('nan')):.1f} ms ({100 * row.get('est_s16_gemm_ms', float('nan')) / fa3:.1f} %), "
             f"fp8 {row.get('est_s16_gemm_fp8_ms', float('nan')):.1f} ms "
             f"({100 * row.get('est_s16_gemm_fp8_ms', float('nan')) / fa3:.1f} %, selections changed at tau 0.9: "
@@ -319,11 +325,16 @@ def render(result: dict[str, Any], json_path: Path) -> None:
               + f"; FA3-paged per head on {PER_HEAD_STREAMS[-1]} streams, TMA pages "
               + cost_model(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_tma_ms") + " (break-even "
               + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a"
-                          for k, v in break_even(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_tma_ms").items()) + ")\n")
+                          for k, v in break_even(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_tma_ms").items()) + ")"
+              + "; the same, query blocks last first " + cost_model(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_desc_tma_ms")
+              + " (break-even " + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in
+                                            break_even(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_desc_tma_ms").items())
+              + ")\n")  # fmt: skip
         print(
             "| mask | density | Triton sparse ms | TFLOP/s (% of FA3) | FA3-paged sparse ms | TFLOP/s (% of FA3) "
             "| Flex ms | e2e S=16 ms (Triton / FA3-paged) | FA3 / e2e S=16 (Triton / FA3-paged) "
-            "| FA3-paged TMA ms: copies / per head x1 / x4 streams (best % of FA3) | fastest e2e S=16: FA3 / e2e (parts) |"
+            "| FA3-paged TMA ms: copies / per head x1 / x4 streams / x4 last first (best % of FA3) "
+            "| fastest e2e S=16: FA3 / e2e (parts) |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for p in row["points"]:
@@ -336,9 +347,9 @@ def render(result: dict[str, Any], json_path: Path) -> None:
                       f" / {p['e2e_fa3sparse_s16_ms']:.1f}", f" / {p['e2e_fa3sparse_s16_speedup_vs_fa3']:.2f}x")
             else:
                 f3 = ("- | -", "", "")
-            ph = [p.get(f"fa3sparse{x}_tma_ms") for x in ("", "_ph1", "_ph4")]
+            ph = [p.get(f"fa3sparse{x}_tma_ms") for x in ("", "_ph1", "_ph4", "_ph4_desc")]
             if all(x is not None for x in ph):
-                pct = max(p.get(f"fa3sparse{x}_tma_vs_fa3_tflops", 0.0) for x in ("_ph1", "_ph4"))
+                pct = max(p.get(f"fa3sparse{x}_tma_vs_fa3_tflops", 0.0) for x in ("_ph1", "_ph4", "_ph4_desc"))
                 pct = max(pct, p["fa3sparse_vs_fa3_tflops"] * p["fa3sparse_ms"] / ph[0])
                 phs = " / ".join(f"{x:.1f}" for x in ph) + f" ({100 * pct:.0f} %)"
             else:

@@ -34,6 +34,14 @@ FA3 call over head-major copies of the queries. Measured (bench/xattn_curve.py o
 (1.02-1.13x): not switched there."""
 
 
+DESCENDING_HEAD_DIMS = (128,)
+"""Head dims at which the per-head calls give FA3 a row's query blocks last first (``fa3_attend(descending=None)``):
+under a causal mask the last query blocks keep the most key blocks, and FA3 schedules a call's sequences in order, so
+in ascending order each call ends on its heaviest tiles. Measured (bench/xattn_fa3_row_order.py on an NVIDIA H100 80GB
+HBM3, 2026-12-07 13:43 UTC, 128K tokens, 32 / 8 heads, d 128): descending took 0.87x the time on one stream and
+0.92-0.96x on 4 streams on random masks (density 0.1 / 0.3), 0.93x / 0.99-1.00x on structured ones."""
+
+
 def fa3_attend(
     query: torch.Tensor,
     key_cache: torch.Tensor,
@@ -50,6 +58,7 @@ def fa3_attend(
     tma_pages: bool | None = None,
     keep: list[torch.Tensor] | None = None,
     per_head_streams: int | None = None,
+    descending: bool | None = None,
 ) -> None:
     """Block-sparse attention of the prefill rows ``seqs`` (``kernels.PrefillSeq``) over their
     ``selections`` (``kernels.Selection``); writes their rows of ``out [T, Hq, D]``.
@@ -63,7 +72,9 @@ def fa3_attend(
     on the device; a row whose flag is False keeps what ``out`` holds (decided dense on the device: give it
     zero counts, so nothing is computed for it). ``per_head_streams`` > 0 (None: ``PER_HEAD_STREAMS_BY_HEAD_DIM``):
     no copies: one FA3 call per (row, query head) reading that head's queries and writing its outputs in place
-    through strided views, the calls spread over that many CUDA streams so one call's tail overlaps the next."""
+    through strided views, the calls spread over that many CUDA streams so one call's tail overlaps the next.
+    ``descending`` (per-head calls only; None: at the head dims of ``DESCENDING_HEAD_DIMS``): each call takes the row's
+    query blocks last first (``fa3_varlen_seqused_q``), so its heaviest sequences start first."""
     k_pages, ratio = head_pages(key_cache)
     v_pages, v_ratio = head_pages(value_cache)
     if v_ratio != ratio:
@@ -91,8 +102,11 @@ def fa3_attend(
         per_head_streams = PER_HEAD_STREAMS_BY_HEAD_DIM.get(head_dim, 0)
     if per_head_streams > 0:
         _per_head_calls(query, k_pages, v_pages, seqs, parts, max_seqlen_q=max_seqlen_q, scale=scale, out=out,
-                        fa_version=fa_version, streams=per_head_streams, keep=keep)
+                        fa_version=fa_version, streams=per_head_streams, keep=keep,
+                        descending=head_dim in DESCENDING_HEAD_DIMS if descending is None else descending)
         return
+    if descending:
+        raise ValueError("fa3_attend: descending query blocks need the per-head calls (per_head_streams > 0)")
     pages = concat_pages(parts)
     q_parts = [head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs]
     q_hm = q_parts[0] if len(q_parts) == 1 else torch.cat(q_parts)
@@ -115,34 +129,86 @@ def fa3_attend(
 def _per_head_calls(
     query: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, seqs: list[Any], parts: list[Any], *,
     max_seqlen_q: int, scale: float, out: torch.Tensor, fa_version: int, streams: int,
-    keep: list[torch.Tensor] | None,
+    keep: list[torch.Tensor] | None, descending: bool = False,
 ) -> None:
     """``fa3_attend`` without the head-major copies: row ``s`` and head ``h`` are the sequences
     ``h * n_qb .. (h + 1) * n_qb`` of its tables, and their queries/outputs the strided ``[q_len, 1, D]`` column
     ``h`` of ``query`` / ``out`` (FA3 takes any row stride). Every head of a row has the same query blocks, so
     the first head's ``cu_seqlens_q`` serves them all (``block_pages.row_geometry``). A row whose ``keep`` flag
-    is False gets all-zero ``cu_seqlens_q`` on the device: its sequences hold no query, FA3 writes none of its
-    rows (with empty key ranges alone it would write zeros over them)."""
-    # the kernels package needs Triton (CUDA builds)
-    from attention_backend.kernels.streams import round_robin
-
+    is False gets all-zero query counts on the device: its sequences hold no query, FA3 writes none of its
+    rows (with empty key ranges alone it would write zeros over them). ``descending``: the query blocks last first,
+    given by their offsets and ``seqused_q`` (``fa3_varlen_seqused_q``) with the tables reordered to match (copies
+    held here until every stream is joined)."""
     hq = query.shape[1]
     n_qbs = [pages.block_table.shape[0] // hq for pages in parts]
-    cus = [pages.cu_seqlens_q[: n_qb + 1] for pages, n_qb in zip(parts, n_qbs, strict=True)]
-    if keep is not None:  # on the current stream, before the side streams wait for it; held until they are joined
-        cus = [cu * flag for cu, flag in zip(cus, keep, strict=True)]
+    flags = keep if keep is not None else [None] * len(parts)
+    rows = []  # per row: (query rows, cu_seqlens_q, seqused_q or None, tables [hq, n_qb, width], seqused_k [hq, n_qb])
+    for s, pages, n_qb, flag in zip(seqs, parts, n_qbs, flags, strict=True):
+        cu = pages.cu_seqlens_q[: n_qb + 1]
+        tables, used_k = pages.block_table.view(hq, n_qb, -1), pages.seqused_k.view(hq, n_qb)
+        used_q = None
+        if descending:  # on the current stream, before the side streams wait for it
+            used_q = (cu[1:] - cu[:-1]).flip(0)
+            cu = torch.cat([cu[:-1].flip(0), cu[-1:]])
+            tables, used_k = tables.flip(1), used_k.flip(1)
+        if flag is not None:
+            cu, used_q = (cu * flag, None) if used_q is None else (cu, used_q * flag)
+        rows.append((slice(s.q_start, s.q_start + s.q_len), cu, used_q, tables, used_k))
 
     def calls() -> Iterator[Callable[[], object]]:
-        for s, pages, n_qb, cu in zip(seqs, parts, n_qbs, cus, strict=True):
-            rows = slice(s.q_start, s.q_start + s.q_len)
+        for (rows_q, cu, used_q, tables, used_k), pages in zip(rows, parts, strict=True):
             for h in range(hq):
-                seq = slice(h * n_qb, (h + 1) * n_qb)
-                yield functools.partial(
-                    flash_attn_varlen_func, query[rows, h : h + 1], k_pages, v_pages,
-                    max_seqlen_q=max_seqlen_q, cu_seqlens_q=cu,
-                    max_seqlen_k=pages.max_seqlen_k, seqused_k=pages.seqused_k[seq], softmax_scale=scale,
-                    causal=True, block_table=pages.block_table[seq], out=out[rows, h : h + 1],
-                    fa_version=fa_version, num_splits=1,
-                )
+                common = dict(max_seqlen_q=max_seqlen_q, cu_seqlens_q=cu, max_seqlen_k=pages.max_seqlen_k,
+                              seqused_k=used_k[h], block_table=tables[h], softmax_scale=scale,
+                              out=out[rows_q, h : h + 1])  # fmt: skip
+                if used_q is None:
+                    yield functools.partial(flash_attn_varlen_func, query[rows_q, h : h + 1], k_pages, v_pages,
+                                            causal=True, fa_version=fa_version, num_splits=1, **common)  # fmt: skip
+                else:
+                    yield functools.partial(fa3_varlen_seqused_q, query[rows_q, h : h + 1], k_pages, v_pages,
+                                            seqused_q=used_q, **common)  # fmt: skip
 
-    round_robin(calls(), streams, query.device)
+    if query.is_cuda:  # the kernels package needs Triton (CUDA builds)
+        from attention_backend.kernels.streams import round_robin
+
+        round_robin(calls(), streams, query.device)
+    else:  # no streams off CUDA (the CPU tests' FA3 model): in order
+        for call in calls():
+            call()
+
+
+_FWD_SET = {"window_size_left": -1, "window_size_right": -1, "softcap": 0.0, "is_rotary_interleaved": True,
+            "is_causal": True, "num_splits": 1, "sm_margin": 0, "cp_world_size": 1, "cp_rank": 0}  # fmt: skip
+"""What ``fa3_varlen_seqused_q`` passes to FA3's op for its non-tensor arguments (as vLLM's wrapper does for a causal
+call without softcap, rotary or context parallelism); the tensors it does not name are None."""
+_FWD_GIVEN = ("q", "k", "v", "out", "cu_seqlens_q", "seqused_q", "seqused_k", "max_seqlen_q", "max_seqlen_k",
+              "page_table", "softmax_scale")  # fmt: skip
+
+
+@functools.cache
+def _fwd_arguments() -> tuple[str, ...]:
+    """The argument names of vLLM's FA3 op, in order; RuntimeError naming one this adapter cannot fill (a required
+    argument of a vLLM release it does not know)."""
+    schema = torch.ops._vllm_fa3_C.fwd.default._schema
+    names = tuple(a.name for a in schema.arguments)
+    unknown = [f"{a.name}: {a.type}" for a in schema.arguments
+               if a.name not in _FWD_SET and a.name not in _FWD_GIVEN and not isinstance(a.type, torch.OptionalType)]  # fmt: skip
+    if unknown or not set(_FWD_GIVEN) <= set(names):
+        raise RuntimeError(f"vLLM's FA3 op ({schema}) does not match this adapter: cannot fill {unknown or _FWD_GIVEN}; "
+                           "pass descending=False (the ascending query blocks of vLLM's own wrapper)")  # fmt: skip
+    return names
+
+
+def fa3_varlen_seqused_q(
+    q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, *, out: torch.Tensor, cu_seqlens_q: torch.Tensor,
+    seqused_q: torch.Tensor, seqused_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, block_table: torch.Tensor,
+    softmax_scale: float,
+) -> None:
+    """vLLM's FA3 paged varlen causal forward (``flash_attn_varlen_func(..., fa_version=3, num_splits=1)``) with
+    ``seqused_q``, which that wrapper leaves None: sequence ``b``'s queries are the ``seqused_q[b]`` rows from
+    ``cu_seqlens_q[b]``, so the sequences may come in any order of their rows. Writes ``out``. The op's arguments are
+    filled by name from its schema (``_fwd_arguments``)."""
+    given = dict(q=q, k=k_pages, v=v_pages, out=out, cu_seqlens_q=cu_seqlens_q, seqused_q=seqused_q,
+                 seqused_k=seqused_k, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, page_table=block_table,
+                 softmax_scale=softmax_scale)  # fmt: skip
+    torch.ops._vllm_fa3_C.fwd(*[given[n] if n in given else _FWD_SET.get(n) for n in _fwd_arguments()])

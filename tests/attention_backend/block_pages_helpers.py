@@ -9,23 +9,27 @@ from attention_backend.block_pages import SparsePages
 
 
 def paged_varlen_causal(
-    q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, sp: SparsePages, scale: float | None = None
+    q: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, sp: SparsePages, scale: float | None = None,
+    seqused_q: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """What ``flash_attn_varlen_func(q, k_pages, v_pages, cu_seqlens_q, seqused_k, block_table, causal=True)``
-    computes (its documented semantics), in fp64 with plain loops."""
+    computes (its documented semantics), in fp64 with plain loops; with ``seqused_q`` (FA3's op), sequence ``i``'s
+    queries are the ``seqused_q[i]`` rows from ``cu_seqlens_q[i]``. Rows no sequence covers stay NaN."""
     out = torch.full(q.shape, float("nan"), dtype=torch.float64)
     cu, used = sp.cu_seqlens_q.tolist(), sp.seqused_k.tolist()
     page = k_pages.shape[1]
     assert sp.max_seqlen_k >= max(used)
     for i in range(len(used)):
-        m, n = cu[i + 1] - cu[i], used[i]
+        m, n = (cu[i + 1] - cu[i]) if seqused_q is None else int(seqused_q[i]), used[i]
+        if m == 0:
+            continue
         pages = sp.block_table[i, : -(-n // page)].long()
         keys = k_pages[pages].reshape(-1, k_pages.shape[-1])[:n].double()
         values = v_pages[pages].reshape(-1, v_pages.shape[-1])[:n].double()
-        qi = q[cu[i] : cu[i + 1], 0].double()
+        qi = q[cu[i] : cu[i] + m, 0].double()
         logits = qi @ keys.T * (qi.shape[-1] ** -0.5 if scale is None else scale)
         visible = torch.arange(n)[None, :] <= (n - m + torch.arange(m))[:, None]
-        out[cu[i] : cu[i + 1], 0] = torch.softmax(logits.masked_fill(~visible, float("-inf")), -1) @ values
+        out[cu[i] : cu[i] + m, 0] = torch.softmax(logits.masked_fill(~visible, float("-inf")), -1) @ values
     return out
 
 

@@ -9,6 +9,7 @@ import importlib
 import sys
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from attention_backend.block_pages import SparsePages
@@ -85,3 +86,65 @@ def test_sparse_rows_of_a_batch_match_the_reference_and_leave_other_rows(monkeyp
     fa3.fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=0.3, out=out, keep=keep)
     assert len(calls) == n_calls and len(per_head) == 1
     assert per_head[0]["streams"] == 2 and per_head[0]["keep"] is keep and per_head[0]["max_seqlen_q"] == BLOCK + 1
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_per_head_calls_in_either_query_block_order_match_the_reference(monkeypatch, descending: bool) -> None:
+    """The copy-free per-head form, query blocks ascending (vLLM's wrapper) or last first (FA3's op with
+    ``seqused_q``, modelled here): every row's outputs as the reference's; a row whose keep flag is False keeps what
+    ``out`` held; a row starting mid-block (its first query block partial) keeps its rows in place."""
+    calls: list = []
+    fa3 = _fa3_module(monkeypatch, calls)
+    ordered: list = []
+
+    def seqused_q_op(q, k, v, *, out, cu_seqlens_q, seqused_q, seqused_k, max_seqlen_q, max_seqlen_k, block_table,
+                     softmax_scale):  # fmt: skip
+        assert int(seqused_q.max()) <= max_seqlen_q and cu_seqlens_q.shape[0] == seqused_q.shape[0] + 1
+        ordered.append(cu_seqlens_q[:-1].tolist())
+        sp = SparsePages(cu_seqlens_q, seqused_k, block_table, max_seqlen_k)
+        got = paged_varlen_causal(q, k, v, sp, scale=softmax_scale, seqused_q=seqused_q)
+        written = ~torch.isnan(got)
+        out[written] = got[written].to(out.dtype)
+
+    monkeypatch.setattr(fa3, "fa3_varlen_seqused_q", seqused_q_op)
+    rows = [(150, 150), (70, 150)]  # a prompt, and a chunk from token 80 (its first query block starts mid-block)
+    cache = torch.zeros(24, PAGE, HKV, 2 * D).permute(0, 2, 1, 3)
+    key_cache, value_cache = cache.transpose(1, 2).split(D, dim=-1)
+    table = torch.zeros(len(rows), 12, dtype=torch.int32)
+    queries, seqs, sels, wants, start = [], [], [], [], 0
+    for r, (q_len, k_len) in enumerate(rows):
+        q, k, v = qkv(q_len, k_len, HQ, HKV, D, seed=10 + r)
+        pages = torch.arange(r * 12, r * 12 + -(-k_len // PAGE), dtype=torch.int32).flip(0)
+        table[r, : pages.numel()] = pages
+        for t in range(k_len):
+            key_cache[pages[t // PAGE], t % PAGE] = k[t]
+            value_cache[pages[t // PAGE], t % PAGE] = v[t]
+        mask, idx, count = random_selection(HQ, q_len, k_len, BLOCK, keep=0.4, seed=r)
+        queries.append(q)
+        seqs.append(SimpleNamespace(row=r, q_start=start, q_len=q_len, k_len=k_len))
+        sels.append(SimpleNamespace(idx=idx, count=count))
+        wants.append(ref_block_sparse_attention(q, k, v, mask, block_size=BLOCK, q_offset=k_len - q_len, scale=0.3))
+        start += q_len
+    query = torch.cat(queries)
+    out = torch.full_like(query, float("nan"))
+    keep = [torch.tensor(True), torch.tensor(False)]
+    fa3.fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=0.3, out=out, keep=keep,
+                   per_head_streams=2, descending=descending)  # fmt: skip
+    assert_close(out[:150], wants[0], 1e-5, "kept row")
+    assert torch.isnan(out[150:]).all()  # decided dense: nothing written
+    fa3.fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=0.3, out=out,
+                   per_head_streams=2, descending=descending)  # fmt: skip
+    for s, want in zip(seqs, wants, strict=True):
+        assert_close(out[s.q_start : s.q_start + s.q_len], want, 1e-5, f"row {s.row}")
+    if descending:  # the query blocks' offsets, last first: row 1's 70 rows start at token 80, its blocks at rows 0, 16, 48
+        assert len(calls) == 0 and ordered[-1] == [48, 16, 0] and ordered[0] == [128, 96, 64, 32, 0]
+    else:
+        assert len(ordered) == 0 and len(calls) == 4 * HQ
+
+
+def test_descending_needs_the_per_head_calls(monkeypatch) -> None:
+    fa3 = _fa3_module(monkeypatch, [])
+    q = torch.zeros(64, HQ, D)
+    with pytest.raises(ValueError, match="per_head_streams"):
+        fa3.fa3_attend(q, torch.zeros(4, PAGE, HKV, D), torch.zeros(4, PAGE, HKV, D), torch.zeros(1, 4, dtype=torch.int32),
+                       [], [], block_size=BLOCK, scale=0.3, out=q, per_head_streams=0, descending=True)  # fmt: skip

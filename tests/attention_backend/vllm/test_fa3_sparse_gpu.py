@@ -58,16 +58,18 @@ def _batch(rows: list[tuple[int, int]], hq: int, hkv: int, d: int, g: torch.Gene
     return seqs, rows_kv, torch.cat(q_parts)
 
 
-@pytest.mark.parametrize("per_head_streams", [0, 1, 3], ids=["copies", "per-head", "per-head-3-streams"])
+@pytest.mark.parametrize(("per_head_streams", "descending"), [(0, False), (1, False), (3, False), (1, True), (3, True)],
+                         ids=["copies", "per-head", "per-head-3-streams", "per-head-desc", "per-head-3-streams-desc"])
 @pytest.mark.parametrize("tma_pages", [False, True])
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("page", [16, 128])
 @pytest.mark.parametrize(("hq", "hkv", "d"), [(8, 2, 128), (4, 1, 256)])
 def test_fa3_sparse_matches_triton_and_reference(
-    tma_pages: bool, layout: str, page: int, hq: int, hkv: int, d: int, per_head_streams: int
+    tma_pages: bool, layout: str, page: int, hq: int, hkv: int, d: int, per_head_streams: int, descending: bool
 ) -> None:
-    """Also the copy-free variant (one FA3 call per row and head through strided views, on 1 or 3 streams): the
-    rows in between (none here) and the other heads' columns must stay as they are."""
+    """Also the copy-free variant (one FA3 call per row and head through strided views, on 1 or 3 streams; the query
+    blocks ascending, or last first through FA3's op with ``seqused_q``): the rows in between (none here) and the
+    other heads' columns must stay as they are."""
     g = torch.Generator(device="cuda").manual_seed(hq * d + page)
     rows = [(3000, 3000), (1000, 2900)]  # a whole prompt, and a chunk starting mid-block after a prefix
     seqs, rows_kv, query = _batch(rows, hq, hkv, d, g)
@@ -79,7 +81,7 @@ def test_fa3_sparse_matches_triton_and_reference(
         assert float(sel.count.sum()) < 0.8 * hq * causal_blocks(s, BLOCK)
     got = torch.full_like(query, float("nan"))
     fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=got, widths=widths,
-               tma_pages=tma_pages, per_head_streams=per_head_streams)
+               tma_pages=tma_pages, per_head_streams=per_head_streams, descending=descending)
     torch.cuda.synchronize()
     want = torch.full_like(query, float("nan"))
     paged_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=want)
@@ -87,7 +89,7 @@ def test_fa3_sparse_matches_triton_and_reference(
     if per_head_streams:  # the second row alone: the first row's outputs are not touched
         only = torch.full_like(query, float("nan"))
         fa3_attend(query, key_cache, value_cache, table, seqs[1:], sels[1:], block_size=BLOCK, scale=scale, out=only,
-                   widths=widths[1:], tma_pages=tma_pages, per_head_streams=per_head_streams)
+                   widths=widths[1:], tma_pages=tma_pages, per_head_streams=per_head_streams, descending=descending)
         torch.cuda.synchronize()
         assert bool(torch.isnan(only[: seqs[0].q_len]).all()), "a row that was not asked for was written"
         assert_close(only[seqs[1].q_start :], got[seqs[1].q_start :], 0.0, "second row alone vs in the batch")
@@ -140,9 +142,10 @@ def test_fa3_sparse_at_tau_1_is_as_close_to_the_reference_as_dense_fa3(page: int
         assert err["fa3 sparse"] <= max(err["dense fa3"], err["triton"]) + 2**-8, (s, err)
 
 
-@pytest.mark.parametrize("per_head_streams", [0, 4], ids=["copies", "per-head-4-streams"])
+@pytest.mark.parametrize(("per_head_streams", "descending"), [(0, False), (4, False), (4, True)],
+                         ids=["copies", "per-head-4-streams", "per-head-4-streams-desc"])
 @pytest.mark.parametrize("page", [16, 128])
-def test_a_row_decided_dense_on_the_device_keeps_its_output(page: int, per_head_streams: int) -> None:
+def test_a_row_decided_dense_on_the_device_keeps_its_output(page: int, per_head_streams: int, descending: bool) -> None:
     """The device-decided path: the row that came out dense gets counts of 0 (FA3 computes nothing for its
     sequences) and a False keep flag (its rows of ``out``, FlashAttention's, stay); the other row is unchanged.
     The copy-free path gives the dense row no queries instead (FA3 would write zeros for empty key ranges).
@@ -155,12 +158,12 @@ def test_a_row_decided_dense_on_the_device_keeps_its_output(page: int, per_head_
     sels = paged_select(query, key_cache, value_cache, table, seqs, block_size=BLOCK, stride=16, threshold=0.6, scale=scale)
     want = torch.full_like(query, float("nan"))  # the same path without keep flags
     fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=scale, out=want,
-               per_head_streams=per_head_streams)
+               per_head_streams=per_head_streams, descending=descending)
     keep = [torch.tensor(True, device="cuda"), torch.tensor(False, device="cuda")]
     emptied = [sels[0], type(sels[1])(sels[1].mask, sels[1].idx, torch.zeros_like(sels[1].count))]
     got = torch.full_like(query, 5.0)  # what FlashAttention wrote for the dense row
     fa3_attend(query, key_cache, value_cache, table, seqs, emptied, block_size=BLOCK, scale=scale, out=got, keep=keep,
-               per_head_streams=per_head_streams)  # no synchronize: the checks rely on fa3_attend's own join
+               per_head_streams=per_head_streams, descending=descending)  # no synchronize: fa3_attend's own join
     first, second = slice(0, 3000), slice(3000, 4000)
     assert_close(got[first], want[first], 0.0, "the sparse row")
     assert (got[second] == 5.0).all()
