@@ -36,18 +36,18 @@ def _fa3_module(monkeypatch, calls: list):
     return importlib.import_module("attention_backend.vllm.fa3_sparse")
 
 
-def test_sparse_rows_of_a_batch_match_the_reference_and_leave_other_rows(monkeypatch) -> None:
-    calls: list = []
-    fa3 = _fa3_module(monkeypatch, calls)
-    rows = [(150, 150), (1, 40), (70, 150)]  # (q_len, k_len): a prompt, a decode (dense), a chunk from 80
+def _sparse_batch(rows: list[tuple[int, int]], seed: int):
+    """A batch of ``(q_len, k_len)`` rows in a vLLM NHD FLASH_ATTN cache over shuffled pages, with a random block
+    selection and the fp64 reference output of every row longer than one query (a decode row gets neither):
+    ``(query, key_cache, value_cache, block_table, seqs, selections, wants)``."""
     n_pages = sum(-(-k // PAGE) for _, k in rows) + 2
-    cache = torch.zeros(n_pages, PAGE, HKV, 2 * D).permute(0, 2, 1, 3)  # vLLM's NHD FLASH_ATTN cache
+    cache = torch.zeros(n_pages, PAGE, HKV, 2 * D).permute(0, 2, 1, 3)
     key_cache, value_cache = cache.transpose(1, 2).split(D, dim=-1)
-    perm = torch.randperm(n_pages, generator=torch.Generator().manual_seed(0)).int()
+    perm = torch.randperm(n_pages, generator=torch.Generator().manual_seed(seed)).int()
     table = torch.zeros(len(rows), 12, dtype=torch.int32)
     queries, seqs, sels, wants, used, start = [], [], [], [], 0, 0
     for r, (q_len, k_len) in enumerate(rows):
-        q, k, v = qkv(q_len, k_len, HQ, HKV, D, seed=r)
+        q, k, v = qkv(q_len, k_len, HQ, HKV, D, seed=seed + r)
         pages = perm[used : used + -(-k_len // PAGE)]
         used += pages.numel()
         table[r, : pages.numel()] = pages
@@ -56,12 +56,19 @@ def test_sparse_rows_of_a_batch_match_the_reference_and_leave_other_rows(monkeyp
             value_cache[pages[t // PAGE], t % PAGE] = v[t]
         queries.append(q)
         if q_len > 1:
-            mask, idx, count = random_selection(HQ, q_len, k_len, BLOCK, keep=0.4, seed=r)
+            mask, idx, count = random_selection(HQ, q_len, k_len, BLOCK, keep=0.4, seed=seed + r)
             seqs.append(SimpleNamespace(row=r, q_start=start, q_len=q_len, k_len=k_len))
             sels.append(SimpleNamespace(idx=idx, count=count))
             wants.append(ref_block_sparse_attention(q, k, v, mask, block_size=BLOCK, q_offset=k_len - q_len, scale=0.3))
         start += q_len
-    query = torch.cat(queries)
+    return torch.cat(queries), key_cache, value_cache, table, seqs, sels, wants
+
+
+def test_sparse_rows_of_a_batch_match_the_reference_and_leave_other_rows(monkeypatch) -> None:
+    calls: list = []
+    fa3 = _fa3_module(monkeypatch, calls)
+    rows = [(150, 150), (1, 40), (70, 150)]  # (q_len, k_len): a prompt, a decode (dense), a chunk from 80
+    query, key_cache, value_cache, table, seqs, sels, wants = _sparse_batch(rows, seed=0)
     out = torch.full_like(query, float("nan"))
     fa3.fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=0.3, out=out,
                    widths=[int(s.count.max()) for s in sels], fa_version=3)  # fmt: skip
@@ -108,24 +115,7 @@ def test_per_head_calls_in_either_query_block_order_match_the_reference(monkeypa
 
     monkeypatch.setattr(fa3, "fa3_varlen_seqused_q", seqused_q_op)
     rows = [(150, 150), (70, 150)]  # a prompt, and a chunk from token 80 (its first query block starts mid-block)
-    cache = torch.zeros(24, PAGE, HKV, 2 * D).permute(0, 2, 1, 3)
-    key_cache, value_cache = cache.transpose(1, 2).split(D, dim=-1)
-    table = torch.zeros(len(rows), 12, dtype=torch.int32)
-    queries, seqs, sels, wants, start = [], [], [], [], 0
-    for r, (q_len, k_len) in enumerate(rows):
-        q, k, v = qkv(q_len, k_len, HQ, HKV, D, seed=10 + r)
-        pages = torch.arange(r * 12, r * 12 + -(-k_len // PAGE), dtype=torch.int32).flip(0)
-        table[r, : pages.numel()] = pages
-        for t in range(k_len):
-            key_cache[pages[t // PAGE], t % PAGE] = k[t]
-            value_cache[pages[t // PAGE], t % PAGE] = v[t]
-        mask, idx, count = random_selection(HQ, q_len, k_len, BLOCK, keep=0.4, seed=r)
-        queries.append(q)
-        seqs.append(SimpleNamespace(row=r, q_start=start, q_len=q_len, k_len=k_len))
-        sels.append(SimpleNamespace(idx=idx, count=count))
-        wants.append(ref_block_sparse_attention(q, k, v, mask, block_size=BLOCK, q_offset=k_len - q_len, scale=0.3))
-        start += q_len
-    query = torch.cat(queries)
+    query, key_cache, value_cache, table, seqs, sels, wants = _sparse_batch(rows, seed=10)
     out = torch.full_like(query, float("nan"))
     keep = [torch.tensor(True), torch.tensor(False)]
     fa3.fa3_attend(query, key_cache, value_cache, table, seqs, sels, block_size=BLOCK, scale=0.3, out=out, keep=keep,
