@@ -84,7 +84,7 @@ class XAttentionConfig:
         estimate_fp8: on CUDA sm_90+, the estimation GEMM runs on fp8 (e4m3) copies of q and k
             (``kernels.estimate``); elsewhere it stops at start-up. At S >= 16 on sm_90 that is the library
             GEMM grouped over KV heads (``kernels.estimate.FP8_GEMM_TILES``, each reshaped row scaled on its own):
-            3.6 % of FA3 at 128K on an H100 where the bf16 fused kernel takes 4.8 %; it changed 0.31 % of the
+            3.0 % of FA3 at 128K on an H100 where the bf16 fused kernel takes 4.8 %; it changed 0.31 % of the
             (head, query block, key block) selection decisions on SmolLM2 at 4K. Off by default: it changes the
             estimate's rounding
             (bench/results/xattn_kernels/notes.md).
