@@ -42,7 +42,8 @@ from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_sco
 from attention_backend.kernels.estimate import _load_kv_rows, row_descriptor
 
 BLOCK = 128
-GEMM_VARIANTS = (  # (query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams[, grouped[, epilogue tiles]]])
+GEMM_VARIANTS = (  # (query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams[, grouped[, epilogue tiles[,
+    #                  the library's grouped kernel (else a plain GEMM per KV head)]]]])
     (1024, False, 128, 256, 8),  # bf16: 12.7 ms at 128K in the first H100 run (chunks 512 / 2048: 13.3 / 13.8)
     *((chunk, True, 128, 256, 8) for chunk in (512, 1024, 2048)),
     # Epilogue tiles from 254 down to 64 registers a thread (ptxas for sm_90a, bench/xattn_gemm_regs.py): the
@@ -63,6 +64,10 @@ GEMM_VARIANTS = (  # (query rows per library GEMM, fp8, epilogue bm, bn, num_war
     *((512, fp8, bm, bn, w, streams, True) for fp8 in (True, False) for bm, bn, w in ((128, 128, 8), (128, 256, 8))
       for streams in (1, 2)),
     *((512, False, 64, 128, 8, streams, True) for streams in (1, 2)),
+    # H100, 13:46 UTC: CUTLASS's grouped fp8 GEMM takes 4.1 ms at 128K where cuBLAS's plain one took 3.3 per KV head,
+    # ungrouped (then bound by 64 pairs of host launches): a plain GEMM per KV head into the grouped chunk's buffer,
+    # one epilogue a chunk (EstimateTiles.gemm_grouped_kernel=False; 9 launches a chunk, not 16)
+    *((chunk, True, 64, 128, 8, streams, True, 1, False) for chunk in (512, 1024) for streams in (1, 2)),
 )
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
     (128, 256, 8, 3, 64, False),
@@ -281,13 +286,14 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
             streams = more[0] if more else 1
             grouped = more[1] if len(more) > 1 else False
             cols = more[2] if len(more) > 2 else 1
+            grouped_kernel = more[3] if len(more) > 3 else True
             key = (f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "") + f"_e{bm}x{bn}w{warps}"
                    + (f"_s{streams}" if streams > 1 else "") + ("_grouped" if grouped else "")
-                   + (f"_ec{cols}" if cols > 1 else ""))
+                   + ("" if grouped_kernel else "_plain") + (f"_ec{cols}" if cols > 1 else ""))
             # what rebuilds this variant (bench/xattn_curve.py --gemm-from-sweep): fp8 and the EstimateTiles fields
             variant = {"fp8": fp8, "tiles": {"bm": bm, "bn": bn, "num_warps": warps, "gemm": True, "gemm_chunk": chunk,
                                              "gemm_streams": streams, "gemm_grouped": grouped,
-                                             "gemm_epilogue_cols": cols}}  # fmt: skip
+                                             "gemm_epilogue_cols": cols, "gemm_grouped_kernel": grouped_kernel}}  # fmt: skip
             try:
                 fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
                                        tiles=EstimateTiles(**variant["tiles"]))

@@ -68,6 +68,8 @@ class EstimateTiles:
     gemm_grouped: bool = False  # with gemm: one batched GEMM + one epilogue per chunk over every KV head (2 launches a
     #                             chunk, not 2 per KV head and chunk; the logits buffer holds every KV head's)
     gemm_epilogue_cols: int = 1  # with gemm: bm x bn logit tiles per epilogue program, along the row
+    gemm_grouped_kernel: bool = True  # with gemm_grouped: the library's grouped GEMM kernel; False: one plain GEMM per
+    #                                   KV head into the chunk's buffer (the epilogue still one launch a chunk)
 
 
 POINTER_TILES = EstimateTiles(tma=False, num_stages=3)
@@ -354,7 +356,8 @@ def estimate_block_scores(
         lse_by_gemm(qp, kp, lse, stride=stride, rows_per_block=r, row0=first_qb * r, n_rows=n_rows, k_len=k_len,
                     q_offset=q_offset, n_kb=n_kb, scale_log2=scale_log2, fp8=fp8, chunk_rows=tiles.gemm_chunk,
                     bm=tiles.bm, bn=tiles.bn, num_warps=tiles.num_warps, streams=tiles.gemm_streams,
-                    grouped=tiles.gemm_grouped, epilogue_cols=tiles.gemm_epilogue_cols)
+                    grouped=tiles.gemm_grouped, epilogue_cols=tiles.gemm_epilogue_cols,
+                    grouped_kernel=tiles.gemm_grouped_kernel)
     elif tiles.tma:
         head_scale = lse  # unused unless fp8 (any pointer will do)
         if fp8:

@@ -146,6 +146,7 @@ def lse_by_gemm(
     streams: int = 1,
     grouped: bool = False,
     epilogue_cols: int = 1,
+    grouped_kernel: bool = True,
 ) -> None:
     """Fill ``lse [Hq, n_rows, n_kb]`` from the zero-padded token-major operands of ``estimate._tma_operands``
     (queries from absolute reshaped row ``row0``, keys from token 0) by library GEMMs, ``chunk_rows`` reshaped
@@ -155,6 +156,9 @@ def lse_by_gemm(
     the next GEMM. ``grouped``: per chunk one batched GEMM over every KV head (``torch._scaled_grouped_mm`` in fp8,
     a strided batched ``matmul`` in bf16) and one epilogue launch, 2 launches a chunk instead of 2 per (KV head,
     chunk): fewer host launches where they, not the GPU, set the pace (logits buffer: every KV head's).
+    ``grouped_kernel`` False (with ``grouped``): the chunk's GEMM as one plain library GEMM per KV head into that
+    buffer (cuBLAS's, 3.3 ms at 128K on an H100 where CUTLASS's grouped fp8 kernel took 4.1), the epilogue still one
+    launch (``hkv + 1`` launches a chunk).
     ``epilogue_cols``: ``bm x bn`` tiles per epilogue program, along the row (fewer programs, loads of the next tile
     in flight while one is reduced)."""
     hq, hkv = qp.shape[1], kp.shape[1]
@@ -186,12 +190,19 @@ def lse_by_gemm(
         kb = k8[heads, :n_cols, 0]  # [heads, n_cols, S * D]
         if fp8:
             qs, ks = q_scale[heads, a : a + n_chunk].flatten(1), k_scale[heads, :n_cols, 0]
-        if not grouped:  # one KV head: the library's plain GEMM
+
+        def plain(g: int, out: torch.Tensor | None = None) -> torch.Tensor:  # KV head g: the library's plain GEMM
             if fp8:
-                logits = torch._scaled_mm(qa[0], kb[0].t(), scale_a=qs[0][:, None], scale_b=ks[0][None, :],
-                                          out_dtype=torch.bfloat16, use_fast_accum=True)  # fmt: skip
-            else:
-                logits = qa[0] @ kb[0].t()
+                return torch._scaled_mm(qa[g], kb[g].t(), scale_a=qs[g][:, None], scale_b=ks[g][None, :],
+                                        out_dtype=torch.bfloat16, use_fast_accum=True, out=out)  # fmt: skip
+            return torch.matmul(qa[g], kb[g].t(), out=out)
+
+        if not grouped:
+            logits = plain(0)
+        elif not grouped_kernel:  # one plain GEMM per KV head into the chunk's buffer, still one epilogue launch
+            logits = torch.empty((*qa.shape[:2], n_cols), dtype=torch.bfloat16 if fp8 else qa.dtype, device=qa.device)
+            for g in range(qa.shape[0]):
+                plain(g, out=logits[g])
         elif fp8:
             logits = torch._scaled_grouped_mm(qa, kb.transpose(-1, -2), scale_a=qs.contiguous(), scale_b=ks.contiguous(),
                                               out_dtype=torch.bfloat16, use_fast_accum=True)  # fmt: skip

@@ -117,7 +117,7 @@ SHAPE_IDS = [f"lk{s[0]}-off{s[1]}-h{s[2]}x{s[3]}-B{s[4]}-S{s[5]}" for s in SHAPE
 
 
 EST_VARIANTS = ["pointer", "pointer-whole-d", "pointer-split3", "tma", "tma-split3", "gemm", "gemm-grouped",
-                "gemm-grouped-cols3"]
+                "gemm-grouped-cols3", "gemm-grouped-plain"]
 
 
 def _est_tiles(variant: str) -> EstimateTiles:
@@ -125,9 +125,10 @@ def _est_tiles(variant: str) -> EstimateTiles:
     ``split3`` variants cut every query tile's key range into 3 programs (fewer than 3 tiles: one each);
     ``gemm``: the library GEMM + Triton epilogue, in chunks of query rows small enough to need several
     (``gemm-grouped``: one batched GEMM and one epilogue a chunk over every KV head; ``-cols3``: each epilogue
-    program walks 3 logit tiles of its rows)."""
+    program walks 3 logit tiles of its rows; ``-plain``: a plain GEMM per KV head into the chunk's buffer)."""
     if variant.startswith("gemm"):
-        kind = dict(gemm=True, gemm_grouped=variant.startswith("gemm-grouped"))
+        kind = dict(gemm=True, gemm_grouped=variant.startswith("gemm-grouped"),
+                    gemm_grouped_kernel=not variant.endswith("plain"))
         if variant.endswith("cols3"):
             kind.update(gemm_epilogue_cols=3, bn=16 if DEV == "cpu" else 32)
         return EstimateTiles(gemm_chunk=32, bm=64, **{"bn": 64, **kind}, num_warps=4) if DEV == "cpu" else \
@@ -162,7 +163,7 @@ def test_estimate_matches_reference(lk, off, hq, hkv, block, stride, dtype, vari
     assert_close(got.cpu(), want, SCORE_TOL[dtype], "block scores")
 
 
-@pytest.mark.parametrize("kernel", ["tma", "gemm", "gemm-grouped"])
+@pytest.mark.parametrize("kernel", ["tma", "gemm", "gemm-grouped", "gemm-grouped-plain"])
 @pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
 @pytest.mark.parametrize(("lk", "off", "hq", "hkv", "block", "stride"), SHAPES[:3], ids=SHAPE_IDS[:3])
 def test_fp8_estimate_is_the_reference_on_the_fp8_operands(lk, off, hq, hkv, block, stride, paged, kernel):
@@ -207,6 +208,18 @@ def test_gemm_epilogue_walking_tiles_is_the_one_tile_epilogue(grouped):
     assert torch.equal(est(tiles=EstimateTiles(**tiles, gemm_epilogue_cols=3)), one)
 
 
+def test_gemm_grouped_plain_is_the_per_head_path():
+    """``gemm_grouped_kernel=False``: each KV head's plain GEMM written into the chunk's buffer and one epilogue launch
+    over all heads give the per-(KV head, chunk) path's scores bit for bit (the same GEMMs, the same epilogue tiles)."""
+    lk, hq, hkv, d = 700, 4, 2, 64
+    q, k, v = _inputs(lk, lk, hq, hkv, d, DTYPES[0], seed=11)
+    est = functools.partial(estimate_block_scores, q, PagedKV.from_contiguous(k, v), block_size=128, stride=8)
+    tiles = dict(gemm=True, gemm_chunk=32, bm=32, bn=16, num_warps=4)
+    pairs = est(tiles=EstimateTiles(**tiles))
+    assert bool(torch.isfinite(pairs).all())
+    assert torch.equal(est(tiles=EstimateTiles(**tiles, gemm_grouped=True, gemm_grouped_kernel=False)), pairs)
+
+
 @pytest.mark.parametrize(
     ("capability", "fp8", "stride", "want"),
     [((9, 0), True, 16, "FP8_GEMM_TILES"), ((9, 0), True, 32, "FP8_GEMM_TILES"), ((9, 0), True, 8, "fused"),
@@ -243,6 +256,10 @@ def test_gemm_estimate_over_streams_is_the_serial_one(fp8: bool) -> None:
     grouped = est(tiles=EstimateTiles(gemm=True, gemm_chunk=32, gemm_grouped=True))
     assert float((grouped - serial).abs().max()) < 1e-2
     assert torch.equal(est(tiles=EstimateTiles(gemm=True, gemm_chunk=32, gemm_grouped=True, gemm_streams=3)), grouped)
+    # a plain GEMM per KV head into the grouped chunk's buffer: the pairs' GEMMs, so their bits, over streams too
+    plain = dict(gemm=True, gemm_chunk=32, gemm_grouped=True, gemm_grouped_kernel=False)
+    assert torch.equal(est(tiles=EstimateTiles(**plain)), serial)
+    assert torch.equal(est(tiles=EstimateTiles(**plain, gemm_streams=3)), serial)
 
 
 @pytest.mark.parametrize("variant", EST_VARIANTS)
