@@ -264,18 +264,7 @@ def _tma_operands(q: torch.Tensor, kv: PagedKV, q_offset: int, row0: int, n_rows
     return qp, kp
 
 
-LSE_ALIGN = 16
-"""The lse buffer's rows are padded to a multiple of this many floats (``lse_buffer``)."""
-
-
-def lse_buffer(hq: int, n_rows: int, n_kb: int, device: torch.device) -> torch.Tensor:
-    """``[hq, n_rows, n_kb]`` fp32, uninitialised, each row padded to ``LSE_ALIGN`` floats: with strides divisible by
-    16 (specialised, one compile) the block-score kernel loads a row as 16-byte vectors."""
-    width = triton.cdiv(n_kb, LSE_ALIGN) * LSE_ALIGN
-    return torch.empty((hq, n_rows, width), dtype=torch.float32, device=device)[..., :n_kb]
-
-
-@triton.jit(do_not_specialize=["k_len", "q_offset", "first_qb", "n_kb", "s_sh", "s_sq"])
+@triton.jit(do_not_specialize=["k_len", "q_offset", "first_qb", "n_kb", "s_lh", "s_lr", "s_sh", "s_sq"])
 def _xattn_block_score_kernel(
     lse_ptr, score_ptr,
     k_len, q_offset, first_qb, n_kb,
@@ -287,15 +276,12 @@ def _xattn_block_score_kernel(
     qb = first_qb + qb_local
     kb = tl.arange(0, NKB)
     kb_ok = kb <= qb
-    # loads of whole groups of 4 (one 16-byte vector where the row stride allows: lse_buffer), the row's allocation
-    # (s_lr floats) their bound; what lies past the diagonal is masked after the load
-    kb_load = kb < tl.minimum((qb // 4 + 1) * 4, s_lr)
     total = tl.zeros((NKB,), dtype=tl.float32)
     for r in range(R):
         row = qb * R + r
         if (row * S + S > q_offset) & (row * S < k_len):
             ptrs = lse_ptr + h.to(tl.int64) * s_lh + (row - first_qb * R).to(tl.int64) * s_lr + kb
-            lse = tl.where(kb_ok, tl.load(ptrs, mask=kb_load, other=float("-inf")), float("-inf"))
+            lse = tl.load(ptrs, mask=kb_ok, other=float("-inf"))
             m = tl.max(lse, 0)
             row_lse = m + tl.log2(tl.sum(tl.exp2(lse - m), 0))
             total += tl.exp2(lse - row_lse)
@@ -331,7 +317,7 @@ def estimate_block_scores(
     tiles = tiles if tiles is not None else default_tiles(q.device, fp8=fp8, stride=stride)
     r = block_size // stride
     n_rows = n_qb * r
-    lse = lse_buffer(hq, n_rows, n_kb, q.device)
+    lse = torch.empty((hq, n_rows, n_kb), dtype=torch.float32, device=q.device)
     scale_log2 = LOG2E * (scale if scale is not None else 1.0 / math.sqrt(d)) / stride
 
     if tiles.bm % r or tiles.bn % r:

@@ -16,7 +16,7 @@ import math
 import torch
 import triton
 
-from attention_backend.kernels.estimate import block_scores_from_lse, lse_buffer
+from attention_backend.kernels.estimate import block_scores_from_lse
 from attention_backend.kernels.page_tables import fused_supported, sparse_pages_fused
 from attention_backend.kernels.prefill import PrefillSeq, paged_attend, paged_select
 from attention_backend.kernels.select import select_blocks_indexed
@@ -74,7 +74,7 @@ def precompile(
     counts = row_block_counts(min_len, max_len, block_size)
     r = block_size // stride
     for n_kb in counts:  # one query block (the last) against n_kb key blocks
-        lse = lse_buffer(1, r, n_kb, query.device).zero_()  # the estimate's layout: the same specialisation
+        lse = torch.zeros((1, r, n_kb), dtype=torch.float32, device=query.device)
         scores = torch.zeros((1, 1, n_kb), dtype=torch.float32, device=query.device)
         last = n_kb - 1
         block_scores_from_lse(lse, scores, k_len=n_kb * block_size, q_offset=last * block_size, first_qb=last,
