@@ -153,8 +153,11 @@ def _per_head_calls(
             used_q = (cu[1:] - cu[:-1]).flip(0)
             cu = torch.cat([cu[:-1].flip(0), cu[-1:]])
             tables, used_k = tables.flip(1), used_k.flip(1)
-        if flag is not None:
-            cu, used_q = (cu * flag, None) if used_q is None else (cu, used_q * flag)
+        if flag is not None:  # a row decided dense: no queries (zero offsets, or zero seqused_q where given)
+            if used_q is None:
+                cu = cu * flag
+            else:
+                used_q = used_q * flag
         rows.append((slice(s.q_start, s.q_start + s.q_len), cu, used_q, tables, used_k))
 
     def calls() -> Iterator[Callable[[], object]]:
