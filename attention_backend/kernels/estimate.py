@@ -73,12 +73,14 @@ class EstimateTiles:
 
 
 POINTER_TILES = EstimateTiles(tma=False, num_stages=3)
-FP8_GEMM_TILES = EstimateTiles(bm=64, bn=128, num_warps=8, gemm=True, gemm_chunk=1024, gemm_grouped=True)
-"""fp8 estimation at S >= 16 on sm_90: the library GEMM, grouped over KV heads in 1,024-row chunks on one stream,
-epilogue 64 x 128 on 8 warps. H100, 2026-12-07 13:46 UTC (bench/results/xattn_kernels/xattn_est_sweep_gemm_h100.log):
-1.14 / 2.08 / 6.59 ms at 32K / 64K / 128K, the smallest sum over the three lengths of the 16 fp8 grouped variants
-(the fastest at 128K, 512-row chunks with a 128 x 128 epilogue on 2 streams, 6.43 ms, took 1.73 ms at 32K); the
-fused kernel takes 1.00 / 2.83 / 10.44 ms on bf16 operands in the same run."""
+FP8_GEMM_TILES = EstimateTiles(bm=64, bn=128, num_warps=8, gemm=True, gemm_chunk=1024, gemm_grouped=True,
+                               gemm_grouped_kernel=False)
+"""fp8 estimation at S >= 16 on sm_90: the library GEMM in 1,024-row chunks on one stream, one plain GEMM per KV head
+into the chunk's buffer and one epilogue launch a chunk (64 x 128 on 8 warps). H100, 2026-12-07 16:21 UTC
+(bench/results/xattn_kernels/xattn_est_sweep_gemm_h100.log): 0.99 / 2.02 / 5.92 ms at 32K / 64K / 128K, the
+smallest sum over the three lengths of the 32 fp8 variants (the library's grouped GEMM kernel, the default before:
+0.77 / 2.03 / 6.61 ms; cuBLAS's plain fp8 GEMM took 3.5 ms of the 5.92 at 128K, its grouped one 4.1). The fused
+kernel takes 1.00 / 2.83 / 10.44 ms on bf16 operands (13:46 UTC sweep)."""
 
 
 @functools.cache

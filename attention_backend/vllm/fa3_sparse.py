@@ -34,14 +34,16 @@ FA3 call over head-major copies of the queries. Measured (bench/xattn_curve.py o
 (1.02-1.13x): not switched there."""
 
 
-DESCENDING_HEAD_DIMS: tuple[int, ...] = ()
+DESCENDING_HEAD_DIMS: tuple[int, ...] = (128,)
 """Head dims at which the per-head calls give FA3 a row's query blocks last first (``fa3_attend(descending=None)``):
 under a causal mask the last query blocks keep the most key blocks, and FA3 schedules a call's sequences in order, so
 in ascending order each call ends on its heaviest tiles. Measured with the calls of bench/xattn_fa3_row_order.py (an
-NVIDIA H100 80GB HBM3, 2026-12-07 13:43 UTC, 128K tokens, 32 / 8 heads, d 128): last first took 0.87x the time on one
-stream and 0.92-0.96x on 4 streams on random masks (density 0.1 / 0.3), 0.93x / 0.99-1.00x on structured ones. Empty
-until this path (``fa3_varlen_seqused_q``) has passed its GPU tests (tests/attention_backend/vllm/test_fa3_sparse_gpu.py,
-``-k desc``): no device time was left in the session that wrote it; then (128,)."""
+NVIDIA H100 80GB HBM3, 2026-12-07 16:18 UTC, 128K tokens, 32 / 8 heads, d 128): last first took 0.87x the time on one
+stream and 0.91x on 4 streams on random masks (density 0.1 / 0.3), 0.93-0.94x / 0.99-1.01x on structured ones. In
+the curve of the same card (bench/results/xattn_curve, 4 streams, ten masks a length), the sum of the ten times was
+0.95x at 128K (random 0.91-0.97x from density 0.1 up, 1.04x at 0.05; structured 0.98-1.00x), 0.99x at 64K and 1.01x
+at 32K (single masks there 0.91-1.13x: a 2-8 ms call, noise of the same size). The path (``fa3_varlen_seqused_q``)
+passed its GPU tests there (tests/attention_backend/vllm/test_fa3_sparse_gpu.py)."""
 
 
 def fa3_attend(
