@@ -5,7 +5,8 @@
 906e43d:attention_backend/kernels/select.py > select_sort.py``) as ``--baseline`` and both run on the same
 scores in the same process: CUDA-event time (median), the ratio, how many (head, query block, key block)
 decisions differ between them and how many differ from the float64 torch reference (``attention_backend.select``,
-first ``--ref-heads`` heads); also the bisection kernel at 1, 2, 4 and 8 warps a row. Scores: 32 query heads,
+first ``--ref-heads`` heads); also the bisection kernel at 1, 2, 4 and 8 warps a row, and the search with 1-16
+cut-off candidates a round (``probes``) at each of those warp counts, with its decisions against the bisection's. Scores: 32 query heads,
 per causal row a softmax-like mass (``rand ** 4``, normalised), and a second set with every score of a row tied
 (uniform attention, as dummy weights give; rows whose ``tau`` boundary falls exactly on a tie sum are decided by
 fp32 rounding). Writes ``<out>.json`` and prints a table.
@@ -30,6 +31,7 @@ from attention_backend.select import select_blocks
 
 BLOCK = 128
 WARPS = (1, 2, 4, 8)
+PROBES = (1, 2, 4, 8, 16)  # select_blocks_indexed(probes=): cut-off candidates tested per search round
 
 
 def scores_for(n_kb: int, heads: int, tied: bool, seed: int) -> torch.Tensor:
@@ -63,6 +65,15 @@ def measure(length: int, tied: bool, args: argparse.Namespace, base) -> dict:
     row["ms_by_warps"] = {
         w: bench_ms(functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0, num_warps=w)) for w in WARPS
     }
+    # the search with more cut-off candidates a round (fewer dependent rounds): time at each warp count, and how many
+    # decisions differ from the bisection's (none expected: the same cut-off, found in fewer rounds)
+    row["ms_by_probes_warps"], row["probes_differ"] = {}, {}
+    for p in PROBES:
+        row["probes_differ"][p] = (select_blocks_indexed(scores, args.tau, first_qb=0, probes=p)[0] != mask).sum().item()
+        for w in WARPS:
+            fn = functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0, num_warps=w, probes=p)
+            row["ms_by_probes_warps"][f"{p}x{w}"] = bench_ms(fn)
+    row["fastest"] = min(row["ms_by_probes_warps"], key=row["ms_by_probes_warps"].get)
     if base is not None:
         want = base.select_blocks_indexed(scores, args.tau, first_qb=0)[0]
         row["baseline_ms"] = bench_ms(functools.partial(base.select_blocks_indexed, scores, args.tau, first_qb=0))
@@ -94,11 +105,17 @@ def main() -> None:
     nan = float("nan")
     print(f"\n{res['device']}, {args.heads} heads, tau {args.tau}; differ = (head, query block, key block) decisions")
     print(f"{'length':>8} {'scores':>7} {'density':>7} {'bisect ms':>9} {'sort ms':>8} {'speed-up':>8} {'differ':>6}"
-          f" {'vs ref: bisect':>14} {'sort':>5}   bisect ms at {' / '.join(map(str, WARPS))} warps")  # fmt: skip
+          f" {'vs ref: bisect':>14} {'sort':>5}   bisect ms at {' / '.join(map(str, WARPS))} warps"
+          f"   fastest probes x warps (ms, differ)")  # fmt: skip
     for r in rows:
         print(f"{r['length']:>8} {r['scores']:>7} {r['density']:7.3f} {r['ms']:9.3f} {r.get('baseline_ms', nan):8.3f}"
               f" {r.get('speedup', nan):7.2f}x {r.get('decisions_differ', -1):>6} {r['ref_differ']:>14}"
-              f" {r.get('baseline_ref_differ', -1):>5}   " + " / ".join(f"{v:.3f}" for v in r["ms_by_warps"].values()))  # fmt: skip
+              f" {r.get('baseline_ref_differ', -1):>5}   " + " / ".join(f"{v:.3f}" for v in r["ms_by_warps"].values())
+              + f"   {r['fastest']} ({r['ms_by_probes_warps'][r['fastest']]:.3f},"
+              f" {r['probes_differ'][int(r['fastest'].split('x')[0])]})")  # fmt: skip
+    print("ms at probes x warps: " + "; ".join(
+        f"{r['length']} {r['scores']}: " + " ".join(f"{k} {v:.3f}" for k, v in r["ms_by_probes_warps"].items())
+        for r in rows))  # fmt: skip
 
 
 if __name__ == "__main__":

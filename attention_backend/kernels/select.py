@@ -26,7 +26,7 @@ def _xattn_select_kernel(
     score_ptr, tau_ptr, mask_ptr, idx_ptr, cnt_ptr,
     first_qb, n_kb,
     s_sh, s_sq, s_mh, s_mq, s_ih, s_iq, s_ch,
-    NKB: tl.constexpr,
+    NKB: tl.constexpr, PROBES: tl.constexpr, ROUNDS: tl.constexpr,
 ):
     qb_local = tl.program_id(0)
     h = tl.program_id(1)
@@ -39,16 +39,30 @@ def _xattn_select_kernel(
     required = tau * tl.sum(s, 0)
     kept = tl.sum(tl.where(forced, s, 0.0), 0)
     other = tl.where(forced, -1.0, tl.where(causal, s, -1.0))  # candidates are >= 0; -1: never taken
-    # Bisection for the cut-off's bits: the smallest b in [0, bits(max)] with kept + sum(other > f(b)) < required
+    # Search for the cut-off's bits: the smallest b in [0, bits(max)] with kept + sum(other > f(b)) < required
     # (a non-negative float's bits order as it does). That predicate changes only at candidate scores, so b
     # lands on one; when even the largest candidate is not taken (kept >= required) the cut-off is +inf.
+    # Each round splits [lo, hi] into PROBES + 1 parts and tests the PROBES part ends at once (one reduction of
+    # PROBES sums: fewer dependent rounds than bisection, PROBES = 1): the predicate is monotone in b (fp32 sums
+    # of fewer non-negative terms in the same tree are no larger), so the failing probes come first.
     lo = tl.full((), 0, tl.int32)
     hi = tl.maximum(tl.max(other, 0), 0.0).to(tl.int32, bitcast=True)
-    for _ in range(31):
-        mid = lo + (hi - lo) // 2
-        ok = kept + tl.sum(tl.where(other > mid.to(tl.float32, bitcast=True), other, 0.0), 0) < required
-        hi = tl.where(ok, mid, hi)
-        lo = tl.where(ok, lo, mid + 1)
+    if PROBES == 1:  # bisection on the row as it is (the form timed on the H100)
+        for _ in range(ROUNDS):
+            mid = lo + (hi - lo) // 2
+            ok = kept + tl.sum(tl.where(other > mid.to(tl.float32, bitcast=True), other, 0.0), 0) < required
+            hi = tl.where(ok, mid, hi)
+            lo = tl.where(ok, lo, mid + 1)
+    else:
+        part = tl.arange(0, PROBES) + 1
+        cand = other[:, None]
+        for _ in range(ROUNDS):
+            step = (hi - lo) // (PROBES + 1) + 1  # ceil((hi - lo + 1) / (PROBES + 1)): no int32 overflow below 2^31
+            probe = tl.minimum(lo + part * step - 1, hi).to(tl.float32, bitcast=True)
+            mass = tl.sum(tl.where(cand > probe[None, :], cand, 0.0), 0)
+            fail = tl.sum((kept + mass >= required).to(tl.int32), 0)
+            hi = tl.minimum(lo + (fail + 1) * step - 1, hi)
+            lo = lo + fail * step
     cutoff = tl.where(kept < required, hi.to(tl.float32, bitcast=True), float("inf"))
     above = tl.sum(tl.where(other > cutoff, other, 0.0), 0)
     # Blocks tied at the cut-off: the walk takes tie j while kept + above + j * cutoff < required, lowest key
@@ -89,13 +103,31 @@ def select_warps(nkb: int) -> int:
     return max(1, min(8, nkb // 512))
 
 
+SELECT_PROBES = 1
+"""Cut-off candidates tested per round of the search (a power of two; 1: bisection, 31 rounds)."""
+
+
+def search_rounds(probes: int) -> int:
+    """Rounds for ``probes`` tests a round to narrow the < 2^31 bit patterns of a finite non-negative float to one:
+    the smallest n with (probes + 1)^n >= 2^31 (31 for bisection, 20 for 2, 14 for 4, 10 for 8, 8 for 16)."""
+    n, reach = 0, 1
+    while reach < 2**31:
+        n, reach = n + 1, reach * (probes + 1)
+    return n
+
+
 def select_blocks_indexed(
-    scores: torch.Tensor, threshold: float | torch.Tensor, *, first_qb: int, num_warps: int | None = None
+    scores: torch.Tensor, threshold: float | torch.Tensor, *, first_qb: int, num_warps: int | None = None,
+    probes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Select blocks from ``scores: [Hq, n_qb, n_kb]`` fp32 (row ``i`` = absolute query block
     ``first_qb + i``). Returns ``mask [Hq, n_qb, n_kb]`` bool, ``idx [Hq, n_qb, n_kb]`` int32 (the kept key
     blocks ascending, the rest of each row unspecified) and ``count [Hq, n_qb]`` int32. ``num_warps``: per
-    row, default :func:`select_warps` (bench/xattn_select_speed.py times the others)."""
+    row, default :func:`select_warps`; ``probes``: cut-off candidates per search round (a power of two), default
+    ``SELECT_PROBES`` (bench/xattn_select_speed.py times the others)."""
+    probes = SELECT_PROBES if probes is None else probes
+    if probes < 1 or probes & (probes - 1):
+        raise ValueError(f"probes must be a power of two >= 1, got {probes}")
     if scores.dim() != 3 or scores.dtype != torch.float32:
         raise ValueError(f"scores must be [Hq, n_qb, n_kb] float32, got {tuple(scores.shape)} {scores.dtype}")
     hq, n_qb, n_kb = scores.shape
@@ -112,7 +144,7 @@ def select_blocks_indexed(
         first_qb, n_kb,
         scores.stride(0), scores.stride(1), mask.stride(0), mask.stride(1), idx.stride(0), idx.stride(1),
         count.stride(0),
-        NKB=nkb_pow2,
+        NKB=nkb_pow2, PROBES=probes, ROUNDS=search_rounds(probes),
         num_warps=num_warps or select_warps(nkb_pow2),
     )
     return mask, idx, count

@@ -32,7 +32,7 @@ if [ "${ORDER:-0}" = 1 ]; then
 fi
 if [ "${SELECT:-0}" = 1 ]; then
   BASE=""; [ -s "${SELECT_BASELINE:-}" ] && BASE="--baseline $SELECT_BASELINE"
-  timeout 120 python3 bench/xattn_select_speed.py $BASE --out "$OUT/xattn_select_speed" > "$OUT/xattn_select_speed.log" 2>&1
+  timeout 300 python3 bench/xattn_select_speed.py $BASE --out "$OUT/xattn_select_speed" > "$OUT/xattn_select_speed.log" 2>&1
   echo "select speed rc=$?"; tail -8 "$OUT/xattn_select_speed.log"
 fi
 if [ "${SWEEP:-0}" = 1 ]; then

@@ -56,6 +56,7 @@ if DEV:
         select_blocks_indexed,
         xattention_prefill,
     )
+    from attention_backend.kernels.select import search_rounds
 
 
 def _rand(*shape: int, dtype: torch.dtype, gen: torch.Generator) -> torch.Tensor:
@@ -344,6 +345,30 @@ def test_select_long_rows_with_ties_match_the_reference(tau):
         assert torch.equal(count.cpu(), want.sum(-1, dtype=torch.int32)), "count != kept blocks"
         kept = torch.nonzero(want[1, -1]).flatten().to(torch.int32)
         assert torch.equal(idx[1, -1, : len(kept)].cpu(), kept), "index list of the last row"
+
+
+@pytest.mark.parametrize("probes", [2, 4, 16])
+def test_select_with_more_probes_a_round_finds_the_same_cut_off(probes):
+    """The search testing several cut-off candidates a round keeps exactly the bisection's blocks (same cut-off,
+    fewer rounds): ties at multiples of 1/8, skewed continuous scores, and rows where even the largest candidate is
+    not taken (tau 0: only the forced blocks)."""
+    gen = torch.Generator().manual_seed(probes)
+    hq, nkb, first = 2, 90, 80  # the search runs over the scores' bits: its depth does not depend on the row length
+    nqb = nkb - first
+    causal = causal_block_mask(hq, nqb, nkb, first)
+    for raw in (torch.randint(0, 6, (hq, nqb, nkb), generator=gen) / 8.0, torch.rand(hq, nqb, nkb, generator=gen) ** 6):
+        scores = (raw * causal).float().to(DEV)
+        for tau in (0.0, 0.5, 0.9):
+            want = select_blocks_indexed(scores, tau, first_qb=first, probes=1)
+            got = select_blocks_indexed(scores, tau, first_qb=first, probes=probes)
+            assert_mask_equal(got[0].cpu(), want[0].cpu(), f"probes={probes} tau={tau}")
+            assert torch.equal(got[2], want[2]), f"counts, probes={probes} tau={tau}"
+    with pytest.raises(ValueError, match="power of two"):
+        select_blocks_indexed(scores, 0.9, first_qb=first, probes=3)
+
+
+def test_search_rounds_narrow_every_float_to_one_pattern():
+    assert [search_rounds(p) for p in (1, 2, 4, 8, 16)] == [31, 20, 14, 10, 8]
 
 
 def test_select_per_head_thresholds():
