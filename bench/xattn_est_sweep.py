@@ -42,32 +42,57 @@ from attention_backend.kernels import EstimateTiles, PagedKV, estimate_block_sco
 from attention_backend.kernels.estimate import _load_kv_rows, row_descriptor
 
 BLOCK = 128
-GEMM_VARIANTS = (  # (query rows per library GEMM, fp8, epilogue bm, bn, num_warps[, streams[, grouped[, epilogue tiles[,
-    #                  the library's grouped kernel (else a plain GEMM per KV head)]]]])
-    (1024, False, 128, 256, 8),  # bf16: 12.7 ms at 128K in the first H100 run (chunks 512 / 2048: 13.3 / 13.8)
-    *((chunk, True, 128, 256, 8) for chunk in (512, 1024, 2048)),
+def gemm_variant(chunk: int, fp8: bool, bm: int, bn: int, warps: int, *, streams: int = 1, grouped: bool = False,
+                 cols: int = 1, plain: bool = False) -> tuple[bool, EstimateTiles]:
+    """One library-GEMM estimate of the sweep: (fp8 operands, its ``EstimateTiles``): ``chunk`` query rows per GEMM,
+    a ``bm`` x ``bn`` epilogue on ``warps`` warps, over ``streams`` streams, ``grouped`` over KV heads (``plain``: one
+    plain GEMM per KV head into the grouped chunk, not the library's grouped kernel), ``cols`` tiles an epilogue program."""
+    return fp8, EstimateTiles(bm=bm, bn=bn, num_warps=warps, gemm=True, gemm_chunk=chunk, gemm_streams=streams,
+                              gemm_grouped=grouped, gemm_epilogue_cols=cols, gemm_grouped_kernel=not plain)  # fmt: skip
+
+
+def gemm_key(stride: int, fp8: bool, t: EstimateTiles) -> str:
+    """The variant's name in the sweep's JSON and log (``bench/xattn_curve.py --gemm-from-sweep`` reads them back)."""
+    return (f"s{stride}_gemm_c{t.gemm_chunk}" + ("_fp8" if fp8 else "") + f"_e{t.bm}x{t.bn}w{t.num_warps}"
+            + (f"_s{t.gemm_streams}" if t.gemm_streams > 1 else "") + ("_grouped" if t.gemm_grouped else "")
+            + ("" if t.gemm_grouped_kernel else "_plain")
+            + (f"_ec{t.gemm_epilogue_cols}" if t.gemm_epilogue_cols > 1 else ""))  # fmt: skip
+
+
+GEMM_FIELDS = ("bm", "bn", "num_warps", "gemm", "gemm_chunk", "gemm_streams", "gemm_grouped", "gemm_epilogue_cols",
+               "gemm_grouped_kernel")  # fmt: skip
+"""The ``EstimateTiles`` fields a library-GEMM variant sets (written to the JSON, to rebuild it)."""
+
+GEMM_VARIANTS = (
+    gemm_variant(1024, False, 128, 256, 8),  # bf16: 12.7 ms at 128K in the first H100 run (chunks 512 / 2048: 13.3 / 13.8)
+    *(gemm_variant(chunk, True, 128, 256, 8) for chunk in (512, 1024, 2048)),
     # Epilogue tiles from 254 down to 64 registers a thread (ptxas for sm_90a, bench/xattn_gemm_regs.py): the
     # default 128 x 256 on 8 warps fits one CTA (8 warps) an SM, too few to hide the latency of a streaming kernel.
-    *((1024, True, bm, bn, w) for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 128, 8), (32, 256, 8), (64, 64, 4))),
+    *(gemm_variant(1024, True, bm, bn, w) for bm, bn, w in ((64, 128, 4), (128, 128, 8), (64, 128, 8), (32, 256, 8),
+                                                            (64, 64, 4))),  # fmt: skip
     # H100, 2026-12-07: 64 x 128 on 8 warps fastest (7.99 ms at 128K: fp8 GEMMs 3.32, epilogue 3.00, serial on one
     # stream); the same over 2 streams so each epilogue overlaps the next GEMM (EstimateTiles.gemm_streams)
-    *((chunk, True, 64, 128, 8, 2) for chunk in (1024, 2048)),
+    *(gemm_variant(chunk, True, 64, 128, 8, streams=2) for chunk in (1024, 2048)),
     # H100, 2026-12-07 11:00 UTC: the 64 pairs of a 128K call take 6 ms to enqueue (host), as long as their kernels;
     # grouped: one batched GEMM + one epilogue a chunk over all 8 KV heads (16 launches at 1,024 rows, not 128)
-    *((chunk, True, 64, 128, 8, streams, True) for chunk, streams in ((512, 1), (512, 2), (1024, 1), (1024, 2))),
+    *(gemm_variant(chunk, True, 64, 128, 8, streams=streams, grouped=True)
+      for chunk, streams in ((512, 1), (512, 2), (1024, 1), (1024, 2))),  # fmt: skip
     # H100, 10:49 UTC: grouped 512 / 2 streams fastest (7.72 ms: GEMM 4.09, epilogue 2.63 at a third of the card's
     # bandwidth); each epilogue program walking 4 or 8 tiles of its rows (EstimateTiles.gemm_epilogue_cols)
-    *((512, True, 64, 128, 8, streams, True, cols) for streams in (1, 2) for cols in (4, 8)),
+    *(gemm_variant(512, True, 64, 128, 8, streams=streams, grouped=True, cols=cols) for streams in (1, 2)
+      for cols in (4, 8)),  # fmt: skip
     # 2026-12-07 13:40 UTC: the epilogue loads a key block's logits as one 16-byte vector and reduces it in registers
     # (it loaded 2 bytes at a time and reduced across threads: its strides were unspecialised, bench/xattn_gemm_regs.py);
     # larger epilogue tiles again, and bf16 operands grouped (the library's bf16 GEMM against the fused kernel)
-    *((512, fp8, bm, bn, w, streams, True) for fp8 in (True, False) for bm, bn, w in ((128, 128, 8), (128, 256, 8))
-      for streams in (1, 2)),
-    *((512, False, 64, 128, 8, streams, True) for streams in (1, 2)),
+    *(gemm_variant(512, fp8, bm, bn, w, streams=streams, grouped=True) for fp8 in (True, False)
+      for bm, bn, w in ((128, 128, 8), (128, 256, 8)) for streams in (1, 2)),  # fmt: skip
+    *(gemm_variant(512, False, 64, 128, 8, streams=streams, grouped=True) for streams in (1, 2)),
     # H100, 13:46 UTC: CUTLASS's grouped fp8 GEMM takes 4.1 ms at 128K where cuBLAS's plain one took 3.3 per KV head,
     # ungrouped (then bound by 64 pairs of host launches): a plain GEMM per KV head into the grouped chunk's buffer,
-    # one epilogue a chunk (EstimateTiles.gemm_grouped_kernel=False; 9 launches a chunk, not 16)
-    *((chunk, True, 64, 128, 8, streams, True, 1, False) for chunk in (512, 1024) for streams in (1, 2)),
+    # one epilogue a chunk (EstimateTiles.gemm_grouped_kernel=False; 9 launches a chunk, not 16). H100, 16:21 UTC:
+    # 1,024-row chunks on one stream the fastest at 128K (5.92 ms) and over 32K-128K: FP8_GEMM_TILES since
+    *(gemm_variant(chunk, True, 64, 128, 8, streams=streams, grouped=True, plain=True) for chunk in (512, 1024)
+      for streams in (1, 2)),  # fmt: skip
 )
 SHAPES = (  # (bm, bn, num_warps, num_stages, bk, tma)
     (128, 256, 8, 3, 64, False),
@@ -282,21 +307,13 @@ def run_length(length: int, strides: list[int], args: argparse.Namespace) -> dic
             del paged
             torch.cuda.empty_cache()
         mask_ref = select_blocks_indexed(ref, 0.9, first_qb=0)[0]
-        for chunk, fp8, bm, bn, warps, *more in GEMM_VARIANTS:
-            streams = more[0] if more else 1
-            grouped = more[1] if len(more) > 1 else False
-            cols = more[2] if len(more) > 2 else 1
-            grouped_kernel = more[3] if len(more) > 3 else True
-            key = (f"s{stride}_gemm_c{chunk}" + ("_fp8" if fp8 else "") + f"_e{bm}x{bn}w{warps}"
-                   + (f"_s{streams}" if streams > 1 else "") + ("_grouped" if grouped else "")
-                   + ("" if grouped_kernel else "_plain") + (f"_ec{cols}" if cols > 1 else ""))
+        for fp8, tiles in GEMM_VARIANTS:
+            key = gemm_key(stride, fp8, tiles)
             # what rebuilds this variant (bench/xattn_curve.py --gemm-from-sweep): fp8 and the EstimateTiles fields
-            variant = {"fp8": fp8, "tiles": {"bm": bm, "bn": bn, "num_warps": warps, "gemm": True, "gemm_chunk": chunk,
-                                             "gemm_streams": streams, "gemm_grouped": grouped,
-                                             "gemm_epilogue_cols": cols, "gemm_grouped_kernel": grouped_kernel}}  # fmt: skip
+            variant = {"fp8": fp8, "tiles": {f: getattr(tiles, f) for f in GEMM_FIELDS}}
             try:
                 fn = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=stride, fp8=fp8,
-                                       tiles=EstimateTiles(**variant["tiles"]))
+                                       tiles=tiles)
                 got = fn()
                 changed = (select_blocks_indexed(got, 0.9, first_qb=0)[0] != mask_ref).sum().item()
                 ms = bench_ms(fn)
