@@ -6,8 +6,9 @@ causal blocks are added in descending score order while the kept mass before add
 keeps every causal block. The kernel does not sort: the smallest score that is taken (the cut-off) is the
 smallest score ``c`` with ``kept + sum(scores > c) < required``, found by bisection over the bits of the
 non-negative fp32 scores (31 masked sums over the row, in registers), which names exactly the block the
-sorted walk stops at; ``probes`` > 1 tests that many candidates a round instead (fewer, wider rounds, the same ``c``). Every non-forced causal block scoring more than ``c`` is kept, plus as many of the blocks
-tied at ``c`` as the walk would take, lowest key block first (the reference's stable sort). The sums run in
+sorted walk stops at (``probes`` > 1: that many candidates tested a round, fewer rounds, the same ``c``).
+Every non-forced causal block scoring more than ``c`` is kept, plus as many of the blocks tied at ``c`` as the
+walk would take, lowest key block first (the reference's stable sort). The sums run in
 a tree, not in sorted order: a row whose running mass meets ``required`` within fp32 rounding may keep one
 block more or less than the float64 reference. Besides the bool mask it writes the kept key blocks in
 ascending order with their count, which is what the sparse attention kernel iterates over.
