@@ -67,8 +67,10 @@ def measure(length: int, tied: bool, args: argparse.Namespace, base) -> dict:
     }
     # the search with more cut-off candidates a round (fewer dependent rounds): time at each warp count, and how many
     # decisions differ from the bisection's (none expected: the same cut-off, found in fewer rounds)
-    row["ms_by_probes_warps"], row["probes_differ"] = {}, {}
-    for p in PROBES:
+    # (probes 1 is the bisection timed above: its times are reused, not measured again)
+    row["ms_by_probes_warps"] = {f"1x{w}": ms for w, ms in row["ms_by_warps"].items()}
+    row["probes_differ"] = {}
+    for p in PROBES[1:]:
         row["probes_differ"][p] = (select_blocks_indexed(scores, args.tau, first_qb=0, probes=p)[0] != mask).sum().item()
         for w in WARPS:
             fn = functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0, num_warps=w, probes=p)
@@ -112,7 +114,7 @@ def main() -> None:
               f" {r.get('speedup', nan):7.2f}x {r.get('decisions_differ', -1):>6} {r['ref_differ']:>14}"
               f" {r.get('baseline_ref_differ', -1):>5}   " + " / ".join(f"{v:.3f}" for v in r["ms_by_warps"].values())
               + f"   {r['fastest']} ({r['ms_by_probes_warps'][r['fastest']]:.3f},"
-              f" {r['probes_differ'][int(r['fastest'].split('x')[0])]})")  # fmt: skip
+              f" {r['probes_differ'].get(int(r['fastest'].split('x')[0]), '-')})")  # fmt: skip
     print("ms at probes x warps: " + "; ".join(
         f"{r['length']} {r['scores']}: " + " ".join(f"{k} {v:.3f}" for k, v in r["ms_by_probes_warps"].items())
         for r in rows))  # fmt: skip

@@ -42,7 +42,7 @@ NVIDIA H100 80GB HBM3, 2026-12-07 16:18 UTC, 128K tokens, 32 / 8 heads, d 128): 
 stream and 0.91x on 4 streams on random masks (density 0.1 / 0.3), 0.93-0.94x / 0.99-1.01x on structured ones. In
 the curve of the same card (bench/results/xattn_curve, 4 streams, ten masks a length), the sum of the ten times was
 0.95x at 128K (random 0.91-0.97x from density 0.1 up, 1.04x at 0.05; structured 0.98-1.00x), 0.99x at 64K and 1.01x
-at 32K (single masks there 0.91-1.13x: a 2-8 ms call, noise of the same size). The path (``fa3_varlen_seqused_q``)
+at 32K (single masks there 0.87-1.13x on 2-29 ms calls: noise of the same size). The path (``fa3_varlen_seqused_q``)
 passed its GPU tests there (tests/attention_backend/vllm/test_fa3_sparse_gpu.py)."""
 
 
