@@ -19,6 +19,7 @@ Pure torch, no host synchronisation; runs on any device (the CPU tests check it 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -30,12 +31,16 @@ class SparsePages:
 
     cu_seqlens_q: ``[N + 1]`` int32, offsets into the head-major queries; seqused_k: ``[N]`` int32;
     block_table: ``[N, width]`` int32 entries of the :func:`head_pages` view; max_seqlen_k: ``width`` pages
-    of keys, an upper bound of ``seqused_k``."""
+    of keys, an upper bound of ``seqused_k``. seqused_q: None when the sequences follow each other in the
+    queries (sequence ``i`` is rows ``cu[i] .. cu[i + 1]``); built ``descending`` (each head's query blocks last
+    first), ``[N]`` int32: sequence ``i`` is the ``seqused_q[i]`` rows from ``cu[i]`` (the last entry of ``cu``
+    is the total), as FA3 takes them."""
 
     cu_seqlens_q: torch.Tensor
     seqused_k: torch.Tensor
     block_table: torch.Tensor
     max_seqlen_k: int
+    seqused_q: torch.Tensor | None = None
 
 
 def pages_unsupported(page_size: int, block_size: int) -> str | None:
@@ -73,14 +78,27 @@ def query_block_lens(q_len: int, k_len: int, block_size: int, device: torch.devi
     return (starts + block_size).clamp_max(k_len) - starts.clamp_min(q_offset)
 
 
-def row_geometry(q_len: int, k_len: int, block_size: int, hq: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+def row_geometry(
+    q_len: int, k_len: int, block_size: int, hq: int, device: torch.device | str, descending: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """What a row's tables share whatever blocks are kept: (``cu_seqlens_q [Hq * n_qb + 1]`` int32, the key length
-    of each query block's diagonal block ``[n_qb]`` int32; the first block may start mid-block)."""
+    of each query block's diagonal block ``[n_qb]`` int32 (ascending; the first block may start mid-block),
+    ``seqused_q``). ``descending``: the sequences of each head are its query blocks last first, given by their
+    start offsets (then the total) and ``seqused_q [Hq * n_qb]`` (:class:`SparsePages`); else ``seqused_q`` is None."""
     q_lens = query_block_lens(q_len, k_len, block_size, device)
-    diag = q_lens + ((k_len - q_len) % block_size) * (torch.arange(q_lens.numel(), device=device) == 0)
-    cu = torch.zeros(hq * q_lens.numel() + 1, dtype=torch.int32, device=device)
+    n_qb = q_lens.numel()
+    diag = q_lens + ((k_len - q_len) % block_size) * (torch.arange(n_qb, device=device) == 0)
+    cu = torch.zeros(hq * n_qb + 1, dtype=torch.int32, device=device)
     cu[1:] = q_lens.repeat(hq).cumsum(0)
-    return cu, diag.int()
+    if not descending:
+        return cu, diag.int(), None
+    starts = cu[:-1].view(hq, n_qb).flip(1).reshape(-1)
+    return torch.cat([starts, cu[-1:]]), diag.int(), q_lens.flip(0).repeat(hq).int()
+
+
+cached_row_geometry = functools.lru_cache(maxsize=64)(row_geometry)
+""":func:`row_geometry`, cached: the same for every layer of a step and every row of the same lengths. The tensors
+are shared, so read-only for every caller (FlashAttention and :func:`concat_pages` only read them)."""
 
 
 def row_layout(
@@ -110,8 +128,10 @@ def sparse_pages(
     ratio: int,
     num_kv_heads: int,
     width: int | None = None,
+    descending: bool = False,
 ) -> SparsePages:
-    """The sequences of ONE prefill row, in order head-major then query block.
+    """The sequences of ONE prefill row, in order head-major then query block (``descending``: each head's
+    query blocks last first, ``SparsePages.seqused_q`` given).
 
     idx ``[Hq, n_qb, >= width]`` and count ``[Hq, n_qb]``: the kept key blocks as
     ``kernels.select_blocks_indexed`` returns them (entries past ``count`` are ignored; a count of 0 gives a
@@ -126,18 +146,23 @@ def sparse_pages(
     page_no = (kb[..., None] * per_block + torch.arange(per_block, device=dev)).clamp_max(page_table.numel() - 1)
     kv_head = (torch.arange(hq, device=dev) // (hq // num_kv_heads)).view(hq, 1, 1, 1)
     table = page_table.long()[page_no] * ratio + kv_head  # [Hq, n_qb, width, per_block]
-    cu, diag_len = row_geometry(q_len, k_len, block_size, hq, dev)
+    cu, diag_len, used_q = row_geometry(q_len, k_len, block_size, hq, dev, descending)
     seqused = ((count.long() - 1) * block_size + diag_len).clamp_min(0)  # count 0: no keys (nothing computed)
+    if descending:
+        table, seqused = table.flip(1), seqused.flip(1)
     return SparsePages(
         cu_seqlens_q=cu,
         seqused_k=seqused.reshape(-1).int(),
         block_table=table.reshape(hq * n_qb, width * per_block).int(),
         max_seqlen_k=width * block_size,
+        seqused_q=used_q,
     )
 
 
 def concat_pages(parts: list[SparsePages]) -> SparsePages:
     """The sequences of several rows in one call (their head-major queries concatenated in this order)."""
+    if any(p.seqused_q is not None for p in parts):
+        raise ValueError("concat_pages: tables built descending are for one call per head (fa3_sparse's per-head calls)")
     if len(parts) == 1:
         return parts[0]
     width = max(p.block_table.shape[1] for p in parts)

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 BLOCK = 128
-PER_HEAD_STREAMS = (1, 4)  # fa3_attend(per_head_streams=): the copy-free variant, on 1 and 4 CUDA streams
+PER_HEAD_STREAMS = (1, 4)  # fa3_attend(per_head_streams=): the copy-free variant, on 1 and 4 CUDA streams (--per-head-streams)
+"""The last of them also runs last first (``descending=True``)."""
 
 
 def block_mask(kind: str, density: float, hq: int, n_qb: int, gen: Any) -> Any:
@@ -184,7 +185,7 @@ def run_length(length: int, args: argparse.Namespace, flex: Any) -> dict[str, An
                     point["fa3sparse_tma_vs_triton_max_abs_diff"] = float((out_fa3.float() - out.float()).abs().max())
                     # no head-major copies: one FA3 call per head over n streams, query blocks ascending; on the most
                     # streams also last first (fa3_attend(descending=True): FA3's op with seqused_q)
-                    for n, desc in [(n, False) for n in PER_HEAD_STREAMS] + [(PER_HEAD_STREAMS[-1], True)]:
+                    for n, desc in [(n, False) for n in args.per_head_streams] + [(args.per_head_streams[-1], True)]:
                         key = f"fa3sparse_ph{n}" + ("_desc" if desc else "")
                         out_fa3.fill_(float("nan"))
                         ms = bench_ms(functools.partial(call, tma_pages=True, per_head_streams=n, descending=desc))
@@ -280,6 +281,7 @@ def measure(args: argparse.Namespace) -> None:
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim, "block": BLOCK,
+        "per_head_streams": list(args.per_head_streams),
         "rows": [],
     }  # fmt: skip
     for length in args.lens:
@@ -289,6 +291,8 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def render(result: dict[str, Any], json_path: Path) -> None:
+    n_ph = result.get("per_head_streams", PER_HEAD_STREAMS)  # runs before the option: 1 and 4
+    ph_keys = ("", f"_ph{n_ph[0]}", f"_ph{n_ph[-1]}", f"_ph{n_ph[-1]}_desc")
     """Print the table (markdown) and, where matplotlib is installed, write the PNG next to the JSON."""
     dev = result["device"]
     print(f"\n## {dev}: kernels at fixed densities (ms; ratios vs vLLM's FA3 in the same run)\n")
@@ -322,18 +326,18 @@ def render(result: dict[str, Any], json_path: Path) -> None:
         print("Line fit over the densities, time = fixed + density x per-block cost: Triton "
               + cost_model(row, "sparse_ms") + "; FA3-paged " + cost_model(row, "fa3sparse_ms")
               + "; FA3-paged with TMA pages " + cost_model(row, "fa3sparse_tma_ms")
-              + f"; FA3-paged per head on {PER_HEAD_STREAMS[-1]} streams, TMA pages "
-              + cost_model(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_tma_ms") + " (break-even "
+              + f"; FA3-paged per head on {n_ph[-1]} streams, TMA pages "
+              + cost_model(row, f"fa3sparse_ph{n_ph[-1]}_tma_ms") + " (break-even "
               + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a"
-                          for k, v in break_even(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_tma_ms").items()) + ")"
-              + "; the same, query blocks last first " + cost_model(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_desc_tma_ms")
+                          for k, v in break_even(row, f"fa3sparse_ph{n_ph[-1]}_tma_ms").items()) + ")"
+              + "; the same, query blocks last first " + cost_model(row, f"fa3sparse_ph{n_ph[-1]}_desc_tma_ms")
               + " (break-even " + ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} n/a" for k, v in
-                                            break_even(row, f"fa3sparse_ph{PER_HEAD_STREAMS[-1]}_desc_tma_ms").items())
+                                            break_even(row, f"fa3sparse_ph{n_ph[-1]}_desc_tma_ms").items())
               + ")\n")  # fmt: skip
         print(
             "| mask | density | Triton sparse ms | TFLOP/s (% of FA3) | FA3-paged sparse ms | TFLOP/s (% of FA3) "
             "| Flex ms | e2e S=16 ms (Triton / FA3-paged) | FA3 / e2e S=16 (Triton / FA3-paged) "
-            "| FA3-paged TMA ms: copies / per head x1 / x4 streams / x4 last first (best % of FA3) "
+            f"| FA3-paged TMA ms: copies / per head x{n_ph[0]} / x{n_ph[-1]} streams / x{n_ph[-1]} last first (best % of FA3) "
             "| fastest e2e S=16: FA3 / e2e (parts) |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -347,9 +351,9 @@ def render(result: dict[str, Any], json_path: Path) -> None:
                       f" / {p['e2e_fa3sparse_s16_ms']:.1f}", f" / {p['e2e_fa3sparse_s16_speedup_vs_fa3']:.2f}x")
             else:
                 f3 = ("- | -", "", "")
-            ph = [p.get(f"fa3sparse{x}_tma_ms") for x in ("", "_ph1", "_ph4", "_ph4_desc")]
+            ph = [p.get(f"fa3sparse{x}_tma_ms") for x in ph_keys]
             if all(x is not None for x in ph):
-                pct = max(p.get(f"fa3sparse{x}_tma_vs_fa3_tflops", 0.0) for x in ("_ph1", "_ph4", "_ph4_desc"))
+                pct = max(p.get(f"fa3sparse{x}_tma_vs_fa3_tflops", 0.0) for x in ph_keys[1:])
                 pct = max(pct, p["fa3sparse_vs_fa3_tflops"] * p["fa3sparse_ms"] / ph[0])
                 phs = " / ".join(f"{x:.1f}" for x in ph) + f" ({100 * pct:.0f} %)"
             else:
@@ -415,6 +419,8 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--per-head-streams", type=lambda s: [int(x) for x in s.split(",")], default=list(PER_HEAD_STREAMS),
+                    help="stream counts of the per-head fa3 calls, ascending; the last also runs last first")
     ap.add_argument("--gemm-from-sweep", type=Path,
                     help="xattn_est_sweep.py's JSON: also time its fastest library-GEMM estimate variant (S=16)")
     ap.add_argument("--out", help="output prefix (writes OUT.json)")

@@ -10,13 +10,11 @@ as ``sparse_pages``, entry for entry (the CPU tests run both under ``TRITON_INTE
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from attention_backend.block_pages import SparsePages, row_geometry, row_layout
+from attention_backend.block_pages import SparsePages, cached_row_geometry, row_layout
 
 
 # Nothing per request is specialised (lengths, strides, and the block-table row's alignment): one compile per
@@ -28,13 +26,15 @@ from attention_backend.block_pages import SparsePages, row_geometry, row_layout
 def _sparse_pages_kernel(
     idx_ptr, cnt_ptr, pt_ptr, diag_ptr, table_ptr, used_ptr,
     n_qb, width, max_pages, ratio, s_ih, s_iq, s_ch, s_t,
-    GROUP: tl.constexpr, B: tl.constexpr, PER_BLOCK: tl.constexpr, BLOCK_J: tl.constexpr,
+    GROUP: tl.constexpr, B: tl.constexpr, PER_BLOCK: tl.constexpr, BLOCK_J: tl.constexpr, DESC: tl.constexpr,
 ):
     pid = tl.program_id(0)  # one (query head, query block) sequence
     h = pid // n_qb
     qb = pid % n_qb
     n = tl.load(cnt_ptr + h.to(tl.int64) * s_ch + qb)
     diag = tl.load(diag_ptr + qb)
+    if DESC:  # the head's query blocks last first: this block's sequence is the head's (n_qb - 1 - qb)-th
+        pid = h * n_qb + (n_qb - 1 - qb)
     tl.store(used_ptr + pid, tl.maximum((n - 1) * B + diag, 0))
     kv_head = h // GROUP
     p = tl.arange(0, PER_BLOCK)
@@ -54,11 +54,6 @@ def fused_supported(block_size: int, page_size: int) -> bool:
     return per_block > 0 and per_block & (per_block - 1) == 0
 
 
-_geometry = functools.lru_cache(maxsize=64)(row_geometry)
-"""``block_pages.row_geometry``, cached: the same for every layer of a step and every row of the same lengths.
-The tensors are shared, so read-only for every caller (FlashAttention and ``concat_pages`` only read them)."""
-
-
 def sparse_pages_fused(
     idx: torch.Tensor,
     count: torch.Tensor,
@@ -71,8 +66,10 @@ def sparse_pages_fused(
     ratio: int,
     num_kv_heads: int,
     width: int | None = None,
+    descending: bool = False,
 ) -> SparsePages:
-    """``block_pages.sparse_pages`` (same arguments and result) with the table and key lengths in one launch."""
+    """``block_pages.sparse_pages`` (same arguments and result) with the table and key lengths in one launch
+    (``descending``: written in that order by the same launch, no copy)."""
     hq, n_qb, width, per_block = row_layout(count, k_len=k_len, block_size=block_size, page_size=page_size,
                                             num_kv_heads=num_kv_heads, width=width)  # fmt: skip
     if not fused_supported(block_size, page_size):
@@ -82,7 +79,7 @@ def sparse_pages_fused(
             f"sparse_pages_fused: expected int32 idx and count with a contiguous last dim, got {idx.dtype} "
             f"{tuple(idx.stride())} and {count.dtype} {tuple(count.stride())}"
         )
-    cu, diag = _geometry(q_len, k_len, block_size, hq, count.device)
+    cu, diag, used_q = cached_row_geometry(q_len, k_len, block_size, hq, count.device, descending)
     if diag.numel() != n_qb:
         raise ValueError(f"sparse_pages: count has {n_qb} query blocks, the row has {diag.numel()}")
     table = torch.empty((hq * n_qb, width * per_block), dtype=torch.int32, device=count.device)
@@ -91,6 +88,7 @@ def sparse_pages_fused(
     _sparse_pages_kernel[(hq * n_qb,)](
         idx, count, pt, diag, table, used,
         n_qb, width, pt.numel(), ratio, idx.stride(0), idx.stride(1), count.stride(0), table.stride(0),
-        GROUP=hq // num_kv_heads, B=block_size, PER_BLOCK=per_block, BLOCK_J=128,
+        GROUP=hq // num_kv_heads, B=block_size, PER_BLOCK=per_block, BLOCK_J=128, DESC=descending,
     )  # fmt: skip
-    return SparsePages(cu_seqlens_q=cu, seqused_k=used, block_table=table, max_seqlen_k=width * block_size)
+    return SparsePages(cu_seqlens_q=cu, seqused_k=used, block_table=table, max_seqlen_k=width * block_size,
+                       seqused_q=used_q)

@@ -52,7 +52,7 @@ def precompile(
     one small row, so every launch has the strides and alignment of the real ones; the outputs are
     discarded. ``attend``: also the Triton sparse kernel (the ``triton`` sparse kernel; ``fa3`` is vLLM's
     compiled FlashAttention). ``page_tables``: also the ``fa3`` sparse kernel's table builder
-    (``kernels.page_tables``). Runs on the caller's stream; no host sync beyond Triton's own.
+    (``kernels.page_tables``, in both query-block orders). Runs on the caller's stream; no host sync beyond Triton's own.
     """
     hq, d = query.shape[-2:]
     page = key_cache.shape[1]
@@ -68,9 +68,10 @@ def precompile(
     if attend:
         paged_attend(q, key_cache, value_cache, table, seqs, sels, block_size=block_size, scale=scale,
                      out=torch.empty_like(q))
-    if page_tables and fused_supported(block_size, page):
+    for descending in (False, True) if page_tables and fused_supported(block_size, page) else ():  # both orders
         sparse_pages_fused(sels[0].idx, sels[0].count, table[0], q_len=k_len, k_len=k_len, block_size=block_size,
-                           page_size=page, ratio=key_cache.shape[2], num_kv_heads=key_cache.shape[2])  # fmt: skip
+                           page_size=page, ratio=key_cache.shape[2], num_kv_heads=key_cache.shape[2],
+                           descending=descending)  # fmt: skip
     counts = row_block_counts(min_len, max_len, block_size)
     r = block_size // stride
     for n_kb in counts:  # one query block (the last) against n_kb key blocks

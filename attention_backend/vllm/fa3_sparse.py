@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from vllm.vllm_flash_attn import flash_attn_varlen_func
 
-from attention_backend.block_pages import concat_pages, head_major, head_pages, sparse_pages
+from attention_backend.block_pages import (
+    cached_row_geometry,
+    concat_pages,
+    head_major,
+    head_pages,
+    sparse_pages,
+)
 
 TMA_PAGES_HEAD_DIMS = (128,)
 """Head dims at which ``fa3_attend(tma_pages=None)`` turns TMA page loads on, as measured (bench/xattn_curve.py on an
@@ -90,27 +96,28 @@ def fa3_attend(
 
         if fused_supported(block_size, int(key_cache.shape[1])):
             build = sparse_pages_fused
-    parts = [
-        build(
-            sel.idx, sel.count, block_table[s.row], q_len=s.q_len, k_len=s.k_len, block_size=block_size,
-            page_size=int(key_cache.shape[1]), ratio=ratio, num_kv_heads=hkv,
-            width=None if widths is None else widths[i],
-        )
-        for i, (s, sel) in enumerate(zip(seqs, selections, strict=True))
-    ]
     head_dim = int(query.shape[-1])
     if tma_pages is None:
         tma_pages = head_dim in TMA_PAGES_HEAD_DIMS
     max_seqlen_q = block_size + 1 if tma_pages else block_size
     if per_head_streams is None:
         per_head_streams = PER_HEAD_STREAMS_BY_HEAD_DIM.get(head_dim, 0)
-    if per_head_streams > 0:
-        _per_head_calls(query, k_pages, v_pages, seqs, parts, max_seqlen_q=max_seqlen_q, scale=scale, out=out,
-                        fa_version=fa_version, streams=per_head_streams, keep=keep,
-                        descending=head_dim in DESCENDING_HEAD_DIMS if descending is None else descending)
-        return
-    if descending:
+    if descending is None:
+        descending = per_head_streams > 0 and head_dim in DESCENDING_HEAD_DIMS
+    if descending and per_head_streams <= 0:
         raise ValueError("fa3_attend: descending query blocks need the per-head calls (per_head_streams > 0)")
+    parts = [
+        build(
+            sel.idx, sel.count, block_table[s.row], q_len=s.q_len, k_len=s.k_len, block_size=block_size,
+            page_size=int(key_cache.shape[1]), ratio=ratio, num_kv_heads=hkv,
+            width=None if widths is None else widths[i], descending=descending,
+        )
+        for i, (s, sel) in enumerate(zip(seqs, selections, strict=True))
+    ]
+    if per_head_streams > 0:
+        _per_head_calls(query, k_pages, v_pages, seqs, parts, block_size=block_size, max_seqlen_q=max_seqlen_q,
+                        scale=scale, out=out, fa_version=fa_version, streams=per_head_streams, keep=keep)
+        return
     pages = concat_pages(parts)
     q_parts = [head_major(query[s.q_start : s.q_start + s.q_len]) for s in seqs]
     q_hm = q_parts[0] if len(q_parts) == 1 else torch.cat(q_parts)
@@ -132,29 +139,27 @@ def fa3_attend(
 
 def _per_head_calls(
     query: torch.Tensor, k_pages: torch.Tensor, v_pages: torch.Tensor, seqs: list[Any], parts: list[Any], *,
-    max_seqlen_q: int, scale: float, out: torch.Tensor, fa_version: int, streams: int,
-    keep: list[torch.Tensor] | None, descending: bool = False,
+    block_size: int, max_seqlen_q: int, scale: float, out: torch.Tensor, fa_version: int, streams: int,
+    keep: list[torch.Tensor] | None,
 ) -> None:
     """``fa3_attend`` without the head-major copies: row ``s`` and head ``h`` are the sequences
     ``h * n_qb .. (h + 1) * n_qb`` of its tables, and their queries/outputs the strided ``[q_len, 1, D]`` column
     ``h`` of ``query`` / ``out`` (FA3 takes any row stride). Every head of a row has the same query blocks, so
-    the first head's ``cu_seqlens_q`` serves them all (``block_pages.row_geometry``). A row whose ``keep`` flag
-    is False gets all-zero query counts on the device: its sequences hold no query, FA3 writes none of its
-    rows (with empty key ranges alone it would write zeros over them). ``descending``: the query blocks last first,
-    given by their offsets and ``seqused_q`` (``fa3_varlen_seqused_q``) with the tables reordered to match (copies
-    held here until every stream is joined)."""
+    the first head's query offsets serve them all (``block_pages.row_geometry`` with one head). A row whose ``keep``
+    flag is False gets all-zero query counts on the device: its sequences hold no query, FA3 writes none of its
+    rows (with empty key ranges alone it would write zeros over them). Tables built ``descending`` (their
+    ``seqused_q`` given) hold each head's query blocks last first; the calls pass their offsets and ``seqused_q``
+    (``fa3_varlen_seqused_q``)."""
     hq = query.shape[1]
-    n_qbs = [pages.block_table.shape[0] // hq for pages in parts]
     flags = keep if keep is not None else [None] * len(parts)
     rows = []  # per row: (query rows, cu_seqlens_q, seqused_q or None, tables [hq, n_qb, width], seqused_k [hq, n_qb])
-    for s, pages, n_qb, flag in zip(seqs, parts, n_qbs, flags, strict=True):
-        cu = pages.cu_seqlens_q[: n_qb + 1]
+    for s, pages, flag in zip(seqs, parts, flags, strict=True):
+        n_qb = pages.block_table.shape[0] // hq
         tables, used_k = pages.block_table.view(hq, n_qb, -1), pages.seqused_k.view(hq, n_qb)
-        used_q = None
-        if descending:  # on the current stream, before the side streams wait for it
-            used_q = (cu[1:] - cu[:-1]).flip(0)
-            cu = torch.cat([cu[:-1].flip(0), cu[-1:]])
-            tables, used_k = tables.flip(1), used_k.flip(1)
+        if pages.seqused_q is None:
+            cu, used_q = pages.cu_seqlens_q[: n_qb + 1], None
+        else:  # one head's offsets (the head-major ones of head 0 lack its total), cached like the tables' geometry
+            cu, _, used_q = cached_row_geometry(s.q_len, s.k_len, block_size, 1, query.device, True)
         if flag is not None:  # a row decided dense: no queries (zero offsets, or zero seqused_q where given)
             if used_q is None:
                 cu = cu * flag

@@ -10,6 +10,9 @@
 #   --default-only: only the default Triton launch shape; SWEEP_LIMIT: its seconds, default 200); SELECT=1: block selection at 32K-128K
 #   (bench/xattn_select_speed.py) against SELECT_BASELINE, an earlier kernels/select.py, where that file exists.
 #   ORDER=1: the fa3 per-head calls with a row's query blocks ascending vs descending (bench/xattn_fa3_row_order.py).
+#   STREAMS=1: the default fa3 path at 2-16 streams, with the fp8 estimate and selection end to end
+#   (bench/xattn_fa3_streams.py; STREAMS_ARGS). SELECT_ARGS: more arguments of the selection bench (e.g. --lens).
+#   CURVE_ARGS: more arguments of bench/xattn_curve.py (e.g. --per-head-streams 1,8).
 # The device returns at most 8 files a call: each shape's json/log/png is packed into $OUT/curves.tgz.
 set -u
 source .gpucarry/run/device_env.sh
@@ -30,9 +33,13 @@ if [ "${ORDER:-0}" = 1 ]; then
   timeout 200 python3 bench/xattn_fa3_row_order.py --out "$OUT/fa3_row_order" > "$OUT/fa3_row_order.log" 2>&1
   echo "fa3 row order rc=$?"; tail -7 "$OUT/fa3_row_order.log"
 fi
+if [ "${STREAMS:-0}" = 1 ]; then
+  timeout 200 python3 bench/xattn_fa3_streams.py --e2e ${STREAMS_ARGS:-} --out "$OUT/fa3_streams" > "$OUT/fa3_streams.log" 2>&1
+  echo "fa3 streams rc=$?"; tail -9 "$OUT/fa3_streams.log"
+fi
 if [ "${SELECT:-0}" = 1 ]; then
   BASE=""; [ -s "${SELECT_BASELINE:-}" ] && BASE="--baseline $SELECT_BASELINE"
-  timeout 300 python3 bench/xattn_select_speed.py $BASE --out "$OUT/xattn_select_speed" > "$OUT/xattn_select_speed.log" 2>&1
+  timeout 300 python3 bench/xattn_select_speed.py $BASE ${SELECT_ARGS:-} --out "$OUT/xattn_select_speed" > "$OUT/xattn_select_speed.log" 2>&1
   echo "select speed rc=$?"; tail -8 "$OUT/xattn_select_speed.log"
 fi
 if [ "${SWEEP:-0}" = 1 ]; then
@@ -51,7 +58,7 @@ for S in ${SHAPES:-d128}; do
   esac
   NAME=xattn_curve$([ "$S" = d128 ] || echo "_$S")
   t0=$(date +%s)
-  timeout "${CURVE_LIMIT:-300}" python3 bench/xattn_curve.py $ARGS --out "/tmp/curves/$NAME" > "/tmp/curves/$NAME.log" 2>&1
+  timeout "${CURVE_LIMIT:-300}" python3 bench/xattn_curve.py $ARGS ${CURVE_ARGS:-} --out "/tmp/curves/$NAME" > "/tmp/curves/$NAME.log" 2>&1
   echo "$NAME rc=$? in $(( $(date +%s) - t0 )) s"; grep -v '^{' "/tmp/curves/$NAME.log" | grep -i "131,072\|131072\|estimation\|fastest" | head -8
 done
 tar -czf "$OUT/curves.tgz" -C /tmp/curves .

@@ -39,6 +39,31 @@ def test_one_row_matches_reference_block_sparse(layout: str, page: int, q_len: i
     assert_close(got, want, 1e-5, f"{layout} page {page} q {q_len} k {k_len}")
 
 
+@pytest.mark.parametrize(("q_len", "k_len"), [(150, 150), (70, 150)])
+def test_descending_tables_give_each_heads_query_blocks_last_first(q_len: int, k_len: int) -> None:
+    """Built ``descending``, the same sequences in each head's reverse order, located by offsets and ``seqused_q``
+    (as FA3's op takes them): the same attention as the reference; the tables refuse to be concatenated."""
+    hq, hkv, d, block, page = 4, 2, 16, 32, 8
+    q, k, v = qkv(q_len, k_len, hq, hkv, d, seed=7)
+    key_cache, value_cache, table = vllm_cache(k, v, page, "NHD", seed=3)
+    mask, idx, count = random_selection(hq, q_len, k_len, block, keep=0.4, seed=5)
+    k_pages, ratio = head_pages(key_cache)
+    kw = dict(q_len=q_len, k_len=k_len, block_size=block, page_size=page, ratio=ratio, num_kv_heads=hkv)
+    asc, desc = sparse_pages(idx, count, table, **kw), sparse_pages(idx, count, table, **kw, descending=True)
+    n_qb = count.shape[1]
+    assert asc.seqused_q is None and desc.seqused_q.shape == (hq * n_qb,)
+    order = (torch.arange(hq)[:, None] * n_qb + torch.arange(n_qb).flip(0)).reshape(-1)  # head-major, last first
+    assert torch.equal(desc.block_table, asc.block_table[order]) and torch.equal(desc.seqused_k, asc.seqused_k[order])
+    assert torch.equal(desc.cu_seqlens_q[:-1], asc.cu_seqlens_q[:-1][order])
+    assert torch.equal(desc.seqused_q, (asc.cu_seqlens_q[1:] - asc.cu_seqlens_q[:-1])[order])
+    assert desc.cu_seqlens_q[-1] == hq * q_len
+    got = paged_varlen_causal(head_major(q), k_pages, head_pages(value_cache)[0], desc, seqused_q=desc.seqused_q)
+    want = ref_block_sparse_attention(q, k, v, mask, block_size=block, q_offset=k_len - q_len)
+    assert_close(got.view(hq, q_len, d).transpose(0, 1), want, 1e-5, f"descending q {q_len} k {k_len}")
+    with pytest.raises(ValueError, match="descending"):
+        concat_pages([desc])
+
+
 def test_width_bound_and_several_rows_in_one_call() -> None:
     """Two rows (one chunked) in one call, each with its table cut to its widest kept row."""
     hq, hkv, d, block, page = 4, 1, 8, 16, 16
@@ -75,12 +100,20 @@ def test_query_block_lens_cover_the_row() -> None:
 
 @pytest.mark.parametrize(("q_len", "k_len"), [(150, 150), (70, 150), (1, 97)])
 def test_every_head_of_a_row_has_the_first_heads_query_offsets(q_len: int, k_len: int) -> None:
-    """The copy-free fa3 path (``fa3_attend(per_head_streams=)``) passes head 0's ``cu_seqlens_q`` for every head."""
+    """The copy-free fa3 path (``fa3_attend(per_head_streams=)``) passes head 0's ``cu_seqlens_q`` for every head;
+    last first, the offsets and ``seqused_q`` of the one-head geometry."""
     hq = 4
-    cu, _ = row_geometry(q_len, k_len, 32, hq, "cpu")
+    cu, _, none = row_geometry(q_len, k_len, 32, hq, "cpu")
     n_qb = (cu.numel() - 1) // hq
+    assert none is None
     for h in range(hq):
         assert (cu[h * n_qb : (h + 1) * n_qb + 1] - cu[h * n_qb]).tolist() == cu[: n_qb + 1].tolist()
+    starts, _, used = row_geometry(q_len, k_len, 32, hq, "cpu", descending=True)
+    one, _, one_used = row_geometry(q_len, k_len, 32, 1, "cpu", descending=True)
+    assert one[-1] == q_len and starts[-1] == hq * q_len
+    for h in range(hq):
+        assert (starts[h * n_qb : (h + 1) * n_qb] - h * q_len).tolist() == one[:-1].tolist()
+        assert used[h * n_qb : (h + 1) * n_qb].tolist() == one_used.tolist()
 
 
 def test_bad_layouts_and_pages_raise() -> None:

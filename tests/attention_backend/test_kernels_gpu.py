@@ -694,8 +694,9 @@ def test_after_precompile_no_row_compiles_a_kernel():
                             threshold=tau, scale=d**-0.5)
         paged_attend(query, key_cache, value_cache, table, seqs, sels, block_size=block, scale=d**-0.5,
                      out=torch.empty_like(query))
-        sparse_pages_fused(sels[0].idx, sels[0].count, table[0, 1:], q_len=q_len, k_len=k_len, block_size=block,
-                           page_size=page, ratio=hkv, num_kv_heads=hkv)  # an unaligned table row  # fmt: skip
+        for descending in (False, True):  # an unaligned table row, in both query-block orders
+            sparse_pages_fused(sels[0].idx, sels[0].count, table[0, 1:], q_len=q_len, k_len=k_len, block_size=block,
+                               page_size=page, ratio=hkv, num_kv_heads=hkv, descending=descending)  # fmt: skip
         assert _kernel_caches() == before, f"a row of {q_len} / {k_len} tokens compiled a kernel"
 
 

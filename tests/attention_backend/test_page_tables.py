@@ -28,7 +28,9 @@ pytestmark = [
 @pytest.mark.parametrize("page", [16, 64, 128])
 @pytest.mark.parametrize(("hq", "hkv"), [(4, 1), (9, 3)])
 @pytest.mark.parametrize(("q_len", "k_len", "width"), [(1000, 1000, None), (300, 1100, None), (640, 900, 3)])
-def test_fused_tables_equal_the_torch_construction(page: int, hq: int, hkv: int, q_len: int, k_len: int, width):
+@pytest.mark.parametrize("descending", [False, True])
+def test_fused_tables_equal_the_torch_construction(page: int, hq: int, hkv: int, q_len: int, k_len: int, width,
+                                                   descending: bool):  # fmt: skip
     from attention_backend.kernels.page_tables import sparse_pages_fused
 
     block = 128
@@ -40,15 +42,18 @@ def test_fused_tables_equal_the_torch_construction(page: int, hq: int, hkv: int,
     n_pages = -(-k_len // page)
     table = torch.randperm(n_pages + 7, generator=torch.Generator().manual_seed(page))[:n_pages].int().to(DEV)
     ratio = page * hkv
-    kw = dict(q_len=q_len, k_len=k_len, block_size=block, page_size=page, ratio=ratio, num_kv_heads=hkv, width=width)
+    kw = dict(q_len=q_len, k_len=k_len, block_size=block, page_size=page, ratio=ratio, num_kv_heads=hkv, width=width,
+              descending=descending)  # fmt: skip
     want = sparse_pages(idx, count, table, **kw)
     got = sparse_pages_fused(idx, count, table, **kw)
     assert got.max_seqlen_k == want.max_seqlen_k
-    for name in ("cu_seqlens_q", "seqused_k", "block_table"):
+    assert (got.seqused_q is None) == (want.seqused_q is None) == (not descending)
+    for name in ("cu_seqlens_q", "seqused_k", "block_table") + (("seqused_q",) if descending else ()):
         a, b = getattr(got, name), getattr(want, name)
         assert a.dtype == b.dtype == torch.int32 and a.shape == b.shape, name
         assert torch.equal(a.cpu(), b.cpu()), name
-    assert got.seqused_k[0].item() == 0
+    n_qb = count.shape[1]
+    assert got.seqused_k[n_qb - 1 if descending else 0].item() == 0  # head 0, query block 0: decided dense
 
 
 def test_bad_input_is_refused_before_a_launch():

@@ -1,0 +1,112 @@
+"""How many CUDA streams should the fa3 sparse kernel's per-head calls use? (and what the default costs end to end)
+
+The d 128 default of ``attention_backend/vllm/fa3_sparse.py`` is one FA3 call per query head, query blocks last
+first, spread over ``PER_HEAD_STREAMS_BY_HEAD_DIM`` streams so one call's tail overlaps the next. At density 0.1 on
+128K its points sit at 86-89 % of FA3 per computed block (a fixed cost of 1.5-2.5 ms a call in the curve's line fit,
+``bench/results/xattn_curve/notes.md``). This times ``fa3_attend`` as the backend calls it (page tables built on the
+GPU in the last-first order, TMA pages) at each stream count, against vLLM's FA3 in the same run, on the masks of
+``xattn_curve.block_mask``, and checks every stream count writes the same output as the first. With ``--e2e`` it
+also times the fp8 estimate (``FP8_GEMM_TILES``) and the selection once and reports estimate + selection + the
+fastest stream count against FA3 at each point.
+
+    python3 bench/xattn_fa3_streams.py --out bench/results/xattn_curve/fa3_streams   # on the GPU, vLLM carried
+
+Device command: ``STREAMS=1 SHAPES=none bash bench/h200/curve.sh``; results in ``bench/results/xattn_curve/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from xattn_curve import BLOCK, block_mask, fa3_fn
+from xattn_speed import bench_ms, computed_pairs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--length", type=int, default=131072)
+    ap.add_argument("--densities", default="0.05,0.1,0.2")
+    ap.add_argument("--kinds", default="random,structured")
+    ap.add_argument("--streams", default="2,4,8,16")
+    ap.add_argument("--e2e", action="store_true", help="also the fp8 estimate and the selection (end to end)")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/xattn_curve/fa3_streams"))
+    args = ap.parse_args()
+    from attention_backend.kernels import (
+        PagedKV,
+        PrefillSeq,
+        Selection,
+        estimate_block_scores,
+        mask_to_index,
+        select_blocks_indexed,
+    )
+    from attention_backend.kernels.estimate import FP8_GEMM_TILES
+    from attention_backend.vllm.fa3_sparse import fa3_attend
+
+    hq, hkv, d, length = 32, 8, 128, args.length
+    n_qb = length // BLOCK
+    gen = torch.Generator(device="cuda").manual_seed(length)
+    q, k, v = (torch.randn(length, h, d, device="cuda", dtype=torch.bfloat16, generator=gen) for h in (hq, hkv, hkv))
+    fa3_ms = bench_ms(fa3_fn(q, k, v))
+    fa3_tflops = 4.0 * d * hq * length * (length + 1) / 2 / (fa3_ms * 1e-3) / 1e12
+    res: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "length": length,
+                           "heads": [hq, hkv, d], "fa3_ms": fa3_ms, "fa3_tflops": fa3_tflops, "points": []}  # fmt: skip
+    if args.e2e:
+        kv = PagedKV.from_contiguous(k, v)
+        est = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=16, fp8=True, tiles=FP8_GEMM_TILES)
+        scores = est()
+        res["est_fp8_ms"] = bench_ms(est)
+        res["select_ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, 0.9, first_qb=0))
+        del scores, kv
+    pages = (k.view(n_qb, BLOCK, hkv, d), v.view(n_qb, BLOCK, hkv, d))
+    page_table = torch.arange(n_qb, dtype=torch.int32, device="cuda")[None]
+    streams = [int(x) for x in args.streams.split(",")]
+    out = torch.empty_like(q)
+    for kind in args.kinds.split(","):
+        for density in (float(x) for x in args.densities.split(",")):
+            mask = block_mask(kind, density, hq, n_qb, gen)
+            idx, count = mask_to_index(mask)
+            flops = 4.0 * d * computed_pairs(count, length)
+            point: dict[str, Any] = {"kind": kind, "target_density": density,
+                                     "density": float(count.sum()) / (hq * n_qb * (n_qb + 1) / 2), "by_streams": {}}  # fmt: skip
+            call = functools.partial(fa3_attend, q, *pages, page_table, [PrefillSeq(0, 0, length, length)],
+                                     [Selection(mask, idx, count)], block_size=BLOCK, scale=d**-0.5, out=out,
+                                     widths=[int(count.max())])  # fmt: skip
+            first = None
+            for n in streams:
+                out.fill_(float("nan"))
+                ms = bench_ms(functools.partial(call, per_head_streams=n))
+                diff = 0.0 if first is None else float((out.float() - first.float()).abs().max())
+                if first is None:
+                    first = out.clone()
+                point["by_streams"][n] = {"ms": ms, "vs_fa3_per_block": flops / (ms * 1e-3) / 1e12 / fa3_tflops,
+                                          "max_abs_diff_vs_first": diff, "nan": bool(out.isnan().any())}  # fmt: skip
+            best = min(point["by_streams"], key=lambda n: point["by_streams"][n]["ms"])
+            point["fastest_streams"] = best
+            if args.e2e:
+                point["e2e_ms"] = res["est_fp8_ms"] + res["select_ms"] + point["by_streams"][best]["ms"]
+                point["e2e_speedup_vs_fa3"] = fa3_ms / point["e2e_ms"]
+            res["points"].append(point)
+            print(json.dumps(point), flush=True)
+            del mask, idx, count, first
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    print(f"\n{res['device']}, {length} tokens, {hq} / {hkv} heads, d {d}: FA3 {fa3_ms:.1f} ms ({fa3_tflops:.0f} TFLOP/s)"
+          + (f"; fp8 estimate {res['est_fp8_ms']:.2f} ms, selection {res['select_ms']:.3f} ms" if args.e2e else ""))
+    print("fa3_attend default path (last first, TMA pages), ms (% of FA3 per computed block) by streams:")
+    print(f"{'mask':>10} {'density':>7} " + " ".join(f"{'s' + str(n):>14}" for n in streams)
+          + f" {'fastest':>7} {'max diff':>8}" + (f" {'e2e ms':>7} {'FA3/e2e':>7}" if args.e2e else ""))  # fmt: skip
+    for p in res["points"]:
+        by = p["by_streams"]
+        cells = " ".join(f"{by[n]['ms']:7.2f} ({100 * by[n]['vs_fa3_per_block']:3.0f} %)" for n in streams)
+        diff = max(by[n]["max_abs_diff_vs_first"] for n in streams)
+        tail = f" {p['e2e_ms']:7.2f} {p['e2e_speedup_vs_fa3']:6.2f}x" if args.e2e else ""
+        print(f"{p['kind']:>10} {p['density']:7.3f} {cells} {p['fastest_streams']:>7} {diff:8.1e}{tail}")
+
+
+if __name__ == "__main__":
+    main()
