@@ -9,9 +9,11 @@ Without the variable nothing is written. :func:`read_markers` is the only reader
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +52,18 @@ def write_marker(plugin: str, event: str, detail: dict[str, Any] | None = None) 
     pid = os.getpid()
     payload = {"plugin": plugin, "event": event, "pid": pid, "ppid": os.getppid(), "detail": detail or {}}
     path = directory / marker_name(plugin, event, pid)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, sort_keys=True))
-    os.replace(tmp, path)
+    # A temporary file of its own per write: two threads of one process (a stats writer thread and a
+    # final flush) may write the same marker at once, and a shared name would be replaced from under one.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=path.name + ".", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # readable by the launcher and the router, as a plain write would leave it
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(payload, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 
