@@ -90,7 +90,7 @@ def flush_stats(block_pool: Any) -> Path | None:
     hook = getattr(block_pool, "_xedge", None)
     if hook is None:
         return None
-    return write_marker("prefix_cache", "stats", hook.snapshot())
+    return hook.write_stats()
 
 
 def request_meta(request: Any, who: str, on_invalid: Callable[[], None]) -> RequestMeta:
@@ -120,6 +120,7 @@ class _PoolHook:
         self.policy_name = policy_name
         self.policy = create_policy(policy_name, pool.num_gpu_blocks - 1, pool.hash_block_size)
         self.meta: RequestMeta | None = None
+        self._write_lock = threading.Lock()
 
     def meta_of(self, request: Any) -> RequestMeta:
         return request_meta(request, "xedge prefix cache", self._count_invalid)
@@ -136,6 +137,12 @@ class _PoolHook:
             "block_tokens": self.pool.hash_block_size,
             "policy_stats": self.policy.own_stats(),
         }
+
+    def write_stats(self) -> Path | None:
+        """Write the ``prefix_cache.stats`` marker. Snapshot and write under one lock, so the writer thread and
+        a flush never leave an older snapshot on disk after a newer one."""
+        with self._write_lock:
+            return write_marker("prefix_cache", "stats", self.snapshot())
 
     def reset(self) -> None:
         stats = self.policy.stats
@@ -377,7 +384,7 @@ def _start_stats_writer(hook: _PoolHook) -> None:
         live = ref()
         if live is None:
             return False
-        write_marker("prefix_cache", "stats", live.snapshot())
+        live.write_stats()
         return True
 
     def loop() -> None:
