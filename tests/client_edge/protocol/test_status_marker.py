@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -40,3 +42,15 @@ def test_threads_writing_one_marker_all_succeed(monkeypatch: pytest.MonkeyPatch,
     assert marker.detail["i"] == 199
     assert sorted(p.name for p in tmp_path.iterdir()) == [marker.path.name]  # no temporary file left
     assert marker.path.stat().st_mode & 0o644 == 0o644
+
+
+def test_protocol_does_not_load_the_sdk_http_stack() -> None:
+    # vLLM's engine and workers import the contracts (markers, request metadata) through the attention backend and
+    # the prefix-cache plugin; the edge SDK's client (httpx) must stay out of those processes.
+    code = (
+        "import sys, attention_backend.config, client_edge.protocol.status_marker, client_edge.protocol.engine_xargs; "
+        "assert 'httpx' not in sys.modules and 'client_edge.client' not in sys.modules, sorted(sys.modules); "
+        "from client_edge import EdgeClient, XEdgeError; assert 'httpx' in sys.modules; print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
