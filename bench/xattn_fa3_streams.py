@@ -7,7 +7,11 @@ first, spread over ``PER_HEAD_STREAMS_BY_HEAD_DIM`` streams so one call's tail o
 GPU in the last-first order, TMA pages) at each stream count, against vLLM's FA3 in the same run, on the masks of
 ``xattn_curve.block_mask``, and checks every stream count writes the same output as the first. With ``--e2e`` it
 also times the fp8 estimate (``FP8_GEMM_TILES``) and the selection once and reports estimate + selection + the
-fastest stream count against FA3 at each point.
+fastest stream count against FA3 at each point. With ``--profile`` it says where the time above density x FA3 goes
+at the fastest stream count, from one profiled call (torch profiler): the sum of the FA3 kernels' own times against
+density x FA3's kernel (the kernels' fixed cost per query tile), the GPU's busy time (union of kernel intervals over
+all streams) against its span (idle: waits on the host or between streams), the other kernels (page tables), and the
+host time to enqueue one call.
 
     python3 bench/xattn_fa3_streams.py --out bench/results/xattn_curve/fa3_streams   # on the GPU, vLLM carried
 
@@ -34,6 +38,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="random,structured")
     ap.add_argument("--streams", default="2,4,8,16")
     ap.add_argument("--e2e", action="store_true", help="also the fp8 estimate and the selection (end to end)")
+    ap.add_argument("--profile", action="store_true", help="also where the time goes at the fastest stream count")
     ap.add_argument("--out", type=Path, default=Path("bench/results/xattn_curve/fa3_streams"))
     args = ap.parse_args()
     from attention_backend.kernels import (
@@ -55,12 +60,18 @@ def main() -> None:
     fa3_tflops = 4.0 * d * hq * length * (length + 1) / 2 / (fa3_ms * 1e-3) / 1e12
     res: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "length": length,
                            "heads": [hq, hkv, d], "fa3_ms": fa3_ms, "fa3_tflops": fa3_tflops, "points": []}  # fmt: skip
+    if args.profile:
+        res["fa3_profile"] = gpu_timeline(fa3_fn(q, k, v))
     if args.e2e:
         kv = PagedKV.from_contiguous(k, v)
         est = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=16, fp8=True, tiles=FP8_GEMM_TILES)
         scores = est()
         res["est_fp8_ms"] = bench_ms(est)
         res["select_ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, 0.9, first_qb=0))
+        if args.profile:
+            from xattn_est_sweep import kernel_breakdown
+
+            res["est_fp8_profile"] = {**gpu_timeline(est), "kernels_ms": kernel_breakdown(est)}
         del scores, kv
     pages = (k.view(n_qb, BLOCK, hkv, d), v.view(n_qb, BLOCK, hkv, d))
     page_table = torch.arange(n_qb, dtype=torch.int32, device="cuda")[None]
@@ -87,6 +98,9 @@ def main() -> None:
                                           "max_abs_diff_vs_first": diff, "nan": bool(out.isnan().any())}  # fmt: skip
             best = min(point["by_streams"], key=lambda n: point["by_streams"][n]["ms"])
             point["fastest_streams"] = best
+            if args.profile:
+                point["profile"] = profile_call(functools.partial(call, per_head_streams=best), point["density"],
+                                                res["fa3_profile"]["fa3_kernel_sum_ms"])  # fmt: skip
             if args.e2e:
                 point["e2e_ms"] = res["est_fp8_ms"] + res["select_ms"] + point["by_streams"][best]["ms"]
                 point["e2e_speedup_vs_fa3"] = fa3_ms / point["e2e_ms"]
@@ -106,6 +120,68 @@ def main() -> None:
         diff = max(by[n]["max_abs_diff_vs_first"] for n in streams)
         tail = f" {p['e2e_ms']:7.2f} {p['e2e_speedup_vs_fa3']:6.2f}x" if args.e2e else ""
         print(f"{p['kind']:>10} {p['density']:7.3f} {cells} {p['fastest_streams']:>7} {diff:8.1e}{tail}")
+    if args.profile:
+        print_profile(res)
+
+
+def gpu_timeline(fn: Any) -> dict[str, float]:
+    """One call of ``fn`` (after a warm-up call) under the torch profiler, ms: ``span`` from the first kernel's start
+    to the last one's end, ``busy`` the union of every kernel's interval over all streams (``span - busy``: the GPU
+    idle), ``kernel_sum`` the kernels' own times added up (above ``busy`` when streams overlap), and FlashAttention's
+    kernels alone (name containing ``flash``): their count, sum and longest."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    spans = sorted((ev.time_range.start, ev.time_range.end, ev.name) for ev in prof.events()
+                   if ev.device_type == DeviceType.CUDA)  # fmt: skip
+    if not spans:
+        raise RuntimeError("the profiler recorded no GPU kernel")
+    busy, reach = 0.0, float("-inf")
+    for start, end, _ in spans:
+        if end > reach:
+            busy += end - max(start, reach)
+            reach = end
+    flash = [end - start for start, end, name in spans if "flash" in name.lower()]
+    return {"span_ms": (max(e for _, e, _ in spans) - spans[0][0]) / 1e3, "busy_ms": busy / 1e3,
+            "kernel_sum_ms": sum(e - s for s, e, _ in spans) / 1e3, "kernels": len(spans),
+            "fa3_kernels": len(flash), "fa3_kernel_sum_ms": sum(flash) / 1e3,
+            "fa3_kernel_max_ms": max(flash, default=0.0) / 1e3}  # fmt: skip
+
+
+def profile_call(fn: Any, density: float, fa3_kernel_ms: float) -> dict[str, Any]:
+    """``gpu_timeline`` of one sparse call, the kernels by name and the host's enqueue time; ``ideal_ms`` is density
+    x FA3's dense kernel, what the FA3 kernels would take at FA3's rate per computed block."""
+    from xattn_est_sweep import host_ms, kernel_breakdown
+
+    timeline = gpu_timeline(fn)
+    return {**timeline, "ideal_ms": density * fa3_kernel_ms,
+            "fa3_excess_ms": timeline["fa3_kernel_sum_ms"] - density * fa3_kernel_ms,
+            "kernels_ms": kernel_breakdown(fn), "host_ms": host_ms(fn)}  # fmt: skip
+
+
+def print_profile(res: dict[str, Any]) -> None:
+    fa3 = res["fa3_profile"]
+    print(f"\nprofiled (one call each): FA3 dense kernel {fa3['fa3_kernel_sum_ms']:.2f} ms, span {fa3['span_ms']:.2f} ms")
+    if "est_fp8_profile" in res:
+        e = res["est_fp8_profile"]
+        print(f"fp8 estimate: span {e['span_ms']:.2f}, busy {e['busy_ms']:.2f} ms; kernels: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in e["kernels_ms"].items()))  # fmt: skip
+    print(f"{'mask':>10} {'density':>7} {'streams':>7} {'span':>6} {'busy':>6} {'idle':>5} {'FA3 sum':>7} "
+          f"{'ideal':>6} {'excess':>6} {'/call':>5} {'others':>6} {'host':>5}  (ms)")  # fmt: skip
+    for p in res["points"]:
+        f = p.get("profile")
+        if f is None:
+            continue
+        others = f["kernel_sum_ms"] - f["fa3_kernel_sum_ms"]
+        per_call = f["fa3_excess_ms"] / max(1, f["fa3_kernels"])
+        print(f"{p['kind']:>10} {p['density']:7.3f} {p['fastest_streams']:>7} {f['span_ms']:6.2f} {f['busy_ms']:6.2f} "
+              f"{f['span_ms'] - f['busy_ms']:5.2f} {f['fa3_kernel_sum_ms']:7.2f} {f['ideal_ms']:6.2f} "
+              f"{f['fa3_excess_ms']:6.2f} {per_call:5.3f} {others:6.2f} {f['host_ms']:5.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
 #   (bench/xattn_select_speed.py) against SELECT_BASELINE, an earlier kernels/select.py, where that file exists.
 #   ORDER=1: the fa3 per-head calls with a row's query blocks ascending vs descending (bench/xattn_fa3_row_order.py).
 #   STREAMS=1: the default fa3 path at 2-16 streams, with the fp8 estimate and selection end to end
-#   (bench/xattn_fa3_streams.py; STREAMS_ARGS). SELECT_ARGS: more arguments of the selection bench (e.g. --lens).
+#   (bench/xattn_fa3_streams.py; STREAMS_ARGS, e.g. "--profile --densities 0.1 --streams 4": where the time above
+#   density x FA3 goes, from one profiled call). SELECT_ARGS: more arguments of the selection bench (e.g. --lens).
 #   CURVE_ARGS: more arguments of bench/xattn_curve.py (e.g. --per-head-streams 1,8).
 # The device returns at most 8 files a call: each shape's json/log/png is packed into $OUT/curves.tgz.
 set -u
@@ -35,7 +36,7 @@ if [ "${ORDER:-0}" = 1 ]; then
 fi
 if [ "${STREAMS:-0}" = 1 ]; then
   timeout 200 python3 bench/xattn_fa3_streams.py --e2e ${STREAMS_ARGS:-} --out "$OUT/fa3_streams" > "$OUT/fa3_streams.log" 2>&1
-  echo "fa3 streams rc=$?"; tail -9 "$OUT/fa3_streams.log"
+  echo "fa3 streams rc=$?"; tail -16 "$OUT/fa3_streams.log"
 fi
 if [ "${SELECT:-0}" = 1 ]; then
   BASE=""; [ -s "${SELECT_BASELINE:-}" ] && BASE="--baseline $SELECT_BASELINE"
