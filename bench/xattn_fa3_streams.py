@@ -62,6 +62,8 @@ def main() -> None:
                            "heads": [hq, hkv, d], "fa3_ms": fa3_ms, "fa3_tflops": fa3_tflops, "points": []}  # fmt: skip
     if args.profile:
         res["fa3_profile"] = gpu_timeline(fa3_fn(q, k, v))
+        if not res["fa3_profile"]["fa3_kernels"]:  # the sums below pick FA3's kernels by name
+            raise RuntimeError(f"no kernel named *flash* in FA3's profile: {res['fa3_profile']}")
     if args.e2e:
         kv = PagedKV.from_contiguous(k, v)
         est = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=16, fp8=True, tiles=FP8_GEMM_TILES)
