@@ -35,6 +35,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return _LAZY.load(name)
-    raise AttributeError(f"module 'attention_backend' has no attribute {name!r}; public names: {__all__}")
+    return _LAZY.module_attribute(__name__, name, __all__)

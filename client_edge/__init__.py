@@ -61,11 +61,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = _LAZY.load(name)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
-    raise AttributeError(f"module 'client_edge' has no attribute {name!r}; public names: {__all__}")
+    return _LAZY.module_attribute(__name__, name, __all__)
 
 
 def __dir__() -> list[str]:

@@ -47,6 +47,13 @@ class LazyRegistry(Mapping[str, str]):
     def __or__(self, other: LazyRegistry) -> LazyRegistry:
         return LazyRegistry(self.kind, {**self._targets, **other._targets}, self._error)
 
+    def module_attribute(self, module: str, name: str, public: list[str]) -> Any:
+        """The body of a package's PEP 562 ``__getattr__`` that exports these names lazily: the object registered
+        under ``name``, else the ``AttributeError`` Python raises for ``module``, listing the ``public`` names."""
+        if name in self._targets:
+            return self.load(name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}; public names: {public}")
+
     def load(self, name: str) -> Any:
         """The object registered under ``name``, imported now if needed."""
         target = self._targets.get(name)
