@@ -5,8 +5,10 @@
 906e43d:attention_backend/kernels/select.py > select_sort.py``) as ``--baseline`` and both run on the same
 scores in the same process: CUDA-event time (median), the ratio, how many (head, query block, key block)
 decisions differ between them and how many differ from the float64 torch reference (``attention_backend.select``,
-first ``--ref-heads`` heads); also the bisection kernel at 1, 2, 4 and 8 warps a row, and the search with 1-16
-cut-off candidates a round (``probes``) at each of those warp counts, with its decisions against the bisection's.
+first ``--ref-heads`` heads); the default (rows at up to ``SELECT_LEVELS`` lengths, ``select.select_levels``) against
+every row at the longest row's length (``levels=1``), with the decisions that differ between them; with ``--sweep``
+also the bisection kernel at 1, 2, 4 and 8 warps a row, and the search with 1-16 cut-off candidates a round
+(``probes``) at each of those warp counts, with its decisions against the bisection's.
 Scores: 32 query heads, per causal row a softmax-like mass (``rand ** 4``, normalised), and a second set with every score of a row tied
 (uniform attention, as dummy weights give; rows whose ``tau`` boundary falls exactly on a tie sum are decided by
 fp32 rounding). Writes ``<out>.json`` and prints a table.
@@ -62,6 +64,22 @@ def measure(length: int, tied: bool, args: argparse.Namespace, base) -> dict:
            "ms": bench_ms(functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0)),
            "density": mask.sum().item() / (args.heads * n_kb * (n_kb + 1) / 2),
            "ref_differ": (mask[: args.ref_heads].cpu() != ref).sum().item()}  # fmt: skip
+    one = functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0, levels=1)
+    row["ms_one_level"] = bench_ms(one)
+    row["levels_differ"] = (one()[0] != mask).sum().item()
+    if args.sweep:
+        sweep(row, scores, mask, args)
+    if base is not None:
+        want = base.select_blocks_indexed(scores, args.tau, first_qb=0)[0]
+        row["baseline_ms"] = bench_ms(functools.partial(base.select_blocks_indexed, scores, args.tau, first_qb=0))
+        row["speedup"] = row["baseline_ms"] / row["ms"]
+        row["decisions_differ"] = (mask != want).sum().item()
+        row["baseline_ref_differ"] = (want[: args.ref_heads].cpu() != ref).sum().item()
+    return row
+
+
+def sweep(row: dict, scores: torch.Tensor, mask: torch.Tensor, args: argparse.Namespace) -> None:
+    """The bisection at each warp count and the search with more probes a round, into ``row``."""
     row["ms_by_warps"] = {
         w: bench_ms(functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0, num_warps=w)) for w in WARPS
     }
@@ -76,13 +94,6 @@ def measure(length: int, tied: bool, args: argparse.Namespace, base) -> dict:
             fn = functools.partial(select_blocks_indexed, scores, args.tau, first_qb=0, num_warps=w, probes=p)
             row["ms_by_probes_warps"][f"{p}x{w}"] = bench_ms(fn)
     row["fastest"] = min(row["ms_by_probes_warps"], key=row["ms_by_probes_warps"].get)
-    if base is not None:
-        want = base.select_blocks_indexed(scores, args.tau, first_qb=0)[0]
-        row["baseline_ms"] = bench_ms(functools.partial(base.select_blocks_indexed, scores, args.tau, first_qb=0))
-        row["speedup"] = row["baseline_ms"] / row["ms"]
-        row["decisions_differ"] = (mask != want).sum().item()
-        row["baseline_ref_differ"] = (want[: args.ref_heads].cpu() != ref).sum().item()
-    return row
 
 
 def main() -> None:
@@ -91,6 +102,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--tau", type=float, default=0.9)
     ap.add_argument("--ref-heads", type=int, default=4, help="heads checked against the float64 torch reference")
+    ap.add_argument("--sweep", action="store_true", help="also warps x probes (SELECT_PROBES, select_warps)")
     ap.add_argument("--baseline", type=Path, help="an earlier attention_backend/kernels/select.py to time alongside")
     ap.add_argument("--out", type=Path, default=Path("bench/results/xattn_kernels/xattn_select_speed"))
     args = ap.parse_args()
@@ -106,18 +118,17 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     nan = float("nan")
     print(f"\n{res['device']}, {args.heads} heads, tau {args.tau}; differ = (head, query block, key block) decisions")
-    print(f"{'length':>8} {'scores':>7} {'density':>7} {'bisect ms':>9} {'sort ms':>8} {'speed-up':>8} {'differ':>6}"
-          f" {'vs ref: bisect':>14} {'sort':>5}   bisect ms at {' / '.join(map(str, WARPS))} warps"
-          f"   fastest probes x warps (ms, differ)")  # fmt: skip
+    print(f"{'length':>8} {'scores':>7} {'density':>7} {'ms':>7} {'1 level':>7} {'ratio':>6} {'differ':>6}"
+          f" {'baseline':>8} {'ratio':>6} {'differ':>6} {'vs ref':>6} {'base':>5}")  # fmt: skip
     for r in rows:
-        print(f"{r['length']:>8} {r['scores']:>7} {r['density']:7.3f} {r['ms']:9.3f} {r.get('baseline_ms', nan):8.3f}"
-              f" {r.get('speedup', nan):7.2f}x {r.get('decisions_differ', -1):>6} {r['ref_differ']:>14}"
-              f" {r.get('baseline_ref_differ', -1):>5}   " + " / ".join(f"{v:.3f}" for v in r["ms_by_warps"].values())
-              + f"   {r['fastest']} ({r['ms_by_probes_warps'][r['fastest']]:.3f},"
-              f" {r['probes_differ'].get(int(r['fastest'].split('x')[0]), '-')})")  # fmt: skip
-    print("ms at probes x warps: " + "; ".join(
-        f"{r['length']} {r['scores']}: " + " ".join(f"{k} {v:.3f}" for k, v in r["ms_by_probes_warps"].items())
-        for r in rows))  # fmt: skip
+        print(f"{r['length']:>8} {r['scores']:>7} {r['density']:7.3f} {r['ms']:7.3f} {r['ms_one_level']:7.3f}"
+              f" {r['ms'] / r['ms_one_level']:5.2f}x {r['levels_differ']:>6} {r.get('baseline_ms', nan):8.3f}"
+              f" {1 / r.get('speedup', nan):5.2f}x {r.get('decisions_differ', -1):>6} {r['ref_differ']:>6}"
+              f" {r.get('baseline_ref_differ', -1):>5}")  # fmt: skip
+    for r in rows if args.sweep else ():
+        print(f"{r['length']} {r['scores']}: bisect ms at {' / '.join(map(str, WARPS))} warps "
+              + " / ".join(f"{v:.3f}" for v in r["ms_by_warps"].values()) + "; probes x warps "
+              + " ".join(f"{k} {v:.3f}" for k, v in r["ms_by_probes_warps"].items()))  # fmt: skip
 
 
 if __name__ == "__main__":

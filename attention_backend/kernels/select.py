@@ -22,14 +22,17 @@ import triton.language as tl
 
 
 # Every integer argument changes with the request: none is specialised (one compile per NKB, see kernels.warmup).
-@triton.jit(do_not_specialize=["first_qb", "n_kb", "s_sh", "s_sq", "s_mh", "s_mq", "s_ih", "s_iq", "s_ch"])
+@triton.jit(do_not_specialize=["first_qb", "row0", "n_kb", "s_sh", "s_sq", "s_mh", "s_mq", "s_ih", "s_iq", "s_ch"])
 def _xattn_select_kernel(
     score_ptr, tau_ptr, mask_ptr, idx_ptr, cnt_ptr,
-    first_qb, n_kb,
+    first_qb, row0, n_kb,
     s_sh, s_sq, s_mh, s_mq, s_ih, s_iq, s_ch,
     NKB: tl.constexpr, PROBES: tl.constexpr, ROUNDS: tl.constexpr,
 ):
-    qb_local = tl.program_id(0)
+    """One (head, query block) a program, rows ``row0 + program_id(0)``; ``NKB`` covers the row's causal blocks
+    (``qb + 1 <= NKB``), and the row's mask entries from ``NKB`` to ``n_kb`` (all past the diagonal) are written
+    False."""
+    qb_local = row0 + tl.program_id(0)
     h = tl.program_id(1)
     qb = first_qb + qb_local
     kb = tl.arange(0, NKB)
@@ -77,7 +80,10 @@ def _xattn_select_kernel(
     tie_rank = tl.cumsum(tied, 0) - tied
     sel = forced | (causal & (other > cutoff)) | ((tied > 0) & (tie_rank < n_tied_taken))
     sel = tl.where(tau >= 1.0, causal, sel)
-    tl.store(mask_ptr + h.to(tl.int64) * s_mh + qb_local.to(tl.int64) * s_mq + kb, sel, mask=kb < n_kb)
+    mask_row = mask_ptr + h.to(tl.int64) * s_mh + qb_local.to(tl.int64) * s_mq
+    tl.store(mask_row + kb, sel, mask=kb < n_kb)
+    for start in range(NKB, n_kb, NKB):  # a short row of a longer call (select_levels): the rest of its mask
+        tl.store(mask_row + start + kb, False, mask=start + kb < n_kb)
     sel_i = sel.to(tl.int32)
     pos = tl.cumsum(sel_i, 0) - sel_i
     tl.store(idx_ptr + h.to(tl.int64) * s_ih + qb_local.to(tl.int64) * s_iq + pos, kb, mask=sel)
@@ -104,6 +110,39 @@ def select_warps(nkb: int) -> int:
     return max(1, min(8, nkb // 512))
 
 
+SELECT_LEVELS = 3
+"""Row lengths a selection call launches at, at most (``select_levels``): a causal row's ``qb + 1`` blocks fit a
+power of two a quarter or half of the longest row's, and the bisection's 31 masked sums cost about the row's ``NKB``
+(H100, ``select_warps``: 0.154 ms for 16K rows of 512, 0.488 for 32K rows of 1,024). Each level is one more compile
+(``kernels.warmup`` compiles them)."""
+
+MIN_LEVEL = 64
+"""Rows are not split below this ``NKB`` (one warp, a few microseconds a launch)."""
+
+
+def level_sizes(n_kb: int, levels: int = SELECT_LEVELS) -> list[int]:
+    """The ``NKB`` values a selection over ``n_kb`` key blocks may launch at, ascending: the longest row's power of two
+    and up to ``levels - 1`` halvings of it, none under ``MIN_LEVEL``."""
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    full = triton.next_power_of_2(n_kb)
+    return [full >> i for i in range(levels - 1, 0, -1) if full >> i >= MIN_LEVEL] + [full]
+
+
+def select_levels(first_qb: int, n_qb: int, n_kb: int, levels: int = SELECT_LEVELS) -> list[tuple[int, int, int]]:
+    """The launches of one selection call as ``(first local row, rows, NKB)``: rows ``first_qb .. first_qb + n_qb``
+    grouped by the smallest of ``level_sizes`` their ``qb + 1`` causal blocks fit."""
+    sizes = level_sizes(n_kb, levels)
+    full = sizes[-1]
+    out, row = [], 0
+    for nkb in sizes:
+        end = n_qb if nkb == full else min(n_qb, max(row, nkb - first_qb))  # rows with first_qb + i + 1 <= nkb
+        if end > row:
+            out.append((row, end - row, nkb))
+            row = end
+    return out
+
+
 SELECT_PROBES = 1
 """Cut-off candidates tested per round of the search (a power of two; 1: bisection, 31 rounds). Measured
 (bench/xattn_select_speed.py on an NVIDIA H100 80GB HBM3, 2026-12-07 19:26 UTC, 128K, 32 heads): bisection 0.485 /
@@ -122,13 +161,14 @@ def search_rounds(probes: int) -> int:
 
 def select_blocks_indexed(
     scores: torch.Tensor, threshold: float | torch.Tensor, *, first_qb: int, num_warps: int | None = None,
-    probes: int | None = None,
+    probes: int | None = None, levels: int = SELECT_LEVELS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Select blocks from ``scores: [Hq, n_qb, n_kb]`` fp32 (row ``i`` = absolute query block
     ``first_qb + i``). Returns ``mask [Hq, n_qb, n_kb]`` bool, ``idx [Hq, n_qb, n_kb]`` int32 (the kept key
     blocks ascending, the rest of each row unspecified) and ``count [Hq, n_qb]`` int32. ``num_warps``: per
     row, default :func:`select_warps`; ``probes``: cut-off candidates per search round (a power of two), default
-    ``SELECT_PROBES`` (bench/xattn_select_speed.py times the others)."""
+    ``SELECT_PROBES`` (bench/xattn_select_speed.py times the others); ``levels``: the rows run at up to that many
+    row lengths (``select_levels``; 1: every row at the longest's)."""
     probes = SELECT_PROBES if probes is None else probes
     if probes < 1 or probes & (probes - 1):
         raise ValueError(f"probes must be a power of two >= 1, got {probes}")
@@ -142,15 +182,15 @@ def select_blocks_indexed(
     mask = torch.empty((hq, n_qb, n_kb), dtype=torch.bool, device=scores.device)
     idx = torch.empty((hq, n_qb, n_kb), dtype=torch.int32, device=scores.device)
     count = torch.empty((hq, n_qb), dtype=torch.int32, device=scores.device)
-    nkb_pow2 = triton.next_power_of_2(n_kb)
-    _xattn_select_kernel[(n_qb, hq)](
-        scores, tau, mask, idx, count,
-        first_qb, n_kb,
-        scores.stride(0), scores.stride(1), mask.stride(0), mask.stride(1), idx.stride(0), idx.stride(1),
-        count.stride(0),
-        NKB=nkb_pow2, PROBES=probes, ROUNDS=search_rounds(probes),
-        num_warps=num_warps or select_warps(nkb_pow2),
-    )
+    for row0, rows, nkb in select_levels(first_qb, n_qb, n_kb, levels):
+        _xattn_select_kernel[(rows, hq)](
+            scores, tau, mask, idx, count,
+            first_qb, row0, n_kb,
+            scores.stride(0), scores.stride(1), mask.stride(0), mask.stride(1), idx.stride(0), idx.stride(1),
+            count.stride(0),
+            NKB=nkb, PROBES=probes, ROUNDS=search_rounds(probes),
+            num_warps=num_warps or select_warps(nkb),
+        )
     return mask, idx, count
 
 

@@ -4,7 +4,8 @@ Triton compiles a kernel the first time it sees a new set of constexprs (integer
 request are marked ``do_not_specialize`` in each kernel). What is left to compile is known at start-up:
 the estimation and sparse kernels once per model shape, and the block-score and selection kernels once per
 power of two of the key blocks in a row (``NKB``: the row is held in registers, ``tl.arange`` needs its
-length at compile time). :func:`precompile` runs them all once, so no request pays a compile (seconds at
+length at compile time; the selection also at the shorter lengths of ``select.level_sizes``, where a call's
+early causal rows run). :func:`precompile` runs them all once, so no request pays a compile (seconds at
 128K on an H100, bench/results/vllm_ttft/notes.md) and vLLM's JIT monitor, armed after its warm-up, sees
 none.
 """
@@ -19,7 +20,7 @@ import triton
 from attention_backend.kernels.estimate import block_scores_from_lse
 from attention_backend.kernels.page_tables import fused_supported, sparse_pages_fused
 from attention_backend.kernels.prefill import PrefillSeq, paged_attend, paged_select
-from attention_backend.kernels.select import select_blocks_indexed
+from attention_backend.kernels.select import level_sizes, select_blocks_indexed
 
 
 def row_block_counts(min_len: int, max_len: int, block_size: int) -> list[int]:
@@ -80,5 +81,6 @@ def precompile(
         last = n_kb - 1
         block_scores_from_lse(lse, scores, k_len=n_kb * block_size, q_offset=last * block_size, first_qb=last,
                               stride=stride)
-        select_blocks_indexed(scores, 0.9, first_qb=last)
+        for nkb in level_sizes(n_kb):  # a row at each length the selection of n_kb key blocks launches at
+            select_blocks_indexed(scores, 0.9, first_qb=nkb - 1)
     return counts

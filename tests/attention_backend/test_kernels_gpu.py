@@ -347,6 +347,40 @@ def test_select_long_rows_with_ties_match_the_reference(tau):
         assert torch.equal(idx[1, -1, : len(kept)].cpu(), kept), "index list of the last row"
 
 
+@pytest.mark.parametrize("first", [0, 70])
+def test_select_short_causal_rows_at_shorter_lengths_match_one_length(first):
+    """Rows 0-259 of 260 key blocks run at 128, 256 and 512 blocks (``select_levels``): the same mask (each short
+    row's entries past its length written False), index lists and counts as every row at 512, and the reference's
+    blocks."""
+    from attention_backend.kernels.select import select_levels
+
+    gen = torch.Generator().manual_seed(first + 1)
+    hq, nkb = 1, 260
+    nqb = nkb - first
+    assert [n for _, _, n in select_levels(first, nqb, nkb)] == ([128, 256, 512] if first < 128 else [256, 512])
+    scores = (torch.rand(hq, nqb, nkb, generator=gen) ** 4 * causal_block_mask(hq, nqb, nkb, first)).float().to(DEV)
+    one = select_blocks_indexed(scores, 0.9, first_qb=first, levels=1)
+    got = select_blocks_indexed(scores, 0.9, first_qb=first)
+    assert_mask_equal(got[0].cpu(), one[0].cpu(), "short rows' masks")
+    assert_mask_equal(got[0].cpu(), ref_select_blocks(scores.cpu(), 0.9, q_block_offset=first), "vs the reference")
+    assert torch.equal(got[2], one[2]), "counts"
+    for i in range(nqb):
+        n = int(one[2][0, i])
+        assert torch.equal(got[1][0, i, :n], one[1][0, i, :n]), f"index list of row {i}"
+
+
+def test_select_levels_split_rows_by_causal_length():
+    from attention_backend.kernels.select import level_sizes, select_levels
+
+    assert level_sizes(1024) == [256, 512, 1024] and level_sizes(1024, 1) == [1024] and level_sizes(100) == [64, 128]
+    assert select_levels(0, 1024, 1024) == [(0, 256, 256), (256, 256, 512), (512, 512, 1024)]
+    assert select_levels(300, 724, 1024) == [(0, 212, 512), (212, 512, 1024)]  # rows from block 300: none fit 256
+    assert select_levels(0, 1024, 1024, levels=1) == [(0, 1024, 1024)]
+    assert select_levels(900, 1, 1000) == [(0, 1, 1024)]
+    with pytest.raises(ValueError, match="levels"):
+        level_sizes(1024, 0)
+
+
 @pytest.mark.parametrize("probes", [2, 4, 16])
 def test_select_with_more_probes_a_round_finds_the_same_cut_off(probes):
     """The search testing several cut-off candidates a round keeps exactly the bisection's blocks (same cut-off,
