@@ -110,26 +110,22 @@ def select_warps(nkb: int) -> int:
     return max(1, min(8, nkb // 512))
 
 
-SELECT_LEVELS = 3
-"""Row lengths a selection call launches at, at most (``select_levels``): a causal row's ``qb + 1`` blocks fit a
-power of two a quarter or half of the longest row's, and the bisection's 31 masked sums cost about the row's ``NKB``
-(H100, ``select_warps``: 0.154 ms for 16K rows of 512, 0.488 for 32K rows of 1,024). Each level is one more compile
-(``kernels.warmup`` compiles them)."""
-
-MIN_LEVEL = 64
-"""Rows are not split below this ``NKB`` (one warp, a few microseconds a launch)."""
-
-
-def level_sizes(n_kb: int, levels: int = SELECT_LEVELS) -> list[int]:
-    """The ``NKB`` values a selection over ``n_kb`` key blocks may launch at, ascending: the longest row's power of two
-    and up to ``levels - 1`` halvings of it, none under ``MIN_LEVEL``."""
-    if levels < 1:
+def level_sizes(n_kb: int, levels: int | None = None) -> list[int]:
+    """The ``NKB`` values a selection over ``n_kb`` key blocks launches at, ascending: the longest row's power of two,
+    and below it each halving that runs on fewer warps (``select_warps``): 512 and 1,024 for 1,024 key blocks, one
+    size up to 512 (one warp). ``levels``: at most that many (the longest kept). Rows on one warp instead of two ran
+    at 0.77-0.81x the time at 128K (H100, 2026-12-07 23:15 UTC, bench/results/xattn_kernels/xattn_select_speed.json:
+    rows at 256 / 512 / 1,024 against every row at 1,024); at 64K, all on one warp already, rows at 128 / 256 / 512
+    took 1.25x the single launch (each launch's tail, the per-row cost on one warp about the same): not split there."""
+    if levels is not None and levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
-    full = triton.next_power_of_2(n_kb)
-    return [full >> i for i in range(levels - 1, 0, -1) if full >> i >= MIN_LEVEL] + [full]
+    sizes = [triton.next_power_of_2(n_kb)]
+    while sizes[0] > 1 and select_warps(sizes[0] // 2) < select_warps(sizes[0]):
+        sizes.insert(0, sizes[0] // 2)
+    return sizes if levels is None else sizes[-levels:]
 
 
-def select_levels(first_qb: int, n_qb: int, n_kb: int, levels: int = SELECT_LEVELS) -> list[tuple[int, int, int]]:
+def select_levels(first_qb: int, n_qb: int, n_kb: int, levels: int | None = None) -> list[tuple[int, int, int]]:
     """The launches of one selection call as ``(first local row, rows, NKB)``: rows ``first_qb .. first_qb + n_qb``
     grouped by the smallest of ``level_sizes`` their ``qb + 1`` causal blocks fit."""
     sizes = level_sizes(n_kb, levels)
@@ -161,14 +157,14 @@ def search_rounds(probes: int) -> int:
 
 def select_blocks_indexed(
     scores: torch.Tensor, threshold: float | torch.Tensor, *, first_qb: int, num_warps: int | None = None,
-    probes: int | None = None, levels: int = SELECT_LEVELS,
+    probes: int | None = None, levels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Select blocks from ``scores: [Hq, n_qb, n_kb]`` fp32 (row ``i`` = absolute query block
     ``first_qb + i``). Returns ``mask [Hq, n_qb, n_kb]`` bool, ``idx [Hq, n_qb, n_kb]`` int32 (the kept key
     blocks ascending, the rest of each row unspecified) and ``count [Hq, n_qb]`` int32. ``num_warps``: per
     row, default :func:`select_warps`; ``probes``: cut-off candidates per search round (a power of two), default
     ``SELECT_PROBES`` (bench/xattn_select_speed.py times the others); ``levels``: the rows run at up to that many
-    row lengths (``select_levels``; 1: every row at the longest's)."""
+    row lengths (``level_sizes``; 1: every row at the longest's)."""
     probes = SELECT_PROBES if probes is None else probes
     if probes < 1 or probes & (probes - 1):
         raise ValueError(f"probes must be a power of two >= 1, got {probes}")

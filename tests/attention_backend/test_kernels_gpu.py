@@ -347,17 +347,16 @@ def test_select_long_rows_with_ties_match_the_reference(tau):
         assert torch.equal(idx[1, -1, : len(kept)].cpu(), kept), "index list of the last row"
 
 
-@pytest.mark.parametrize("first", [0, 70])
-def test_select_short_causal_rows_at_shorter_lengths_match_one_length(first):
-    """Rows 0-259 of 260 key blocks run at 128, 256 and 512 blocks (``select_levels``): the same mask (each short
-    row's entries past its length written False), index lists and counts as every row at 512, and the reference's
-    blocks."""
+def test_select_short_causal_rows_on_fewer_warps_match_one_length():
+    """Rows 400-599 of 600 key blocks: those up to block 511 run at 512 blocks on one warp, the rest at 1,024 on two
+    (``select_levels``): the same mask (the short rows' entries past 512 written False), index lists and counts as every
+    row at 1,024, and the reference's blocks."""
     from attention_backend.kernels.select import select_levels
 
-    gen = torch.Generator().manual_seed(first + 1)
-    hq, nkb = 1, 260
+    gen = torch.Generator().manual_seed(3)
+    hq, nkb, first = 1, 600, 400
     nqb = nkb - first
-    assert [n for _, _, n in select_levels(first, nqb, nkb)] == ([128, 256, 512] if first < 128 else [256, 512])
+    assert select_levels(first, nqb, nkb) == [(0, 112, 512), (112, 88, 1024)]
     scores = (torch.rand(hq, nqb, nkb, generator=gen) ** 4 * causal_block_mask(hq, nqb, nkb, first)).float().to(DEV)
     one = select_blocks_indexed(scores, 0.9, first_qb=first, levels=1)
     got = select_blocks_indexed(scores, 0.9, first_qb=first)
@@ -369,14 +368,15 @@ def test_select_short_causal_rows_at_shorter_lengths_match_one_length(first):
         assert torch.equal(got[1][0, i, :n], one[1][0, i, :n]), f"index list of row {i}"
 
 
-def test_select_levels_split_rows_by_causal_length():
+def test_select_levels_split_rows_by_warps():
     from attention_backend.kernels.select import level_sizes, select_levels
 
-    assert level_sizes(1024) == [256, 512, 1024] and level_sizes(1024, 1) == [1024] and level_sizes(100) == [64, 128]
-    assert select_levels(0, 1024, 1024) == [(0, 256, 256), (256, 256, 512), (512, 512, 1024)]
-    assert select_levels(300, 724, 1024) == [(0, 212, 512), (212, 512, 1024)]  # rows from block 300: none fit 256
+    assert level_sizes(1024) == [512, 1024] and level_sizes(1024, 1) == [1024] and level_sizes(300) == [512]
+    assert level_sizes(4096) == [512, 1024, 2048, 4096] and level_sizes(8192) == [8192]  # 4,096 runs on 8 warps too
+    assert select_levels(0, 1024, 1024) == [(0, 512, 512), (512, 512, 1024)]
+    assert select_levels(300, 724, 1024) == [(0, 212, 512), (212, 512, 1024)]
+    assert select_levels(600, 424, 1024) == [(0, 424, 1024)]  # every row past 512 blocks
     assert select_levels(0, 1024, 1024, levels=1) == [(0, 1024, 1024)]
-    assert select_levels(900, 1, 1000) == [(0, 1, 1024)]
     with pytest.raises(ValueError, match="levels"):
         level_sizes(1024, 0)
 
