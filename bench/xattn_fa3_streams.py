@@ -76,9 +76,9 @@ def main() -> None:
         res["est_fp8_ms"] = bench_ms(est)
         res["select_ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, 0.9, first_qb=0))
         if args.profile:
-            from xattn_est_sweep import kernel_breakdown
+            from xattn_est_sweep import host_ms, kernel_breakdown
 
-            res["est_fp8_profile"] = {**gpu_timeline(est), "kernels_ms": kernel_breakdown(est)}
+            res["est_fp8_profile"] = {**gpu_timeline(est), "kernels_ms": kernel_breakdown(est), "host_ms": host_ms(est)}
         del scores, kv
     pages = (k.view(n_qb, BLOCK, hkv, d), v.view(n_qb, BLOCK, hkv, d))
     page_table = torch.arange(n_qb, dtype=torch.int32, device="cuda")[None]
@@ -192,7 +192,7 @@ def print_profile(res: dict[str, Any]) -> None:
     print(f"\nprofiled (one call each): FA3 dense kernel {fa3['fa3_kernel_sum_ms']:.2f} ms, span {fa3['span_ms']:.2f} ms")
     if "est_fp8_profile" in res:
         e = res["est_fp8_profile"]
-        print(f"fp8 estimate: span {e['span_ms']:.2f}, busy {e['busy_ms']:.2f} ms; kernels: "
+        print(f"fp8 estimate: span {e['span_ms']:.2f}, busy {e['busy_ms']:.2f}, host {e['host_ms']:.2f} ms; kernels: "
               + ", ".join(f"{k} {v:.2f}" for k, v in e["kernels_ms"].items()))  # fmt: skip
     print(f"{'mask':>10} {'density':>7} {'streams':>7} {'span':>6} {'busy':>6} {'idle':>5} {'FA3 sum':>7} "
           f"{'ideal':>6} {'excess':>6} {'/call':>5} {'others':>6} {'host':>5}  (ms)")  # fmt: skip

@@ -211,7 +211,12 @@ def lse_by_gemm(
         epilogue(logits.view(-1, n_chunk, group, n_cols), a, heads.start * group)
 
     head_sets = [slice(0, hkv)] if grouped else [slice(g, g + 1) for g in range(hkv)]
-    calls = [functools.partial(chunk, a, heads) for a in range(0, q_rows, chunk_rows) for heads in head_sets]
+    # The last chunk first: a chunk's causal GEMMs grow with its position, so in this order each chunk keeps the GPU busy
+    # longer than the host takes to enqueue the next (9 launches a chunk), and the small early chunks are queued before
+    # the GPU reaches them. First chunk first, the GPU waited on the host through the small chunks: an H100 whose host
+    # enqueued a 128K call in ~4 ms took 7.72 ms for 5.59 ms of kernels (bench/results/xattn_curve/fa3_streams.log).
+    starts = range(0, q_rows, chunk_rows)
+    calls = [functools.partial(chunk, a, heads) for a in reversed(starts) for heads in head_sets]
     if streams == 1 or not qp.is_cuda:
         for call in calls:
             call()
