@@ -215,6 +215,7 @@ def lse_by_gemm(
     # longer than the host takes to enqueue the next (9 launches a chunk), and the small early chunks are queued before
     # the GPU reaches them. First chunk first, the GPU waited on the host through the small chunks: an H100 whose host
     # enqueued a 128K call in ~4 ms took 7.72 ms for 5.59 ms of kernels (bench/results/xattn_curve/fa3_streams.log).
+    # This order is not timed on a GPU yet (no device time was left); the same scores either way (tests).
     starts = range(0, q_rows, chunk_rows)
     calls = [functools.partial(chunk, a, heads) for a in reversed(starts) for heads in head_sets]
     if streams == 1 or not qp.is_cuda:
