@@ -113,11 +113,11 @@ def select_warps(nkb: int) -> int:
 def level_sizes(n_kb: int, levels: int | None = None) -> list[int]:
     """The ``NKB`` values a selection over ``n_kb`` key blocks launches at, ascending: the longest row's power of two,
     and below it each halving that runs on fewer warps (``select_warps``): 512 and 1,024 for 1,024 key blocks, one
-    size up to 512 (one warp). ``levels``: at most that many (the longest kept). Measured on an H100 (2026-12-07
-    23:15 UTC, bench/results/xattn_kernels/xattn_select_speed_levels3_h100.json, rows at 256 / 512 / 1,024 against
-    every row at 1,024): 0.77-0.81x the time at 128K, where the short rows moved from two warps to one; at 64K, all on
-    one warp already, rows at 128 / 256 / 512 took 1.25x the single launch (each launch's tail; a row's cost on one
-    warp about the same at any length): not split there."""
+    size up to 512 (one warp). ``levels``: at most that many (the longest kept). On an H100 against every row at the
+    longest's length (bench/results/xattn_kernels/xattn_select_speed_levels_h100.json, 2026-12-07 23:35 UTC): 0.78x
+    the time at 128K, 0.97-0.98x at 64K, 1.00-1.01x at 32K, the same decisions on untied scores. Split further (rows
+    at 128 / 256 / 512 at 64K, all on one warp: ``xattn_select_speed_levels3_h100.json``) it took 1.25x: a row on
+    one warp costs about the same at any length, and each launch adds its tail."""
     if levels is not None and levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
     sizes = [triton.next_power_of_2(n_kb)]
