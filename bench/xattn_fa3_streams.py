@@ -6,7 +6,8 @@ first, spread over ``PER_HEAD_STREAMS_BY_HEAD_DIM`` streams so one call's tail o
 ``bench/results/xattn_curve/notes.md``). This times ``fa3_attend`` as the backend calls it (page tables built on the
 GPU in the last-first order, TMA pages) at each stream count, against vLLM's FA3 in the same run, on the masks of
 ``xattn_curve.block_mask``, and checks every stream count writes the same output as the first. With ``--e2e`` it
-also times the fp8 estimate (``FP8_GEMM_TILES``) and the selection once and reports estimate + selection + the
+also times the fp8 estimate (``FP8_GEMM_TILES``; and with its chunks first first, the order before 79b99a4) and the
+selection once and reports estimate + selection + the
 fastest stream count against FA3 at each point (``sum``), and (``pipe``) times estimate -> selection -> the sparse
 call at that count as ONE function, the way the backend issues a layer (no host sync between them): each part timed
 alone also waits for the host to enqueue its first kernel (about 1.6 ms for the sparse call's 32 FA3 calls: the
@@ -26,6 +27,7 @@ Device command: ``STREAMS=1 SHAPES=none bash bench/h200/curve.sh``; results in `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -74,6 +76,10 @@ def main() -> None:
         est = functools.partial(estimate_block_scores, q, kv, block_size=BLOCK, stride=16, fp8=True, tiles=FP8_GEMM_TILES)
         scores = est()
         res["est_fp8_ms"] = bench_ms(est)
+        # the chunk order before 79b99a4 (first chunk first), on the same host: what the last-first order saves
+        first_first = functools.partial(est, tiles=dataclasses.replace(FP8_GEMM_TILES, gemm_last_first=False))
+        res["est_fp8_first_first_ms"] = bench_ms(first_first)
+        res["est_fp8_orders_equal"] = bool(torch.equal(first_first(), scores))
         res["select_ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, 0.9, first_qb=0))
         if args.profile:
             from xattn_est_sweep import host_ms, kernel_breakdown
@@ -122,7 +128,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     print(f"\n{res['device']}, {length} tokens, {hq} / {hkv} heads, d {d}: FA3 {fa3_ms:.1f} ms ({fa3_tflops:.0f} TFLOP/s)"
-          + (f"; fp8 estimate {res['est_fp8_ms']:.2f} ms, selection {res['select_ms']:.3f} ms" if args.e2e else ""))
+          + (f"; fp8 estimate {res['est_fp8_ms']:.2f} ms (first chunk first {res['est_fp8_first_first_ms']:.2f}, same "
+             f"scores: {res['est_fp8_orders_equal']}), selection {res['select_ms']:.3f} ms" if args.e2e else ""))
     print("fa3_attend default path (last first, TMA pages), ms (% of FA3 per computed block) by streams:")
     print(f"{'mask':>10} {'density':>7} " + " ".join(f"{'s' + str(n):>14}" for n in streams)
           + f" {'fastest':>7} {'max diff':>8}"

@@ -70,6 +70,8 @@ class EstimateTiles:
     gemm_epilogue_cols: int = 1  # with gemm: bm x bn logit tiles per epilogue program, along the row
     gemm_grouped_kernel: bool = True  # with gemm_grouped: the library's grouped GEMM kernel; False: one plain GEMM per
     #                                   KV head into the chunk's buffer (the epilogue still one launch a chunk)
+    gemm_last_first: bool = True  # with gemm: the last (longest) chunk of query rows first, so each chunk's GEMMs
+    #                               outlast the host's enqueue of the next (kernels.estimate_gemm.lse_by_gemm)
 
 
 POINTER_TILES = EstimateTiles(tma=False, num_stages=3)
@@ -345,7 +347,7 @@ def estimate_block_scores(
                     q_offset=q_offset, n_kb=n_kb, scale_log2=scale_log2, fp8=fp8, chunk_rows=tiles.gemm_chunk,
                     bm=tiles.bm, bn=tiles.bn, num_warps=tiles.num_warps, streams=tiles.gemm_streams,
                     grouped=tiles.gemm_grouped, epilogue_cols=tiles.gemm_epilogue_cols,
-                    grouped_kernel=tiles.gemm_grouped_kernel)
+                    grouped_kernel=tiles.gemm_grouped_kernel, last_first=tiles.gemm_last_first)
     elif tiles.tma:
         head_scale = lse  # unused unless fp8 (any pointer will do)
         if fp8:

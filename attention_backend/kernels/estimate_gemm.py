@@ -147,6 +147,7 @@ def lse_by_gemm(
     grouped: bool = False,
     epilogue_cols: int = 1,
     grouped_kernel: bool = True,
+    last_first: bool = True,
 ) -> None:
     """Fill ``lse [Hq, n_rows, n_kb]`` from the zero-padded token-major operands of ``estimate._tma_operands``
     (queries from absolute reshaped row ``row0``, keys from token 0) by library GEMMs, ``chunk_rows`` reshaped
@@ -160,7 +161,7 @@ def lse_by_gemm(
     buffer (cuBLAS's, 3.3 ms at 128K on an H100 where CUTLASS's grouped fp8 kernel took 4.1), the epilogue still one
     launch (``hkv + 1`` launches a chunk).
     ``epilogue_cols``: ``bm x bn`` tiles per epilogue program, along the row (fewer programs, loads of the next tile
-    in flight while one is reduced)."""
+    in flight while one is reduced). ``last_first``: the chunks from the last query rows to the first (below)."""
     hq, hkv = qp.shape[1], kp.shape[1]
     group = hq // hkv
     if chunk_rows <= 0 or chunk_rows % GEMM_ALIGN:
@@ -215,9 +216,11 @@ def lse_by_gemm(
     # longer than the host takes to enqueue the next (9 launches a chunk), and the small early chunks are queued before
     # the GPU reaches them. First chunk first, the GPU waited on the host through the small chunks: an H100 whose host
     # enqueued a 128K call in ~4 ms took 7.72 ms for 5.59 ms of kernels (bench/results/xattn_curve/fa3_streams.log).
-    # This order is not timed on a GPU yet (no device time was left); the same scores either way (tests).
+    # This order is not timed on a GPU yet (no device time was left; ``last_first=False`` is the order before, for
+    # bench/xattn_fa3_streams.py to time both in one run); the same scores either way (tests).
     starts = range(0, q_rows, chunk_rows)
-    calls = [functools.partial(chunk, a, heads) for a in reversed(starts) for heads in head_sets]
+    calls = [functools.partial(chunk, a, heads) for a in (reversed(starts) if last_first else starts)
+             for heads in head_sets]  # fmt: skip
     if streams == 1 or not qp.is_cuda:
         for call in calls:
             call()

@@ -221,6 +221,18 @@ def test_gemm_grouped_plain_is_the_per_head_path():
     assert torch.equal(est(tiles=EstimateTiles(**tiles, gemm_grouped=True, gemm_grouped_kernel=False)), pairs)
 
 
+def test_gemm_chunks_last_first_is_the_first_first_path():
+    """``gemm_last_first`` (the default) only reorders the chunks: each chunk's GEMM and epilogue write their own lse
+    rows, so the scores are those of the chunks in row order, bit for bit (several chunks, a partial last one)."""
+    lk, hq, hkv, d = 900, 4, 2, 64
+    q, k, v = _inputs(lk, lk, hq, hkv, d, DTYPES[0], seed=13)
+    est = functools.partial(estimate_block_scores, q, PagedKV.from_contiguous(k, v), block_size=128, stride=8)
+    tiles = dict(gemm=True, gemm_chunk=32, bm=32, bn=16, num_warps=4, gemm_grouped=True, gemm_grouped_kernel=False)
+    first_first = est(tiles=EstimateTiles(**tiles, gemm_last_first=False))
+    assert bool(torch.isfinite(first_first).all())
+    assert torch.equal(est(tiles=EstimateTiles(**tiles)), first_first)
+
+
 @pytest.mark.parametrize(
     ("capability", "fp8", "stride", "want"),
     [((9, 0), True, 16, "FP8_GEMM_TILES"), ((9, 0), True, 32, "FP8_GEMM_TILES"), ((9, 0), True, 8, "fused"),
