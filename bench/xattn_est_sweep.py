@@ -60,8 +60,9 @@ def gemm_key(stride: int, fp8: bool, t: EstimateTiles) -> str:
 
 
 GEMM_FIELDS = ("bm", "bn", "num_warps", "gemm", "gemm_chunk", "gemm_streams", "gemm_grouped", "gemm_epilogue_cols",
-               "gemm_grouped_kernel")  # fmt: skip
-"""The ``EstimateTiles`` fields a library-GEMM variant sets (written to the JSON, to rebuild it)."""
+               "gemm_grouped_kernel", "gemm_last_first")  # fmt: skip
+"""The ``EstimateTiles`` fields a library-GEMM variant sets (written to the JSON, to rebuild it; a JSON from before a
+field existed rebuilds with its default)."""
 
 GEMM_VARIANTS = (
     gemm_variant(1024, False, 128, 256, 8),  # bf16: 12.7 ms at 128K in the first H100 run (chunks 512 / 2048: 13.3 / 13.8)
