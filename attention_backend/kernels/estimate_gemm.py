@@ -189,21 +189,24 @@ def lse_by_gemm(
         n_cols = min(key_rows, triton.cdiv(row0 + a + n_chunk, GEMM_ALIGN) * GEMM_ALIGN)
         qa = q8[heads, a : a + n_chunk].flatten(1, 2)  # [heads, n_chunk * group, S * D]
         kb = k8[heads, :n_cols, 0]  # [heads, n_cols, S * D]
+        # each KV head's operands as views made in one op each (a view op per head and operand cost the host ~4 us)
+        q_g, k_t = qa.unbind(0), kb.transpose(-1, -2).unbind(0)
         if fp8:
             qs, ks = q_scale[heads, a : a + n_chunk].flatten(1), k_scale[heads, :n_cols, 0]
+            s_a, s_b = qs[:, :, None].unbind(0), ks[:, None, :].unbind(0)
 
         def plain(g: int, out: torch.Tensor | None = None) -> torch.Tensor:  # KV head g: the library's plain GEMM
             if fp8:
-                return torch._scaled_mm(qa[g], kb[g].t(), scale_a=qs[g][:, None], scale_b=ks[g][None, :],
-                                        out_dtype=torch.bfloat16, use_fast_accum=True, out=out)  # fmt: skip
-            return torch.matmul(qa[g], kb[g].t(), out=out)
+                return torch._scaled_mm(q_g[g], k_t[g], scale_a=s_a[g], scale_b=s_b[g], out_dtype=torch.bfloat16,
+                                        use_fast_accum=True, out=out)  # fmt: skip
+            return torch.matmul(q_g[g], k_t[g], out=out)
 
         if not grouped:
             logits = plain(0)
         elif not grouped_kernel:  # one plain GEMM per KV head into the chunk's buffer, still one epilogue launch
             logits = torch.empty((*qa.shape[:2], n_cols), dtype=torch.bfloat16 if fp8 else qa.dtype, device=qa.device)
-            for g in range(qa.shape[0]):
-                plain(g, out=logits[g])
+            for g, out in enumerate(logits.unbind(0)):
+                plain(g, out=out)
         elif fp8:
             logits = torch._scaled_grouped_mm(qa, kb.transpose(-1, -2), scale_a=qs.contiguous(), scale_b=ks.contiguous(),
                                               out_dtype=torch.bfloat16, use_fast_accum=True)  # fmt: skip
