@@ -7,17 +7,16 @@ first, spread over ``PER_HEAD_STREAMS_BY_HEAD_DIM`` streams so one call's tail o
 GPU in the last-first order, TMA pages) at each stream count, against vLLM's FA3 in the same run, on the masks of
 ``xattn_curve.block_mask``, and checks every stream count writes the same output as the first. With ``--e2e`` it
 also times the fp8 estimate (``FP8_GEMM_TILES``; and with its chunks first first, the order before 79b99a4) and the
-selection once and reports estimate + selection + the
-fastest stream count against FA3 at each point (``sum``), and (``pipe``) times estimate -> selection -> the sparse
-call at that count as ONE function, the way the backend issues a layer (no host sync between them): each part timed
-alone also waits for the host to enqueue its first kernel (about 1.6 ms for the sparse call's 32 FA3 calls: the
-profile's span against their event time), which the backend hides behind the GPU's earlier work. The pipeline's
-selection runs on the estimated scores, its sparse call on the point's given mask (as the parts do). With
-``--profile`` it says where the time above density x FA3 goes
-at the fastest stream count, from one profiled call (torch profiler): the sum of the FA3 kernels' own times against
-density x FA3's kernel (the kernels' fixed cost per query tile), the GPU's busy time (union of kernel intervals over
-all streams) against its span (idle: waits on the host or between streams), the other kernels (page tables), and the
-host time to enqueue one call.
+selection once and reports estimate + selection + the fastest stream count against FA3 at each point (``sum``), and
+(``pipe``) times estimate -> selection -> the sparse call at that count as ONE function, the way the backend issues a
+layer (no host sync between them): each part timed alone also waits for the host to enqueue its first kernel (about
+1.6 ms for the sparse call's 32 FA3 calls: the profile's span against their event time), which the backend hides
+behind the GPU's earlier work. The pipeline's selection runs on the estimated scores, its sparse call on the point's
+given mask (as the parts do). With ``--profile`` it says where the time above density x FA3 goes at the fastest stream
+count, from one profiled call (torch profiler): the sum of the FA3 kernels' own times against density x FA3's kernel
+(the kernels' fixed cost per query tile), the GPU's busy time (union of kernel intervals over all streams) against its
+span (idle: waits on the host or between streams), the other kernels (page tables), and the host time to enqueue one
+call.
 
     python3 bench/xattn_fa3_streams.py --out bench/results/xattn_curve/fa3_streams   # on the GPU, vLLM carried
 
@@ -35,6 +34,7 @@ from typing import Any
 
 import torch
 from xattn_curve import BLOCK, block_mask, fa3_fn
+from xattn_est_sweep import host_ms, kernel_breakdown
 from xattn_speed import bench_ms, computed_pairs
 
 
@@ -82,8 +82,6 @@ def main() -> None:
         res["est_fp8_orders_equal"] = bool(torch.equal(first_first(), scores))
         res["select_ms"] = bench_ms(functools.partial(select_blocks_indexed, scores, 0.9, first_qb=0))
         if args.profile:
-            from xattn_est_sweep import host_ms, kernel_breakdown
-
             res["est_fp8_profile"] = {**gpu_timeline(est), "kernels_ms": kernel_breakdown(est), "host_ms": host_ms(est)}
         del scores, kv
     pages = (k.view(n_qb, BLOCK, hkv, d), v.view(n_qb, BLOCK, hkv, d))
@@ -186,8 +184,6 @@ def gpu_timeline(fn: Any) -> dict[str, float]:
 def profile_call(fn: Any, density: float, fa3_kernel_ms: float) -> dict[str, Any]:
     """``gpu_timeline`` of one sparse call, the kernels by name and the host's enqueue time; ``ideal_ms`` is density
     x FA3's dense kernel, what the FA3 kernels would take at FA3's rate per computed block."""
-    from xattn_est_sweep import host_ms, kernel_breakdown
-
     timeline = gpu_timeline(fn)
     return {**timeline, "ideal_ms": density * fa3_kernel_ms,
             "fa3_excess_ms": timeline["fa3_kernel_sum_ms"] - density * fa3_kernel_ms,

@@ -5,10 +5,10 @@
 906e43d:attention_backend/kernels/select.py > select_sort.py``) as ``--baseline`` and both run on the same
 scores in the same process: CUDA-event time (median), the ratio, how many (head, query block, key block)
 decisions differ between them and how many differ from the float64 torch reference (``attention_backend.select``,
-first ``--ref-heads`` heads); the default (a call's rows at the lengths of ``select.level_sizes``: short causal rows on fewer warps) against
-every row at the longest row's length (``levels=1``), with the decisions that differ between them; with ``--sweep``
-also the bisection kernel at 1, 2, 4 and 8 warps a row, and the search with 1-16 cut-off candidates a round
-(``probes``) at each of those warp counts, with its decisions against the bisection's.
+first ``--ref-heads`` heads); the default (a call's rows at the lengths of ``select.level_sizes``: short causal rows
+on fewer warps) against every row at the longest row's length (``levels=1``), with the decisions that differ between
+them; with ``--sweep`` also the bisection kernel at 1, 2, 4 and 8 warps a row, and the search with 1-16 cut-off
+candidates a round (``probes``) at each of those warp counts, with its decisions against the bisection's.
 Scores: 32 query heads, per causal row a softmax-like mass (``rand ** 4``, normalised), and a second set with every score of a row tied
 (uniform attention, as dummy weights give; rows whose ``tau`` boundary falls exactly on a tie sum are decided by
 fp32 rounding). Writes ``<out>.json`` and prints a table.
