@@ -189,7 +189,7 @@ def lse_by_gemm(
         n_cols = min(key_rows, triton.cdiv(row0 + a + n_chunk, GEMM_ALIGN) * GEMM_ALIGN)
         qa = q8[heads, a : a + n_chunk].flatten(1, 2)  # [heads, n_chunk * group, S * D]
         kb = k8[heads, :n_cols, 0]  # [heads, n_cols, S * D]
-        # each KV head's operands as views made in one op each (a view op per head and operand cost the host ~4 us)
+        # each KV head's operands as views made in one op per operand, not one per head and operand (host time)
         q_g, k_t = qa.unbind(0), kb.transpose(-1, -2).unbind(0)
         if fp8:
             qs, ks = q_scale[heads, a : a + n_chunk].flatten(1), k_scale[heads, :n_cols, 0]
